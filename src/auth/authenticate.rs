@@ -1,0 +1,159 @@
+//! Authentication: a verified leaf certificate -> an ACTIVE principal, through a cache of recent results.
+//!
+//! Cache correctness: every change that can withdraw access (revoke, suspend, delete) is written to the store first
+//! and then calls `forget_*`, which bumps a generation counter. A lookup notes the generation before it reads the
+//! store and only caches its result if the generation is unchanged, so a read that raced a revocation is never
+//! cached. On this server a withdrawal therefore takes effect on the next request. Another replica sharing the store
+//! learns of it when its own cache entry expires: at most `ttl` later.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::auth::peer::PeerIdentity;
+use crate::auth::{Caller, PermissionTable};
+use crate::error::{Error, Result};
+use crate::model::{PrincipalId, PrincipalStatus, Serial};
+use crate::pki::oid::IdentityOids;
+use crate::store::Store;
+
+/// Entries kept before the cache starts over; bounds memory under a flood of distinct certificates.
+const MAX_CACHE_ENTRIES: usize = 100_000;
+
+/// Checks callers against the store. Cheap to share behind an `Arc`.
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    oids: IdentityOids,
+    permissions: PermissionTable,
+    cache: AuthCache,
+}
+
+impl Authenticator {
+    /// `ttl` bounds how long another replica's change can go unnoticed here; zero disables caching.
+    pub fn new(store: Arc<dyn Store>, oids: IdentityOids, permissions: PermissionTable, ttl: Duration) -> Self {
+        Self { store, oids, permissions, cache: AuthCache::new(ttl) }
+    }
+
+    /// Authenticates the holder of `leaf_der`, a client certificate that TLS has already verified against the CA.
+    /// Every failure is `Unauthenticated` with a reason the caller can act on, except store outages (`Unavailable`).
+    pub async fn authenticate(&self, leaf_der: &[u8]) -> Result<Arc<Caller>> {
+        let peer = PeerIdentity::from_der(&self.oids, leaf_der)?;
+        peer.check_validity(crate::model::now())?;
+        if let Some(caller) = self.cache.get(&peer.serial) {
+            return Ok(caller);
+        }
+        let generation = self.cache.generation();
+        let caller = Arc::new(self.check_store(&peer).await?);
+        self.cache.insert(generation, peer.serial, caller.clone());
+        Ok(caller)
+    }
+
+    async fn check_store(&self, peer: &PeerIdentity) -> Result<Caller> {
+        let (cert, principal) = tokio::try_join!(self.store.get_certificate(&peer.serial), self.store.get_principal(&peer.id))?;
+        let cert = cert.ok_or_else(|| unauthenticated("client certificate is not registered with this server"))?;
+        if cert.revocation.is_some() {
+            return Err(unauthenticated("client certificate has been revoked"));
+        }
+        if cert.principal_id != peer.id || cert.principal_type != peer.kind {
+            return Err(unauthenticated("client certificate does not match its registration"));
+        }
+        let principal = principal.ok_or_else(|| unauthenticated(&format!("principal {:?} does not exist", peer.id.as_str())))?;
+        match principal.status {
+            PrincipalStatus::Active => {}
+            PrincipalStatus::Suspended => return Err(unauthenticated(&format!("principal {:?} is suspended", peer.id.as_str()))),
+            PrincipalStatus::Deleted => return Err(unauthenticated(&format!("principal {:?} has been deleted", peer.id.as_str()))),
+        }
+        if principal.kind != peer.kind {
+            return Err(unauthenticated(&format!(
+                "client certificate says {} but principal {:?} is a {}",
+                peer.kind,
+                peer.id.as_str(),
+                principal.kind
+            )));
+        }
+        Ok(Caller {
+            id: peer.id.clone(),
+            kind: peer.kind,
+            serial: peer.serial.clone(),
+            not_after: peer.not_after,
+            permissions: self.permissions.for_type(peer.kind),
+        })
+    }
+
+    /// Call after a certificate was revoked in the store.
+    pub fn forget_certificate(&self, serial: &Serial) {
+        self.cache.forget(|s, _| s == serial);
+    }
+
+    /// Call after a principal was suspended or deleted in the store.
+    pub fn forget_principal(&self, id: &PrincipalId) {
+        self.cache.forget(|_, caller| caller.id == *id);
+    }
+
+    /// Drops every cached result, e.g. when another replica signals a change.
+    pub fn forget_all(&self) {
+        self.cache.forget(|_, _| true);
+    }
+
+    /// The types' permissions, for WhoAmI and friends.
+    pub fn permissions(&self) -> &PermissionTable {
+        &self.permissions
+    }
+}
+
+fn unauthenticated(message: &str) -> Error {
+    Error::Unauthenticated(message.to_owned())
+}
+
+struct CacheEntry {
+    caller: Arc<Caller>,
+    inserted: Instant,
+}
+
+/// Serial -> authenticated caller, with a TTL and a generation counter (see the module docs).
+struct AuthCache {
+    ttl: Duration,
+    generation: AtomicU64,
+    entries: RwLock<HashMap<Serial, CacheEntry>>,
+}
+
+impl AuthCache {
+    fn new(ttl: Duration) -> Self {
+        Self { ttl, generation: AtomicU64::new(0), entries: RwLock::new(HashMap::new()) }
+    }
+
+    fn get(&self, serial: &Serial) -> Option<Arc<Caller>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.get(serial)?;
+        (entry.inserted.elapsed() < self.ttl).then(|| entry.caller.clone())
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn insert(&self, generation: u64, serial: Serial, caller: Arc<Caller>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        // Checked under the write lock: `forget` bumps the generation while holding it, so no stale insert slips in.
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if entries.len() >= MAX_CACHE_ENTRIES {
+            entries.retain(|_, e| e.inserted.elapsed() < self.ttl);
+            if entries.len() >= MAX_CACHE_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(serial, CacheEntry { caller, inserted: Instant::now() });
+    }
+
+    fn forget(&self, matches: impl Fn(&Serial, &Caller) -> bool) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.retain(|serial, e| !matches(serial, &e.caller));
+    }
+}

@@ -1,0 +1,221 @@
+//! The two tables that decide access: principal type -> permissions, and RPC -> required permission. An RPC missing
+//! from the method table is denied; a permission missing from a type's set is denied.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::auth::Caller;
+use crate::error::Error;
+use crate::model::PrincipalType;
+
+/// The permissions principald itself checks.
+pub mod permission {
+    /// Read principals (GetPrincipal, ListPrincipals).
+    pub const PRINCIPAL_READ: &str = "principal.read";
+    /// Create, suspend, activate and delete principals.
+    pub const PRINCIPAL_WRITE: &str = "principal.write";
+    /// Read certificates (GetCertificate, ListCertificates).
+    pub const CERTIFICATE_READ: &str = "certificate.read";
+    /// Issue a certificate to any principal.
+    pub const CERTIFICATE_ISSUE: &str = "certificate.issue";
+    /// Revoke any certificate.
+    pub const CERTIFICATE_REVOKE: &str = "certificate.revoke";
+    /// Renew one's own certificate.
+    pub const CERTIFICATE_RENEW_SELF: &str = "certificate.renew-self";
+}
+
+/// What an RPC requires of its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// Any authenticated principal.
+    Authenticated,
+    /// An authenticated principal whose type holds this permission.
+    Permission(String),
+}
+
+/// Principal type -> granted permissions. Built-in grants plus whatever the operator's file adds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermissionTable {
+    grants: HashMap<PrincipalType, Arc<BTreeSet<String>>>,
+}
+
+impl PermissionTable {
+    /// Admins get every built-in permission; every other type may only renew its own certificate.
+    pub fn builtin() -> Self {
+        use permission::*;
+        let admin = [PRINCIPAL_READ, PRINCIPAL_WRITE, CERTIFICATE_READ, CERTIFICATE_ISSUE, CERTIFICATE_REVOKE, CERTIFICATE_RENEW_SELF];
+        let grants = PrincipalType::ALL
+            .into_iter()
+            .map(|kind| {
+                let names: &[&str] = if kind == PrincipalType::Admin { &admin } else { &[CERTIFICATE_RENEW_SELF] };
+                (kind, Arc::new(names.iter().map(|s| s.to_string()).collect()))
+            })
+            .collect();
+        Self { grants }
+    }
+
+    /// The built-in table extended by a JSON file of the form `{"grants": {"service": ["jobs.submit"]}}`.
+    /// Grants only add; nothing built in can be taken away.
+    pub fn builtin_extended_by(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read permissions file {}: {e}", path.display())))?;
+        Self::builtin().extended_by_json(&text).map_err(|e| Error::InvalidArgument(format!("permissions file {}: {e}", path.display())))
+    }
+
+    fn extended_by_json(mut self, text: &str) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            grants: BTreeMap<String, Vec<String>>,
+        }
+        let file: File = serde_json::from_str(text).map_err(|e| format!("{e} (expected {{\"grants\": {{\"TYPE\": [\"PERMISSION\", ...]}}}})"))?;
+        for (kind, names) in file.grants {
+            let kind: PrincipalType = kind.parse().map_err(|e: Error| e.to_string())?;
+            let set = Arc::make_mut(self.grants.entry(kind).or_default());
+            for name in names {
+                let valid = !name.is_empty()
+                    && name.len() <= 128
+                    && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | ':'));
+                if !valid {
+                    return Err(format!("invalid permission name {name:?}: use lowercase letters, digits, '.', '_', '-', ':'"));
+                }
+                set.insert(name);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Everything `kind` is granted.
+    pub fn for_type(&self, kind: PrincipalType) -> Arc<BTreeSet<String>> {
+        self.grants.get(&kind).cloned().unwrap_or_default()
+    }
+}
+
+/// gRPC method path (`/package.Service/Method`) -> what it requires. Paths not listed are denied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MethodPolicy {
+    methods: HashMap<String, Requirement>,
+}
+
+impl MethodPolicy {
+    /// An empty policy: denies everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) the requirement for one method path.
+    pub fn allow(mut self, path: &str, requirement: Requirement) -> Self {
+        self.methods.insert(path.to_owned(), requirement);
+        self
+    }
+
+    /// Adds `requirement` for `method` of `service` (e.g. `"principal.v1.PrincipalService"`, `"WhoAmI"`).
+    pub fn allow_method(self, service: &str, method: &str, requirement: Requirement) -> Self {
+        self.allow(&format!("/{service}/{method}"), requirement)
+    }
+
+    /// Every method of a service, for services whose whole surface has one requirement (health, reflection).
+    pub fn allow_service(mut self, service: &str, requirement: Requirement) -> Self {
+        self.methods.insert(format!("/{service}/*"), requirement);
+        self
+    }
+
+    /// principald's own table: PrincipalService, gRPC health and reflection.
+    pub fn principald() -> Self {
+        use permission::*;
+        use Requirement::{Authenticated, Permission};
+        let svc = "principal.v1.PrincipalService";
+        let p = |name: &str| Permission(name.to_owned());
+        Self::new()
+            .allow_method(svc, "WhoAmI", Authenticated)
+            .allow_method(svc, "CreatePrincipal", p(PRINCIPAL_WRITE))
+            .allow_method(svc, "GetPrincipal", p(PRINCIPAL_READ))
+            .allow_method(svc, "ListPrincipals", p(PRINCIPAL_READ))
+            .allow_method(svc, "SuspendPrincipal", p(PRINCIPAL_WRITE))
+            .allow_method(svc, "ActivatePrincipal", p(PRINCIPAL_WRITE))
+            .allow_method(svc, "DeletePrincipal", p(PRINCIPAL_WRITE))
+            .allow_method(svc, "IssueCertificate", p(CERTIFICATE_ISSUE))
+            .allow_method(svc, "RenewCertificate", p(CERTIFICATE_RENEW_SELF))
+            .allow_method(svc, "RevokeCertificate", p(CERTIFICATE_REVOKE))
+            .allow_method(svc, "GetCertificate", p(CERTIFICATE_READ))
+            .allow_method(svc, "ListCertificates", p(CERTIFICATE_READ))
+            .allow_service("grpc.health.v1.Health", Authenticated)
+            .allow_service("grpc.reflection.v1.ServerReflection", Authenticated)
+            .allow_service("grpc.reflection.v1alpha.ServerReflection", Authenticated)
+    }
+
+    /// What `path` requires; `None` means it is not in the table and must be denied.
+    pub fn requirement(&self, path: &str) -> Option<&Requirement> {
+        if let Some(r) = self.methods.get(path) {
+            return Some(r);
+        }
+        let (service, _) = path.strip_prefix('/')?.rsplit_once('/')?;
+        self.methods.get(&format!("/{service}/*"))
+    }
+
+    /// `Ok` if `caller` may call `path`.
+    pub fn authorize(&self, caller: &Caller, path: &str) -> Result<(), Error> {
+        match self.requirement(path) {
+            Some(Requirement::Authenticated) => Ok(()),
+            Some(Requirement::Permission(p)) if caller.has_permission(p) => Ok(()),
+            Some(Requirement::Permission(p)) => Err(Error::PermissionDenied(format!(
+                "{} {:?} lacks permission {p:?} for {path}",
+                caller.kind,
+                caller.id.as_str()
+            ))),
+            None => Err(Error::PermissionDenied(format!("{path} is not allowed for any caller"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(kind: PrincipalType, table: &PermissionTable) -> Caller {
+        Caller {
+            id: "c1".parse().unwrap(),
+            kind,
+            serial: "01".parse().unwrap(),
+            not_after: time::OffsetDateTime::UNIX_EPOCH,
+            permissions: table.for_type(kind),
+        }
+    }
+
+    #[test]
+    fn admins_may_call_everything_and_others_only_whoami_and_renew() {
+        let (table, policy) = (PermissionTable::builtin(), MethodPolicy::principald());
+        let svc = "/principal.v1.PrincipalService/";
+        for kind in PrincipalType::ALL {
+            let c = caller(kind, &table);
+            for method in ["WhoAmI", "RenewCertificate"] {
+                assert!(policy.authorize(&c, &format!("{svc}{method}")).is_ok(), "{kind} {method}");
+            }
+            for method in ["CreatePrincipal", "IssueCertificate", "RevokeCertificate", "ListPrincipals", "GetCertificate"] {
+                assert_eq!(policy.authorize(&c, &format!("{svc}{method}")).is_ok(), kind == PrincipalType::Admin, "{kind} {method}");
+            }
+        }
+    }
+
+    #[test]
+    fn methods_missing_from_the_table_are_denied() {
+        let c = caller(PrincipalType::Admin, &PermissionTable::builtin());
+        let policy = MethodPolicy::principald();
+        for path in ["/principal.v1.PrincipalService/DropEverything", "/other.Service/Do", "garbage", "/"] {
+            assert!(matches!(policy.authorize(&c, path), Err(Error::PermissionDenied(_))), "{path}");
+        }
+        assert!(policy.authorize(&c, "/grpc.health.v1.Health/Check").is_ok());
+    }
+
+    #[test]
+    fn operator_grants_extend_the_builtin_table() {
+        let table = PermissionTable::builtin().extended_by_json(r#"{"grants": {"service": ["jobs.submit"]}}"#).unwrap();
+        assert!(table.for_type(PrincipalType::Service).contains("jobs.submit"));
+        assert!(table.for_type(PrincipalType::Service).contains(permission::CERTIFICATE_RENEW_SELF));
+        assert!(!table.for_type(PrincipalType::Worker).contains("jobs.submit"));
+        for bad in [r#"{"grants": {"robot": ["x"]}}"#, r#"{"grants": {"user": ["Bad Name"]}}"#, r#"{"grant": {}}"#, "nope"] {
+            assert!(PermissionTable::builtin().extended_by_json(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Who is calling and what they may do, decided in one place.
+//!
+//! [`peer`] reads the identity from the client certificate; [`authenticate`] checks it against the store (through a
+//! cache); [`authorize`] holds the two permission tables; [`layer`] wires both into any tonic server as a tower layer
+//! and gives handlers the [`Caller`].
+
+pub mod authenticate;
+pub mod authorize;
+pub mod layer;
+pub mod peer;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::model::{PrincipalId, PrincipalType, Serial};
+
+pub use authenticate::Authenticator;
+pub use authorize::{MethodPolicy, PermissionTable, Requirement};
+pub use layer::AuthLayer;
+
+/// An authenticated caller: an ACTIVE principal presenting a registered, unrevoked, unexpired certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub id: PrincipalId,
+    pub kind: PrincipalType,
+    pub serial: Serial,
+    pub not_after: OffsetDateTime,
+    /// Everything the caller's type is granted.
+    pub permissions: Arc<BTreeSet<String>>,
+}
+
+impl Caller {
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.permissions.contains(permission)
+    }
+}

@@ -1,0 +1,48 @@
+//! Peer certificate -> the identity it claims. Pure parsing; nothing here consults the store.
+
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::error::Error;
+use crate::model::{PrincipalId, PrincipalType, Serial};
+use crate::pki::identity;
+use crate::pki::oid::IdentityOids;
+
+/// What a verified leaf certificate says about its holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub kind: PrincipalType,
+    pub id: PrincipalId,
+    pub serial: Serial,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl PeerIdentity {
+    /// Reads the identity of a DER leaf certificate that rustls has already verified against the CA.
+    pub fn from_der(oids: &IdentityOids, der: &[u8]) -> Result<Self, Error> {
+        let (_, cert) = X509Certificate::from_der(der)
+            .map_err(|_| Error::Unauthenticated("client certificate cannot be parsed".into()))?;
+        let (kind, id) = identity::read(oids, &cert).map_err(|e| Error::Unauthenticated(e.to_string()))?;
+        let validity = cert.validity();
+        Ok(Self {
+            kind,
+            id,
+            serial: Serial::from_bytes(cert.raw_serial()),
+            not_before: validity.not_before.to_datetime(),
+            not_after: validity.not_after.to_datetime(),
+        })
+    }
+
+    /// `Ok` if `now` lies within the certificate's validity. Connections outlive certificates, so this is checked on
+    /// every request, not only at the handshake.
+    pub fn check_validity(&self, now: OffsetDateTime) -> Result<(), Error> {
+        if now < self.not_before {
+            return Err(Error::Unauthenticated("client certificate is not valid yet: check the clock".into()));
+        }
+        if now > self.not_after {
+            return Err(Error::Unauthenticated("client certificate has expired: renew it or get a new one".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! Typed configuration. Every setting is a flag with a `PRINCIPALD_*` environment variable; values are parsed and
+//! checked once at startup into [`ServeConfig`] / [`BootstrapConfig`], and any problem exits with code 64 before a
+//! port is bound.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::PermissionTable;
+use crate::error::Error;
+use crate::model::{PrincipalId, PrincipalType};
+use crate::pki::IdentityConfig;
+use crate::pki::oid::DEFAULT_IDENTITY_ARC;
+
+/// Exit code for bad configuration (EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Default validity of client certificates, for every type without its own setting.
+pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Parser, Debug)]
+#[command(name = "principald", version, about = "Private CA and principal server; callers authenticate with mTLS")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the gRPC API over mTLS and health on plain HTTP (bootstraps an empty data dir first).
+    Serve(ServeArgs),
+    /// Create the CA, the server certificate and the first admin with its principalctl profile.
+    Bootstrap(BootstrapArgs),
+    /// Create or upgrade the store schema, then exit.
+    Migrate(DataDirArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log filter, e.g. "info" or "principald=debug,info".
+    #[arg(long, env = "PRINCIPALD_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+    /// Log output format.
+    #[arg(long, env = "PRINCIPALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataDirArgs {
+    /// Directory holding the CA, the server certificate, the SQLite store and the admin profile.
+    #[arg(long, env = "PRINCIPALD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IdentityArgs {
+    /// Trust domain in the SPIFFE URI SAN of client certificates (spiffe://TRUST_DOMAIN/TYPE/ID).
+    #[arg(long, env = "PRINCIPALD_TRUST_DOMAIN", default_value = "principald.local")]
+    pub trust_domain: String,
+    /// OID arc of the identity extensions: ARC.1 holds the principal type, ARC.2 the principal id.
+    #[arg(long, env = "PRINCIPALD_OID_ARC", default_value = DEFAULT_IDENTITY_ARC)]
+    pub oid_arc: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Extra DNS names for the server certificate (localhost and 127.0.0.1 are always included).
+    #[arg(long = "server-name", env = "PRINCIPALD_SERVER_NAMES", value_delimiter = ',')]
+    pub server_names: Vec<String>,
+    /// Id of the first admin principal.
+    #[arg(long, env = "PRINCIPALD_ADMIN_ID", default_value = "admin")]
+    pub admin_id: String,
+    /// Server address written into the admin's principalctl profile.
+    #[arg(long, env = "PRINCIPALD_PROFILE_SERVER", default_value = "https://localhost:8443")]
+    pub profile_server: String,
+    /// Replace an existing CA, server certificate and admin credentials. Certificates of the old CA stop working.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Address of the gRPC mTLS listener.
+    #[arg(long, env = "PRINCIPALD_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP health listener (/healthz, /readyz).
+    #[arg(long, env = "PRINCIPALD_HEALTH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub health_listen: SocketAddr,
+    /// Also accept TLS 1.2 (TLS 1.3 only otherwise).
+    #[arg(long, env = "PRINCIPALD_ALLOW_TLS12")]
+    pub allow_tls12: bool,
+    /// Validity of issued client certificates per type, e.g. "worker=7d"; repeatable or comma-separated. Types not
+    /// named get 30d. Requests may ask for less, never more.
+    #[arg(long = "cert-validity", env = "PRINCIPALD_CERT_VALIDITY", value_delimiter = ',')]
+    pub cert_validity: Vec<String>,
+    /// JSON file adding permissions to principal types: {"grants": {"service": ["jobs.submit"]}}.
+    #[arg(long, env = "PRINCIPALD_PERMISSIONS_FILE")]
+    pub permissions_file: Option<PathBuf>,
+    /// How long an authentication result is reused. Bounds how late another replica sees a revocation.
+    #[arg(long, env = "PRINCIPALD_AUTH_CACHE_TTL", default_value = "10s")]
+    pub auth_cache_ttl: String,
+    /// How long in-flight RPCs may take to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "PRINCIPALD_SHUTDOWN_GRACE", default_value = "10s")]
+    pub shutdown_grace: String,
+    /// Time allowed for a TLS handshake.
+    #[arg(long, env = "PRINCIPALD_HANDSHAKE_TIMEOUT", default_value = "10s")]
+    pub handshake_timeout: String,
+    /// Used only when serve bootstraps an empty data dir.
+    #[arg(long = "server-name", env = "PRINCIPALD_SERVER_NAMES", value_delimiter = ',')]
+    pub server_names: Vec<String>,
+    /// Used only when serve bootstraps an empty data dir.
+    #[arg(long, env = "PRINCIPALD_ADMIN_ID", default_value = "admin")]
+    pub admin_id: String,
+}
+
+/// Validated bootstrap settings.
+#[derive(Clone, Debug)]
+pub struct BootstrapConfig {
+    pub data_dir: PathBuf,
+    pub identity: IdentityConfig,
+    /// Server certificate names: the configured ones plus localhost and 127.0.0.1.
+    pub server_names: Vec<String>,
+    pub admin_id: PrincipalId,
+    pub profile_server: String,
+    pub force: bool,
+}
+
+/// Validated serve settings.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub identity: IdentityConfig,
+    pub listen: SocketAddr,
+    pub health_listen: SocketAddr,
+    pub allow_tls12: bool,
+    pub cert_validity: HashMap<PrincipalType, Duration>,
+    pub permissions: PermissionTable,
+    pub auth_cache_ttl: Duration,
+    pub shutdown_grace: Duration,
+    pub handshake_timeout: Duration,
+    /// How `serve` bootstraps an empty data dir.
+    pub bootstrap: BootstrapConfig,
+}
+
+impl IdentityArgs {
+    pub fn validate(&self) -> Result<IdentityConfig, Error> {
+        let td = &self.trust_domain;
+        let valid = !td.is_empty()
+            && td.len() <= 255
+            && td.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'));
+        if !valid {
+            return Err(Error::InvalidArgument(format!(
+                "invalid --trust-domain {td:?}: use lowercase letters, digits, '.', '-' and '_' (e.g. example.org)"
+            )));
+        }
+        Ok(IdentityConfig { trust_domain: td.clone(), oids: self.oid_arc.parse()? })
+    }
+}
+
+impl BootstrapArgs {
+    pub fn validate(&self) -> Result<BootstrapConfig, Error> {
+        if !self.profile_server.starts_with("https://") {
+            return Err(Error::InvalidArgument(format!(
+                "invalid --profile-server {:?}: it must start with https://",
+                self.profile_server
+            )));
+        }
+        Ok(BootstrapConfig {
+            data_dir: self.data.data_dir.clone(),
+            identity: self.identity.validate()?,
+            server_names: server_names(&self.server_names)?,
+            admin_id: self.admin_id.parse()?,
+            profile_server: self.profile_server.clone(),
+            force: self.force,
+        })
+    }
+}
+
+impl ServeArgs {
+    pub fn validate(&self) -> Result<ServeConfig, Error> {
+        let identity = self.identity.validate()?;
+        let permissions = match &self.permissions_file {
+            Some(path) => PermissionTable::builtin_extended_by(path)?,
+            None => PermissionTable::builtin(),
+        };
+        let profile_host = if self.listen.ip().is_unspecified() || self.listen.ip().is_loopback() {
+            "localhost".to_owned()
+        } else {
+            self.listen.ip().to_string()
+        };
+        let bootstrap = BootstrapConfig {
+            data_dir: self.data.data_dir.clone(),
+            identity: identity.clone(),
+            server_names: server_names(&self.server_names)?,
+            admin_id: self.admin_id.parse()?,
+            profile_server: format!("https://{profile_host}:{}", self.listen.port()),
+            force: false,
+        };
+        if self.listen == self.health_listen && self.listen.port() != 0 {
+            return Err(Error::InvalidArgument("--listen and --health-listen must differ".into()));
+        }
+        Ok(ServeConfig {
+            data_dir: self.data.data_dir.clone(),
+            identity,
+            listen: self.listen,
+            health_listen: self.health_listen,
+            allow_tls12: self.allow_tls12,
+            cert_validity: cert_validity(&self.cert_validity)?,
+            permissions,
+            auth_cache_ttl: parse_duration_flag("--auth-cache-ttl", &self.auth_cache_ttl)?,
+            shutdown_grace: parse_duration_flag("--shutdown-grace", &self.shutdown_grace)?,
+            handshake_timeout: nonzero(parse_duration_flag("--handshake-timeout", &self.handshake_timeout)?, "--handshake-timeout")?,
+            bootstrap,
+        })
+    }
+}
+
+impl ServeConfig {
+    /// The configured validity for `kind`.
+    pub fn validity_for(&self, kind: PrincipalType) -> Duration {
+        self.cert_validity.get(&kind).copied().unwrap_or(DEFAULT_CERT_VALIDITY)
+    }
+}
+
+fn server_names(extra: &[String]) -> Result<Vec<String>, Error> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    for name in extra.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let valid = name.len() <= 253
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*' | ':'));
+        if !valid {
+            return Err(Error::InvalidArgument(format!("invalid --server-name {name:?}: use a DNS name or IP address")));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+fn cert_validity(entries: &[String]) -> Result<HashMap<PrincipalType, Duration>, Error> {
+    let mut map = HashMap::new();
+    for entry in entries.iter().filter(|e| !e.trim().is_empty()) {
+        let (kind, value) = entry.split_once('=').ok_or_else(|| {
+            Error::InvalidArgument(format!("invalid --cert-validity {entry:?}: expected TYPE=DURATION such as worker=7d"))
+        })?;
+        let kind: PrincipalType = kind.trim().parse()?;
+        let validity = nonzero(parse_duration_flag("--cert-validity", value.trim())?, "--cert-validity")?;
+        if validity < Duration::from_secs(300) || validity > Duration::from_secs(825 * 24 * 3600) {
+            return Err(Error::InvalidArgument(format!("invalid --cert-validity {entry:?}: use between 5m and 825d")));
+        }
+        map.insert(kind, validity);
+    }
+    Ok(map)
+}
+
+fn parse_duration_flag(flag: &str, value: &str) -> Result<Duration, Error> {
+    parse_duration(value).map_err(|e| Error::InvalidArgument(format!("invalid {flag} {value:?}: {e}")))
+}
+
+fn nonzero(d: Duration, flag: &str) -> Result<Duration, Error> {
+    if d.is_zero() {
+        return Err(Error::InvalidArgument(format!("{flag} must be greater than zero")));
+    }
+    Ok(d)
+}
+
+/// Parses durations such as `90s`, `15m`, `12h`, `30d`, `500ms`, or a combination like `1h30m`.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err("empty duration: use e.g. 30s, 15m, 12h or 7d".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("expected a number in {s:?}: use e.g. 30s, 15m, 12h or 7d"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| format!("number too large in {s:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86400),
+            other => return Err(format!("unknown unit {other:?} in {s:?}: use ms, s, m, h or d")),
+        };
+        rest = &rest[unit_len..];
+        let part = unit.checked_mul(u32::try_from(n).map_err(|_| format!("number too large in {s:?}"))?);
+        total = part.and_then(|p| total.checked_add(p)).ok_or_else(|| format!("duration too large: {s:?}"))?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_combinations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "10", "s", "5x", "1.5h", "-1s", "99999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cert_validity_entries_are_checked() {
+        let map = cert_validity(&["worker=7d".into(), "admin=12h".into()]).unwrap();
+        assert_eq!(map[&PrincipalType::Worker], Duration::from_secs(7 * 86400));
+        for bad in ["worker", "robot=1d", "worker=1s", "worker=1000d"] {
+            assert!(cert_validity(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_names_always_include_loopback() {
+        assert_eq!(server_names(&["ca.example.org".into(), "localhost".into()]).unwrap(), ["localhost", "127.0.0.1", "ca.example.org"]);
+        assert!(server_names(&["bad name".into()]).is_err());
+    }
+}

@@ -1,0 +1,95 @@
+//! The crate's one error type. Each variant is a kind of outcome a caller can act on; `service::status` maps each to
+//! exactly one gRPC code. Messages of `Unavailable` and `Internal` are logged, never sent to callers.
+
+/// What went wrong, grouped by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request itself is wrong; the message says what is allowed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The named thing does not exist, e.g. `principal "w1"`.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The named thing exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The thing exists but is in the wrong state for this request, e.g. a suspended principal.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The caller's certificate does not identify an active principal; the message says why.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is known but lacks a permission.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The store cannot be reached or is overloaded; retrying later may work. Internal detail, not for callers.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or corrupt data. Internal detail, not for callers.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        Self::Internal(format!("{context}: {err}"))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one mapping from domain errors to gRPC statuses. Internal details are logged here and replaced by a generic
+/// message, so callers never see paths, SQL or backend errors.
+impl From<Error> for tonic::Status {
+    fn from(error: Error) -> Self {
+        use tonic::Status;
+        match error {
+            Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::NotFound(_) => Status::not_found(error.to_string()),
+            Error::AlreadyExists(_) => Status::already_exists(error.to_string()),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                Status::unavailable("the server's store is unavailable; retry later")
+            }
+            Error::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                Status::internal("internal server error; see the server log")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_never_reach_the_caller() {
+        let status = tonic::Status::from(Error::Internal("open /secret/path: SQL syntax".into()));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("secret"));
+        let status = tonic::Status::from(Error::Unavailable("db at 10.0.0.1 refused".into()));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(!status.message().contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn each_kind_maps_to_its_code() {
+        use tonic::Code;
+        let cases = [
+            (Error::InvalidArgument("x".into()), Code::InvalidArgument),
+            (Error::NotFound("principal \"x\"".into()), Code::NotFound),
+            (Error::AlreadyExists("x".into()), Code::AlreadyExists),
+            (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (Error::Unauthenticated("x".into()), Code::Unauthenticated),
+            (Error::PermissionDenied("x".into()), Code::PermissionDenied),
+        ];
+        for (error, code) in cases {
+            assert_eq!(tonic::Status::from(error).code(), code);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! principald: a private certificate authority and the source of truth for principals (admin, worker, user,
+//! service). Callers authenticate with their mTLS client certificate alone; the certificate carries the principal's
+//! type and id in two extensions, the type maps to permissions, and principals and certificates live in a [`store`].
+//!
+//! Request path: TLS ([`server`]) -> [`auth`] (identity, store check through a cache, permission tables) -> thin
+//! handlers ([`service`]) -> the domain ([`registry`]) -> [`pki`] and [`store`]. See ARCHITECTURE.md.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod bootstrap;
+pub mod client;
+pub mod config;
+pub mod datadir;
+pub mod error;
+pub mod files;
+pub mod health;
+pub mod model;
+pub mod pki;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod store;
+
+/// Generated protobuf and gRPC code for `principal.v1`.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("principal.v1");
+
+    /// Encoded descriptors of the API, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("principal_descriptor");
+}
+
+/// Installs aws-lc-rs as the process-wide rustls crypto provider. Call first thing in `main` and in tests: with more
+/// than one provider compiled in, rustls cannot pick one by itself.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

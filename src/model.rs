@@ -1,0 +1,338 @@
+//! Domain types: principals, certificates and the values they are made of. Parsing lives here (`FromStr`), so the
+//! rest of the crate only ever handles values that are already valid.
+
+use std::fmt;
+use std::str::FromStr;
+
+use time::OffsetDateTime;
+
+use crate::error::Error;
+
+/// Most characters a principal id may have.
+pub const MAX_PRINCIPAL_ID_LEN: usize = 64;
+
+/// What a principal id may look like, for error messages and docs.
+pub const PRINCIPAL_ID_RULE: &str = "1-64 characters: lowercase letters, digits, '.', '_' and '-', \
+     starting with a letter or digit";
+
+/// A principal's unique id: 1-64 of `[a-z0-9._-]`, starting with `[a-z0-9]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PrincipalId(String);
+
+impl PrincipalId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PrincipalId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
+        let starts_well = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if s.len() > MAX_PRINCIPAL_ID_LEN || !starts_well || !s.chars().all(valid_char) {
+            let shown: String = s.chars().take(80).collect();
+            return Err(Error::InvalidArgument(format!("invalid principal id {shown:?}: {PRINCIPAL_ID_RULE}")));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for PrincipalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The kind of a principal; it decides the principal's permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PrincipalType {
+    Admin,
+    Worker,
+    User,
+    Service,
+}
+
+impl PrincipalType {
+    pub const ALL: [PrincipalType; 4] = [Self::Admin, Self::Worker, Self::User, Self::Service];
+
+    /// The lowercase name written in certificates, URIs and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Worker => "worker",
+            Self::User => "user",
+            Self::Service => "service",
+        }
+    }
+}
+
+impl FromStr for PrincipalType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown principal type {s:?}: use admin, worker, user or service")))
+    }
+}
+
+impl fmt::Display for PrincipalType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lifecycle state of a principal. Only `Active` principals authenticate; `Deleted` is final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PrincipalStatus {
+    Active,
+    Suspended,
+    Deleted,
+}
+
+impl PrincipalStatus {
+    pub const ALL: [PrincipalStatus; 3] = [Self::Active, Self::Suspended, Self::Deleted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+impl FromStr for PrincipalStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown principal status {s:?}: use active, suspended or deleted")))
+    }
+}
+
+impl fmt::Display for PrincipalStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A principal as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub id: PrincipalId,
+    pub kind: PrincipalType,
+    pub status: PrincipalStatus,
+    pub description: String,
+    pub email: Option<String>,
+    /// Why the principal was last suspended; `None` when active.
+    pub status_reason: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// A certificate serial number: the big-endian bytes of the DER INTEGER, shown as lowercase hex.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Serial(String);
+
+impl Serial {
+    /// Serial from the raw DER INTEGER content bytes of a certificate.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self(hex(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Serial {
+    type Err = Error;
+
+    /// Accepts hex with or without ':' separators, any case.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let cleaned: String = s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+        let ok = !cleaned.is_empty()
+            && cleaned.len() <= 42
+            && cleaned.len() % 2 == 0
+            && cleaned.chars().all(|c| c.is_ascii_hexdigit());
+        if !ok {
+            let shown: String = s.chars().take(50).collect();
+            return Err(Error::InvalidArgument(format!(
+                "invalid certificate serial {shown:?}: expected hex digits (at most 20 bytes), e.g. from `principalctl cert list`"
+            )));
+        }
+        Ok(Self(cleaned))
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// RFC 5280 CRLReason values that principald accepts. Revocation is final, so certificateHold is not offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevocationReason {
+    Unspecified,
+    KeyCompromise,
+    CaCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    PrivilegeWithdrawn,
+    AaCompromise,
+}
+
+impl RevocationReason {
+    const ALL: [RevocationReason; 8] = [
+        Self::Unspecified,
+        Self::KeyCompromise,
+        Self::CaCompromise,
+        Self::AffiliationChanged,
+        Self::Superseded,
+        Self::CessationOfOperation,
+        Self::PrivilegeWithdrawn,
+        Self::AaCompromise,
+    ];
+
+    /// The RFC 5280 CRLReason code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Unspecified => 0,
+            Self::KeyCompromise => 1,
+            Self::CaCompromise => 2,
+            Self::AffiliationChanged => 3,
+            Self::Superseded => 4,
+            Self::CessationOfOperation => 5,
+            Self::PrivilegeWithdrawn => 9,
+            Self::AaCompromise => 10,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::KeyCompromise => "key-compromise",
+            Self::CaCompromise => "ca-compromise",
+            Self::AffiliationChanged => "affiliation-changed",
+            Self::Superseded => "superseded",
+            Self::CessationOfOperation => "cessation-of-operation",
+            Self::PrivilegeWithdrawn => "privilege-withdrawn",
+            Self::AaCompromise => "aa-compromise",
+        }
+    }
+}
+
+impl FromStr for RevocationReason {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|r| r.as_str()).collect();
+            Error::InvalidArgument(format!("unknown revocation reason {s:?}: use one of {}", names.join(", ")))
+        })
+    }
+}
+
+/// When and why a certificate was revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub at: OffsetDateTime,
+    pub reason: RevocationReason,
+}
+
+/// A certificate the CA issued, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRecord {
+    pub serial: Serial,
+    pub principal_id: PrincipalId,
+    pub principal_type: PrincipalType,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    /// Lowercase hex SHA-256 of `der`.
+    pub sha256_fingerprint: String,
+    pub der: Vec<u8>,
+    pub revocation: Option<Revocation>,
+}
+
+/// A certificate's state at a point in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertificateStatus {
+    Valid,
+    Revoked,
+    Expired,
+}
+
+impl CertificateRecord {
+    pub fn status_at(&self, now: OffsetDateTime) -> CertificateStatus {
+        if self.revocation.is_some() {
+            CertificateStatus::Revoked
+        } else if now > self.not_after {
+            CertificateStatus::Expired
+        } else {
+            CertificateStatus::Valid
+        }
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
+}
+
+/// The current time, truncated to whole seconds (what X.509 and the store keep).
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principal_ids_follow_the_documented_format() {
+        for ok in ["a", "worker-1", "svc.jobs_2", "0abc", &"a".repeat(64)] {
+            assert!(ok.parse::<PrincipalId>().is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", ".a", "A", "a b", "a/b", "é", &"a".repeat(65)] {
+            let err = bad.parse::<PrincipalId>().unwrap_err();
+            assert!(err.to_string().contains("lowercase letters"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn serials_accept_colons_and_case() {
+        let s: Serial = "01:AB:cd".parse().unwrap();
+        assert_eq!(s.as_str(), "01abcd");
+        assert!("xyz".parse::<Serial>().is_err());
+        assert!("abc".parse::<Serial>().is_err());
+        assert!("".parse::<Serial>().is_err());
+    }
+
+    #[test]
+    fn revocation_reasons_round_trip_their_rfc_5280_codes() {
+        for r in RevocationReason::ALL {
+            assert_eq!(RevocationReason::from_code(r.code()), Some(r));
+            assert_eq!(r.as_str().parse::<RevocationReason>().unwrap(), r);
+        }
+        assert_eq!(RevocationReason::from_code(6), None);
+    }
+}

@@ -1,0 +1,52 @@
+//! Issuing a client certificate for a principal: sign with the CA's profile and describe the result as the record the
+//! store keeps.
+
+use rcgen::PublicKeyData;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::error::Error;
+use crate::model::{CertificateRecord, PrincipalId, PrincipalType, Serial, hex};
+use crate::pki::IdentityConfig;
+use crate::pki::ca::CertificateAuthority;
+use crate::pki::profile;
+
+/// A freshly signed client certificate, not yet stored.
+#[derive(Clone, Debug)]
+pub struct IssuedLeaf {
+    pub record: CertificateRecord,
+    pub pem: String,
+}
+
+/// Signs a client certificate for `kind`/`id` and `public_key`, valid from now (less the backdate) for `validity`,
+/// but never beyond the CA's own expiry.
+pub fn issue_client(
+    ca: &CertificateAuthority,
+    identity: &IdentityConfig,
+    kind: PrincipalType,
+    id: &PrincipalId,
+    public_key: &impl PublicKeyData,
+    validity: std::time::Duration,
+) -> Result<IssuedLeaf, Error> {
+    let now = crate::model::now();
+    let validity = time::Duration::try_from(validity).map_err(|e| Error::internal("validity", e))?;
+    let not_after = (now + validity).min(ca.not_after());
+    if not_after <= now {
+        return Err(Error::FailedPrecondition("the CA certificate has expired: re-bootstrap the CA".into()));
+    }
+    let params = profile::client_certificate(&identity.oids, &identity.trust_domain, kind, id, now - profile::BACKDATE, not_after)?;
+    let cert = ca.sign(&params, public_key)?;
+    let der = cert.der().to_vec();
+    // Read back what was written, so the stored serial and dates are exactly what TLS peers will present.
+    let (_, parsed) = X509Certificate::from_der(&der).map_err(|e| Error::internal("parse issued certificate", e))?;
+    let record = CertificateRecord {
+        serial: Serial::from_bytes(parsed.raw_serial()),
+        principal_id: id.clone(),
+        principal_type: kind,
+        not_before: parsed.validity().not_before.to_datetime(),
+        not_after: parsed.validity().not_after.to_datetime(),
+        sha256_fingerprint: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der).as_ref()),
+        der,
+        revocation: None,
+    };
+    Ok(IssuedLeaf { record, pem: cert.pem() })
+}

@@ -1,0 +1,7 @@
+//! The gRPC surface: thin handlers ([`principal`]) that parse the request, call the [`Registry`](crate::registry)
+//! and convert the answer ([`convert`]). Errors become statuses through the one mapping in [`crate::error`].
+
+pub mod convert;
+pub mod principal;
+
+pub use principal::PrincipalApi;

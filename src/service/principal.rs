@@ -1,0 +1,125 @@
+//! PrincipalService handlers. Each one: caller from the auth layer -> parse the request -> one registry call ->
+//! convert. Authorization already happened in the layer, from the method table.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::auth::Caller;
+use crate::proto::principal_service_server::PrincipalService;
+use crate::proto::{self as pb};
+use crate::registry::{self, Issued, NewPrincipal, Registry};
+use crate::service::convert::*;
+use crate::store::PrincipalFilter;
+
+/// The PrincipalService implementation.
+#[derive(Clone)]
+pub struct PrincipalApi {
+    registry: Arc<Registry>,
+}
+
+impl PrincipalApi {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn issued_to_wire(issued: Issued) -> pb::IssueCertificateResponse {
+    pb::IssueCertificateResponse {
+        certificate_pem: issued.certificate_pem,
+        ca_chain_pem: issued.ca_chain_pem,
+        certificate: Some(certificate_to_wire(issued.record)),
+    }
+}
+
+#[tonic::async_trait]
+impl PrincipalService for PrincipalApi {
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Reply<pb::WhoAmIResponse> {
+        let caller = Caller::from_request(&request)?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            principal_id: caller.id.as_str().to_owned(),
+            principal_type: principal_type_to_wire(caller.kind).into(),
+            certificate_serial: caller.serial.as_str().to_owned(),
+            certificate_not_after: Some(timestamp(caller.not_after)),
+            permissions: caller.permissions.iter().cloned().collect(),
+        }))
+    }
+
+    async fn create_principal(&self, request: Request<pb::CreatePrincipalRequest>) -> Reply<pb::Principal> {
+        let r = request.into_inner();
+        let new = NewPrincipal { id: principal_id(&r.id)?, kind: principal_type(r.r#type)?, description: r.description, email: r.email };
+        Ok(Response::new(principal_to_wire(self.registry.create_principal(new).await?)))
+    }
+
+    async fn get_principal(&self, request: Request<pb::GetPrincipalRequest>) -> Reply<pb::Principal> {
+        let id = principal_id(&request.get_ref().id)?;
+        Ok(Response::new(principal_to_wire(self.registry.get_principal(&id).await?)))
+    }
+
+    async fn list_principals(&self, request: Request<pb::ListPrincipalsRequest>) -> Reply<pb::ListPrincipalsResponse> {
+        let r = request.into_inner();
+        let filter = PrincipalFilter { kind: optional_principal_type(r.r#type)?, status: optional_principal_status(r.status)? };
+        let page = self.registry.list_principals(&filter, registry::page_request(r.page_size, &r.page_token)?).await?;
+        Ok(Response::new(pb::ListPrincipalsResponse {
+            principals: page.items.into_iter().map(principal_to_wire).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn suspend_principal(&self, request: Request<pb::SuspendPrincipalRequest>) -> Reply<pb::Principal> {
+        let caller = Caller::from_request(&request)?;
+        let r = request.into_inner();
+        let principal = self.registry.suspend(&caller, &principal_id(&r.id)?, &r.reason).await?;
+        Ok(Response::new(principal_to_wire(principal)))
+    }
+
+    async fn activate_principal(&self, request: Request<pb::ActivatePrincipalRequest>) -> Reply<pb::Principal> {
+        let caller = Caller::from_request(&request)?;
+        let principal = self.registry.activate(&caller, &principal_id(&request.get_ref().id)?).await?;
+        Ok(Response::new(principal_to_wire(principal)))
+    }
+
+    async fn delete_principal(&self, request: Request<pb::DeletePrincipalRequest>) -> Reply<pb::DeletePrincipalResponse> {
+        let caller = Caller::from_request(&request)?;
+        let (principal, revoked) = self.registry.delete(&caller, &principal_id(&request.get_ref().id)?).await?;
+        Ok(Response::new(pb::DeletePrincipalResponse { principal: Some(principal_to_wire(principal)), revoked_certificates: revoked }))
+    }
+
+    async fn issue_certificate(&self, request: Request<pb::IssueCertificateRequest>) -> Reply<pb::IssueCertificateResponse> {
+        let caller = Caller::from_request(&request)?;
+        let r = request.into_inner();
+        let issued = self.registry.issue(&caller, &principal_id(&r.principal_id)?, &r.csr, validity(r.validity_seconds)).await?;
+        Ok(Response::new(issued_to_wire(issued)))
+    }
+
+    async fn renew_certificate(&self, request: Request<pb::RenewCertificateRequest>) -> Reply<pb::IssueCertificateResponse> {
+        let caller = Caller::from_request(&request)?;
+        let r = request.into_inner();
+        let issued = self.registry.renew(&caller, &r.csr, validity(r.validity_seconds)).await?;
+        Ok(Response::new(issued_to_wire(issued)))
+    }
+
+    async fn revoke_certificate(&self, request: Request<pb::RevokeCertificateRequest>) -> Reply<pb::Certificate> {
+        let caller = Caller::from_request(&request)?;
+        let r = request.into_inner();
+        let record = self.registry.revoke(&caller, &serial(&r.serial)?, revocation_reason(r.reason)?).await?;
+        Ok(Response::new(certificate_to_wire(record)))
+    }
+
+    async fn get_certificate(&self, request: Request<pb::GetCertificateRequest>) -> Reply<pb::Certificate> {
+        let record = self.registry.get_certificate(&serial(&request.get_ref().serial)?).await?;
+        Ok(Response::new(certificate_to_wire(record)))
+    }
+
+    async fn list_certificates(&self, request: Request<pb::ListCertificatesRequest>) -> Reply<pb::ListCertificatesResponse> {
+        let r = request.into_inner();
+        let page = registry::page_request(r.page_size, &r.page_token)?;
+        let page = self.registry.list_certificates(&principal_id(&r.principal_id)?, r.include_revoked, page).await?;
+        Ok(Response::new(pb::ListCertificatesResponse {
+            certificates: page.items.into_iter().map(certificate_to_wire).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,98 @@
+//! Persistence of principals and certificates behind one async trait, with one backend per module.
+//!
+//! Every backend must pass the suite in [`conformance`]. Above this module nothing knows which backend runs.
+//! The store knows nothing of TLS or gRPC: it stores and returns domain values.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::error::Result;
+use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial};
+
+pub mod conformance;
+pub mod sqlite;
+
+/// Which principals `list_principals` returns; `None` matches any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrincipalFilter {
+    pub kind: Option<PrincipalType>,
+    pub status: Option<PrincipalStatus>,
+}
+
+/// One page of a listing: at most `size` items after the position `token` marks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    /// At least 1.
+    pub size: u32,
+    /// `None` for the first page; otherwise a `next_token` this backend returned for the same listing.
+    pub token: Option<String>,
+}
+
+/// A page of results and where the next one starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// `None` when there is nothing after this page. Opaque to callers.
+    pub next_token: Option<String>,
+}
+
+/// The store contract. All methods are safe to call concurrently. A method that returns `Ok` after a write has made
+/// that write durable: a crash right after cannot lose it. A method that returns `Err` has changed nothing.
+///
+/// Errors: `NotFound` and `FailedPrecondition` describe the data; `Unavailable` means the backend could not be
+/// reached or was too slow (retrying may work); `InvalidArgument` is returned only for a page token this backend did
+/// not produce.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates `principal`. `AlreadyExists` if its id exists in any status (ids of deleted principals are never
+    /// reused, so old certificates can never match a new principal).
+    async fn create_principal(&self, principal: &Principal) -> Result<()>;
+
+    /// The principal with this id in any status, `Ok(None)` if there is none. Strongly consistent: it sees every
+    /// write acknowledged before the call.
+    async fn get_principal(&self, id: &PrincipalId) -> Result<Option<Principal>>;
+
+    /// Principals matching `filter`, ordered by id ascending, one page at a time.
+    async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>>;
+
+    /// Sets the principal's status to `to` (with `reason`, `updated_at = at`) if its current status is one of `from`,
+    /// and returns the updated principal. `NotFound` if there is no such principal; `FailedPrecondition` naming the
+    /// current status if it is not in `from`.
+    async fn transition_principal(
+        &self,
+        id: &PrincipalId,
+        from: &[PrincipalStatus],
+        to: PrincipalStatus,
+        reason: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<Principal>;
+
+    /// In one atomic write: sets the principal DELETED (from ACTIVE or SUSPENDED) and revokes each of its unrevoked
+    /// certificates with reason cessationOfOperation at `at`. Returns the principal and how many certificates it
+    /// revoked. `NotFound` if there is no such principal; `FailedPrecondition` if it is already deleted.
+    async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)>;
+
+    /// Records an issued certificate, in the same atomic write that checks its principal exists, is ACTIVE and has
+    /// `cert.principal_type`. `NotFound` if the principal does not exist; `FailedPrecondition` if it is not active or
+    /// has another type; `AlreadyExists` if the serial is taken.
+    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()>;
+
+    /// The certificate with this serial, revoked or expired included; `Ok(None)` if unknown. Strongly consistent.
+    async fn get_certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>>;
+
+    /// The principal's certificates, newest (latest not_before) first; revoked ones only if `include_revoked`.
+    /// Empty, not an error, for an unknown principal.
+    async fn list_certificates(
+        &self,
+        principal: &PrincipalId,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>>;
+
+    /// Revokes the certificate at `at` for `reason` and returns it. `NotFound` if unknown; `FailedPrecondition` if it
+    /// is already revoked (the first revocation's time and reason are kept).
+    async fn revoke_certificate(&self, serial: &Serial, reason: RevocationReason, at: OffsetDateTime) -> Result<CertificateRecord>;
+
+    /// `Ok` if the backend answers a trivial read now. Used by readiness checks.
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,400 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so a commit is on disk before the
+//! method returns. Blocking SQLite calls run on tokio's blocking pool behind one connection mutex (SQLite serializes
+//! writers anyway; reads are answered from the auth cache on the hot path).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Revocation, RevocationReason, Serial,
+};
+use crate::store::{Page, PageRequest, PrincipalFilter, Store};
+
+/// Schema migrations in order; `PRAGMA user_version` records how many are applied.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+const PRINCIPAL_COLUMNS: &str = "id, type, status, description, email, status_reason, created_at, updated_at";
+const CERTIFICATE_COLUMNS: &str =
+    "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason";
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(|e| Error::Unavailable(format!("open {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(sql_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
+        let store = Self { conn: Arc::new(Mutex::new(conn)) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql_err)?;
+        if applied > MIGRATIONS.len() {
+            return Err(Error::Internal(format!(
+                "database schema version {applied} is newer than this binary knows ({}): upgrade principald",
+                MIGRATIONS.len()
+            )));
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = conn.transaction().map_err(sql_err)?;
+            tx.execute_batch(sql).map_err(sql_err)?;
+            tx.pragma_update(None, "user_version", index + 1).map_err(sql_err)?;
+            tx.commit().map_err(sql_err)?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable: SQLite rolls back an unfinished transaction.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&mut this.lock()))
+            .await
+            .map_err(|e| Error::internal("sqlite task", e))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_principal(&self, principal: &Principal) -> Result<()> {
+        let p = principal.clone();
+        self.with_conn(move |conn| {
+            let inserted = conn
+                .execute(
+                    "INSERT INTO principals (id, type, status, description, email, status_reason, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                    params![
+                        p.id.as_str(),
+                        p.kind.as_str(),
+                        p.status.as_str(),
+                        p.description,
+                        p.email,
+                        p.status_reason,
+                        p.created_at.unix_timestamp(),
+                        p.updated_at.unix_timestamp()
+                    ],
+                )
+                .map_err(sql_err)?;
+            if inserted == 0 {
+                return Err(Error::AlreadyExists(format!("principal {:?}", p.id.as_str())));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_principal(&self, id: &PrincipalId) -> Result<Option<Principal>> {
+        let id = id.clone();
+        self.with_conn(move |conn| select_principal(conn, &id)).await
+    }
+
+    async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>> {
+        let filter = filter.clone();
+        let after = page.token.clone().unwrap_or_default();
+        let size = page.size.max(1);
+        self.with_conn(move |conn| {
+            let sql = format!(
+                "SELECT {PRINCIPAL_COLUMNS} FROM principals
+                 WHERE (?1 IS NULL OR type = ?1) AND (?2 IS NULL OR status = ?2) AND id > ?3
+                 ORDER BY id LIMIT ?4"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(
+                    params![filter.kind.map(PrincipalType::as_str), filter.status.map(PrincipalStatus::as_str), after, size + 1],
+                    principal_from_row,
+                )
+                .map_err(sql_err)?;
+            let items = rows.collect::<rusqlite::Result<Result<Vec<_>>>>().map_err(sql_err)??;
+            Ok(paginate(items, size, |p| p.id.as_str().to_owned()))
+        })
+        .await
+    }
+
+    async fn transition_principal(
+        &self,
+        id: &PrincipalId,
+        from: &[PrincipalStatus],
+        to: PrincipalStatus,
+        reason: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<Principal> {
+        let (id, from, reason) = (id.clone(), from.to_vec(), reason.map(str::to_owned));
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(sql_err)?;
+            let current = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
+            if !from.contains(&current.status) {
+                return Err(wrong_status(&current, to));
+            }
+            tx.execute(
+                "UPDATE principals SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id.as_str(), to.as_str(), reason, at.unix_timestamp()],
+            )
+            .map_err(sql_err)?;
+            let updated = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
+            tx.commit().map_err(sql_err)?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
+        let id = id.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(sql_err)?;
+            let current = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
+            if current.status == PrincipalStatus::Deleted {
+                return Err(wrong_status(&current, PrincipalStatus::Deleted));
+            }
+            let at = at.unix_timestamp();
+            tx.execute(
+                "UPDATE principals SET status = 'deleted', status_reason = NULL, updated_at = ?2 WHERE id = ?1",
+                params![id.as_str(), at],
+            )
+            .map_err(sql_err)?;
+            let revoked = tx
+                .execute(
+                    "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
+                     WHERE principal_id = ?1 AND revoked_at IS NULL",
+                    params![id.as_str(), at, RevocationReason::CessationOfOperation.code()],
+                )
+                .map_err(sql_err)?;
+            let updated = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
+            tx.commit().map_err(sql_err)?;
+            Ok((updated, u32::try_from(revoked).unwrap_or(u32::MAX)))
+        })
+        .await
+    }
+
+    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
+        let c = cert.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(sql_err)?;
+            let principal = select_principal(&tx, &c.principal_id)?.ok_or_else(|| not_found_principal(&c.principal_id))?;
+            if principal.status != PrincipalStatus::Active {
+                return Err(Error::FailedPrecondition(format!(
+                    "principal {:?} is {}: only active principals get certificates",
+                    principal.id.as_str(),
+                    principal.status
+                )));
+            }
+            if principal.kind != c.principal_type {
+                return Err(Error::FailedPrecondition(format!(
+                    "principal {:?} is a {}, not a {}",
+                    principal.id.as_str(),
+                    principal.kind,
+                    c.principal_type
+                )));
+            }
+            let inserted = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT (serial) DO NOTHING"
+                    ),
+                    params![
+                        c.serial.as_str(),
+                        c.principal_id.as_str(),
+                        c.principal_type.as_str(),
+                        c.not_before.unix_timestamp(),
+                        c.not_after.unix_timestamp(),
+                        c.sha256_fingerprint,
+                        c.der,
+                        c.revocation.map(|r| r.at.unix_timestamp()),
+                        c.revocation.map(|r| r.reason.code()),
+                    ],
+                )
+                .map_err(sql_err)?;
+            if inserted == 0 {
+                return Err(Error::AlreadyExists(format!("certificate {}", c.serial)));
+            }
+            tx.commit().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn get_certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>> {
+        let serial = serial.clone();
+        self.with_conn(move |conn| select_certificate(conn, &serial)).await
+    }
+
+    async fn list_certificates(
+        &self,
+        principal: &PrincipalId,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        let principal = principal.clone();
+        let cursor = match &page.token {
+            None => (i64::MAX, String::new()),
+            Some(token) => parse_certificate_cursor(token)?,
+        };
+        let size = page.size.max(1);
+        self.with_conn(move |conn| {
+            let sql = format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates
+                 WHERE principal_id = ?1 AND (?2 OR revoked_at IS NULL)
+                   AND (not_before < ?3 OR (not_before = ?3 AND (?4 = '' OR serial < ?4)))
+                 ORDER BY not_before DESC, serial DESC LIMIT ?5"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(params![principal.as_str(), include_revoked, cursor.0, cursor.1, size + 1], certificate_from_row)
+                .map_err(sql_err)?;
+            let items = rows.collect::<rusqlite::Result<Result<Vec<_>>>>().map_err(sql_err)??;
+            Ok(paginate(items, size, |c| format!("{}.{}", c.not_before.unix_timestamp(), c.serial)))
+        })
+        .await
+    }
+
+    async fn revoke_certificate(&self, serial: &Serial, reason: RevocationReason, at: OffsetDateTime) -> Result<CertificateRecord> {
+        let serial = serial.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction().map_err(sql_err)?;
+            let current = select_certificate(&tx, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
+            if current.revocation.is_some() {
+                return Err(Error::FailedPrecondition(format!("certificate {serial} is already revoked")));
+            }
+            tx.execute(
+                "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3 WHERE serial = ?1",
+                params![serial.as_str(), at.unix_timestamp(), reason.code()],
+            )
+            .map_err(sql_err)?;
+            let updated = select_certificate(&tx, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
+            tx.commit().map_err(sql_err)?;
+            Ok(updated)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
+    }
+}
+
+fn select_principal(conn: &Connection, id: &PrincipalId) -> Result<Option<Principal>> {
+    let sql = format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE id = ?1");
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    stmt.query_row([id.as_str()], principal_from_row).optional().map_err(sql_err)?.transpose()
+}
+
+fn select_certificate(conn: &Connection, serial: &Serial) -> Result<Option<CertificateRecord>> {
+    let sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial = ?1");
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    stmt.query_row([serial.as_str()], certificate_from_row).optional().map_err(sql_err)?.transpose()
+}
+
+/// Row -> principal. The outer `rusqlite::Result` is a read failure, the inner one corrupt data.
+fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Principal>> {
+    let (id, kind, status): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+    let (description, email, status_reason): (String, Option<String>, Option<String>) = (row.get(3)?, row.get(4)?, row.get(5)?);
+    let (created_at, updated_at): (i64, i64) = (row.get(6)?, row.get(7)?);
+    Ok((|| {
+        Ok(Principal {
+            id: id.parse().map_err(corrupt)?,
+            kind: kind.parse().map_err(corrupt)?,
+            status: status.parse().map_err(corrupt)?,
+            description,
+            email,
+            status_reason,
+            created_at: timestamp(created_at)?,
+            updated_at: timestamp(updated_at)?,
+        })
+    })())
+}
+
+fn certificate_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertificateRecord>> {
+    let (serial, principal_id, principal_type): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+    let (not_before, not_after): (i64, i64) = (row.get(3)?, row.get(4)?);
+    let (sha256_fingerprint, der): (String, Vec<u8>) = (row.get(5)?, row.get(6)?);
+    let (revoked_at, reason): (Option<i64>, Option<u8>) = (row.get(7)?, row.get(8)?);
+    Ok((|| {
+        let revocation = match (revoked_at, reason) {
+            (Some(at), Some(code)) => Some(Revocation {
+                at: timestamp(at)?,
+                reason: RevocationReason::from_code(code).ok_or_else(|| corrupt(format!("revocation reason {code}")))?,
+            }),
+            _ => None,
+        };
+        Ok(CertificateRecord {
+            serial: serial.parse().map_err(corrupt)?,
+            principal_id: principal_id.parse().map_err(corrupt)?,
+            principal_type: principal_type.parse().map_err(corrupt)?,
+            not_before: timestamp(not_before)?,
+            not_after: timestamp(not_after)?,
+            sha256_fingerprint,
+            der,
+            revocation,
+        })
+    })())
+}
+
+fn paginate<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let size = size as usize;
+    let next_token = if items.len() > size {
+        items.truncate(size);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items, next_token }
+}
+
+fn parse_certificate_cursor(token: &str) -> Result<(i64, String)> {
+    let bad = || Error::InvalidArgument("invalid page_token: pass the next_page_token of the previous response".into());
+    let (nb, serial) = token.split_once('.').ok_or_else(bad)?;
+    let serial: Serial = serial.parse().map_err(|_| bad())?;
+    Ok((nb.parse().map_err(|_| bad())?, serial.as_str().to_owned()))
+}
+
+fn timestamp(secs: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs).map_err(corrupt)
+}
+
+fn not_found_principal(id: &PrincipalId) -> Error {
+    Error::NotFound(format!("principal {:?}", id.as_str()))
+}
+
+fn wrong_status(current: &Principal, to: PrincipalStatus) -> Error {
+    Error::FailedPrecondition(format!(
+        "principal {:?} is {}; it cannot become {}",
+        current.id.as_str(),
+        current.status,
+        to
+    ))
+}
+
+fn corrupt(e: impl std::fmt::Display) -> Error {
+    Error::internal("corrupt row in sqlite store", e)
+}
+
+fn sql_err(e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure, CannotOpen};
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen) => Error::Unavailable(format!("sqlite: {e}")),
+        _ => Error::internal("sqlite", e),
+    }
+}
