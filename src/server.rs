@@ -160,7 +160,11 @@ fn tls_config(config: &ServeConfig, dir: &DataDir, ca: &CertificateAuthority) ->
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der().clone()).map_err(|e| Error::InvalidArgument(format!("CA certificate unusable as a trust anchor: {e}")))?;
+    // A presented certificate must chain to the CA or the handshake fails. A connection without one is let through
+    // TLS so that the auth layer can answer UNAUTHENTICATED with a message instead of an opaque transport error; the
+    // layer denies every request that lacks a certificate.
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
         .build()
         .map_err(|e| Error::internal("client verifier", e))?;
     let chain = CertificateDer::pem_file_iter(dir.server_cert())

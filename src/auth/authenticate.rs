@@ -51,13 +51,6 @@ impl Authenticator {
 
     async fn check_store(&self, peer: &PeerIdentity) -> Result<Caller> {
         let (cert, principal) = tokio::try_join!(self.store.get_certificate(&peer.serial), self.store.get_principal(&peer.id))?;
-        let cert = cert.ok_or_else(|| unauthenticated("client certificate is not registered with this server"))?;
-        if cert.revocation.is_some() {
-            return Err(unauthenticated("client certificate has been revoked"));
-        }
-        if cert.principal_id != peer.id || cert.principal_type != peer.kind {
-            return Err(unauthenticated("client certificate does not match its registration"));
-        }
         let principal = principal.ok_or_else(|| unauthenticated(&format!("principal {:?} does not exist", peer.id.as_str())))?;
         match principal.status {
             PrincipalStatus::Active => {}
@@ -71,6 +64,13 @@ impl Authenticator {
                 peer.id.as_str(),
                 principal.kind
             )));
+        }
+        let cert = cert.ok_or_else(|| unauthenticated("client certificate is not registered with this server"))?;
+        if cert.revocation.is_some() {
+            return Err(unauthenticated("client certificate has been revoked"));
+        }
+        if cert.principal_id != peer.id || cert.principal_type != peer.kind {
+            return Err(unauthenticated("client certificate does not match its registration"));
         }
         Ok(Caller {
             id: peer.id.clone(),

@@ -1,1 +1,74 @@
-fn main(){}
+//! principalctl: the command line for principald. Operators manage principals and certificates; every principal can
+//! check who it is and renew its own certificate (once, from cron, or continuously with `--watch`).
+
+mod cert;
+mod output;
+mod principal;
+mod rpc;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Parser, Debug)]
+#[command(name = "principalctl", version, about = "Manage principald principals and certificates")]
+struct Cli {
+    /// Profile directory (or its profile.json): server address, CA certificate, client certificate and key.
+    #[arg(long, env = "PRINCIPALCTL_PROFILE", global = true)]
+    profile: Option<PathBuf>,
+    /// Override the profile's server address (https://host:port).
+    #[arg(long, env = "PRINCIPALCTL_SERVER", global = true)]
+    server: Option<String>,
+    /// Output format: tables for people, JSON for scripts.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table, global = true)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show who the server thinks you are and what you may do.
+    Whoami,
+    /// Create, inspect, suspend, activate and delete principals.
+    #[command(subcommand)]
+    Principal(principal::Command),
+    /// Issue, renew, inspect and revoke certificates.
+    #[command(subcommand)]
+    Cert(cert::Command),
+}
+
+fn main() -> ExitCode {
+    principald::install_crypto_provider();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("principalctl: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("principalctl: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let ctx = rpc::Context::load(cli.profile.as_deref(), cli.server.as_deref(), cli.output)?;
+    match cli.command {
+        Command::Whoami => {
+            let me = ctx.client().await?.who_am_i(principald::proto::WhoAmIRequest {}).await.map_err(|s| ctx.explain(s))?;
+            output::whoami(ctx.format, &me.into_inner());
+            Ok(())
+        }
+        Command::Principal(command) => principal::run(&ctx, command).await,
+        Command::Cert(command) => cert::run(&ctx, command).await,
+    }
+}

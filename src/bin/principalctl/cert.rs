@@ -1,0 +1,298 @@
+//! `principalctl cert ...`: issue (key generated here, only a CSR leaves the machine), renew in place, inspect, revoke.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Subcommand, ValueEnum};
+use principald::client::{Profile, ProfileFile};
+use principald::config::parse_duration;
+use principald::files;
+use principald::model::RevocationReason;
+use principald::proto::{self as pb};
+use rcgen::{CertificateParams, KeyPair};
+use time::OffsetDateTime;
+use tonic::Code;
+
+use crate::output::{self, Format};
+use crate::rpc::{self, Context};
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum KeyType {
+    #[default]
+    P256,
+    P384,
+    Ed25519,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Issue a certificate for a principal: generates its key here and writes a ready-to-use profile to --out.
+    Issue {
+        principal: String,
+        /// Directory for the new profile (key.pem 0600, cert.pem, ca.pem, profile.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// Shorter validity than the server's maximum for the type, e.g. 7d.
+        #[arg(long, value_parser = duration)]
+        validity: Option<Duration>,
+        #[arg(long, value_enum, default_value_t)]
+        key_type: KeyType,
+        /// Overwrite a profile already in --out.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Renew this profile's own certificate in place, with a new key.
+    Renew {
+        /// Only renew if the certificate expires within this long (for cron), e.g. 10d.
+        #[arg(long, value_parser = duration)]
+        if_expires_within: Option<Duration>,
+        /// Keep running: renew at about two thirds of each certificate's lifetime, retrying with backoff.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long, value_parser = duration)]
+        validity: Option<Duration>,
+        #[arg(long, value_enum, default_value_t)]
+        key_type: KeyType,
+    },
+    /// Show one certificate.
+    Get { serial: String },
+    /// List a principal's certificates, newest first.
+    List {
+        principal: String,
+        /// Include revoked certificates.
+        #[arg(long)]
+        include_revoked: bool,
+    },
+    /// Revoke a certificate, given by serial or by its PEM file.
+    Revoke {
+        #[arg(required_unless_present = "cert_file", conflicts_with = "cert_file")]
+        serial: Option<String>,
+        /// Read the serial from this certificate file instead.
+        #[arg(long)]
+        cert_file: Option<PathBuf>,
+        #[arg(long, value_parser = reason, default_value = "unspecified")]
+        reason: RevocationReason,
+    },
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+fn reason(s: &str) -> Result<RevocationReason, String> {
+    s.parse().map_err(|e: principald::error::Error| e.to_string())
+}
+
+pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
+    match command {
+        Command::Issue { principal, out, validity, key_type, force } => issue(ctx, principal, &out, validity, key_type, force).await,
+        Command::Renew { if_expires_within, watch, validity, key_type } => {
+            if watch {
+                return watch_loop(&ctx.profile.dir, &ctx.server, validity, key_type).await;
+            }
+            if let Some(within) = if_expires_within {
+                let (_, not_after) = validity_of(&ctx.profile.cert_path())?;
+                let left = not_after - OffsetDateTime::now_utc();
+                if left > time::Duration::try_from(within).unwrap_or(time::Duration::MAX) {
+                    println!("certificate valid until {}; not renewing", rfc3339(not_after));
+                    return Ok(());
+                }
+            }
+            let renewed = renew_once(&ctx.profile.dir, &ctx.server, validity, key_type).await.map_err(|e| e.message)?;
+            print_renewed(ctx.format, &renewed);
+            Ok(())
+        }
+        Command::Get { serial } => {
+            let c = ctx.client().await?.get_certificate(pb::GetCertificateRequest { serial }).await.map_err(|s| ctx.explain(s))?;
+            output::certificate(ctx.format, &c.into_inner());
+            Ok(())
+        }
+        Command::List { principal, include_revoked } => {
+            let mut client = ctx.client().await?;
+            let (mut all, mut page_token) = (Vec::new(), String::new());
+            loop {
+                let request = pb::ListCertificatesRequest { principal_id: principal.clone(), include_revoked, page_size: 500, page_token };
+                let page = client.list_certificates(request).await.map_err(|s| ctx.explain(s))?.into_inner();
+                all.extend(page.certificates);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            output::certificates(ctx.format, &all);
+            Ok(())
+        }
+        Command::Revoke { serial, cert_file, reason } => {
+            let serial = match (serial, cert_file) {
+                (Some(s), _) => s,
+                (None, Some(path)) => serial_of(&path)?,
+                (None, None) => return Err("give a serial or --cert-file".into()),
+            };
+            let request = pb::RevokeCertificateRequest { serial, reason: i32::from(reason.code()) };
+            let c = ctx.client().await?.revoke_certificate(request).await.map_err(|s| ctx.explain(s))?;
+            output::certificate(ctx.format, &c.into_inner());
+            Ok(())
+        }
+    }
+}
+
+async fn issue(ctx: &Context, principal: String, out: &Path, validity: Option<Duration>, key_type: KeyType, force: bool) -> Result<(), String> {
+    if !force && out.join(principald::client::PROFILE_FILE).exists() {
+        return Err(format!("{} already holds a profile: choose another --out or pass --force", out.display()));
+    }
+    let (key, csr) = key_and_csr(key_type)?;
+    let request = pb::IssueCertificateRequest { principal_id: principal, csr: csr.into_bytes(), validity_seconds: validity.map_or(0, |v| v.as_secs()) };
+    let issued = ctx.client().await?.issue_certificate(request).await.map_err(|s| ctx.explain(s))?.into_inner();
+    files::create_private_dir(out).map_err(|e| e.to_string())?;
+    let write = |name: &str, data: &str, private: bool| {
+        let path = out.join(name);
+        if private { files::write_private(&path, data.as_bytes()) } else { files::write_public(&path, data.as_bytes()) }.map_err(|e| e.to_string())
+    };
+    write("key.pem", &key.serialize_pem(), true)?;
+    write("cert.pem", &issued.certificate_pem, false)?;
+    write("ca.pem", &issued.ca_chain_pem, false)?;
+    let file = ProfileFile { server: ctx.server.clone(), ca_cert: "ca.pem".into(), cert: "cert.pem".into(), key: "key.pem".into() };
+    Profile::save(out, &file).map_err(|e| e.to_string())?;
+    let cert = issued.certificate.unwrap_or_default();
+    match ctx.format {
+        Format::Json => {
+            let mut value = output::certificate_json(&cert);
+            value["profile"] = serde_json::Value::from(out.display().to_string());
+            output::print_json(&value);
+        }
+        Format::Table => {
+            output::certificate(ctx.format, &cert);
+            println!("profile written to {} (use: principalctl --profile {} whoami)", out.display(), out.display());
+        }
+    }
+    Ok(())
+}
+
+fn key_and_csr(key_type: KeyType) -> Result<(KeyPair, String), String> {
+    let alg = match key_type {
+        KeyType::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyType::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+    };
+    let key = KeyPair::generate_for(alg).map_err(|e| format!("cannot generate a key: {e}"))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).and_then(|r| r.pem()).map_err(|e| format!("cannot build the CSR: {e}"))?;
+    Ok((key, csr))
+}
+
+/// A renewal that failed; `permanent` failures (revoked, suspended, expired) are not worth retrying.
+struct RenewError {
+    message: String,
+    permanent: bool,
+}
+
+struct Renewed {
+    certificate: pb::Certificate,
+    profile_dir: PathBuf,
+}
+
+/// Renews the profile in `dir` once: new key and CSR, RenewCertificate with the current credentials, then new files
+/// and an atomic switch of profile.json to them. A crash at any point leaves a working profile.
+async fn renew_once(dir: &Path, server: &str, validity: Option<Duration>, key_type: KeyType) -> Result<Renewed, RenewError> {
+    let permanent = |message: String| RenewError { message, permanent: true };
+    let profile = Profile::load(dir).map_err(|e| permanent(e.to_string()))?;
+    let credentials = profile.credentials().map_err(|e| permanent(e.to_string()))?;
+    let (key, csr) = key_and_csr(key_type).map_err(permanent)?;
+    let mut client = rpc::connect(server, &credentials).await.map_err(|message| RenewError { message, permanent: false })?;
+    let request = pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: validity.map_or(0, |v| v.as_secs()) };
+    let issued = client.renew_certificate(request).await.map_err(|status| RenewError {
+        permanent: matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition),
+        message: rpc::explain(server, &status),
+    })?;
+    let issued = issued.into_inner();
+    let certificate = issued.certificate.unwrap_or_default();
+    let tag: String = certificate.serial.chars().take(16).collect();
+    let (cert_name, key_name) = (format!("cert-{tag}.pem"), format!("key-{tag}.pem"));
+    let io = |e: principald::error::Error| RenewError { message: e.to_string(), permanent: true };
+    files::write_private(&dir.join(&key_name), key.serialize_pem().as_bytes()).map_err(io)?;
+    files::write_public(&dir.join(&cert_name), issued.certificate_pem.as_bytes()).map_err(io)?;
+    files::write_public(&profile.ca_cert_path(), issued.ca_chain_pem.as_bytes()).map_err(io)?;
+    let file = ProfileFile { cert: cert_name, key: key_name, ..profile.file.clone() };
+    Profile::save(dir, &file).map_err(io)?;
+    // The old files are no longer referenced; remove them so old keys do not linger.
+    for old in [profile.cert_path(), profile.key_path()] {
+        if old != dir.join(&file.cert) && old != dir.join(&file.key) {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+    Ok(Renewed { certificate, profile_dir: dir.to_path_buf() })
+}
+
+fn print_renewed(format: Format, renewed: &Renewed) {
+    match format {
+        Format::Json => output::print_json(&output::certificate_json(&renewed.certificate)),
+        Format::Table => println!(
+            "renewed: serial {} valid until {} (profile {})",
+            renewed.certificate.serial,
+            output::time(&renewed.certificate.not_after),
+            renewed.profile_dir.display()
+        ),
+    }
+}
+
+/// Renews forever at about two thirds of each certificate's lifetime; transient failures are retried with
+/// exponential backoff (1 s doubling to 5 min) until the certificate expires.
+async fn watch_loop(dir: &Path, server: &str, validity: Option<Duration>, key_type: KeyType) -> Result<(), String> {
+    const MAX_BACKOFF: Duration = Duration::from_secs(300);
+    loop {
+        let profile = Profile::load(dir).map_err(|e| e.to_string())?;
+        let (not_before, not_after) = validity_of(&profile.cert_path())?;
+        let renew_at: OffsetDateTime = not_before + (not_after - not_before) * 2 / 3;
+        let wait: time::Duration = renew_at - OffsetDateTime::now_utc();
+        if wait.is_positive() {
+            eprintln!("principalctl: certificate valid until {}; renewing at {}", rfc3339(not_after), rfc3339(renew_at));
+            tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO)).await;
+        }
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match renew_once(dir, server, validity, key_type).await {
+                Ok(renewed) => {
+                    print_renewed(Format::Table, &renewed);
+                    break;
+                }
+                Err(e) if e.permanent => return Err(e.message),
+                Err(e) => {
+                    let left = not_after - OffsetDateTime::now_utc();
+                    if !left.is_positive() {
+                        return Err(format!("certificate expired before renewal succeeded: {}", e.message));
+                    }
+                    let delay = backoff.min(left.try_into().unwrap_or(backoff));
+                    eprintln!("principalctl: renewal failed ({}); retrying in {}s", e.message, delay.as_secs());
+                    tokio::time::sleep(delay).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+fn parse_cert(path: &Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(&pem)
+        .map(|der| der.to_vec())
+        .map_err(|_| format!("{} holds no PEM certificate", path.display()))
+}
+
+fn validity_of(path: &Path) -> Result<(OffsetDateTime, OffsetDateTime), String> {
+    let der = parse_cert(path)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| format!("{} is not a valid certificate", path.display()))?;
+    Ok((cert.validity().not_before.to_datetime(), cert.validity().not_after.to_datetime()))
+}
+
+fn serial_of(path: &Path) -> Result<String, String> {
+    let der = parse_cert(path)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| format!("{} is not a valid certificate", path.display()))?;
+    Ok(principald::model::Serial::from_bytes(cert.raw_serial()).to_string())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,130 @@
+//! `principalctl principal ...`
+
+use clap::{Subcommand, ValueEnum};
+use principald::proto::{self as pb};
+
+use crate::output;
+use crate::rpc::Context;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Type {
+    Admin,
+    Worker,
+    User,
+    Service,
+}
+
+impl Type {
+    fn wire(self) -> pb::PrincipalType {
+        match self {
+            Type::Admin => pb::PrincipalType::Admin,
+            Type::Worker => pb::PrincipalType::Worker,
+            Type::User => pb::PrincipalType::User,
+            Type::Service => pb::PrincipalType::Service,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Status {
+    Active,
+    Suspended,
+    Deleted,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an active principal.
+    Create {
+        /// 1-64 of lowercase letters, digits, '.', '_', '-'; starts with a letter or digit.
+        id: String,
+        #[arg(long = "type", short = 't', value_enum)]
+        kind: Type,
+        #[arg(long, short = 'd', default_value = "")]
+        description: String,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Show one principal.
+    Get { id: String },
+    /// List principals (every page).
+    List {
+        #[arg(long = "type", short = 't', value_enum)]
+        kind: Option<Type>,
+        #[arg(long, value_enum)]
+        status: Option<Status>,
+    },
+    /// Suspend a principal: its certificates stop working until it is activated.
+    Suspend {
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Activate a suspended principal.
+    Activate { id: String },
+    /// Delete a principal for good and revoke all its certificates.
+    Delete { id: String },
+}
+
+pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
+    let mut client = ctx.client().await?;
+    let explain = |s| ctx.explain(s);
+    match command {
+        Command::Create { id, kind, description, email } => {
+            let request = pb::CreatePrincipalRequest { id, r#type: kind.wire().into(), description, email };
+            let p = client.create_principal(request).await.map_err(explain)?.into_inner();
+            output::principal(ctx.format, &p);
+        }
+        Command::Get { id } => {
+            let p = client.get_principal(pb::GetPrincipalRequest { id }).await.map_err(explain)?.into_inner();
+            output::principal(ctx.format, &p);
+        }
+        Command::List { kind, status } => {
+            let status = status.map(|s| match s {
+                Status::Active => pb::PrincipalStatus::Active,
+                Status::Suspended => pb::PrincipalStatus::Suspended,
+                Status::Deleted => pb::PrincipalStatus::Deleted,
+            });
+            let (mut all, mut page_token) = (Vec::new(), String::new());
+            loop {
+                let request = pb::ListPrincipalsRequest {
+                    r#type: kind.map_or(0, |k| k.wire().into()),
+                    status: status.map_or(0, Into::into),
+                    page_size: 500,
+                    page_token,
+                };
+                let page = client.list_principals(request).await.map_err(explain)?.into_inner();
+                all.extend(page.principals);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            output::principals(ctx.format, &all);
+        }
+        Command::Suspend { id, reason } => {
+            let p = client.suspend_principal(pb::SuspendPrincipalRequest { id, reason }).await.map_err(explain)?.into_inner();
+            output::principal(ctx.format, &p);
+        }
+        Command::Activate { id } => {
+            let p = client.activate_principal(pb::ActivatePrincipalRequest { id }).await.map_err(explain)?.into_inner();
+            output::principal(ctx.format, &p);
+        }
+        Command::Delete { id } => {
+            let r = client.delete_principal(pb::DeletePrincipalRequest { id }).await.map_err(explain)?.into_inner();
+            match ctx.format {
+                output::Format::Json => output::print_json(&serde_json::json!({
+                    "principal": r.principal.as_ref().map(output::principal_json),
+                    "revoked_certificates": r.revoked_certificates,
+                })),
+                output::Format::Table => {
+                    if let Some(p) = &r.principal {
+                        output::principal(ctx.format, p);
+                    }
+                    println!("revoked {} certificate(s)", r.revoked_certificates);
+                }
+            }
+        }
+    }
+    Ok(())
+}

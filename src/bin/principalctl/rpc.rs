@@ -1,0 +1,98 @@
+//! Connecting with the profile's credentials, and turning every failure into one line a person can act on.
+
+use std::path::Path;
+
+use principald::client::{self, Credentials, Profile};
+use principald::proto::principal_service_client::PrincipalServiceClient;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::output::Format;
+
+/// What every command needs: the profile, its credentials and the output format.
+pub struct Context {
+    pub profile: Profile,
+    pub server: String,
+    pub format: Format,
+}
+
+impl Context {
+    pub fn load(profile: Option<&Path>, server: Option<&str>, format: Format) -> Result<Self, String> {
+        let path = profile.ok_or(
+            "no profile: pass --profile DIR or set PRINCIPALCTL_PROFILE (bootstrap writes one to DATA_DIR/profiles/admin)",
+        )?;
+        let profile = Profile::load(path).map_err(|e| e.to_string())?;
+        let server = server.map(str::to_owned).unwrap_or_else(|| profile.file.server.clone());
+        Ok(Self { profile, server, format })
+    }
+
+    pub fn credentials(&self) -> Result<Credentials, String> {
+        self.profile.credentials().map_err(|e| e.to_string())
+    }
+
+    /// A client connected with the profile's current credentials.
+    pub async fn client(&self) -> Result<PrincipalServiceClient<Channel>, String> {
+        connect(&self.server, &self.credentials()?).await
+    }
+
+    /// One line for a failed call.
+    pub fn explain(&self, status: Status) -> String {
+        explain(&self.server, &status)
+    }
+}
+
+pub async fn connect(server: &str, credentials: &Credentials) -> Result<PrincipalServiceClient<Channel>, String> {
+    let endpoint = client::endpoint(server, credentials).map_err(|e| e.to_string())?;
+    let channel = endpoint.connect().await.map_err(|e| explain_transport(server, &e))?;
+    Ok(PrincipalServiceClient::new(channel))
+}
+
+fn explain_transport(server: &str, error: &tonic::transport::Error) -> String {
+    let chain = error_chain(error);
+    let lower = chain.to_lowercase();
+    if lower.contains("connection refused") {
+        format!("cannot connect to {server}: connection refused (is principald running there?)")
+    } else if lower.contains("unknownissuer") || lower.contains("unknown issuer") || lower.contains("badsignature") {
+        format!("{server} presented a certificate not signed by the profile's CA: check ca_cert in the profile")
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        format!("{server}'s certificate does not cover this host name: use a name from its --server-name list")
+    } else if lower.contains("dns error") || lower.contains("failed to lookup") {
+        format!("cannot resolve the host in {server}")
+    } else if lower.contains("timed out") || lower.contains("elapsed") {
+        format!("cannot connect to {server}: timed out")
+    } else {
+        format!("cannot connect to {server}: {chain}")
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(e) = source {
+        parts.push(e.to_string());
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+pub fn explain(server: &str, status: &Status) -> String {
+    let message = status.message();
+    match status.code() {
+        Code::Unauthenticated => format!("not authenticated: {message}"),
+        Code::PermissionDenied => format!("permission denied: {message}"),
+        Code::InvalidArgument => format!("invalid request: {message}"),
+        Code::NotFound => message.to_owned(),
+        Code::AlreadyExists => message.to_owned(),
+        Code::FailedPrecondition => format!("not possible now: {message}"),
+        Code::Unavailable if message.contains("error trying to connect") || message.contains("transport") => {
+            format!("cannot reach {server}: {message}")
+        }
+        Code::Unavailable => format!("server unavailable, retry later: {message}"),
+        Code::DeadlineExceeded => format!("{server} did not answer in time"),
+        // Under TLS 1.3 a client certificate the server rejects only shows on the first call, as a transport error.
+        Code::Unknown | Code::Internal if message.contains("transport error") || message.contains("h2 protocol error") => format!(
+            "{server} rejected the TLS connection: the profile's client certificate is expired, not yet valid, or from another CA"
+        ),
+        code => format!("{code:?}: {message}"),
+    }
+}
