@@ -1,0 +1,160 @@
+//! Test support: a real principald on loopback (ephemeral ports, a fresh data dir), clients with credentials minted
+//! at test time, and helpers to craft certificates the server must reject.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use principald::client::{self, Credentials};
+use principald::config::{Cli, Command, ServeConfig};
+use principald::datadir::DataDir;
+use principald::pki::ca::CertificateAuthority;
+use principald::proto::principal_service_client::PrincipalServiceClient;
+use principald::proto::{self as pb};
+use principald::server::{self, Running};
+use rcgen::{CertificateParams, KeyPair};
+use tonic::transport::Channel;
+
+pub type Client = PrincipalServiceClient<Channel>;
+
+/// A running server and what a test needs to talk to it.
+pub struct TestServer {
+    pub running: Running,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub ca: CertificateAuthority,
+    pub admin: Credentials,
+    config: ServeConfig,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// `principald serve` configuration from flags, as the binary would parse them.
+pub fn serve_config(data_dir: &Path, extra: &[&str]) -> ServeConfig {
+    let dir = data_dir.to_str().unwrap();
+    let mut args = vec!["principald", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    match Cli::try_parse_from(args).expect("valid flags").command {
+        Command::Serve(serve) => serve.validate().expect("valid config"),
+        other => panic!("unexpected command {other:?}"),
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts on a fresh temporary data dir (bootstrapped by serve) with extra serve flags.
+    pub async fn start_with(extra: &[&str]) -> Self {
+        principald::install_crypto_provider();
+        let tmp = tempfile::tempdir().unwrap();
+        let config = serve_config(&tmp.path().join("data"), extra);
+        let mut server = Self::start_config(config).await;
+        server._tmp = Some(tmp);
+        server
+    }
+
+    pub async fn start_config(config: ServeConfig) -> Self {
+        principald::install_crypto_provider();
+        let running = server::start(config.clone()).await.expect("server starts");
+        let dir = DataDir::new(&config.data_dir);
+        let ca = principald::bootstrap::load_ca(&dir).unwrap();
+        let profile = client::Profile::load(&dir.profile(&config.bootstrap.admin_id)).unwrap();
+        let url = format!("https://127.0.0.1:{}", running.grpc_addr.port());
+        Self { running, url, data_dir: config.data_dir.clone(), ca, admin: profile.credentials().unwrap(), config, _tmp: None }
+    }
+
+    /// Stops the server and starts a new one on the same data dir (new ports).
+    pub async fn restart(mut self) -> Self {
+        let tmp = self._tmp.take();
+        self.running.shutdown().await;
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.health_listen = "127.0.0.1:0".parse().unwrap();
+        let mut server = Self::start_config(config).await;
+        server._tmp = tmp;
+        server
+    }
+
+    pub fn health_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.running.health_addr.port())
+    }
+
+    pub async fn client(&self, credentials: &Credentials) -> Client {
+        let channel = client::endpoint(&self.url, credentials).unwrap().connect().await.expect("TLS connection");
+        PrincipalServiceClient::new(channel)
+    }
+
+    pub async fn admin(&self) -> Client {
+        self.client(&self.admin).await
+    }
+
+    /// Creates a principal through the API and returns credentials issued to it through the API.
+    pub async fn enroll(&self, id: &str, kind: pb::PrincipalType) -> Credentials {
+        let mut admin = self.admin().await;
+        admin
+            .create_principal(pb::CreatePrincipalRequest { id: id.into(), r#type: kind.into(), description: String::new(), email: None })
+            .await
+            .expect("create principal");
+        self.issue(id).await
+    }
+
+    /// Issues a fresh certificate (new P-256 key) to an existing principal through the API.
+    pub async fn issue(&self, id: &str) -> Credentials {
+        let (key, csr) = key_and_csr();
+        let issued = self
+            .admin()
+            .await
+            .issue_certificate(pb::IssueCertificateRequest { principal_id: id.into(), csr: csr.into_bytes(), validity_seconds: 0 })
+            .await
+            .expect("issue certificate")
+            .into_inner();
+        Credentials { ca_pem: issued.ca_chain_pem, cert_pem: issued.certificate_pem, key_pem: key.serialize_pem() }
+    }
+
+    /// Signs `params` with the server's CA directly: a certificate the CA vouches for but the store never recorded.
+    pub fn mint(&self, params: &CertificateParams) -> Credentials {
+        mint_with(&self.ca, params)
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca.cert_pem().to_owned()
+    }
+}
+
+pub fn mint_with(ca: &CertificateAuthority, params: &CertificateParams) -> Credentials {
+    let key = KeyPair::generate().unwrap();
+    let cert = ca.sign(params, &key).unwrap();
+    Credentials { ca_pem: ca.cert_pem().to_owned(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+}
+
+/// A fresh P-256 key and a CSR for it that asks for nothing.
+pub fn key_and_csr() -> (KeyPair, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    (key, csr)
+}
+
+/// Writes `contents` to a new file in a temporary directory that lives as long as the returned guard.
+pub fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    (dir, path)
+}
+
+/// `openssl verify` of `cert_pem` against `ca_pem` for TLS client use; panics with openssl's output on failure.
+pub fn openssl_verify_client(ca_pem: &str, cert_pem: &str) {
+    let (_d1, ca) = temp_file("ca.pem", ca_pem);
+    let (_d2, cert) = temp_file("cert.pem", cert_pem);
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
+        .arg(&ca)
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains(": OK"), "openssl verify failed: {text}");
+}
