@@ -70,10 +70,21 @@ pub fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>> {
 pub async fn start(config: ServeConfig) -> Result<Running> {
     let dir = DataDir::new(&config.data_dir);
     let store = open_store(&config.data_dir)?;
+    let grpc_listener = bind(config.listen, "--listen").await?;
+    let health_listener = bind(config.health_listen, "--health-listen").await?;
+    let grpc_addr = grpc_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
+    let health_addr = health_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
     let bootstrapped_profile = if dir.has_ca() {
         None
     } else {
-        let outcome = bootstrap::run(&config.bootstrap, store.clone()).await?;
+        let mut bootstrap = config.bootstrap.clone();
+        if config.listen.port() == 0 {
+            // The profile must name the port actually bound.
+            if let Some(base) = bootstrap.profile_server.strip_suffix(":0") {
+                bootstrap.profile_server = format!("{base}:{}", grpc_addr.port());
+            }
+        }
+        let outcome = bootstrap::run(&bootstrap, store.clone()).await?;
         for step in &outcome.created {
             info!(created = %step, "bootstrap");
         }
@@ -96,11 +107,6 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         DEFAULT_CERT_VALIDITY,
         authenticator.clone(),
     ));
-
-    let grpc_listener = bind(config.listen, "--listen").await?;
-    let health_listener = bind(config.health_listen, "--health-listen").await?;
-    let grpc_addr = grpc_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
-    let health_addr = health_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (reporter, health_service) = tonic_health::server::health_reporter();

@@ -1,0 +1,295 @@
+//! The binaries end to end: principalctl against a running server, principald's bootstrap, configuration errors,
+//! health endpoints, restart durability and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::TestServer;
+use principald::proto::{self as pb};
+
+const PRINCIPALCTL: &str = env!("CARGO_BIN_EXE_principalctl");
+const PRINCIPALD: &str = env!("CARGO_BIN_EXE_principald");
+
+fn admin_profile(server: &TestServer) -> std::path::PathBuf {
+    server.data_dir.join("profiles").join("admin")
+}
+
+/// Runs principalctl with `profile` on a blocking thread (the server runs on this test's runtime).
+async fn ctl(profile: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(PRINCIPALCTL);
+    command.arg("--profile").arg(profile).args(args).env_remove("PRINCIPALCTL_PROFILE").env_remove("PRINCIPALCTL_SERVER");
+    tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "principalctl failed: {}{}", stdout(out), stderr(out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principalctl_walkthrough_create_issue_whoami_revoke() {
+    let server = TestServer::start().await;
+    let admin = admin_profile(&server);
+    let work = tempfile::tempdir().unwrap();
+    let worker_dir = work.path().join("worker-1");
+    let worker = worker_dir.to_str().unwrap();
+
+    let out = ctl(&admin, &["whoami"]).await;
+    assert_ok(&out);
+    assert!(stdout(&out).contains("admin"), "{}", stdout(&out));
+
+    assert_ok(&ctl(&admin, &["principal", "create", "worker-1", "--type", "worker", "--description", "build runner"]).await);
+    let out = ctl(&admin, &["cert", "issue", "worker-1", "--out", worker]).await;
+    assert_ok(&out);
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(worker_dir.join("key.pem")).unwrap().permissions());
+    assert_eq!(key_mode & 0o777, 0o600, "private key is 0600");
+    common::openssl_verify_client(&server.ca_pem(), &std::fs::read_to_string(worker_dir.join("cert.pem")).unwrap());
+
+    let out = ctl(&worker_dir, &["whoami", "--output", "json"]).await;
+    assert_ok(&out);
+    let me: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((me["principal_id"].as_str(), me["principal_type"].as_str()), (Some("worker-1"), Some("worker")));
+
+    let out = ctl(&admin, &["principal", "list", "--type", "worker", "-o", "json"]).await;
+    assert_ok(&out);
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    let out = ctl(&worker_dir, &["principal", "list"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("permission denied"), "{}", stderr(&out));
+
+    let cert_file = worker_dir.join("cert.pem");
+    assert_ok(&ctl(&admin, &["cert", "revoke", "--cert-file", cert_file.to_str().unwrap(), "--reason", "key-compromise"]).await);
+    let out = ctl(&worker_dir, &["whoami"]).await;
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).trim(), "principalctl: not authenticated: client certificate has been revoked");
+
+    let out = ctl(&admin, &["cert", "list", "worker-1", "--include-revoked"]).await;
+    assert_ok(&out);
+    assert!(stdout(&out).contains("revoked"), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principalctl_renews_in_place_and_only_when_due() {
+    let server = TestServer::start().await;
+    let admin = admin_profile(&server);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("w1");
+    assert_ok(&ctl(&admin, &["principal", "create", "w1", "--type", "worker"]).await);
+    assert_ok(&ctl(&admin, &["cert", "issue", "w1", "--out", dir.to_str().unwrap()]).await);
+    let before = std::fs::read_to_string(dir.join("profile.json")).unwrap();
+
+    let out = ctl(&dir, &["cert", "renew", "--if-expires-within", "1d"]).await;
+    assert_ok(&out);
+    assert!(stdout(&out).contains("not renewing"), "{}", stdout(&out));
+    assert_eq!(std::fs::read_to_string(dir.join("profile.json")).unwrap(), before);
+
+    let out = ctl(&dir, &["cert", "renew", "--if-expires-within", "60d"]).await;
+    assert_ok(&out);
+    assert!(stdout(&out).contains("renewed"), "{}", stdout(&out));
+    let profile = principald::client::Profile::load(&dir).unwrap();
+    assert_ne!(profile.file.cert, "cert.pem");
+    assert!(!dir.join("key.pem").exists(), "the old key is removed");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(profile.key_path()).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let me = server.client(&profile.credentials().unwrap()).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    assert_eq!(me.principal_id, "w1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principalctl_watch_renews_at_two_thirds_of_the_lifetime() {
+    let server = TestServer::start().await;
+    let admin = admin_profile(&server);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("w1");
+    assert_ok(&ctl(&admin, &["principal", "create", "w1", "--type", "worker"]).await);
+    // 60 s plus the 60 s backdate: renewal is due about 20 s from now.
+    assert_ok(&ctl(&admin, &["cert", "issue", "w1", "--out", dir.to_str().unwrap(), "--validity", "60s"]).await);
+    let mut watch = Command::new(PRINCIPALCTL)
+        .arg("--profile")
+        .arg(&dir)
+        .args(["cert", "renew", "--watch", "--validity", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut renewed = false;
+    for _ in 0..90 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if principald::client::Profile::load(&dir).unwrap().file.cert != "cert.pem" {
+            renewed = true;
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let output = watch.wait_with_output().unwrap();
+    assert!(renewed, "no renewal within 90 s: {}", stderr(&output));
+    let profile = principald::client::Profile::load(&dir).unwrap();
+    server.client(&profile.credentials().unwrap()).await.who_am_i(pb::WhoAmIRequest {}).await.expect("renewed certificate works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principalctl_explains_connection_failures_in_one_line() {
+    let server = TestServer::start().await;
+    let admin = admin_profile(&server);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let refused = ctl(&admin, &["--server", &format!("https://127.0.0.1:{port}"), "whoami"]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("connection refused"), "{}", stderr(&refused));
+    assert_eq!(stderr(&refused).trim().lines().count(), 1);
+
+    let plaintext = ctl(&admin, &["--server", &format!("http://127.0.0.1:{port}"), "whoami"]).await;
+    assert!(stderr(&plaintext).contains("must start with https://"), "{}", stderr(&plaintext));
+
+    let missing = Command::new(PRINCIPALCTL).arg("whoami").env_remove("PRINCIPALCTL_PROFILE").output().unwrap();
+    assert!(stderr(&missing).contains("no profile"), "{}", stderr(&missing));
+}
+
+#[test]
+fn bootstrap_is_idempotent_and_force_replaces_the_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let run = |extra: &[&str]| {
+        let out = Command::new(PRINCIPALD).args(["bootstrap", "--data-dir"]).arg(&dir).args(extra).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let first = run(&["--server-name", "ca.example.org"]);
+    assert!(first.contains("created CA certificate"), "{first}");
+    let files = ["ca.pem", "ca.key", "server.pem", "server.key", "profiles/admin/profile.json", "profiles/admin/key.pem", "profiles/admin/cert.pem"];
+    let snapshot = || files.map(|f| std::fs::read(dir.join(f)).unwrap());
+    let before = snapshot();
+    for private in ["ca.key", "server.key", "profiles/admin/key.pem"] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join(private)).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{private}");
+    }
+    let second = run(&[]);
+    assert!(second.contains("already bootstrapped; nothing changed"), "{second}");
+    assert_eq!(snapshot(), before, "re-running changes nothing");
+
+    let server_pem = std::fs::read_to_string(dir.join("server.pem")).unwrap();
+    let (_tmp, path) = common::temp_file("server.pem", &server_pem);
+    let text = Command::new("openssl").args(["x509", "-noout", "-ext", "subjectAltName", "-in"]).arg(&path).output().unwrap();
+    let text = stdout(&text);
+    assert!(text.contains("DNS:localhost") && text.contains("IP Address:127.0.0.1") && text.contains("DNS:ca.example.org"), "{text}");
+    let (_tmp2, ca_path) = common::temp_file("ca.pem", &std::fs::read_to_string(dir.join("ca.pem")).unwrap());
+    let ca_text = stdout(&Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&ca_path).output().unwrap());
+    assert!(ca_text.contains("CA:TRUE, pathlen:0") && ca_text.contains("prime256v1"), "{ca_text}");
+
+    let forced = run(&["--force"]);
+    assert!(forced.contains("created CA certificate"), "{forced}");
+    assert_ne!(std::fs::read(dir.join("ca.pem")).unwrap(), before[0]);
+}
+
+#[test]
+fn bad_configuration_exits_64_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--cert-validity", "robot=1d"], "unknown principal type"),
+        (&["--auth-cache-ttl", "soon"], "--auth-cache-ttl"),
+        (&["--trust-domain", "Bad Domain"], "--trust-domain"),
+        (&["--oid-arc", "1.x"], "invalid OID arc"),
+        (&["--listen", "nowhere"], "invalid value 'nowhere'"),
+    ];
+    for (args, needle) in cases {
+        let out = Command::new(PRINCIPALD)
+            .args(["serve", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    assert!(!tmp.path().join("data").exists(), "nothing was created before validation");
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_listener_and_grpc_health_report_serving() {
+    let server = TestServer::start().await;
+    let addr = server.running.health_addr;
+    let (code, body) = tokio::task::spawn_blocking(move || http_get(addr, "/healthz")).await.unwrap();
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let (code, body) = tokio::task::spawn_blocking(move || http_get(addr, "/readyz")).await.unwrap();
+    assert_eq!((code, body.trim()), (200, "ready"));
+    let (code, _) = tokio::task::spawn_blocking(move || http_get(addr, "/nothing")).await.unwrap();
+    assert_eq!(code, 404);
+
+    let channel = principald::client::endpoint(&server.url, &server.admin).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in ["", "principal.v1.PrincipalService"] {
+        let status = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+        assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_a_restart() {
+    let server = TestServer::start().await;
+    let worker = server.enroll("w1", pb::PrincipalType::Worker).await;
+    server.admin().await.suspend_principal(pb::SuspendPrincipalRequest { id: "w1".into(), reason: "kept".into() }).await.unwrap();
+    let server = server.restart().await;
+    let mut admin = server.admin().await;
+    let p = admin.get_principal(pb::GetPrincipalRequest { id: "w1".into() }).await.unwrap().into_inner();
+    assert_eq!((p.status, p.status_reason.as_str()), (pb::PrincipalStatus::Suspended as i32, "kept"));
+    admin.activate_principal(pb::ActivatePrincipalRequest { id: "w1".into() }).await.unwrap();
+    let me = server.client(&worker).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    assert_eq!(me.principal_id, "w1", "certificates issued before the restart still authenticate");
+}
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(PRINCIPALD)
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let mut log = String::new();
+    let mut buf = [0u8; 4096];
+    let health = loop {
+        let n = stderr_pipe.read(&mut buf).unwrap();
+        assert!(n > 0, "server exited early: {log}");
+        log.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(line) = log.lines().find(|l| l.contains("principald serving")) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            break v["fields"]["health"].as_str().unwrap().parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    assert_eq!(http_get(health, "/readyz").0, 200);
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    stderr_pipe.read_to_string(&mut log).unwrap();
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert!(log.contains("draining in-flight requests") && log.contains("gRPC server stopped"), "{log}");
+    assert!(!log.contains("BEGIN"), "no key material in logs");
+}
