@@ -49,13 +49,22 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     };
 
     if config.force || !dir.server_cert().exists() || !dir.server_key().exists() {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("generate server key", e))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| Error::internal("generate server key", e))?;
         let at = now();
-        let params = profile::server_certificate(&config.server_names, at - profile::BACKDATE, (at + SERVER_VALIDITY).min(ca.not_after()))?;
+        let params = profile::server_certificate(
+            &config.server_names,
+            at - profile::BACKDATE,
+            (at + SERVER_VALIDITY).min(ca.not_after()),
+        )?;
         let cert = ca.sign(&params, &key)?;
         files::write_private(&dir.server_key(), key.serialize_pem().as_bytes())?;
         files::write_public(&dir.server_cert(), cert.pem().as_bytes())?;
-        created.push(format!("server certificate {} for {}", dir.server_cert().display(), config.server_names.join(", ")));
+        created.push(format!(
+            "server certificate {} for {}",
+            dir.server_cert().display(),
+            config.server_names.join(", ")
+        ));
     }
 
     let admin = &config.admin_id;
@@ -88,7 +97,8 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     let profile_dir = dir.profile(admin);
     if config.force || Profile::load(&profile_dir).is_err() {
         files::create_private_dir(&profile_dir)?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("generate admin key", e))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| Error::internal("generate admin key", e))?;
         let issued = leaf::issue_client(&ca, &config.identity, PrincipalType::Admin, admin, &key, ADMIN_VALIDITY)?;
         store.insert_certificate(&issued.record).await?;
         files::write_private(&profile_dir.join("key.pem"), key.serialize_pem().as_bytes())?;

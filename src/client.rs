@@ -36,7 +36,9 @@ pub struct Profile {
 impl Profile {
     /// Loads a profile from a directory holding `profile.json`, or from the JSON file itself.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let (dir, file_path) = if path.is_dir() { (path.to_path_buf(), path.join(PROFILE_FILE)) } else {
+        let (dir, file_path) = if path.is_dir() {
+            (path.to_path_buf(), path.join(PROFILE_FILE))
+        } else {
             (path.parent().unwrap_or(Path::new(".")).to_path_buf(), path.to_path_buf())
         };
         let text = std::fs::read_to_string(&file_path)
@@ -67,8 +69,14 @@ impl Profile {
 
     /// Reads the CA certificate, the client certificate and the key.
     pub fn credentials(&self) -> Result<Credentials, Error> {
-        let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", p.display())));
-        Ok(Credentials { ca_pem: read(self.ca_cert_path())?, cert_pem: read(self.cert_path())?, key_pem: read(self.key_path())? })
+        let read = |p: PathBuf| {
+            std::fs::read_to_string(&p).map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", p.display())))
+        };
+        Ok(Credentials {
+            ca_pem: read(self.ca_cert_path())?,
+            cert_pem: read(self.cert_path())?,
+            key_pem: read(self.key_path())?,
+        })
     }
 }
 

@@ -228,7 +228,10 @@ impl ServeArgs {
             permissions,
             auth_cache_ttl: parse_duration_flag("--auth-cache-ttl", &self.auth_cache_ttl)?,
             shutdown_grace: parse_duration_flag("--shutdown-grace", &self.shutdown_grace)?,
-            handshake_timeout: nonzero(parse_duration_flag("--handshake-timeout", &self.handshake_timeout)?, "--handshake-timeout")?,
+            handshake_timeout: nonzero(
+                parse_duration_flag("--handshake-timeout", &self.handshake_timeout)?,
+                "--handshake-timeout",
+            )?,
             bootstrap,
         })
     }
@@ -244,10 +247,12 @@ impl ServeConfig {
 fn server_names(extra: &[String]) -> Result<Vec<String>, Error> {
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     for name in extra.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
-        let valid = name.len() <= 253
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*' | ':'));
+        let valid =
+            name.len() <= 253 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*' | ':'));
         if !valid {
-            return Err(Error::InvalidArgument(format!("invalid --server-name {name:?}: use a DNS name or IP address")));
+            return Err(Error::InvalidArgument(format!(
+                "invalid --server-name {name:?}: use a DNS name or IP address"
+            )));
         }
         if !names.iter().any(|n| n == name) {
             names.push(name.to_owned());
@@ -260,7 +265,9 @@ fn cert_validity(entries: &[String]) -> Result<HashMap<PrincipalType, Duration>,
     let mut map = HashMap::new();
     for entry in entries.iter().filter(|e| !e.trim().is_empty()) {
         let (kind, value) = entry.split_once('=').ok_or_else(|| {
-            Error::InvalidArgument(format!("invalid --cert-validity {entry:?}: expected TYPE=DURATION such as worker=7d"))
+            Error::InvalidArgument(format!(
+                "invalid --cert-validity {entry:?}: expected TYPE=DURATION such as worker=7d"
+            ))
         })?;
         let kind: PrincipalType = kind.trim().parse()?;
         let validity = nonzero(parse_duration_flag("--cert-validity", value.trim())?, "--cert-validity")?;
@@ -340,7 +347,10 @@ mod tests {
 
     #[test]
     fn server_names_always_include_loopback() {
-        assert_eq!(server_names(&["ca.example.org".into(), "localhost".into()]).unwrap(), ["localhost", "127.0.0.1", "ca.example.org"]);
+        assert_eq!(
+            server_names(&["ca.example.org".into(), "localhost".into()]).unwrap(),
+            ["localhost", "127.0.0.1", "ca.example.org"]
+        );
         assert!(server_names(&["bad name".into()]).is_err());
     }
 }

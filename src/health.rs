@@ -23,7 +23,12 @@ struct Probes {
 }
 
 /// Serves the health endpoints on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, store: Arc<dyn Store>, ca: Arc<CertificateAuthority>, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    ca: Arc<CertificateAuthority>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))

@@ -72,10 +72,9 @@ impl FromStr for PrincipalType {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown principal type {s:?}: use admin, worker, user or service")))
+        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown principal type {s:?}: use admin, worker, user or service"))
+        })
     }
 }
 
@@ -109,10 +108,9 @@ impl FromStr for PrincipalStatus {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| Error::InvalidArgument(format!("unknown principal status {s:?}: use active, suspended or deleted")))
+        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            Error::InvalidArgument(format!("unknown principal status {s:?}: use active, suspended or deleted"))
+        })
     }
 }
 
@@ -159,7 +157,7 @@ impl FromStr for Serial {
         let cleaned: String = s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
         let ok = !cleaned.is_empty()
             && cleaned.len() <= 42
-            && cleaned.len() % 2 == 0
+            && cleaned.len().is_multiple_of(2)
             && cleaned.chars().all(|c| c.is_ascii_hexdigit());
         if !ok {
             let shown: String = s.chars().take(50).collect();

@@ -111,7 +111,10 @@ impl Registry {
             return Err(Error::InvalidArgument(format!("reason is longer than {MAX_DESCRIPTION} characters")));
         }
         let reason = Some(reason).filter(|r| !r.is_empty());
-        let principal = self.store.transition_principal(id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, reason, now()).await?;
+        let principal = self
+            .store
+            .transition_principal(id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, reason, now())
+            .await?;
         self.authenticator.forget_principal(id);
         tracing::info!(principal = %id, by = %caller.id, "principal suspended");
         Ok(principal)
@@ -119,7 +122,10 @@ impl Registry {
 
     /// SUSPENDED -> ACTIVE.
     pub async fn activate(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal> {
-        let principal = self.store.transition_principal(id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, now()).await?;
+        let principal = self
+            .store
+            .transition_principal(id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, now())
+            .await?;
         tracing::info!(principal = %id, by = %caller.id, "principal activated");
         Ok(principal)
     }
@@ -134,7 +140,13 @@ impl Registry {
     }
 
     /// Issues a certificate for an ACTIVE principal from a CSR; only the CSR's public key is used.
-    pub async fn issue(&self, caller: &Caller, id: &PrincipalId, csr: &[u8], validity: Option<Duration>) -> Result<Issued> {
+    pub async fn issue(
+        &self,
+        caller: &Caller,
+        id: &PrincipalId,
+        csr: &[u8],
+        validity: Option<Duration>,
+    ) -> Result<Issued> {
         let csr = ValidatedCsr::parse(csr)?;
         let principal = self.get_principal(id).await?;
         if principal.status != PrincipalStatus::Active {
@@ -157,9 +169,16 @@ impl Registry {
         Ok(issued)
     }
 
-    async fn sign_and_record(&self, kind: PrincipalType, id: &PrincipalId, csr: &ValidatedCsr, validity: Option<Duration>) -> Result<Issued> {
+    async fn sign_and_record(
+        &self,
+        kind: PrincipalType,
+        id: &PrincipalId,
+        csr: &ValidatedCsr,
+        validity: Option<Duration>,
+    ) -> Result<Issued> {
         let validity = self.validity(kind, validity)?;
-        let IssuedLeaf { record, pem } = leaf::issue_client(&self.ca, &self.identity, kind, id, &csr.public_key, validity)?;
+        let IssuedLeaf { record, pem } =
+            leaf::issue_client(&self.ca, &self.identity, kind, id, &csr.public_key, validity)?;
         // The store re-checks, in the same write, that the principal is still ACTIVE with this type.
         self.store.insert_certificate(&record).await?;
         Ok(Issued { record, certificate_pem: pem, ca_chain_pem: self.ca.cert_pem().to_owned() })
@@ -179,7 +198,12 @@ impl Registry {
         }
     }
 
-    pub async fn revoke(&self, caller: &Caller, serial: &Serial, reason: RevocationReason) -> Result<CertificateRecord> {
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        serial: &Serial,
+        reason: RevocationReason,
+    ) -> Result<CertificateRecord> {
         let record = self.store.revoke_certificate(serial, reason, now()).await?;
         self.authenticator.forget_certificate(serial);
         tracing::info!(%serial, principal = %record.principal_id, reason = reason.as_str(), by = %caller.id, "certificate revoked");
@@ -191,7 +215,12 @@ impl Registry {
     }
 
     /// A principal's certificates; `NotFound` if the principal does not exist.
-    pub async fn list_certificates(&self, id: &PrincipalId, include_revoked: bool, page: PageRequest) -> Result<Page<CertificateRecord>> {
+    pub async fn list_certificates(
+        &self,
+        id: &PrincipalId,
+        include_revoked: bool,
+        page: PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
         if page.token.is_none() {
             self.get_principal(id).await?;
         }
@@ -212,7 +241,9 @@ pub fn page_request(size: i32, token: &str) -> Result<PageRequest> {
         s => (s as u32).min(MAX_PAGE_SIZE),
     };
     if token.len() > 1024 {
-        return Err(Error::InvalidArgument("invalid page_token: pass the next_page_token of the previous response".into()));
+        return Err(Error::InvalidArgument(
+            "invalid page_token: pass the next_page_token of the previous response".into(),
+        ));
     }
     Ok(PageRequest { size, token: Some(token.to_owned()).filter(|t| !t.is_empty()) })
 }

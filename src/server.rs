@@ -121,7 +121,13 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .map_err(|e| Error::internal("reflection", e))?;
 
     let (conn_tx, conn_rx) = mpsc::channel(ACCEPT_BACKLOG);
-    let accept = tokio::spawn(accept_loop(grpc_listener, TlsAcceptor::from(Arc::new(tls)), conn_tx, config.handshake_timeout, shutdown_rx.clone()));
+    let accept = tokio::spawn(accept_loop(
+        grpc_listener,
+        TlsAcceptor::from(Arc::new(tls)),
+        conn_tx,
+        config.handshake_timeout,
+        shutdown_rx.clone(),
+    ));
     let grpc = tonic::transport::Server::builder()
         .layer(AuthLayer::new(authenticator, MethodPolicy::principald()))
         .add_service(PrincipalServiceServer::new(PrincipalApi::new(registry)))
@@ -130,7 +136,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
-    let http = tokio::spawn(crate::health::serve(health_listener, store.clone(), ca.clone(), wait_for(shutdown_rx.clone())));
+    let http =
+        tokio::spawn(crate::health::serve(health_listener, store.clone(), ca.clone(), wait_for(shutdown_rx.clone())));
     let probe = tokio::spawn(probe_store(store, reporter, shutdown_rx.clone()));
 
     let grace = config.shutdown_grace;
@@ -152,9 +159,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::InvalidArgument(format!("cannot listen on {addr} ({flag}): {e}")))
+    TcpListener::bind(addr).await.map_err(|e| Error::InvalidArgument(format!("cannot listen on {addr} ({flag}): {e}")))
 }
 
 /// Resolves once shutdown was requested.
@@ -165,7 +170,9 @@ async fn wait_for(mut shutdown: watch::Receiver<bool>) {
 fn tls_config(config: &ServeConfig, dir: &DataDir, ca: &CertificateAuthority) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der().clone()).map_err(|e| Error::InvalidArgument(format!("CA certificate unusable as a trust anchor: {e}")))?;
+    roots
+        .add(ca.cert_der().clone())
+        .map_err(|e| Error::InvalidArgument(format!("CA certificate unusable as a trust anchor: {e}")))?;
     // A presented certificate must chain to the CA or the handshake fails. A connection without one is let through
     // TLS so that the auth layer can answer UNAUTHENTICATED with a message instead of an opaque transport error; the
     // layer denies every request that lacks a certificate.
@@ -178,8 +185,11 @@ fn tls_config(config: &ServeConfig, dir: &DataDir, ca: &CertificateAuthority) ->
         .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", dir.server_cert().display())))?;
     let key = PrivateKeyDer::from_pem_file(dir.server_key())
         .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", dir.server_key().display())))?;
-    let versions: &[&rustls::SupportedProtocolVersion] =
-        if config.allow_tls12 { &[&rustls::version::TLS13, &rustls::version::TLS12] } else { &[&rustls::version::TLS13] };
+    let versions: &[&rustls::SupportedProtocolVersion] = if config.allow_tls12 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(|e| Error::internal("TLS versions", e))?
@@ -194,7 +204,13 @@ type Conn = std::result::Result<TlsStream<TcpStream>, std::io::Error>;
 
 /// Accepts TCP connections and hands each to its own task for the TLS handshake, so a slow client never holds up
 /// the others; finished handshakes go to the gRPC server.
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::Sender<Conn>, timeout: Duration, shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    conns: mpsc::Sender<Conn>,
+    timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             _ = wait_for(shutdown.clone()) => return,

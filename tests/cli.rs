@@ -21,7 +21,12 @@ fn admin_profile(server: &TestServer) -> std::path::PathBuf {
 /// Runs principalctl with `profile` on a blocking thread (the server runs on this test's runtime).
 async fn ctl(profile: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(PRINCIPALCTL);
-    command.arg("--profile").arg(profile).args(args).env_remove("PRINCIPALCTL_PROFILE").env_remove("PRINCIPALCTL_SERVER");
+    command
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("PRINCIPALCTL_PROFILE")
+        .env_remove("PRINCIPALCTL_SERVER");
     tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
 }
 
@@ -50,10 +55,13 @@ async fn principalctl_walkthrough_create_issue_whoami_revoke() {
     assert_ok(&out);
     assert!(stdout(&out).contains("admin"), "{}", stdout(&out));
 
-    assert_ok(&ctl(&admin, &["principal", "create", "worker-1", "--type", "worker", "--description", "build runner"]).await);
+    assert_ok(
+        &ctl(&admin, &["principal", "create", "worker-1", "--type", "worker", "--description", "build runner"]).await,
+    );
     let out = ctl(&admin, &["cert", "issue", "worker-1", "--out", worker]).await;
     assert_ok(&out);
-    let key_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(worker_dir.join("key.pem")).unwrap().permissions());
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(worker_dir.join("key.pem")).unwrap().permissions());
     assert_eq!(key_mode & 0o777, 0o600, "private key is 0600");
     common::openssl_verify_client(&server.ca_pem(), &std::fs::read_to_string(worker_dir.join("cert.pem")).unwrap());
 
@@ -72,7 +80,10 @@ async fn principalctl_walkthrough_create_issue_whoami_revoke() {
     assert!(stderr(&out).contains("permission denied"), "{}", stderr(&out));
 
     let cert_file = worker_dir.join("cert.pem");
-    assert_ok(&ctl(&admin, &["cert", "revoke", "--cert-file", cert_file.to_str().unwrap(), "--reason", "key-compromise"]).await);
+    assert_ok(
+        &ctl(&admin, &["cert", "revoke", "--cert-file", cert_file.to_str().unwrap(), "--reason", "key-compromise"])
+            .await,
+    );
     let out = ctl(&worker_dir, &["whoami"]).await;
     assert!(!out.status.success());
     assert_eq!(stderr(&out).trim(), "principalctl: not authenticated: client certificate has been revoked");
@@ -105,7 +116,8 @@ async fn principalctl_renews_in_place_and_only_when_due() {
     assert!(!dir.join("key.pem").exists(), "the old key is removed");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(profile.key_path()).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    let me = server.client(&profile.credentials().unwrap()).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    let me =
+        server.client(&profile.credentials().unwrap()).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
     assert_eq!(me.principal_id, "w1");
 }
 
@@ -138,7 +150,12 @@ async fn principalctl_watch_renews_at_two_thirds_of_the_lifetime() {
     let output = watch.wait_with_output().unwrap();
     assert!(renewed, "no renewal within 90 s: {}", stderr(&output));
     let profile = principald::client::Profile::load(&dir).unwrap();
-    server.client(&profile.credentials().unwrap()).await.who_am_i(pb::WhoAmIRequest {}).await.expect("renewed certificate works");
+    server
+        .client(&profile.credentials().unwrap())
+        .await
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .expect("renewed certificate works");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,11 +189,20 @@ fn bootstrap_is_idempotent_and_force_replaces_the_ca() {
     };
     let first = run(&["--server-name", "ca.example.org"]);
     assert!(first.contains("created CA certificate"), "{first}");
-    let files = ["ca.pem", "ca.key", "server.pem", "server.key", "profiles/admin/profile.json", "profiles/admin/key.pem", "profiles/admin/cert.pem"];
+    let files = [
+        "ca.pem",
+        "ca.key",
+        "server.pem",
+        "server.key",
+        "profiles/admin/profile.json",
+        "profiles/admin/key.pem",
+        "profiles/admin/cert.pem",
+    ];
     let snapshot = || files.map(|f| std::fs::read(dir.join(f)).unwrap());
     let before = snapshot();
     for private in ["ca.key", "server.key", "profiles/admin/key.pem"] {
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join(private)).unwrap().permissions());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.join(private)).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600, "{private}");
     }
     let second = run(&[]);
@@ -185,11 +211,16 @@ fn bootstrap_is_idempotent_and_force_replaces_the_ca() {
 
     let server_pem = std::fs::read_to_string(dir.join("server.pem")).unwrap();
     let (_tmp, path) = common::temp_file("server.pem", &server_pem);
-    let text = Command::new("openssl").args(["x509", "-noout", "-ext", "subjectAltName", "-in"]).arg(&path).output().unwrap();
+    let text =
+        Command::new("openssl").args(["x509", "-noout", "-ext", "subjectAltName", "-in"]).arg(&path).output().unwrap();
     let text = stdout(&text);
-    assert!(text.contains("DNS:localhost") && text.contains("IP Address:127.0.0.1") && text.contains("DNS:ca.example.org"), "{text}");
+    assert!(
+        text.contains("DNS:localhost") && text.contains("IP Address:127.0.0.1") && text.contains("DNS:ca.example.org"),
+        "{text}"
+    );
     let (_tmp2, ca_path) = common::temp_file("ca.pem", &std::fs::read_to_string(dir.join("ca.pem")).unwrap());
-    let ca_text = stdout(&Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&ca_path).output().unwrap());
+    let ca_text =
+        stdout(&Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&ca_path).output().unwrap());
     assert!(ca_text.contains("CA:TRUE, pathlen:0") && ca_text.contains("prime256v1"), "{ca_text}");
 
     let forced = run(&["--force"]);
@@ -243,7 +274,12 @@ async fn health_listener_and_grpc_health_report_serving() {
     let channel = principald::client::endpoint(&server.url, &server.admin).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for service in ["", "principal.v1.PrincipalService"] {
-        let status = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
         assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
     }
 }
@@ -252,7 +288,12 @@ async fn health_listener_and_grpc_health_report_serving() {
 async fn data_survives_a_restart() {
     let server = TestServer::start().await;
     let worker = server.enroll("w1", pb::PrincipalType::Worker).await;
-    server.admin().await.suspend_principal(pb::SuspendPrincipalRequest { id: "w1".into(), reason: "kept".into() }).await.unwrap();
+    server
+        .admin()
+        .await
+        .suspend_principal(pb::SuspendPrincipalRequest { id: "w1".into(), reason: "kept".into() })
+        .await
+        .unwrap();
     let server = server.restart().await;
     let mut admin = server.admin().await;
     let p = admin.get_principal(pb::GetPrincipalRequest { id: "w1".into() }).await.unwrap().into_inner();
@@ -266,7 +307,16 @@ async fn data_survives_a_restart() {
 fn sigterm_stops_the_server_gracefully() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = Command::new(PRINCIPALD)
-        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(tmp.path().join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

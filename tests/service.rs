@@ -11,11 +11,19 @@ fn create(id: &str, kind: pb::PrincipalType) -> pb::CreatePrincipalRequest {
 }
 
 async fn issue(admin: &mut Client, id: &str, csr: Vec<u8>) -> Result<pb::IssueCertificateResponse, tonic::Status> {
-    admin.issue_certificate(pb::IssueCertificateRequest { principal_id: id.into(), csr, validity_seconds: 0 }).await.map(|r| r.into_inner())
+    admin
+        .issue_certificate(pb::IssueCertificateRequest { principal_id: id.into(), csr, validity_seconds: 0 })
+        .await
+        .map(|r| r.into_inner())
 }
 
 async fn certificate_count(admin: &mut Client, id: &str) -> usize {
-    let request = pb::ListCertificatesRequest { principal_id: id.into(), include_revoked: true, page_size: 1000, page_token: String::new() };
+    let request = pb::ListCertificatesRequest {
+        principal_id: id.into(),
+        include_revoked: true,
+        page_size: 1000,
+        page_token: String::new(),
+    };
     admin.list_certificates(request).await.unwrap().into_inner().certificates.len()
 }
 
@@ -33,14 +41,23 @@ async fn principal_lifecycle_happy_path() {
     let got = admin.get_principal(pb::GetPrincipalRequest { id: "worker-1".into() }).await.unwrap().into_inner();
     assert_eq!(got, created);
 
-    let suspended = admin.suspend_principal(pb::SuspendPrincipalRequest { id: "worker-1".into(), reason: "audit".into() }).await.unwrap().into_inner();
+    let suspended = admin
+        .suspend_principal(pb::SuspendPrincipalRequest { id: "worker-1".into(), reason: "audit".into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((suspended.status, suspended.status_reason.as_str()), (pb::PrincipalStatus::Suspended as i32, "audit"));
-    let again = admin.suspend_principal(pb::SuspendPrincipalRequest { id: "worker-1".into(), reason: String::new() }).await.unwrap_err();
+    let again = admin
+        .suspend_principal(pb::SuspendPrincipalRequest { id: "worker-1".into(), reason: String::new() })
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
-    let activated = admin.activate_principal(pb::ActivatePrincipalRequest { id: "worker-1".into() }).await.unwrap().into_inner();
+    let activated =
+        admin.activate_principal(pb::ActivatePrincipalRequest { id: "worker-1".into() }).await.unwrap().into_inner();
     assert_eq!(activated.status, pb::PrincipalStatus::Active as i32);
 
-    let deleted = admin.delete_principal(pb::DeletePrincipalRequest { id: "worker-1".into() }).await.unwrap().into_inner();
+    let deleted =
+        admin.delete_principal(pb::DeletePrincipalRequest { id: "worker-1".into() }).await.unwrap().into_inner();
     assert_eq!(deleted.principal.unwrap().status, pb::PrincipalStatus::Deleted as i32);
     let gone = admin.activate_principal(pb::ActivatePrincipalRequest { id: "worker-1".into() }).await.unwrap_err();
     assert_eq!(gone.code(), Code::FailedPrecondition);
@@ -60,7 +77,12 @@ async fn list_principals_filters_and_pages() {
 
     let (mut ids, mut token) = (Vec::new(), String::new());
     loop {
-        let request = pb::ListPrincipalsRequest { r#type: pb::PrincipalType::Worker.into(), status: 0, page_size: 3, page_token: token };
+        let request = pb::ListPrincipalsRequest {
+            r#type: pb::PrincipalType::Worker.into(),
+            status: 0,
+            page_size: 3,
+            page_token: token,
+        };
         let page = admin.list_principals(request).await.unwrap().into_inner();
         assert!(page.principals.len() <= 3);
         ids.extend(page.principals.into_iter().map(|p| p.id));
@@ -72,14 +94,18 @@ async fn list_principals_filters_and_pages() {
     assert_eq!(ids, ["w0", "w1", "w2", "w3", "w4", "w5", "w6"]);
 
     let suspended = admin
-        .list_principals(pb::ListPrincipalsRequest { status: pb::PrincipalStatus::Suspended.into(), ..Default::default() })
+        .list_principals(pb::ListPrincipalsRequest {
+            status: pb::PrincipalStatus::Suspended.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(suspended.principals.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["w3"]);
     let all = admin.list_principals(pb::ListPrincipalsRequest::default()).await.unwrap().into_inner();
     assert_eq!(all.principals.len(), 9, "7 workers, 1 service and the bootstrap admin");
-    let bad = admin.list_principals(pb::ListPrincipalsRequest { page_size: -1, ..Default::default() }).await.unwrap_err();
+    let bad =
+        admin.list_principals(pb::ListPrincipalsRequest { page_size: -1, ..Default::default() }).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
@@ -96,23 +122,38 @@ async fn certificate_lifecycle_happy_path() {
     assert_eq!(lifetime, 30 * 86400 + 60, "30 days by default, plus the one-minute backdate");
     openssl_verify_client(&issued.ca_chain_pem, &issued.certificate_pem);
 
-    let got = admin.get_certificate(pb::GetCertificateRequest { serial: cert.serial.clone() }).await.unwrap().into_inner();
+    let got =
+        admin.get_certificate(pb::GetCertificateRequest { serial: cert.serial.clone() }).await.unwrap().into_inner();
     assert_eq!(got.certificate_pem, issued.certificate_pem);
     assert_eq!(got.sha256_fingerprint.len(), 64);
 
     let (_key, csr) = key_and_csr();
     let second = issue(&mut admin, "w1", csr.into_bytes()).await.unwrap().certificate.unwrap();
     let revoked = admin
-        .revoke_certificate(pb::RevokeCertificateRequest { serial: cert.serial.clone(), reason: pb::RevocationReason::Superseded.into() })
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: cert.serial.clone(),
+            reason: pb::RevocationReason::Superseded.into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((revoked.status, revoked.revocation_reason), (pb::CertificateStatus::Revoked as i32, pb::RevocationReason::Superseded as i32));
-    let twice = admin.revoke_certificate(pb::RevokeCertificateRequest { serial: cert.serial.clone(), reason: 0 }).await.unwrap_err();
+    assert_eq!(
+        (revoked.status, revoked.revocation_reason),
+        (pb::CertificateStatus::Revoked as i32, pb::RevocationReason::Superseded as i32)
+    );
+    let twice = admin
+        .revoke_certificate(pb::RevokeCertificateRequest { serial: cert.serial.clone(), reason: 0 })
+        .await
+        .unwrap_err();
     assert_eq!(twice.code(), Code::FailedPrecondition);
 
     let unrevoked = admin
-        .list_certificates(pb::ListCertificatesRequest { principal_id: "w1".into(), include_revoked: false, page_size: 0, page_token: String::new() })
+        .list_certificates(pb::ListCertificatesRequest {
+            principal_id: "w1".into(),
+            include_revoked: false,
+            page_size: 0,
+            page_token: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -125,7 +166,11 @@ async fn requested_validity_may_shorten_but_never_lengthen() {
     let server = TestServer::start_with(&["--cert-validity", "worker=2h"]).await;
     let mut admin = server.admin().await;
     admin.create_principal(create("w1", pb::PrincipalType::Worker)).await.unwrap();
-    let request = |validity_seconds| pb::IssueCertificateRequest { principal_id: "w1".into(), csr: key_and_csr().1.into_bytes(), validity_seconds };
+    let request = |validity_seconds| pb::IssueCertificateRequest {
+        principal_id: "w1".into(),
+        csr: key_and_csr().1.into_bytes(),
+        validity_seconds,
+    };
     let short = admin.issue_certificate(request(600)).await.unwrap().into_inner().certificate.unwrap();
     assert_eq!(short.not_after.unwrap().seconds - short.not_before.unwrap().seconds, 600 + 60);
     let default = admin.issue_certificate(request(0)).await.unwrap().into_inner().certificate.unwrap();
@@ -142,17 +187,29 @@ async fn renew_issues_the_callers_own_identity_only() {
     let worker = server.enroll("w1", pb::PrincipalType::Worker).await;
     let mut client = server.client(&worker).await;
     let (key, csr) = key_and_csr();
-    let renewed = client.renew_certificate(pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: 0 }).await.unwrap().into_inner();
+    let renewed = client
+        .renew_certificate(pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     let cert = renewed.certificate.unwrap();
     assert_eq!((cert.principal_id.as_str(), cert.principal_type), ("w1", pb::PrincipalType::Worker as i32));
     openssl_verify_client(&renewed.ca_chain_pem, &renewed.certificate_pem);
     // The renewed certificate works on its own.
-    let renewed_creds = principald::client::Credentials { ca_pem: renewed.ca_chain_pem, cert_pem: renewed.certificate_pem, key_pem: key.serialize_pem() };
+    let renewed_creds = principald::client::Credentials {
+        ca_pem: renewed.ca_chain_pem,
+        cert_pem: renewed.certificate_pem,
+        key_pem: key.serialize_pem(),
+    };
     let me = server.client(&renewed_creds).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
     assert_eq!((me.principal_id.as_str(), me.certificate_serial), ("w1", cert.serial));
     // A worker cannot issue for someone else.
     let denied = client
-        .issue_certificate(pb::IssueCertificateRequest { principal_id: "admin".into(), csr: key_and_csr().1.into_bytes(), validity_seconds: 0 })
+        .issue_certificate(pb::IssueCertificateRequest {
+            principal_id: "admin".into(),
+            csr: key_and_csr().1.into_bytes(),
+            validity_seconds: 0,
+        })
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
@@ -223,7 +280,10 @@ async fn bad_requests_get_clear_errors() {
     let no_type = admin.create_principal(create("ok", pb::PrincipalType::Unspecified)).await.unwrap_err();
     assert_eq!(no_type.code(), Code::InvalidArgument);
     let bad_email = admin
-        .create_principal(pb::CreatePrincipalRequest { email: Some("not-an-email".into()), ..create("ok", pb::PrincipalType::User) })
+        .create_principal(pb::CreatePrincipalRequest {
+            email: Some("not-an-email".into()),
+            ..create("ok", pb::PrincipalType::User)
+        })
         .await
         .unwrap_err();
     assert_eq!(bad_email.code(), Code::InvalidArgument);
@@ -233,18 +293,29 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(unknown_cert.code(), Code::NotFound);
     let bad_serial = admin.get_certificate(pb::GetCertificateRequest { serial: "xyz".into() }).await.unwrap_err();
     assert_eq!(bad_serial.code(), Code::InvalidArgument);
-    let hold = admin.revoke_certificate(pb::RevokeCertificateRequest { serial: "abcd".into(), reason: 6 }).await.unwrap_err();
+    let hold =
+        admin.revoke_certificate(pb::RevokeCertificateRequest { serial: "abcd".into(), reason: 6 }).await.unwrap_err();
     assert_eq!(hold.code(), Code::InvalidArgument, "certificateHold is not offered");
     let issue_unknown = issue(&mut admin, "nobody", key_and_csr().1.into_bytes()).await.unwrap_err();
     assert_eq!(issue_unknown.code(), Code::NotFound);
-    let list_unknown = admin.list_certificates(pb::ListCertificatesRequest { principal_id: "nobody".into(), ..Default::default() }).await.unwrap_err();
+    let list_unknown = admin
+        .list_certificates(pb::ListCertificatesRequest { principal_id: "nobody".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(list_unknown.code(), Code::NotFound);
     let bad_token = admin
-        .list_certificates(pb::ListCertificatesRequest { principal_id: "admin".into(), page_token: "garbage".into(), ..Default::default() })
+        .list_certificates(pb::ListCertificatesRequest {
+            principal_id: "admin".into(),
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(bad_token.code(), Code::InvalidArgument);
-    let self_suspend = admin.suspend_principal(pb::SuspendPrincipalRequest { id: "admin".into(), reason: String::new() }).await.unwrap_err();
+    let self_suspend = admin
+        .suspend_principal(pb::SuspendPrincipalRequest { id: "admin".into(), reason: String::new() })
+        .await
+        .unwrap_err();
     assert_eq!(self_suspend.code(), Code::FailedPrecondition);
 }
 
@@ -264,17 +335,40 @@ async fn allowed(client: &mut Client, method: &str) -> bool {
     let csr = || key_and_csr().1.into_bytes();
     let result: Result<(), tonic::Status> = match method {
         "WhoAmI" => client.who_am_i(pb::WhoAmIRequest {}).await.map(drop),
-        "CreatePrincipal" => client.create_principal(create(&format!("new-{}", rand_suffix()), pb::PrincipalType::User)).await.map(drop),
+        "CreatePrincipal" => {
+            client.create_principal(create(&format!("new-{}", rand_suffix()), pb::PrincipalType::User)).await.map(drop)
+        }
         "GetPrincipal" => client.get_principal(pb::GetPrincipalRequest { id: "target".into() }).await.map(drop),
         "ListPrincipals" => client.list_principals(pb::ListPrincipalsRequest::default()).await.map(drop),
-        "SuspendPrincipal" => client.suspend_principal(pb::SuspendPrincipalRequest { id: "nobody".into(), reason: String::new() }).await.map(drop),
-        "ActivatePrincipal" => client.activate_principal(pb::ActivatePrincipalRequest { id: "nobody".into() }).await.map(drop),
-        "DeletePrincipal" => client.delete_principal(pb::DeletePrincipalRequest { id: "nobody".into() }).await.map(drop),
-        "IssueCertificate" => client.issue_certificate(pb::IssueCertificateRequest { principal_id: "target".into(), csr: csr(), validity_seconds: 0 }).await.map(drop),
-        "RenewCertificate" => client.renew_certificate(pb::RenewCertificateRequest { csr: csr(), validity_seconds: 0 }).await.map(drop),
-        "RevokeCertificate" => client.revoke_certificate(pb::RevokeCertificateRequest { serial: "abcd".into(), reason: 0 }).await.map(drop),
+        "SuspendPrincipal" => client
+            .suspend_principal(pb::SuspendPrincipalRequest { id: "nobody".into(), reason: String::new() })
+            .await
+            .map(drop),
+        "ActivatePrincipal" => {
+            client.activate_principal(pb::ActivatePrincipalRequest { id: "nobody".into() }).await.map(drop)
+        }
+        "DeletePrincipal" => {
+            client.delete_principal(pb::DeletePrincipalRequest { id: "nobody".into() }).await.map(drop)
+        }
+        "IssueCertificate" => client
+            .issue_certificate(pb::IssueCertificateRequest {
+                principal_id: "target".into(),
+                csr: csr(),
+                validity_seconds: 0,
+            })
+            .await
+            .map(drop),
+        "RenewCertificate" => {
+            client.renew_certificate(pb::RenewCertificateRequest { csr: csr(), validity_seconds: 0 }).await.map(drop)
+        }
+        "RevokeCertificate" => {
+            client.revoke_certificate(pb::RevokeCertificateRequest { serial: "abcd".into(), reason: 0 }).await.map(drop)
+        }
         "GetCertificate" => client.get_certificate(pb::GetCertificateRequest { serial: "abcd".into() }).await.map(drop),
-        "ListCertificates" => client.list_certificates(pb::ListCertificatesRequest { principal_id: "target".into(), ..Default::default() }).await.map(drop),
+        "ListCertificates" => client
+            .list_certificates(pb::ListCertificatesRequest { principal_id: "target".into(), ..Default::default() })
+            .await
+            .map(drop),
         other => panic!("unknown method {other}"),
     };
     match result {
@@ -299,10 +393,23 @@ async fn permission_matrix_matches_the_table() {
     server.admin().await.create_principal(create("target", pb::PrincipalType::Worker)).await.unwrap();
     let everyone = ["WhoAmI", "RenewCertificate"];
     let admin_only = [
-        "CreatePrincipal", "GetPrincipal", "ListPrincipals", "SuspendPrincipal", "ActivatePrincipal", "DeletePrincipal",
-        "IssueCertificate", "RevokeCertificate", "GetCertificate", "ListCertificates",
+        "CreatePrincipal",
+        "GetPrincipal",
+        "ListPrincipals",
+        "SuspendPrincipal",
+        "ActivatePrincipal",
+        "DeletePrincipal",
+        "IssueCertificate",
+        "RevokeCertificate",
+        "GetCertificate",
+        "ListCertificates",
     ];
-    for (id, kind) in [("a2", pb::PrincipalType::Admin), ("w", pb::PrincipalType::Worker), ("u", pb::PrincipalType::User), ("s", pb::PrincipalType::Service)] {
+    for (id, kind) in [
+        ("a2", pb::PrincipalType::Admin),
+        ("w", pb::PrincipalType::Worker),
+        ("u", pb::PrincipalType::User),
+        ("s", pb::PrincipalType::Service),
+    ] {
         let creds = server.enroll(id, kind).await;
         let mut client = server.client(&creds).await;
         for method in everyone {
@@ -316,7 +423,8 @@ async fn permission_matrix_matches_the_table() {
 
 #[tokio::test]
 async fn operator_permission_file_extends_a_type() {
-    let (_dir, path) = common::temp_file("permissions.json", r#"{"grants": {"service": ["principal.read", "jobs.submit"]}}"#);
+    let (_dir, path) =
+        common::temp_file("permissions.json", r#"{"grants": {"service": ["principal.read", "jobs.submit"]}}"#);
     let server = TestServer::start_with(&["--permissions-file", path.to_str().unwrap()]).await;
     let creds = server.enroll("svc", pb::PrincipalType::Service).await;
     let mut client = server.client(&creds).await;

@@ -50,12 +50,18 @@ impl Authenticator {
     }
 
     async fn check_store(&self, peer: &PeerIdentity) -> Result<Caller> {
-        let (cert, principal) = tokio::try_join!(self.store.get_certificate(&peer.serial), self.store.get_principal(&peer.id))?;
-        let principal = principal.ok_or_else(|| unauthenticated(&format!("principal {:?} does not exist", peer.id.as_str())))?;
+        let (cert, principal) =
+            tokio::try_join!(self.store.get_certificate(&peer.serial), self.store.get_principal(&peer.id))?;
+        let principal =
+            principal.ok_or_else(|| unauthenticated(&format!("principal {:?} does not exist", peer.id.as_str())))?;
         match principal.status {
             PrincipalStatus::Active => {}
-            PrincipalStatus::Suspended => return Err(unauthenticated(&format!("principal {:?} is suspended", peer.id.as_str()))),
-            PrincipalStatus::Deleted => return Err(unauthenticated(&format!("principal {:?} has been deleted", peer.id.as_str()))),
+            PrincipalStatus::Suspended => {
+                return Err(unauthenticated(&format!("principal {:?} is suspended", peer.id.as_str())));
+            }
+            PrincipalStatus::Deleted => {
+                return Err(unauthenticated(&format!("principal {:?} has been deleted", peer.id.as_str())));
+            }
         }
         if principal.kind != peer.kind {
             return Err(unauthenticated(&format!(

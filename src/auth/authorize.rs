@@ -44,7 +44,14 @@ impl PermissionTable {
     /// Admins get every built-in permission; every other type may only renew its own certificate.
     pub fn builtin() -> Self {
         use permission::*;
-        let admin = [PRINCIPAL_READ, PRINCIPAL_WRITE, CERTIFICATE_READ, CERTIFICATE_ISSUE, CERTIFICATE_REVOKE, CERTIFICATE_RENEW_SELF];
+        let admin = [
+            PRINCIPAL_READ,
+            PRINCIPAL_WRITE,
+            CERTIFICATE_READ,
+            CERTIFICATE_ISSUE,
+            CERTIFICATE_REVOKE,
+            CERTIFICATE_RENEW_SELF,
+        ];
         let grants = PrincipalType::ALL
             .into_iter()
             .map(|kind| {
@@ -60,7 +67,9 @@ impl PermissionTable {
     pub fn builtin_extended_by(path: &Path) -> Result<Self, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::InvalidArgument(format!("cannot read permissions file {}: {e}", path.display())))?;
-        Self::builtin().extended_by_json(&text).map_err(|e| Error::InvalidArgument(format!("permissions file {}: {e}", path.display())))
+        Self::builtin()
+            .extended_by_json(&text)
+            .map_err(|e| Error::InvalidArgument(format!("permissions file {}: {e}", path.display())))
     }
 
     fn extended_by_json(mut self, text: &str) -> Result<Self, String> {
@@ -69,16 +78,21 @@ impl PermissionTable {
         struct File {
             grants: BTreeMap<String, Vec<String>>,
         }
-        let file: File = serde_json::from_str(text).map_err(|e| format!("{e} (expected {{\"grants\": {{\"TYPE\": [\"PERMISSION\", ...]}}}})"))?;
+        let file: File = serde_json::from_str(text)
+            .map_err(|e| format!("{e} (expected {{\"grants\": {{\"TYPE\": [\"PERMISSION\", ...]}}}})"))?;
         for (kind, names) in file.grants {
             let kind: PrincipalType = kind.parse().map_err(|e: Error| e.to_string())?;
             let set = Arc::make_mut(self.grants.entry(kind).or_default());
             for name in names {
                 let valid = !name.is_empty()
                     && name.len() <= 128
-                    && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | ':'));
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | ':'));
                 if !valid {
-                    return Err(format!("invalid permission name {name:?}: use lowercase letters, digits, '.', '_', '-', ':'"));
+                    return Err(format!(
+                        "invalid permission name {name:?}: use lowercase letters, digits, '.', '_', '-', ':'"
+                    ));
                 }
                 set.insert(name);
             }
@@ -123,8 +137,8 @@ impl MethodPolicy {
 
     /// principald's own table: PrincipalService, gRPC health and reflection.
     pub fn principald() -> Self {
-        use permission::*;
         use Requirement::{Authenticated, Permission};
+        use permission::*;
         let svc = "principal.v1.PrincipalService";
         let p = |name: &str| Permission(name.to_owned());
         Self::new()
@@ -192,8 +206,14 @@ mod tests {
             for method in ["WhoAmI", "RenewCertificate"] {
                 assert!(policy.authorize(&c, &format!("{svc}{method}")).is_ok(), "{kind} {method}");
             }
-            for method in ["CreatePrincipal", "IssueCertificate", "RevokeCertificate", "ListPrincipals", "GetCertificate"] {
-                assert_eq!(policy.authorize(&c, &format!("{svc}{method}")).is_ok(), kind == PrincipalType::Admin, "{kind} {method}");
+            for method in
+                ["CreatePrincipal", "IssueCertificate", "RevokeCertificate", "ListPrincipals", "GetCertificate"]
+            {
+                assert_eq!(
+                    policy.authorize(&c, &format!("{svc}{method}")).is_ok(),
+                    kind == PrincipalType::Admin,
+                    "{kind} {method}"
+                );
             }
         }
     }
@@ -214,7 +234,9 @@ mod tests {
         assert!(table.for_type(PrincipalType::Service).contains("jobs.submit"));
         assert!(table.for_type(PrincipalType::Service).contains(permission::CERTIFICATE_RENEW_SELF));
         assert!(!table.for_type(PrincipalType::Worker).contains("jobs.submit"));
-        for bad in [r#"{"grants": {"robot": ["x"]}}"#, r#"{"grants": {"user": ["Bad Name"]}}"#, r#"{"grant": {}}"#, "nope"] {
+        for bad in
+            [r#"{"grants": {"robot": ["x"]}}"#, r#"{"grants": {"user": ["Bad Name"]}}"#, r#"{"grant": {}}"#, "nope"]
+        {
             assert!(PermissionTable::builtin().extended_by_json(bad).is_err(), "{bad}");
         }
     }

@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use rustls::pki_types::CertificateDer;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::BoxFuture;
 use tonic::codegen::http::{Request, Response};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use rustls::pki_types::CertificateDer;
 use tower::{Layer, Service};
 
 use crate::auth::{Authenticator, Caller, MethodPolicy};

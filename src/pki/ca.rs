@@ -21,7 +21,8 @@ pub struct CertificateAuthority {
 impl CertificateAuthority {
     /// A new self-signed CA with an ECDSA P-256 key (path length 0: it signs leaves only).
     pub fn generate(common_name: &str, validity: time::Duration) -> Result<Self, Error> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("generate CA key", e))?;
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("generate CA key", e))?;
         let params = profile::ca_certificate(common_name, validity);
         let cert = params.self_signed(&key).map_err(|e| Error::internal("self-sign CA", e))?;
         Ok(Self {
@@ -36,7 +37,8 @@ impl CertificateAuthority {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, Error> {
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|_| Error::InvalidArgument("CA certificate file holds no PEM certificate".into()))?;
-        let key = KeyPair::from_pem(key_pem).map_err(|_| Error::InvalidArgument("CA key file holds no usable PEM private key".into()))?;
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|_| Error::InvalidArgument("CA key file holds no usable PEM private key".into()))?;
         let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
             .map_err(|_| Error::InvalidArgument("CA certificate cannot be parsed".into()))?;
         if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
@@ -51,7 +53,11 @@ impl CertificateAuthority {
     }
 
     /// Signs `params` for `public_key`. The caller decides every field through `params`.
-    pub fn sign(&self, params: &CertificateParams, public_key: &impl PublicKeyData) -> Result<rcgen::Certificate, Error> {
+    pub fn sign(
+        &self,
+        params: &CertificateParams,
+        public_key: &impl PublicKeyData,
+    ) -> Result<rcgen::Certificate, Error> {
         params.signed_by(public_key, &self.issuer).map_err(|e| Error::internal("sign certificate", e))
     }
 

@@ -2,10 +2,12 @@
 //! key from it and nothing else. Requests that ask for anything (extensions, CA rights, names) are refused rather than
 //! silently trimmed, so a client never receives a certificate different from what it believes it asked for.
 
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateSigningRequestDer;
+use rustls::pki_types::pem::PemObject;
 use x509_parser::certification_request::X509CertificationRequest;
-use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519};
+use x509_parser::oid_registry::{
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
+};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
 
@@ -56,8 +58,7 @@ impl ValidatedCsr {
         reject_requested_extensions(&csr)?;
         let info = &csr.certification_request_info;
         let key_kind = key_kind(&info.subject_pki)?;
-        csr.verify_signature()
-            .map_err(|_| invalid("CSR signature does not verify with its own public key"))?;
+        csr.verify_signature().map_err(|_| invalid("CSR signature does not verify with its own public key"))?;
         let spki_der = info.subject_pki.raw.to_vec();
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(&spki_der)
             .map_err(|_| invalid("CSR public key algorithm is not supported: use ECDSA P-256/P-384, Ed25519 or RSA"))?;
@@ -152,7 +153,9 @@ mod tests {
 
     #[test]
     fn p384_and_ed25519_keys_are_accepted() {
-        for (alg, kind) in [(&rcgen::PKCS_ECDSA_P384_SHA384, KeyKind::EcdsaP384), (&rcgen::PKCS_ED25519, KeyKind::Ed25519)] {
+        for (alg, kind) in
+            [(&rcgen::PKCS_ECDSA_P384_SHA384, KeyKind::EcdsaP384), (&rcgen::PKCS_ED25519, KeyKind::Ed25519)]
+        {
             let key = KeyPair::generate_for(alg).unwrap();
             let pem = csr_pem(&CertificateParams::default(), &key);
             assert_eq!(ValidatedCsr::parse(pem.as_bytes()).unwrap().key_kind, kind);
@@ -180,7 +183,10 @@ mod tests {
     fn garbage_empty_and_oversized_input_is_refused() {
         assert!(ValidatedCsr::parse(b"").is_err());
         assert!(ValidatedCsr::parse(b"not a csr").is_err());
-        assert!(ValidatedCsr::parse(b"-----BEGIN CERTIFICATE REQUEST-----\n!!\n-----END CERTIFICATE REQUEST-----\n").is_err());
+        assert!(
+            ValidatedCsr::parse(b"-----BEGIN CERTIFICATE REQUEST-----\n!!\n-----END CERTIFICATE REQUEST-----\n")
+                .is_err()
+        );
         let err = ValidatedCsr::parse(&vec![0x30; MAX_CSR_BYTES + 1]).unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
     }

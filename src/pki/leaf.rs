@@ -33,7 +33,14 @@ pub fn issue_client(
     if not_after <= now {
         return Err(Error::FailedPrecondition("the CA certificate has expired: re-bootstrap the CA".into()));
     }
-    let params = profile::client_certificate(&identity.oids, &identity.trust_domain, kind, id, now - profile::BACKDATE, not_after)?;
+    let params = profile::client_certificate(
+        &identity.oids,
+        &identity.trust_domain,
+        kind,
+        id,
+        now - profile::BACKDATE,
+        not_after,
+    )?;
     let cert = ca.sign(&params, public_key)?;
     let der = cert.der().to_vec();
     // Read back what was written, so the stored serial and dates are exactly what TLS peers will present.

@@ -57,7 +57,11 @@ impl FromStr for IdentityOids {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::InvalidArgument(format!("invalid OID arc {s:?}: expected dotted decimal such as {DEFAULT_IDENTITY_ARC}"));
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "invalid OID arc {s:?}: expected dotted decimal such as {DEFAULT_IDENTITY_ARC}"
+            ))
+        };
         let arc: Vec<u64> = s.split('.').map(|p| p.parse::<u64>().map_err(|_| bad())).collect::<Result<_, _>>()?;
         if arc.len() < 2 || arc[0] > 2 || (arc[0] < 2 && arc[1] > 39) {
             return Err(bad());

@@ -28,7 +28,11 @@ pub fn ca_certificate(common_name: &str, validity: Duration) -> CertificateParam
 }
 
 /// A TLS server certificate for the given DNS names and IP addresses.
-pub fn server_certificate(names: &[String], not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<CertificateParams, Error> {
+pub fn server_certificate(
+    names: &[String],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, Error> {
     let mut params = CertificateParams::new(names.to_vec())
         .map_err(|e| Error::InvalidArgument(format!("invalid server name in {names:?}: {e}")))?;
     params.distinguished_name = name(names.first().map(String::as_str).unwrap_or("principald"));

@@ -6,7 +6,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::error::Error;
-use crate::model::{self, CertificateRecord, CertificateStatus, Principal, PrincipalStatus, PrincipalType, RevocationReason};
+use crate::model::{
+    self, CertificateRecord, CertificateStatus, Principal, PrincipalStatus, PrincipalType, RevocationReason,
+};
 use crate::proto;
 
 pub fn timestamp(t: OffsetDateTime) -> prost_types::Timestamp {
@@ -62,7 +64,9 @@ pub fn optional_principal_status(value: i32) -> Result<Option<PrincipalStatus>, 
 /// RFC 5280 codes are the wire enum's values.
 pub fn revocation_reason(value: i32) -> Result<RevocationReason, Error> {
     u8::try_from(value).ok().and_then(RevocationReason::from_code).ok_or_else(|| {
-        Error::InvalidArgument(format!("unsupported revocation reason {value}: certificateHold and removeFromCRL are not offered"))
+        Error::InvalidArgument(format!(
+            "unsupported revocation reason {value}: certificateHold and removeFromCRL are not offered"
+        ))
     })
 }
 
@@ -106,7 +110,10 @@ pub fn certificate_to_wire(c: CertificateRecord) -> proto::Certificate {
         not_before: Some(timestamp(c.not_before)),
         not_after: Some(timestamp(c.not_after)),
         sha256_fingerprint: c.sha256_fingerprint,
-        certificate_pem: pem::encode_config(&pem::Pem::new("CERTIFICATE", c.der), pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF)),
+        certificate_pem: pem::encode_config(
+            &pem::Pem::new("CERTIFICATE", c.der),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        ),
         revoke_time: c.revocation.map(|r| timestamp(r.at)),
         revocation_reason: c.revocation.map_or(0, |r| i32::from(r.reason.code())),
     }

@@ -49,7 +49,12 @@ impl PrincipalService for PrincipalApi {
 
     async fn create_principal(&self, request: Request<pb::CreatePrincipalRequest>) -> Reply<pb::Principal> {
         let r = request.into_inner();
-        let new = NewPrincipal { id: principal_id(&r.id)?, kind: principal_type(r.r#type)?, description: r.description, email: r.email };
+        let new = NewPrincipal {
+            id: principal_id(&r.id)?,
+            kind: principal_type(r.r#type)?,
+            description: r.description,
+            email: r.email,
+        };
         Ok(Response::new(principal_to_wire(self.registry.create_principal(new).await?)))
     }
 
@@ -60,7 +65,8 @@ impl PrincipalService for PrincipalApi {
 
     async fn list_principals(&self, request: Request<pb::ListPrincipalsRequest>) -> Reply<pb::ListPrincipalsResponse> {
         let r = request.into_inner();
-        let filter = PrincipalFilter { kind: optional_principal_type(r.r#type)?, status: optional_principal_status(r.status)? };
+        let filter =
+            PrincipalFilter { kind: optional_principal_type(r.r#type)?, status: optional_principal_status(r.status)? };
         let page = self.registry.list_principals(&filter, registry::page_request(r.page_size, &r.page_token)?).await?;
         Ok(Response::new(pb::ListPrincipalsResponse {
             principals: page.items.into_iter().map(principal_to_wire).collect(),
@@ -81,20 +87,33 @@ impl PrincipalService for PrincipalApi {
         Ok(Response::new(principal_to_wire(principal)))
     }
 
-    async fn delete_principal(&self, request: Request<pb::DeletePrincipalRequest>) -> Reply<pb::DeletePrincipalResponse> {
+    async fn delete_principal(
+        &self,
+        request: Request<pb::DeletePrincipalRequest>,
+    ) -> Reply<pb::DeletePrincipalResponse> {
         let caller = Caller::from_request(&request)?;
         let (principal, revoked) = self.registry.delete(&caller, &principal_id(&request.get_ref().id)?).await?;
-        Ok(Response::new(pb::DeletePrincipalResponse { principal: Some(principal_to_wire(principal)), revoked_certificates: revoked }))
+        Ok(Response::new(pb::DeletePrincipalResponse {
+            principal: Some(principal_to_wire(principal)),
+            revoked_certificates: revoked,
+        }))
     }
 
-    async fn issue_certificate(&self, request: Request<pb::IssueCertificateRequest>) -> Reply<pb::IssueCertificateResponse> {
+    async fn issue_certificate(
+        &self,
+        request: Request<pb::IssueCertificateRequest>,
+    ) -> Reply<pb::IssueCertificateResponse> {
         let caller = Caller::from_request(&request)?;
         let r = request.into_inner();
-        let issued = self.registry.issue(&caller, &principal_id(&r.principal_id)?, &r.csr, validity(r.validity_seconds)).await?;
+        let issued =
+            self.registry.issue(&caller, &principal_id(&r.principal_id)?, &r.csr, validity(r.validity_seconds)).await?;
         Ok(Response::new(issued_to_wire(issued)))
     }
 
-    async fn renew_certificate(&self, request: Request<pb::RenewCertificateRequest>) -> Reply<pb::IssueCertificateResponse> {
+    async fn renew_certificate(
+        &self,
+        request: Request<pb::RenewCertificateRequest>,
+    ) -> Reply<pb::IssueCertificateResponse> {
         let caller = Caller::from_request(&request)?;
         let r = request.into_inner();
         let issued = self.registry.renew(&caller, &r.csr, validity(r.validity_seconds)).await?;
@@ -113,7 +132,10 @@ impl PrincipalService for PrincipalApi {
         Ok(Response::new(certificate_to_wire(record)))
     }
 
-    async fn list_certificates(&self, request: Request<pb::ListCertificatesRequest>) -> Reply<pb::ListCertificatesResponse> {
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Reply<pb::ListCertificatesResponse> {
         let r = request.into_inner();
         let page = registry::page_request(r.page_size, &r.page_token)?;
         let page = self.registry.list_certificates(&principal_id(&r.principal_id)?, r.include_revoked, page).await?;

@@ -97,9 +97,17 @@ pub async fn duplicate_principal_is_refused_and_changes_nothing(store: Arc<dyn S
 pub async fn unknown_ids_are_none(store: Arc<dyn Store>) {
     assert_eq!(store.get_principal(&id("nobody")).await.unwrap(), None);
     assert_eq!(store.get_certificate(&"abcd".parse().unwrap()).await.unwrap(), None);
-    assert!(matches!(store.transition_principal(&id("nobody"), &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0()).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        store
+            .transition_principal(&id("nobody"), &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0())
+            .await,
+        Err(Error::NotFound(_))
+    ));
     assert!(matches!(store.delete_principal(&id("nobody"), t0()).await, Err(Error::NotFound(_))));
-    assert!(matches!(store.revoke_certificate(&"abcd".parse().unwrap(), RevocationReason::Unspecified, t0()).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.revoke_certificate(&"abcd".parse().unwrap(), RevocationReason::Unspecified, t0()).await,
+        Err(Error::NotFound(_))
+    ));
     let empty = store.list_certificates(&id("nobody"), true, &page(10, None)).await.unwrap();
     assert!(empty.items.is_empty() && empty.next_token.is_none());
 }
@@ -125,10 +133,18 @@ pub async fn principals_list_in_id_order_across_pages(store: Arc<dyn Store>) {
 }
 
 pub async fn principal_filters_apply(store: Arc<dyn Store>) {
-    for (name, kind) in [("a1", PrincipalType::Admin), ("w1", PrincipalType::Worker), ("w2", PrincipalType::Worker), ("s1", PrincipalType::Service)] {
+    for (name, kind) in [
+        ("a1", PrincipalType::Admin),
+        ("w1", PrincipalType::Worker),
+        ("w2", PrincipalType::Worker),
+        ("s1", PrincipalType::Service),
+    ] {
         store.create_principal(&principal(name, kind)).await.unwrap();
     }
-    store.transition_principal(&id("w2"), &[PrincipalStatus::Active], PrincipalStatus::Suspended, Some("why"), t0()).await.unwrap();
+    store
+        .transition_principal(&id("w2"), &[PrincipalStatus::Active], PrincipalStatus::Suspended, Some("why"), t0())
+        .await
+        .unwrap();
     let list = |kind, status| {
         let store = store.clone();
         async move {
@@ -147,11 +163,21 @@ pub async fn transitions_check_the_current_status(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
     store.create_principal(&p).await.unwrap();
     let later = t0() + Duration::hours(1);
-    let s = store.transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, Some("laptop lost"), later).await.unwrap();
-    assert_eq!((s.status, s.status_reason.as_deref(), s.updated_at, s.created_at), (PrincipalStatus::Suspended, Some("laptop lost"), later, t0()));
-    let again = store.transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, later).await;
+    let s = store
+        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, Some("laptop lost"), later)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.status, s.status_reason.as_deref(), s.updated_at, s.created_at),
+        (PrincipalStatus::Suspended, Some("laptop lost"), later, t0())
+    );
+    let again =
+        store.transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, later).await;
     assert!(matches!(again, Err(Error::FailedPrecondition(ref m)) if m.contains("suspended")), "{again:?}");
-    let a = store.transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, later).await.unwrap();
+    let a = store
+        .transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, later)
+        .await
+        .unwrap();
     assert_eq!((a.status, a.status_reason.as_deref()), (PrincipalStatus::Active, None));
     assert_eq!(store.get_principal(&p.id).await.unwrap(), Some(a));
 }
@@ -177,7 +203,10 @@ pub async fn delete_revokes_every_certificate_atomically(store: Arc<dyn Store>) 
     }
     assert_eq!(store.get_certificate(&"04".parse().unwrap()).await.unwrap().unwrap().revocation, None);
     assert!(matches!(store.delete_principal(&p.id, at).await, Err(Error::FailedPrecondition(_))));
-    assert!(matches!(store.transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, at).await, Err(Error::FailedPrecondition(_))));
+    assert!(matches!(
+        store.transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, at).await,
+        Err(Error::FailedPrecondition(_))
+    ));
 }
 
 pub async fn certificates_need_an_active_principal_of_the_same_type(store: Arc<dyn Store>) {
@@ -188,10 +217,17 @@ pub async fn certificates_need_an_active_principal_of_the_same_type(store: Arc<d
     let mut wrong_type = certificate("02", &p, t0());
     wrong_type.principal_type = PrincipalType::Admin;
     assert!(matches!(store.insert_certificate(&wrong_type).await, Err(Error::FailedPrecondition(_))));
-    store.transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0()).await.unwrap();
+    store
+        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0())
+        .await
+        .unwrap();
     assert!(matches!(store.insert_certificate(&certificate("03", &p, t0())).await, Err(Error::FailedPrecondition(_))));
     for serial in ["01", "02", "03"] {
-        assert_eq!(store.get_certificate(&serial.parse().unwrap()).await.unwrap(), None, "refused insert {serial} left nothing");
+        assert_eq!(
+            store.get_certificate(&serial.parse().unwrap()).await.unwrap(),
+            None,
+            "refused insert {serial} left nothing"
+        );
     }
 }
 

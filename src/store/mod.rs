@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::error::Result;
-use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial};
+use crate::model::{
+    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
+};
 
 pub mod conformance;
 pub mod sqlite;
@@ -91,7 +93,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes the certificate at `at` for `reason` and returns it. `NotFound` if unknown; `FailedPrecondition` if it
     /// is already revoked (the first revocation's time and reason are kept).
-    async fn revoke_certificate(&self, serial: &Serial, reason: RevocationReason, at: OffsetDateTime) -> Result<CertificateRecord>;
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<CertificateRecord>;
 
     /// `Ok` if the backend answers a trivial read now. Used by readiness checks.
     async fn ping(&self) -> Result<()>;

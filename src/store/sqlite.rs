@@ -19,8 +19,7 @@ use crate::store::{Page, PageRequest, PrincipalFilter, Store};
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
 
 const PRINCIPAL_COLUMNS: &str = "id, type, status, description, email, status_reason, created_at, updated_at";
-const CERTIFICATE_COLUMNS: &str =
-    "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason";
+const CERTIFICATE_COLUMNS: &str = "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason";
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -71,9 +70,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || f(&mut this.lock()))
-            .await
-            .map_err(|e| Error::internal("sqlite task", e))?
+        tokio::task::spawn_blocking(move || f(&mut this.lock())).await.map_err(|e| Error::internal("sqlite task", e))?
     }
 }
 
@@ -124,7 +121,12 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
             let rows = stmt
                 .query_map(
-                    params![filter.kind.map(PrincipalType::as_str), filter.status.map(PrincipalStatus::as_str), after, size + 1],
+                    params![
+                        filter.kind.map(PrincipalType::as_str),
+                        filter.status.map(PrincipalStatus::as_str),
+                        after,
+                        size + 1
+                    ],
                     principal_from_row,
                 )
                 .map_err(sql_err)?;
@@ -193,7 +195,8 @@ impl Store for SqliteStore {
         let c = cert.clone();
         self.with_conn(move |conn| {
             let tx = conn.transaction().map_err(sql_err)?;
-            let principal = select_principal(&tx, &c.principal_id)?.ok_or_else(|| not_found_principal(&c.principal_id))?;
+            let principal =
+                select_principal(&tx, &c.principal_id)?.ok_or_else(|| not_found_principal(&c.principal_id))?;
             if principal.status != PrincipalStatus::Active {
                 return Err(Error::FailedPrecondition(format!(
                     "principal {:?} is {}: only active principals get certificates",
@@ -262,7 +265,10 @@ impl Store for SqliteStore {
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
             let rows = stmt
-                .query_map(params![principal.as_str(), include_revoked, cursor.0, cursor.1, size + 1], certificate_from_row)
+                .query_map(
+                    params![principal.as_str(), include_revoked, cursor.0, cursor.1, size + 1],
+                    certificate_from_row,
+                )
                 .map_err(sql_err)?;
             let items = rows.collect::<rusqlite::Result<Result<Vec<_>>>>().map_err(sql_err)??;
             Ok(paginate(items, size, |c| format!("{}.{}", c.not_before.unix_timestamp(), c.serial)))
@@ -270,11 +276,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoke_certificate(&self, serial: &Serial, reason: RevocationReason, at: OffsetDateTime) -> Result<CertificateRecord> {
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<CertificateRecord> {
         let serial = serial.clone();
         self.with_conn(move |conn| {
             let tx = conn.transaction().map_err(sql_err)?;
-            let current = select_certificate(&tx, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
+            let current =
+                select_certificate(&tx, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
             if current.revocation.is_some() {
                 return Err(Error::FailedPrecondition(format!("certificate {serial} is already revoked")));
             }
@@ -283,7 +295,8 @@ impl Store for SqliteStore {
                 params![serial.as_str(), at.unix_timestamp(), reason.code()],
             )
             .map_err(sql_err)?;
-            let updated = select_certificate(&tx, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
+            let updated =
+                select_certificate(&tx, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
             tx.commit().map_err(sql_err)?;
             Ok(updated)
         })
@@ -310,7 +323,8 @@ fn select_certificate(conn: &Connection, serial: &Serial) -> Result<Option<Certi
 /// Row -> principal. The outer `rusqlite::Result` is a read failure, the inner one corrupt data.
 fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Principal>> {
     let (id, kind, status): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-    let (description, email, status_reason): (String, Option<String>, Option<String>) = (row.get(3)?, row.get(4)?, row.get(5)?);
+    let (description, email, status_reason): (String, Option<String>, Option<String>) =
+        (row.get(3)?, row.get(4)?, row.get(5)?);
     let (created_at, updated_at): (i64, i64) = (row.get(6)?, row.get(7)?);
     Ok((|| {
         Ok(Principal {
@@ -335,7 +349,8 @@ fn certificate_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertificateRec
         let revocation = match (revoked_at, reason) {
             (Some(at), Some(code)) => Some(Revocation {
                 at: timestamp(at)?,
-                reason: RevocationReason::from_code(code).ok_or_else(|| corrupt(format!("revocation reason {code}")))?,
+                reason: RevocationReason::from_code(code)
+                    .ok_or_else(|| corrupt(format!("revocation reason {code}")))?,
             }),
             _ => None,
         };
@@ -392,9 +407,11 @@ fn corrupt(e: impl std::fmt::Display) -> Error {
 }
 
 fn sql_err(e: rusqlite::Error) -> Error {
-    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure, CannotOpen};
+    use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
     match e.sqlite_error_code() {
-        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen) => Error::Unavailable(format!("sqlite: {e}")),
+        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen) => {
+            Error::Unavailable(format!("sqlite: {e}"))
+        }
         _ => Error::internal("sqlite", e),
     }
 }

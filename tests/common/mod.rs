@@ -31,7 +31,8 @@ pub struct TestServer {
 /// `principald serve` configuration from flags, as the binary would parse them.
 pub fn serve_config(data_dir: &Path, extra: &[&str]) -> ServeConfig {
     let dir = data_dir.to_str().unwrap();
-    let mut args = vec!["principald", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"];
+    let mut args =
+        vec!["principald", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     match Cli::try_parse_from(args).expect("valid flags").command {
         Command::Serve(serve) => serve.validate().expect("valid config"),
@@ -61,7 +62,15 @@ impl TestServer {
         let ca = principald::bootstrap::load_ca(&dir).unwrap();
         let profile = client::Profile::load(&dir.profile(&config.bootstrap.admin_id)).unwrap();
         let url = format!("https://127.0.0.1:{}", running.grpc_addr.port());
-        Self { running, url, data_dir: config.data_dir.clone(), ca, admin: profile.credentials().unwrap(), config, _tmp: None }
+        Self {
+            running,
+            url,
+            data_dir: config.data_dir.clone(),
+            ca,
+            admin: profile.credentials().unwrap(),
+            config,
+            _tmp: None,
+        }
     }
 
     /// Stops the server and starts a new one on the same data dir (new ports).
@@ -93,7 +102,12 @@ impl TestServer {
     pub async fn enroll(&self, id: &str, kind: pb::PrincipalType) -> Credentials {
         let mut admin = self.admin().await;
         admin
-            .create_principal(pb::CreatePrincipalRequest { id: id.into(), r#type: kind.into(), description: String::new(), email: None })
+            .create_principal(pb::CreatePrincipalRequest {
+                id: id.into(),
+                r#type: kind.into(),
+                description: String::new(),
+                email: None,
+            })
             .await
             .expect("create principal");
         self.issue(id).await
@@ -105,7 +119,11 @@ impl TestServer {
         let issued = self
             .admin()
             .await
-            .issue_certificate(pb::IssueCertificateRequest { principal_id: id.into(), csr: csr.into_bytes(), validity_seconds: 0 })
+            .issue_certificate(pb::IssueCertificateRequest {
+                principal_id: id.into(),
+                csr: csr.into_bytes(),
+                validity_seconds: 0,
+            })
             .await
             .expect("issue certificate")
             .into_inner();

@@ -85,7 +85,9 @@ fn reason(s: &str) -> Result<RevocationReason, String> {
 
 pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
     match command {
-        Command::Issue { principal, out, validity, key_type, force } => issue(ctx, principal, &out, validity, key_type, force).await,
+        Command::Issue { principal, out, validity, key_type, force } => {
+            issue(ctx, principal, &out, validity, key_type, force).await
+        }
         Command::Renew { if_expires_within, watch, validity, key_type } => {
             if watch {
                 return watch_loop(&ctx.profile.dir, &ctx.server, validity, key_type).await;
@@ -103,7 +105,12 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Get { serial } => {
-            let c = ctx.client().await?.get_certificate(pb::GetCertificateRequest { serial }).await.map_err(|s| ctx.explain(s))?;
+            let c = ctx
+                .client()
+                .await?
+                .get_certificate(pb::GetCertificateRequest { serial })
+                .await
+                .map_err(|s| ctx.explain(s))?;
             output::certificate(ctx.format, &c.into_inner());
             Ok(())
         }
@@ -111,7 +118,12 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
             let mut client = ctx.client().await?;
             let (mut all, mut page_token) = (Vec::new(), String::new());
             loop {
-                let request = pb::ListCertificatesRequest { principal_id: principal.clone(), include_revoked, page_size: 500, page_token };
+                let request = pb::ListCertificatesRequest {
+                    principal_id: principal.clone(),
+                    include_revoked,
+                    page_size: 500,
+                    page_token,
+                };
                 let page = client.list_certificates(request).await.map_err(|s| ctx.explain(s))?.into_inner();
                 all.extend(page.certificates);
                 if page.next_page_token.is_empty() {
@@ -136,22 +148,39 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
     }
 }
 
-async fn issue(ctx: &Context, principal: String, out: &Path, validity: Option<Duration>, key_type: KeyType, force: bool) -> Result<(), String> {
+async fn issue(
+    ctx: &Context,
+    principal: String,
+    out: &Path,
+    validity: Option<Duration>,
+    key_type: KeyType,
+    force: bool,
+) -> Result<(), String> {
     if !force && out.join(principald::client::PROFILE_FILE).exists() {
         return Err(format!("{} already holds a profile: choose another --out or pass --force", out.display()));
     }
     let (key, csr) = key_and_csr(key_type)?;
-    let request = pb::IssueCertificateRequest { principal_id: principal, csr: csr.into_bytes(), validity_seconds: validity.map_or(0, |v| v.as_secs()) };
+    let request = pb::IssueCertificateRequest {
+        principal_id: principal,
+        csr: csr.into_bytes(),
+        validity_seconds: validity.map_or(0, |v| v.as_secs()),
+    };
     let issued = ctx.client().await?.issue_certificate(request).await.map_err(|s| ctx.explain(s))?.into_inner();
     files::create_private_dir(out).map_err(|e| e.to_string())?;
     let write = |name: &str, data: &str, private: bool| {
         let path = out.join(name);
-        if private { files::write_private(&path, data.as_bytes()) } else { files::write_public(&path, data.as_bytes()) }.map_err(|e| e.to_string())
+        if private { files::write_private(&path, data.as_bytes()) } else { files::write_public(&path, data.as_bytes()) }
+            .map_err(|e| e.to_string())
     };
     write("key.pem", &key.serialize_pem(), true)?;
     write("cert.pem", &issued.certificate_pem, false)?;
     write("ca.pem", &issued.ca_chain_pem, false)?;
-    let file = ProfileFile { server: ctx.server.clone(), ca_cert: "ca.pem".into(), cert: "cert.pem".into(), key: "key.pem".into() };
+    let file = ProfileFile {
+        server: ctx.server.clone(),
+        ca_cert: "ca.pem".into(),
+        cert: "cert.pem".into(),
+        key: "key.pem".into(),
+    };
     Profile::save(out, &file).map_err(|e| e.to_string())?;
     let cert = issued.certificate.unwrap_or_default();
     match ctx.format {
@@ -194,15 +223,25 @@ struct Renewed {
 
 /// Renews the profile in `dir` once: new key and CSR, RenewCertificate with the current credentials, then new files
 /// and an atomic switch of profile.json to them. A crash at any point leaves a working profile.
-async fn renew_once(dir: &Path, server: &str, validity: Option<Duration>, key_type: KeyType) -> Result<Renewed, RenewError> {
+async fn renew_once(
+    dir: &Path,
+    server: &str,
+    validity: Option<Duration>,
+    key_type: KeyType,
+) -> Result<Renewed, RenewError> {
     let permanent = |message: String| RenewError { message, permanent: true };
     let profile = Profile::load(dir).map_err(|e| permanent(e.to_string()))?;
     let credentials = profile.credentials().map_err(|e| permanent(e.to_string()))?;
     let (key, csr) = key_and_csr(key_type).map_err(permanent)?;
-    let mut client = rpc::connect(server, &credentials).await.map_err(|message| RenewError { message, permanent: false })?;
-    let request = pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: validity.map_or(0, |v| v.as_secs()) };
+    let mut client =
+        rpc::connect(server, &credentials).await.map_err(|message| RenewError { message, permanent: false })?;
+    let request =
+        pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: validity.map_or(0, |v| v.as_secs()) };
     let issued = client.renew_certificate(request).await.map_err(|status| RenewError {
-        permanent: matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition),
+        permanent: matches!(
+            status.code(),
+            Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition
+        ),
         message: rpc::explain(server, &status),
     })?;
     let issued = issued.into_inner();
@@ -246,7 +285,11 @@ async fn watch_loop(dir: &Path, server: &str, validity: Option<Duration>, key_ty
         let renew_at: OffsetDateTime = not_before + (not_after - not_before) * 2 / 3;
         let wait: time::Duration = renew_at - OffsetDateTime::now_utc();
         if wait.is_positive() {
-            eprintln!("principalctl: certificate valid until {}; renewing at {}", rfc3339(not_after), rfc3339(renew_at));
+            eprintln!(
+                "principalctl: certificate valid until {}; renewing at {}",
+                rfc3339(not_after),
+                rfc3339(renew_at)
+            );
             tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO)).await;
         }
         let mut backoff = Duration::from_secs(1);
@@ -283,13 +326,15 @@ fn parse_cert(path: &Path) -> Result<Vec<u8>, String> {
 
 fn validity_of(path: &Path) -> Result<(OffsetDateTime, OffsetDateTime), String> {
     let der = parse_cert(path)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| format!("{} is not a valid certificate", path.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|_| format!("{} is not a valid certificate", path.display()))?;
     Ok((cert.validity().not_before.to_datetime(), cert.validity().not_after.to_datetime()))
 }
 
 fn serial_of(path: &Path) -> Result<String, String> {
     let der = parse_cert(path)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|_| format!("{} is not a valid certificate", path.display()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|_| format!("{} is not a valid certificate", path.display()))?;
     Ok(principald::model::Serial::from_bytes(cert.raw_serial()).to_string())
 }
 

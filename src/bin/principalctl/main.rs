@@ -64,7 +64,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     let ctx = rpc::Context::load(cli.profile.as_deref(), cli.server.as_deref(), cli.output)?;
     match cli.command {
         Command::Whoami => {
-            let me = ctx.client().await?.who_am_i(principald::proto::WhoAmIRequest {}).await.map_err(|s| ctx.explain(s))?;
+            let me =
+                ctx.client().await?.who_am_i(principald::proto::WhoAmIRequest {}).await.map_err(|s| ctx.explain(s))?;
             output::whoami(ctx.format, &me.into_inner());
             Ok(())
         }

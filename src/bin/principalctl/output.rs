@@ -146,7 +146,15 @@ pub fn certificates(format: Format, list: &[pb::Certificate]) {
         Format::Table => {
             let rows: Vec<Vec<String>> = list
                 .iter()
-                .map(|c| vec![c.serial.clone(), c.principal_id.clone(), certificate_status(c.status).into(), time(&c.not_before), time(&c.not_after)])
+                .map(|c| {
+                    vec![
+                        c.serial.clone(),
+                        c.principal_id.clone(),
+                        certificate_status(c.status).into(),
+                        time(&c.not_before),
+                        time(&c.not_after),
+                    ]
+                })
                 .collect();
             table(&["SERIAL", "PRINCIPAL", "STATUS", "NOT BEFORE", "NOT AFTER"], &rows);
         }
@@ -166,7 +174,10 @@ pub fn certificate(format: Format, c: &pb::Certificate) {
                 ("sha256", c.sha256_fingerprint.clone()),
             ];
             if c.revoke_time.is_some() {
-                rows.push(("revoked", format!("{} ({})", time(&c.revoke_time), revocation_reason(c.revocation_reason))));
+                rows.push((
+                    "revoked",
+                    format!("{} ({})", time(&c.revoke_time), revocation_reason(c.revocation_reason)),
+                ));
             }
             key_values(&rows);
         }

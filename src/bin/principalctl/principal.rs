@@ -103,7 +103,11 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
             output::principals(ctx.format, &all);
         }
         Command::Suspend { id, reason } => {
-            let p = client.suspend_principal(pb::SuspendPrincipalRequest { id, reason }).await.map_err(explain)?.into_inner();
+            let p = client
+                .suspend_principal(pb::SuspendPrincipalRequest { id, reason })
+                .await
+                .map_err(explain)?
+                .into_inner();
             output::principal(ctx.format, &p);
         }
         Command::Activate { id } => {

@@ -90,9 +90,13 @@ pub fn explain(server: &str, status: &Status) -> String {
         Code::Unavailable => format!("server unavailable, retry later: {message}"),
         Code::DeadlineExceeded => format!("{server} did not answer in time"),
         // Under TLS 1.3 a client certificate the server rejects only shows on the first call, as a transport error.
-        Code::Unknown | Code::Internal if message.contains("transport error") || message.contains("h2 protocol error") => format!(
-            "{server} rejected the TLS connection: the profile's client certificate is expired, not yet valid, or from another CA"
-        ),
+        Code::Unknown | Code::Internal
+            if message.contains("transport error") || message.contains("h2 protocol error") =>
+        {
+            format!(
+                "{server} rejected the TLS connection: the profile's client certificate is expired, not yet valid, or from another CA"
+            )
+        }
         code => format!("{code:?}: {message}"),
     }
 }
