@@ -1,4 +1,4 @@
-//! Compiles proto/principal/v1/principal.proto with a vendored protoc, so no system protoc is needed.
+//! Compiles the protobufs under proto/ with a vendored protoc, so no system protoc is needed.
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("principal_descriptor.bin"))
         .compile_protos(&["proto/principal/v1/principal.proto"], &["proto"])?;
+    // The example service of examples/authenticated_service.rs; kept out of the descriptor set principald reflects.
+    tonic_prost_build::configure().compile_protos(&["proto/example/v1/echo.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 /// Generated protobuf and gRPC code for `principal.v1`.
 pub mod proto {

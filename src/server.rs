@@ -1,45 +1,34 @@
-//! The listeners: gRPC over mTLS (PrincipalService, gRPC health, reflection) with our own TLS accept loop, and plain
-//! HTTP health for load balancers. Graceful shutdown drains in-flight RPCs within a bound.
-//!
-//! TLS is terminated here, not by tonic, so the rustls configuration (protocol versions, verifier, crypto provider)
-//! and the handshake timeout are ours; tonic still sees the peer certificates through `TlsConnectInfo`.
+//! Assembles the server: store, CA, authenticator and registry; the gRPC listener over mTLS (PrincipalService, gRPC
+//! health, reflection) fed by [`crate::tls`]; the plain-HTTP health listener; and graceful shutdown that drains
+//! in-flight RPCs within a bound.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::auth::{AuthLayer, Authenticator, MethodPolicy};
 use crate::config::{DEFAULT_CERT_VALIDITY, ServeConfig};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
-use crate::pki::ca::CertificateAuthority;
 use crate::proto::principal_service_server::PrincipalServiceServer;
 use crate::registry::Registry;
 use crate::service::PrincipalApi;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::{bootstrap, proto};
+use crate::{bootstrap, proto, tls};
 
 /// How often the store's reachability is reflected into gRPC health.
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest a readiness probe waits for the store.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pending handshaken connections not yet taken by the gRPC server.
-const ACCEPT_BACKLOG: usize = 256;
 
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
@@ -91,7 +80,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         Some(outcome.admin_profile)
     };
     let ca = Arc::new(bootstrap::load_ca(&dir)?);
-    let tls = tls_config(&config, &dir, &ca)?;
+    let tls = tls::server_config(ca.cert_der(), &dir.server_cert(), &dir.server_key(), config.allow_tls12)?;
 
     let authenticator = Arc::new(Authenticator::new(
         store.clone(),
@@ -120,21 +109,14 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .build_v1alpha()
         .map_err(|e| Error::internal("reflection", e))?;
 
-    let (conn_tx, conn_rx) = mpsc::channel(ACCEPT_BACKLOG);
-    let accept = tokio::spawn(accept_loop(
-        grpc_listener,
-        TlsAcceptor::from(Arc::new(tls)),
-        conn_tx,
-        config.handshake_timeout,
-        shutdown_rx.clone(),
-    ));
+    let (incoming, accept) = tls::incoming(grpc_listener, tls, config.handshake_timeout, wait_for(shutdown_rx.clone()));
     let grpc = tonic::transport::Server::builder()
         .layer(AuthLayer::new(authenticator, MethodPolicy::principald()))
         .add_service(PrincipalServiceServer::new(PrincipalApi::new(registry)))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), wait_for(shutdown_rx.clone()));
+        .serve_with_incoming_shutdown(incoming, wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
     let http =
         tokio::spawn(crate::health::serve(health_listener, store.clone(), ca.clone(), wait_for(shutdown_rx.clone())));
@@ -165,77 +147,6 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
 /// Resolves once shutdown was requested.
 async fn wait_for(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-fn tls_config(config: &ServeConfig, dir: &DataDir, ca: &CertificateAuthority) -> Result<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(ca.cert_der().clone())
-        .map_err(|e| Error::InvalidArgument(format!("CA certificate unusable as a trust anchor: {e}")))?;
-    // A presented certificate must chain to the CA or the handshake fails. A connection without one is let through
-    // TLS so that the auth layer can answer UNAUTHENTICATED with a message instead of an opaque transport error; the
-    // layer denies every request that lacks a certificate.
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| Error::internal("client verifier", e))?;
-    let chain = CertificateDer::pem_file_iter(dir.server_cert())
-        .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", dir.server_cert().display())))?;
-    let key = PrivateKeyDer::from_pem_file(dir.server_key())
-        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", dir.server_key().display())))?;
-    let versions: &[&rustls::SupportedProtocolVersion] = if config.allow_tls12 {
-        &[&rustls::version::TLS13, &rustls::version::TLS12]
-    } else {
-        &[&rustls::version::TLS13]
-    };
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .map_err(|e| Error::internal("TLS versions", e))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| Error::InvalidArgument(format!("server certificate and key do not form a usable pair: {e}")))?;
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(tls)
-}
-
-type Conn = std::result::Result<TlsStream<TcpStream>, std::io::Error>;
-
-/// Accepts TCP connections and hands each to its own task for the TLS handshake, so a slow client never holds up
-/// the others; finished handshakes go to the gRPC server.
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    conns: mpsc::Sender<Conn>,
-    timeout: Duration,
-    shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = wait_for(shutdown.clone()) => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, conns) = (acceptor.clone(), conns.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = conns.send(Ok(tls)).await;
-                }
-                Ok(Err(error)) => info!(%peer, %error, "TLS handshake rejected"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
 }
 
 /// Mirrors store reachability into gRPC health, so gRPC-aware balancers see it too.

@@ -100,6 +100,11 @@ impl PermissionTable {
         Ok(self)
     }
 
+    /// Grants `permission` to `kind` (for services that embed the auth layer and define their own permissions).
+    pub fn grant(&mut self, kind: PrincipalType, permission: &str) {
+        Arc::make_mut(self.grants.entry(kind).or_default()).insert(permission.to_owned());
+    }
+
     /// Everything `kind` is granted.
     pub fn for_type(&self, kind: PrincipalType) -> Arc<BTreeSet<String>> {
         self.grants.get(&kind).cloned().unwrap_or_default()
