@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = DataDir::new(std::path::Path::new(&data_dir));
 
     // Identity and permissions: the same store and OIDs as principald; a permission only this service checks.
-    let store = principald::server::open_store(dir.root())?;
+    let store = principald::store::StoreConfig::sqlite_in(dir.root()).open().await?;
     let mut permissions = PermissionTable::builtin();
     permissions.grant(PrincipalType::Admin, "echo.call");
     let authenticator =

@@ -14,6 +14,8 @@ use crate::error::Error;
 use crate::model::{PrincipalId, PrincipalType};
 use crate::pki::IdentityConfig;
 use crate::pki::oid::DEFAULT_IDENTITY_ARC;
+use crate::store::StoreConfig;
+use crate::store::dynamodb::DynamoConfig;
 
 /// Exit code for bad configuration (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
@@ -36,8 +38,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create the CA, the server certificate and the first admin with its principalctl profile.
     Bootstrap(BootstrapArgs),
-    /// Create or upgrade the store schema, then exit.
-    Migrate(DataDirArgs),
+    /// Create or upgrade the store schema (SQLite file or DynamoDB tables, indexes and TTL), then exit.
+    Migrate(MigrateArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -63,6 +65,64 @@ pub struct DataDirArgs {
     pub data_dir: PathBuf,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// One SQLite file in the data dir.
+    Sqlite,
+    /// DynamoDB tables; region and credentials from the standard AWS chain (AWS_REGION, AWS_PROFILE, IAM role, ...).
+    Dynamodb,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Where principals and certificates live.
+    #[arg(long, env = "PRINCIPALD_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+    /// Prefix of the DynamoDB table names (tables: PREFIXprincipals, PREFIXcertificates, PREFIXmeta).
+    #[arg(long, env = "PRINCIPALD_DYNAMODB_TABLE_PREFIX", default_value = "principald-")]
+    pub dynamodb_table_prefix: String,
+    /// DynamoDB endpoint override, e.g. http://127.0.0.1:8000 for DynamoDB Local.
+    #[arg(long, env = "PRINCIPALD_DYNAMODB_ENDPOINT")]
+    pub dynamodb_endpoint: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn validate(&self, data_dir: &std::path::Path) -> Result<StoreConfig, Error> {
+        match self.store {
+            StoreKind::Sqlite => Ok(StoreConfig::sqlite_in(data_dir)),
+            StoreKind::Dynamodb => {
+                let prefix = &self.dynamodb_table_prefix;
+                let valid = prefix.len() <= 200
+                    && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                if !valid {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid --dynamodb-table-prefix {prefix:?}: use letters, digits, '_', '-' and '.'"
+                    )));
+                }
+                if let Some(endpoint) = &self.dynamodb_endpoint
+                    && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid --dynamodb-endpoint {endpoint:?}: expected http://host:port or https://host"
+                    )));
+                }
+                Ok(StoreConfig::Dynamodb(DynamoConfig {
+                    table_prefix: prefix.clone(),
+                    endpoint: self.dynamodb_endpoint.clone(),
+                }))
+            }
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct IdentityArgs {
     /// Trust domain in the SPIFFE URI SAN of client certificates (spiffe://TRUST_DOMAIN/TYPE/ID).
@@ -77,6 +137,8 @@ pub struct IdentityArgs {
 pub struct BootstrapArgs {
     #[command(flatten)]
     pub data: DataDirArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
     /// Extra DNS names for the server certificate (localhost and 127.0.0.1 are always included).
@@ -98,6 +160,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataDirArgs,
     #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
     pub identity: IdentityArgs,
     /// Address of the gRPC mTLS listener.
     #[arg(long, env = "PRINCIPALD_LISTEN", default_value = "127.0.0.1:8443")]
@@ -118,6 +182,10 @@ pub struct ServeArgs {
     /// How long an authentication result is reused. Bounds how late another replica sees a revocation.
     #[arg(long, env = "PRINCIPALD_AUTH_CACHE_TTL", default_value = "10s")]
     pub auth_cache_ttl: String,
+    /// How often the store's revocation epoch is read; when it moves, cached authentication results are dropped.
+    /// Bounds how late this replica sees another replica's revocation or suspension.
+    #[arg(long, env = "PRINCIPALD_REVOCATION_POLL", default_value = "1s")]
+    pub revocation_poll: String,
     /// How long in-flight RPCs may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "PRINCIPALD_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: String,
@@ -136,6 +204,7 @@ pub struct ServeArgs {
 #[derive(Clone, Debug)]
 pub struct BootstrapConfig {
     pub data_dir: PathBuf,
+    pub store: StoreConfig,
     pub identity: IdentityConfig,
     /// Server certificate names: the configured ones plus localhost and 127.0.0.1.
     pub server_names: Vec<String>,
@@ -148,6 +217,7 @@ pub struct BootstrapConfig {
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    pub store: StoreConfig,
     pub identity: IdentityConfig,
     pub listen: SocketAddr,
     pub health_listen: SocketAddr,
@@ -155,6 +225,7 @@ pub struct ServeConfig {
     pub cert_validity: HashMap<PrincipalType, Duration>,
     pub permissions: PermissionTable,
     pub auth_cache_ttl: Duration,
+    pub revocation_poll: Duration,
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
     /// How `serve` bootstraps an empty data dir.
@@ -186,6 +257,7 @@ impl BootstrapArgs {
         }
         Ok(BootstrapConfig {
             data_dir: self.data.data_dir.clone(),
+            store: self.store.validate(&self.data.data_dir)?,
             identity: self.identity.validate()?,
             server_names: server_names(&self.server_names)?,
             admin_id: self.admin_id.parse()?,
@@ -207,8 +279,10 @@ impl ServeArgs {
         } else {
             self.listen.ip().to_string()
         };
+        let store = self.store.validate(&self.data.data_dir)?;
         let bootstrap = BootstrapConfig {
             data_dir: self.data.data_dir.clone(),
+            store: store.clone(),
             identity: identity.clone(),
             server_names: server_names(&self.server_names)?,
             admin_id: self.admin_id.parse()?,
@@ -220,6 +294,7 @@ impl ServeArgs {
         }
         Ok(ServeConfig {
             data_dir: self.data.data_dir.clone(),
+            store,
             identity,
             listen: self.listen,
             health_listen: self.health_listen,
@@ -227,6 +302,10 @@ impl ServeArgs {
             cert_validity: cert_validity(&self.cert_validity)?,
             permissions,
             auth_cache_ttl: parse_duration_flag("--auth-cache-ttl", &self.auth_cache_ttl)?,
+            revocation_poll: nonzero(
+                parse_duration_flag("--revocation-poll", &self.revocation_poll)?,
+                "--revocation-poll",
+            )?,
             shutdown_grace: parse_duration_flag("--shutdown-grace", &self.shutdown_grace)?,
             handshake_timeout: nonzero(
                 parse_duration_flag("--handshake-timeout", &self.handshake_timeout)?,

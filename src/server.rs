@@ -22,7 +22,6 @@ use crate::proto::principal_service_server::PrincipalServiceServer;
 use crate::registry::Registry;
 use crate::service::PrincipalApi;
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 use crate::{bootstrap, proto, tls};
 
 /// How often the store's reachability is reflected into gRPC health.
@@ -48,17 +47,11 @@ impl Running {
     }
 }
 
-/// Opens the store of a data directory (creating both if needed) and applies migrations.
-pub fn open_store(data_dir: &std::path::Path) -> Result<Arc<dyn Store>> {
-    let dir = DataDir::new(data_dir);
-    crate::files::create_private_dir(dir.root())?;
-    Ok(Arc::new(SqliteStore::open(&dir.database())?))
-}
-
 /// Bootstraps an empty data dir, binds both listeners and starts serving.
 pub async fn start(config: ServeConfig) -> Result<Running> {
     let dir = DataDir::new(&config.data_dir);
-    let store = open_store(&config.data_dir)?;
+    crate::files::create_private_dir(dir.root())?;
+    let store = config.store.open().await?;
     let grpc_listener = bind(config.listen, "--listen").await?;
     let health_listener = bind(config.health_listen, "--health-listen").await?;
     let grpc_addr = grpc_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
@@ -88,6 +81,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         config.permissions.clone(),
         config.auth_cache_ttl,
     ));
+    let authenticator_for_epoch = authenticator.clone();
     let registry = Arc::new(Registry::new(
         store.clone(),
         ca.clone(),
@@ -120,7 +114,9 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let grpc = tokio::spawn(grpc);
     let http =
         tokio::spawn(crate::health::serve(health_listener, store.clone(), ca.clone(), wait_for(shutdown_rx.clone())));
-    let probe = tokio::spawn(probe_store(store, reporter, shutdown_rx.clone()));
+    let probe = tokio::spawn(probe_store(store.clone(), reporter, shutdown_rx.clone()));
+    let epoch =
+        tokio::spawn(follow_revocations(store, authenticator_for_epoch, config.revocation_poll, shutdown_rx.clone()));
 
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
@@ -134,6 +130,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
             Err(_) => warn!("shutdown grace elapsed; abandoning unfinished requests"),
         }
         probe.abort();
+        epoch.abort();
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     });
     info!(grpc = %grpc_addr, health = %health_addr, data_dir = %dir.root().display(), "principald serving");
@@ -147,6 +144,34 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
 /// Resolves once shutdown was requested.
 async fn wait_for(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Drops every cached authentication result when the store's revocation epoch moves: how a revocation or suspension
+/// made through another replica reaches this one within `poll` (plus one store read).
+async fn follow_revocations(
+    store: Arc<dyn Store>,
+    authenticator: Arc<Authenticator>,
+    poll: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        match store.revocation_epoch().await {
+            Ok(epoch) => {
+                if last.is_some_and(|l| l != epoch) {
+                    authenticator.forget_all();
+                    tracing::debug!(epoch, "revocation epoch moved: authentication cache dropped");
+                }
+                last = Some(epoch);
+            }
+            // Cached results still expire with their TTL; readiness reports the outage.
+            Err(error) => tracing::debug!(%error, "cannot read the revocation epoch"),
+        }
+        tokio::select! {
+            _ = wait_for(shutdown.clone()) => return,
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
 }
 
 /// Mirrors store reachability into gRPC health, so gRPC-aware balancers see it too.

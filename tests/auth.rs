@@ -117,8 +117,8 @@ async fn certificate_expiring_on_an_open_connection_stops_authenticating() {
     let server = TestServer::start().await;
     server.enroll("w1", pb::PrincipalType::Worker).await;
     // The API's shortest validity is a minute; to keep the test short, record an 8-second certificate directly in
-    // the store (a second SQLite connection to the server's database).
-    let store = principald::server::open_store(&server.data_dir).unwrap();
+    // the store (a second client of the server's store).
+    let store = server.store().await;
     let key = rcgen::KeyPair::generate().unwrap();
     let identity =
         principald::pki::IdentityConfig { trust_domain: "principald.local".into(), oids: IdentityOids::default() };

@@ -33,7 +33,7 @@ impl echo::echo_server::Echo for EchoService {
 
 async fn start_echo(server: &TestServer) -> String {
     let dir = DataDir::new(&server.data_dir);
-    let store = principald::server::open_store(dir.root()).unwrap();
+    let store = server.store().await;
     let mut permissions = PermissionTable::builtin();
     permissions.grant(PrincipalType::Service, "echo.call");
     let authenticator =

@@ -72,7 +72,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Bootstrap(args) => {
             let config = args.validate().map_err(|e| Failure::Config(e.to_string()))?;
-            let store = server::open_store(&config.data_dir).map_err(runtime_failure)?;
+            let store = config.store.open().await.map_err(runtime_failure)?;
             let outcome = bootstrap::run(&config, store).await.map_err(runtime_failure)?;
             if outcome.created.is_empty() {
                 println!("already bootstrapped; nothing changed (use --force to replace the CA and admin credentials)");
@@ -84,7 +84,11 @@ async fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Migrate(args) => {
-            server::open_store(&args.data_dir).map_err(runtime_failure)?;
+            let store = args.store.validate(&args.data.data_dir).map_err(|e| Failure::Config(e.to_string()))?;
+            let changes = store.migrate().await.map_err(runtime_failure)?;
+            for change in &changes {
+                println!("{change}");
+            }
             println!("store schema is up to date");
             Ok(())
         }

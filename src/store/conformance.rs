@@ -21,7 +21,7 @@ macro_rules! store_conformance_tests {
             principals_list_in_id_order_across_pages, principal_filters_apply, transitions_check_the_current_status,
             delete_revokes_every_certificate_atomically, certificates_need_an_active_principal_of_the_same_type,
             certificate_round_trips_and_serials_are_unique, certificates_list_newest_first_across_pages,
-            revocation_happens_once, concurrent_inserts_are_all_kept, ping_answers);
+            revocation_happens_once, concurrent_inserts_are_all_kept, withdrawals_advance_the_revocation_epoch, ping_answers);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -304,6 +304,38 @@ pub async fn concurrent_inserts_are_all_kept(store: Arc<dyn Store>) {
     }
     let got = store.list_certificates(&p.id, true, &page(1000, None)).await.unwrap();
     assert_eq!(got.items.len(), 64);
+}
+
+pub async fn withdrawals_advance_the_revocation_epoch(store: Arc<dyn Store>) {
+    let start = store.revocation_epoch().await.unwrap();
+    let p = principal("w1", PrincipalType::Worker);
+    store.create_principal(&p).await.unwrap();
+    store.insert_certificate(&certificate("01", &p, t0())).await.unwrap();
+    store.insert_certificate(&certificate("02", &p, t0())).await.unwrap();
+    assert_eq!(store.revocation_epoch().await.unwrap(), start, "creation and issuance withdraw nothing");
+    let mut last = start;
+    let mut advanced = |now: u64, what: &str| {
+        assert!(now > last, "{what} must advance the epoch ({last} -> {now})");
+        last = now;
+    };
+    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::KeyCompromise, t0()).await.unwrap();
+    advanced(store.revocation_epoch().await.unwrap(), "revoke");
+    store
+        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0())
+        .await
+        .unwrap();
+    advanced(store.revocation_epoch().await.unwrap(), "suspend");
+    store
+        .transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, t0())
+        .await
+        .unwrap();
+    let after_activate = store.revocation_epoch().await.unwrap();
+    store.delete_principal(&p.id, t0()).await.unwrap();
+    assert!(store.revocation_epoch().await.unwrap() > after_activate, "delete must advance the epoch");
+    // A refused withdrawal changes nothing.
+    let before = store.revocation_epoch().await.unwrap();
+    assert!(store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Unspecified, t0()).await.is_err());
+    assert_eq!(store.revocation_epoch().await.unwrap(), before);
 }
 
 pub async fn ping_answers(store: Arc<dyn Store>) {

@@ -12,7 +12,52 @@ use crate::model::{
 };
 
 pub mod conformance;
+pub mod dynamodb;
 pub mod sqlite;
+
+/// Which backend to use and how to reach it.
+#[derive(Clone, Debug)]
+pub enum StoreConfig {
+    /// One SQLite file (the embedded default).
+    Sqlite { path: std::path::PathBuf },
+    /// DynamoDB tables (production; several replicas may share them).
+    Dynamodb(dynamodb::DynamoConfig),
+}
+
+impl StoreConfig {
+    /// The embedded store of a data directory.
+    pub fn sqlite_in(data_dir: &std::path::Path) -> Self {
+        Self::Sqlite { path: crate::datadir::DataDir::new(data_dir).database() }
+    }
+
+    /// Opens the store. SQLite applies pending migrations; DynamoDB checks that every table and index exists and
+    /// names what is missing.
+    pub async fn open(&self) -> Result<std::sync::Arc<dyn Store>> {
+        match self {
+            Self::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    crate::files::create_private_dir(dir)?;
+                }
+                Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path)?))
+            }
+            Self::Dynamodb(config) => Ok(std::sync::Arc::new(dynamodb::DynamoStore::connect(config).await?)),
+        }
+    }
+
+    /// Creates or upgrades the schema; returns what changed, one line each.
+    pub async fn migrate(&self) -> Result<Vec<String>> {
+        match self {
+            Self::Sqlite { .. } => {
+                self.open().await?;
+                Ok(Vec::new())
+            }
+            Self::Dynamodb(config) => {
+                let client = dynamodb::DynamoStore::client(config).await;
+                dynamodb::schema::migrate(&client, &config.table_prefix).await
+            }
+        }
+    }
+}
 
 /// Which principals `list_principals` returns; `None` matches any.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,6 +144,11 @@ pub trait Store: Send + Sync + 'static {
         reason: RevocationReason,
         at: OffsetDateTime,
     ) -> Result<CertificateRecord>;
+
+    /// A counter that every committed withdrawal of access (`revoke_certificate`, `transition_principal` to a status
+    /// other than ACTIVE, `delete_principal`) increases, by any process using this store, in the same atomic write.
+    /// Strongly consistent. Replicas poll it to know when to drop cached authentication results.
+    async fn revocation_epoch(&self) -> Result<u64>;
 
     /// `Ok` if the backend answers a trivial read now. Used by readiness checks.
     async fn ping(&self) -> Result<()>;

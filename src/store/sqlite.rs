@@ -16,7 +16,10 @@ use crate::model::{
 use crate::store::{Page, PageRequest, PrincipalFilter, Store};
 
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_revocation_epoch.sql"),
+];
 
 const PRINCIPAL_COLUMNS: &str = "id, type, status, description, email, status_reason, created_at, updated_at";
 const CERTIFICATE_COLUMNS: &str = "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason";
@@ -156,6 +159,9 @@ impl Store for SqliteStore {
                 params![id.as_str(), to.as_str(), reason, at.unix_timestamp()],
             )
             .map_err(sql_err)?;
+            if to != PrincipalStatus::Active {
+                bump_epoch(&tx)?;
+            }
             let updated = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
             tx.commit().map_err(sql_err)?;
             Ok(updated)
@@ -184,6 +190,7 @@ impl Store for SqliteStore {
                     params![id.as_str(), at, RevocationReason::CessationOfOperation.code()],
                 )
                 .map_err(sql_err)?;
+            bump_epoch(&tx)?;
             let updated = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
             tx.commit().map_err(sql_err)?;
             Ok((updated, u32::try_from(revoked).unwrap_or(u32::MAX)))
@@ -295,6 +302,7 @@ impl Store for SqliteStore {
                 params![serial.as_str(), at.unix_timestamp(), reason.code()],
             )
             .map_err(sql_err)?;
+            bump_epoch(&tx)?;
             let updated =
                 select_certificate(&tx, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
             tx.commit().map_err(sql_err)?;
@@ -303,9 +311,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revocation_epoch(&self) -> Result<u64> {
+        self.with_conn(|conn| {
+            let value: i64 = conn
+                .query_row("SELECT value FROM meta WHERE key = 'revocation_epoch'", [], |r| r.get(0))
+                .map_err(sql_err)?;
+            u64::try_from(value).map_err(corrupt)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
     }
+}
+
+fn bump_epoch(conn: &Connection) -> Result<()> {
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'revocation_epoch'", []).map_err(sql_err)?;
+    Ok(())
 }
 
 fn select_principal(conn: &Connection, id: &PrincipalId) -> Result<Option<Principal>> {

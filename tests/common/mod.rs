@@ -2,6 +2,8 @@
 //! at test time, and helpers to craft certificates the server must reject.
 #![allow(dead_code)]
 
+pub mod dynamo;
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
@@ -45,11 +47,16 @@ impl TestServer {
         Self::start_with(&[]).await
     }
 
-    /// Starts on a fresh temporary data dir (bootstrapped by serve) with extra serve flags.
+    /// Starts on a fresh temporary data dir (bootstrapped by serve) with extra serve flags. With
+    /// `PRINCIPALD_TEST_STORE=dynamodb` the store is fresh DynamoDB Local tables instead of SQLite.
     pub async fn start_with(extra: &[&str]) -> Self {
         principald::install_crypto_provider();
         let tmp = tempfile::tempdir().unwrap();
-        let config = serve_config(&tmp.path().join("data"), extra);
+        let mut config = serve_config(&tmp.path().join("data"), extra);
+        if dynamo::e2e_on_dynamodb() {
+            let endpoint = dynamo::endpoint().expect("PRINCIPALD_TEST_STORE=dynamodb needs DynamoDB Local");
+            config.store = principald::store::StoreConfig::Dynamodb(dynamo::fresh_config_at(&endpoint).await);
+        }
         let mut server = Self::start_config(config).await;
         server._tmp = Some(tmp);
         server
@@ -83,6 +90,15 @@ impl TestServer {
         let mut server = Self::start_config(config).await;
         server._tmp = tmp;
         server
+    }
+
+    /// The server's store, opened separately (a second client of the same database or tables).
+    pub async fn store(&self) -> std::sync::Arc<dyn principald::store::Store> {
+        self.config.store.open().await.unwrap()
+    }
+
+    pub fn config(&self) -> &ServeConfig {
+        &self.config
     }
 
     pub fn health_url(&self, path: &str) -> String {

@@ -1,0 +1,538 @@
+//! The production store: DynamoDB tables `<prefix>principals`, `<prefix>certificates` and `<prefix>meta`.
+//!
+//! - Keys spread: principals by id, certificates by serial; listings use GSIs whose partition keys are the
+//!   principal's type plus one of 8 hash shards (`by_type_shard`) and the owning principal (`by_principal`).
+//! - The authentication path (`get_principal`, `get_certificate`, `revocation_epoch`) uses strongly consistent
+//!   GetItem on primary keys only; GSIs (eventually consistent) serve listings only.
+//! - Creation is a conditional put; state changes are conditional on the current state; issuing checks the principal
+//!   and records the certificate in one TransactWriteItems; every withdrawal bumps the revocation epoch in the same
+//!   transaction.
+//! - Expired certificates carry a TTL attribute and are filtered on read, since TTL deletion can lag.
+//! - Every call has timeouts and bounded retries; outages surface as `Error::Unavailable`, never as a hang.
+
+pub mod items;
+pub mod schema;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
+};
+use crate::store::{Page, PageRequest, PrincipalFilter, Store};
+use items::{Item, n, s};
+
+/// Key of the revocation epoch item in the meta table.
+const EPOCH_KEY: &str = "revocation_epoch";
+/// Items per TransactWriteItems call (DynamoDB's limit is 100).
+const MAX_TRANSACTION_ITEMS: usize = 100;
+
+/// Connection settings for [`DynamoStore::connect`].
+#[derive(Clone, Debug, Default)]
+pub struct DynamoConfig {
+    /// Prepended to every table name, e.g. `principald-`.
+    pub table_prefix: String,
+    /// Endpoint override (DynamoDB Local, VPC endpoints); the standard AWS endpoint when `None`.
+    pub endpoint: Option<String>,
+}
+
+/// DynamoDB-backed [`Store`].
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    principals: String,
+    certificates: String,
+    meta: String,
+}
+
+impl DynamoStore {
+    /// A client with region and credentials from the standard AWS chain, short timeouts and bounded retries.
+    pub async fn client(config: &DynamoConfig) -> Client {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .operation_attempt_timeout(Duration::from_secs(2))
+            .operation_timeout(Duration::from_secs(5))
+            .build();
+        let retry = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(3)
+            .with_initial_backoff(Duration::from_millis(50))
+            .with_max_backoff(Duration::from_secs(1));
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).retry_config(retry);
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        Client::new(&loader.load().await)
+    }
+
+    /// Connects and checks that every table and index exists (naming what is missing otherwise).
+    pub async fn connect(config: &DynamoConfig) -> Result<Self> {
+        let client = Self::client(config).await;
+        schema::check(&client, &config.table_prefix).await?;
+        Ok(Self::with_client(client, &config.table_prefix))
+    }
+
+    /// A store over `client` without checking the schema.
+    pub fn with_client(client: Client, prefix: &str) -> Self {
+        Self {
+            client,
+            principals: format!("{prefix}principals"),
+            certificates: format!("{prefix}certificates"),
+            meta: format!("{prefix}meta"),
+        }
+    }
+
+    async fn get_item(&self, table: &str, key: &str, value: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .key(key, s(value))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    fn epoch_bump(&self) -> Result<TransactWriteItem> {
+        let update = Update::builder()
+            .table_name(&self.meta)
+            .key("key", s(EPOCH_KEY))
+            .update_expression("ADD epoch :one")
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| Error::internal("epoch update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> std::result::Result<(), TransactionFailure> {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let reasons = match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                        c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_owned()).collect()
+                    }
+                    _ => return Err(TransactionFailure::Error(sdk_error("TransactWriteItems", e))),
+                };
+                Err(TransactionFailure::Cancelled(reasons))
+            }
+        }
+    }
+
+    async fn query_principals(
+        &self,
+        partition: String,
+        after: String,
+        status: Option<PrincipalStatus>,
+        want: usize,
+    ) -> Result<(Vec<Principal>, bool)> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.principals)
+                .index_name("by_type_shard")
+                .expression_attribute_values(":p", s(&partition))
+                .limit(i32::try_from(want + 1).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            // Key values cannot be empty strings: the first page has no lower bound.
+            q = if after.is_empty() {
+                q.key_condition_expression("type_shard = :p")
+            } else {
+                q.key_condition_expression("type_shard = :p AND id > :after")
+                    .expression_attribute_values(":after", s(&after))
+            };
+            if let Some(status) = status {
+                q = q
+                    .filter_expression("#status = :status")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":status", s(status.as_str()));
+            }
+            let out = q.send().await.map_err(|e| sdk_error("Query", e))?;
+            for item in out.items() {
+                found.push(items::principal_from(item)?);
+            }
+            if found.len() > want {
+                found.truncate(want);
+                return Ok((found, true));
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok((found, false)),
+            }
+        }
+    }
+}
+
+/// Why a transaction did not commit.
+enum TransactionFailure {
+    /// Cancelled; one DynamoDB reason code per item (`None` for items that were fine).
+    Cancelled(Vec<String>),
+    Error(Error),
+}
+
+impl TransactionFailure {
+    fn failed_condition(&self, index: usize) -> bool {
+        matches!(self, Self::Cancelled(reasons) if reasons.get(index).is_some_and(|r| r == "ConditionalCheckFailed"))
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Error(e) => e,
+            Self::Cancelled(reasons) if reasons.iter().any(|r| r == "TransactionConflict") => {
+                Error::Unavailable("dynamodb transaction conflict; retry".into())
+            }
+            Self::Cancelled(reasons)
+                if reasons.iter().any(|r| r == "ThrottlingError" || r == "ProvisionedThroughputExceeded") =>
+            {
+                Error::Unavailable("dynamodb throttled the transaction".into())
+            }
+            Self::Cancelled(reasons) => Error::Internal(format!("dynamodb transaction cancelled: {reasons:?}")),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_principal(&self, principal: &Principal) -> Result<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.principals)
+            .set_item(Some(items::principal_item(principal)))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                Err(Error::AlreadyExists(format!("principal {:?}", principal.id.as_str())))
+            }
+            Err(e) => Err(sdk_error("PutItem", e)),
+        }
+    }
+
+    async fn get_principal(&self, id: &PrincipalId) -> Result<Option<Principal>> {
+        self.get_item(&self.principals, "id", id.as_str()).await?.as_ref().map(items::principal_from).transpose()
+    }
+
+    async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>> {
+        let after = page.token.as_deref().map(items::decode_token).transpose()?.unwrap_or_default();
+        let want = page.size.max(1) as usize;
+        let kinds: Vec<PrincipalType> = filter.kind.map_or_else(|| PrincipalType::ALL.to_vec(), |k| vec![k]);
+        let mut tasks = tokio::task::JoinSet::new();
+        for kind in kinds {
+            for shard in 0..items::TYPE_SHARDS {
+                let (this, after) = (self.clone(), after.clone());
+                let partition = format!("{kind}#{shard}");
+                let status = filter.status;
+                tasks.spawn(async move { this.query_principals(partition, after, status, want).await });
+            }
+        }
+        let (mut all, mut more) = (Vec::new(), false);
+        while let Some(joined) = tasks.join_next().await {
+            let (found, has_more) = joined.map_err(|e| Error::internal("query task", e))??;
+            all.extend(found);
+            more |= has_more;
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        if all.len() > want {
+            all.truncate(want);
+            more = true;
+        }
+        let next_token = if more { all.last().map(|p| items::encode_token(p.id.as_str())) } else { None };
+        Ok(Page { items: all, next_token })
+    }
+
+    async fn transition_principal(
+        &self,
+        id: &PrincipalId,
+        from: &[PrincipalStatus],
+        to: PrincipalStatus,
+        reason: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<Principal> {
+        let placeholders: Vec<String> = (0..from.len()).map(|i| format!(":from{i}")).collect();
+        let mut update = Update::builder()
+            .table_name(&self.principals)
+            .key("id", s(id.as_str()))
+            .condition_expression(format!("attribute_exists(id) AND #status IN ({})", placeholders.join(", ")))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":at", n(at.unix_timestamp()));
+        for (placeholder, status) in placeholders.iter().zip(from) {
+            update = update.expression_attribute_values(placeholder, s(status.as_str()));
+        }
+        update = match reason {
+            Some(r) => update
+                .update_expression("SET #status = :to, updated_at = :at, status_reason = :reason")
+                .expression_attribute_values(":reason", s(r)),
+            None => update.update_expression("SET #status = :to, updated_at = :at REMOVE status_reason"),
+        };
+        let mut writes = vec![
+            TransactWriteItem::builder().update(update.build().map_err(|e| Error::internal("update", e))?).build(),
+        ];
+        if to != PrincipalStatus::Active {
+            writes.push(self.epoch_bump()?);
+        }
+        if let Err(failure) = self.transact(writes).await {
+            if !failure.failed_condition(0) {
+                return Err(failure.into_error());
+            }
+            let current = self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))?;
+            return Err(wrong_status(&current, to));
+        }
+        self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))
+    }
+
+    async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
+        // Access is withdrawn atomically by the principal's status (authentication requires ACTIVE, issuance requires
+        // ACTIVE in its own transaction); the certificates are revoked in the same transaction as far as it holds them
+        // and in follow-up transactions beyond 98.
+        let mut serials = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.list_certificates(id, false, &PageRequest { size: 1000, token }).await?;
+            serials.extend(page.items.into_iter().map(|c| c.serial));
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        let delete = Update::builder()
+            .table_name(&self.principals)
+            .key("id", s(id.as_str()))
+            .condition_expression("attribute_exists(id) AND #status <> :deleted")
+            .update_expression("SET #status = :deleted, updated_at = :at REMOVE status_reason")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":deleted", s(PrincipalStatus::Deleted.as_str()))
+            .expression_attribute_values(":at", n(at.unix_timestamp()))
+            .build()
+            .map_err(|e| Error::internal("update", e))?;
+        let mut chunks = serials.chunks(MAX_TRANSACTION_ITEMS - 2);
+        let mut first = vec![TransactWriteItem::builder().update(delete).build(), self.epoch_bump()?];
+        let first_chunk = chunks.next().unwrap_or_default();
+        first.extend(
+            first_chunk
+                .iter()
+                .map(|serial| self.revoke_write(serial, RevocationReason::CessationOfOperation, at))
+                .collect::<Result<Vec<_>>>()?,
+        );
+        if let Err(failure) = self.transact(first).await {
+            if failure.failed_condition(0) {
+                let current = self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))?;
+                return Err(wrong_status(&current, PrincipalStatus::Deleted));
+            }
+            return Err(failure.into_error());
+        }
+        let mut revoked = first_chunk.len();
+        for chunk in chunks {
+            for serial in chunk {
+                // Individually, so a certificate revoked meanwhile does not cancel the others.
+                if self.revoke_certificate(serial, RevocationReason::CessationOfOperation, at).await.is_ok() {
+                    revoked += 1;
+                }
+            }
+        }
+        let principal = self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))?;
+        Ok((principal, u32::try_from(revoked).unwrap_or(u32::MAX)))
+    }
+
+    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.principals)
+            .key("id", s(cert.principal_id.as_str()))
+            .condition_expression("attribute_exists(id) AND #status = :active AND #type = :type")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#type", "type")
+            .expression_attribute_values(":active", s(PrincipalStatus::Active.as_str()))
+            .expression_attribute_values(":type", s(cert.principal_type.as_str()))
+            .build()
+            .map_err(|e| Error::internal("condition check", e))?;
+        let put = Put::builder()
+            .table_name(&self.certificates)
+            .set_item(Some(items::certificate_item(cert)))
+            .condition_expression("attribute_not_exists(serial)")
+            .build()
+            .map_err(|e| Error::internal("put", e))?;
+        let writes = vec![
+            TransactWriteItem::builder().condition_check(check).build(),
+            TransactWriteItem::builder().put(put).build(),
+        ];
+        match self.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(failure) if failure.failed_condition(0) => {
+                let principal = self
+                    .get_principal(&cert.principal_id)
+                    .await?
+                    .ok_or_else(|| not_found_principal(&cert.principal_id))?;
+                if principal.status != PrincipalStatus::Active {
+                    return Err(Error::FailedPrecondition(format!(
+                        "principal {:?} is {}: only active principals get certificates",
+                        principal.id.as_str(),
+                        principal.status
+                    )));
+                }
+                Err(Error::FailedPrecondition(format!(
+                    "principal {:?} is a {}, not a {}",
+                    principal.id.as_str(),
+                    principal.kind,
+                    cert.principal_type
+                )))
+            }
+            Err(failure) if failure.failed_condition(1) => {
+                Err(Error::AlreadyExists(format!("certificate {}", cert.serial)))
+            }
+            Err(failure) => Err(failure.into_error()),
+        }
+    }
+
+    async fn get_certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>> {
+        let item = self.get_item(&self.certificates, "serial", serial.as_str()).await?;
+        item.filter(|i| !items::past_ttl(i, crate::model::now())).as_ref().map(items::certificate_from).transpose()
+    }
+
+    async fn list_certificates(
+        &self,
+        principal: &PrincipalId,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        let before = page.token.as_deref().map(items::decode_token).transpose()?;
+        let want = page.size.max(1) as usize;
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        let now = crate::model::now();
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.certificates)
+                .index_name("by_principal")
+                .scan_index_forward(false)
+                .expression_attribute_values(":p", s(principal.as_str()))
+                .expression_attribute_values(":now", n(now.unix_timestamp()))
+                .limit(i32::try_from(want + 1).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            q = match &before {
+                Some(key) => q
+                    .key_condition_expression("principal_id = :p AND issued_key < :before")
+                    .expression_attribute_values(":before", s(key)),
+                None => q.key_condition_expression("principal_id = :p"),
+            };
+            q = q.filter_expression(if include_revoked {
+                "expires_at >= :now"
+            } else {
+                "expires_at >= :now AND attribute_not_exists(revoked_at)"
+            });
+            let out = q.send().await.map_err(|e| sdk_error("Query", e))?;
+            for item in out.items() {
+                found.push(items::certificate_from(item)?);
+            }
+            if found.len() > want {
+                found.truncate(want);
+                let next_token = found.last().map(|c| items::encode_token(&items::issued_key(c)));
+                return Ok(Page { items: found, next_token });
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(Page { items: found, next_token: None }),
+            }
+        }
+    }
+
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<CertificateRecord> {
+        let writes = vec![self.revoke_write(serial, reason, at)?, self.epoch_bump()?];
+        if let Err(failure) = self.transact(writes).await {
+            if !failure.failed_condition(0) {
+                return Err(failure.into_error());
+            }
+            return match self.get_certificate(serial).await? {
+                None => Err(Error::NotFound(format!("certificate {serial}"))),
+                Some(_) => Err(Error::FailedPrecondition(format!("certificate {serial} is already revoked"))),
+            };
+        }
+        self.get_certificate(serial).await?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
+    }
+
+    async fn revocation_epoch(&self) -> Result<u64> {
+        let item = self.get_item(&self.meta, "key", EPOCH_KEY).await?;
+        Ok(item.map(|i| items::get_n(&i, "epoch")).transpose()?.map_or(0, |e| e.max(0) as u64))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.revocation_epoch().await.map(drop)
+    }
+}
+
+impl DynamoStore {
+    fn revoke_write(&self, serial: &Serial, reason: RevocationReason, at: OffsetDateTime) -> Result<TransactWriteItem> {
+        let update = Update::builder()
+            .table_name(&self.certificates)
+            .key("serial", s(serial.as_str()))
+            .condition_expression("attribute_exists(serial) AND attribute_not_exists(revoked_at)")
+            .update_expression("SET revoked_at = :at, revocation_reason = :reason")
+            .expression_attribute_values(":at", n(at.unix_timestamp()))
+            .expression_attribute_values(":reason", n(i64::from(reason.code())))
+            .build()
+            .map_err(|e| Error::internal("update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+/// Maps an SDK failure: transport problems, timeouts, throttling and missing tables are `Unavailable` (the caller
+/// may retry; readiness turns 503); anything else is `Internal`. Details go to the log via the status mapping.
+pub fn sdk_error<E, R>(operation: &str, error: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let detail = format!("dynamodb {operation}: {}", DisplayErrorContext(&error));
+    match &error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Error::Unavailable(detail)
+        }
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+                | "ResourceNotFoundException"
+                | "TransactionInProgressException",
+            ) => Error::Unavailable(detail),
+            _ => Error::Internal(detail),
+        },
+        _ => Error::Internal(detail),
+    }
+}
+
+fn not_found_principal(id: &PrincipalId) -> Error {
+    Error::NotFound(format!("principal {:?}", id.as_str()))
+}
+
+fn wrong_status(current: &Principal, to: PrincipalStatus) -> Error {
+    Error::FailedPrecondition(format!(
+        "principal {:?} is {}; it cannot become {}",
+        current.id.as_str(),
+        current.status,
+        to
+    ))
+}
