@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, http_get};
 use principald::proto::{self as pb};
 
 const PRINCIPALCTL: &str = env!("CARGO_BIN_EXE_principalctl");
@@ -249,15 +249,6 @@ fn bad_configuration_exits_64_with_a_clear_message() {
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
     assert!(!tmp.path().join("data").exists(), "nothing was created before validation");
-}
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,3 +192,66 @@ pub fn openssl_verify_client(ca_pem: &str, cert_pem: &str) {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains(": OK"), "openssl verify failed: {text}");
 }
+
+/// A `principald serve` process started by a test, with the addresses it logged.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub grpc: std::net::SocketAddr,
+    pub health: std::net::SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `principald serve` on ephemeral ports with JSON logs and waits until it serves.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_principald"));
+        command
+            .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        loop {
+            let Some(Ok(line)) = lines.next() else { panic!("principald exited before serving: {seen}") };
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("principald serving") {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let addr = |k: &str| v["fields"][k].as_str().unwrap().parse().unwrap();
+                let (grpc, health) = (addr("grpc"), addr("health"));
+                // Keep draining the log so the process never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines {});
+                return Self { child, grpc, health };
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.grpc.port())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` on a plain-HTTP address: (status code, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+}
