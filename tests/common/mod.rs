@@ -218,7 +218,11 @@ impl ServerProcess {
         let mut lines = BufReader::new(stderr).lines();
         let mut seen = String::new();
         loop {
-            let Some(Ok(line)) = lines.next() else { panic!("principald exited before serving: {seen}") };
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("principald exited before serving ({status:?}): {seen}")
+            };
             seen.push_str(&line);
             seen.push('\n');
             if line.contains("principald serving") {
