@@ -84,12 +84,18 @@ pub struct StoreArgs {
     /// DynamoDB endpoint override, e.g. http://127.0.0.1:8000 for DynamoDB Local.
     #[arg(long, env = "PRINCIPALD_DYNAMODB_ENDPOINT")]
     pub dynamodb_endpoint: Option<String>,
+    /// Most SQLite writes that share one commit (group commit); 1 commits every write alone.
+    #[arg(long, env = "PRINCIPALD_SQLITE_MAX_BATCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub sqlite_max_batch: u16,
 }
 
 impl StoreArgs {
     pub fn validate(&self, data_dir: &std::path::Path) -> Result<StoreConfig, Error> {
         match self.store {
-            StoreKind::Sqlite => Ok(StoreConfig::sqlite_in(data_dir)),
+            StoreKind::Sqlite => Ok(StoreConfig::Sqlite {
+                path: crate::datadir::DataDir::new(data_dir).database(),
+                max_batch: usize::from(self.sqlite_max_batch),
+            }),
             StoreKind::Dynamodb => {
                 let prefix = &self.dynamodb_table_prefix;
                 let valid = prefix.len() <= 200

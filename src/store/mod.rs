@@ -18,8 +18,8 @@ pub mod sqlite;
 /// Which backend to use and how to reach it.
 #[derive(Clone, Debug)]
 pub enum StoreConfig {
-    /// One SQLite file (the embedded default).
-    Sqlite { path: std::path::PathBuf },
+    /// One SQLite file (the embedded default); at most `max_batch` writes share a commit.
+    Sqlite { path: std::path::PathBuf, max_batch: usize },
     /// DynamoDB tables (production; several replicas may share them).
     Dynamodb(dynamodb::DynamoConfig),
 }
@@ -27,18 +27,18 @@ pub enum StoreConfig {
 impl StoreConfig {
     /// The embedded store of a data directory.
     pub fn sqlite_in(data_dir: &std::path::Path) -> Self {
-        Self::Sqlite { path: crate::datadir::DataDir::new(data_dir).database() }
+        Self::Sqlite { path: crate::datadir::DataDir::new(data_dir).database(), max_batch: sqlite::DEFAULT_MAX_BATCH }
     }
 
     /// Opens the store. SQLite applies pending migrations; DynamoDB checks that every table and index exists and
     /// names what is missing.
     pub async fn open(&self) -> Result<std::sync::Arc<dyn Store>> {
         match self {
-            Self::Sqlite { path } => {
+            Self::Sqlite { path, max_batch } => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     crate::files::create_private_dir(dir)?;
                 }
-                Ok(std::sync::Arc::new(sqlite::SqliteStore::open(path)?))
+                Ok(std::sync::Arc::new(sqlite::SqliteStore::open_with(path, *max_batch)?))
             }
             Self::Dynamodb(config) => Ok(std::sync::Arc::new(dynamodb::DynamoStore::connect(config).await?)),
         }

@@ -1,13 +1,20 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so a commit is on disk before the
-//! method returns. Blocking SQLite calls run on tokio's blocking pool behind one connection mutex (SQLite serializes
-//! writers anyway; reads are answered from the auth cache on the hot path).
+//! method returns.
+//!
+//! Writes go to one writer thread that **group-commits**: it takes every write waiting in its queue (up to
+//! `max_batch`), runs each inside its own savepoint of one transaction (a failing write rolls back only itself), commits
+//! once (one fsync for the whole batch) and only then answers each caller. Durable throughput is therefore not bounded
+//! by the disk's fsync rate. Reads run on a small pool of reader connections, which WAL lets proceed alongside the
+//! writer and which see every write acknowledged before they start.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::model::{
@@ -24,98 +31,212 @@ const MIGRATIONS: &[&str] = &[
 const PRINCIPAL_COLUMNS: &str = "id, type, status, description, email, status_reason, created_at, updated_at";
 const CERTIFICATE_COLUMNS: &str = "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason";
 
+/// Default for the most writes committed together.
+pub const DEFAULT_MAX_BATCH: usize = 256;
+/// Reader connections.
+const READERS: usize = 2;
+
+/// One queued write: `run` executes it inside its savepoint and says whether to keep its changes; `deliver` answers
+/// the caller once the commit outcome of its batch is known (or without running, if the batch could not start).
+trait WriteJob: Send {
+    fn run(&mut self, conn: &Connection) -> bool;
+    fn deliver(self: Box<Self>, commit: Result<()>);
+}
+
+struct Pending<T, F> {
+    work: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> WriteJob for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = self.work.take().map_or_else(|| Err(Error::Internal("write ran twice".into())), |work| work(conn));
+        let keep = result.is_ok();
+        self.result = Some(result);
+        keep
+    }
+
+    fn deliver(self: Box<Self>, commit: Result<()>) {
+        let answer = match (self.result, commit) {
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Err(e)), _) | (Some(Ok(_)), Err(e)) | (None, Err(e)) => Err(e),
+            (None, Ok(())) => Err(Error::Internal("write was never run".into())),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+type Job = Box<dyn WriteJob>;
+
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    writer: mpsc::UnboundedSender<Job>,
+    readers: Arc<[Mutex<Connection>]>,
+    next_reader: Arc<AtomicUsize>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Opens (creating if needed) the database file, applies pending migrations and starts the writer thread.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path).map_err(|e| Error::Unavailable(format!("open {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sql_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
-        let store = Self { conn: Arc::new(Mutex::new(conn)) };
-        store.migrate()?;
-        Ok(store)
+        Self::open_with(path, DEFAULT_MAX_BATCH)
     }
 
-    fn migrate(&self) -> Result<()> {
-        let mut conn = self.lock();
-        let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql_err)?;
-        if applied > MIGRATIONS.len() {
-            return Err(Error::Internal(format!(
-                "database schema version {applied} is newer than this binary knows ({}): upgrade principald",
-                MIGRATIONS.len()
-            )));
-        }
-        for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-            let tx = conn.transaction().map_err(sql_err)?;
-            tx.execute_batch(sql).map_err(sql_err)?;
-            tx.pragma_update(None, "user_version", index + 1).map_err(sql_err)?;
-            tx.commit().map_err(sql_err)?;
-        }
-        Ok(())
+    /// Like [`open`](Self::open), committing at most `max_batch` writes together (1: one commit per write).
+    pub fn open_with(path: &Path, max_batch: usize) -> Result<Self> {
+        let writer = connect(path)?;
+        migrate(&writer)?;
+        let readers: Vec<Mutex<Connection>> =
+            (0..READERS).map(|_| connect(path).map(Mutex::new)).collect::<Result<_>>()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer, rx, max_batch.max(1)))
+            .map_err(|e| Error::internal("start sqlite writer", e))?;
+        Ok(Self { writer: tx, readers: readers.into(), next_reader: Arc::new(AtomicUsize::new(0)) })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves the connection usable: SQLite rolls back an unfinished transaction.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Runs `f` with the connection on the blocking pool.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` on the writer thread inside its own savepoint; resolves after the batch holding it committed.
+    async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || f(&mut this.lock())).await.map_err(|e| Error::internal("sqlite task", e))?
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(Pending { work: Some(f), result: None, reply });
+        self.writer.send(job).map_err(|_| Error::Unavailable("sqlite writer stopped".into()))?;
+        answer.await.map_err(|_| Error::Unavailable("sqlite writer stopped".into()))?
     }
+
+    /// Runs `f` with a reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let index = self.next_reader.fetch_add(1, Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock leaves the connection usable: it holds no open transaction.
+            let conn = readers[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| Error::internal("sqlite task", e))?
+    }
+
+    /// Loads many principals and certificates in one transaction, skipping none: for bulk imports and benchmark
+    /// fixtures. Fails (and writes nothing) if any row conflicts.
+    pub async fn import(&self, principals: Vec<Principal>, certificates: Vec<CertificateRecord>) -> Result<()> {
+        self.write(move |conn| {
+            for p in &principals {
+                insert_principal(conn, p)?;
+            }
+            for c in &certificates {
+                insert_certificate_row(conn, c)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| Error::Unavailable(format!("open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(sql_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql_err)?;
+    if applied > MIGRATIONS.len() {
+        return Err(Error::Internal(format!(
+            "database schema version {applied} is newer than this binary knows ({}): upgrade principald",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
+        let applied = conn
+            .execute_batch(sql)
+            .and_then(|()| conn.pragma_update(None, "user_version", index + 1))
+            .and_then(|()| conn.execute_batch("COMMIT"));
+        if let Err(e) = applied {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(sql_err(e));
+        }
+    }
+    Ok(())
+}
+
+/// The writer thread: one transaction per batch of queued writes, one savepoint per write, one commit per batch.
+fn write_loop(conn: Connection, mut jobs: mpsc::UnboundedReceiver<Job>, max_batch: usize) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let message = format!("sqlite begin: {e}");
+            for job in batch {
+                job.deliver(Err(Error::Unavailable(message.clone())));
+            }
+            continue;
+        }
+        for job in &mut batch {
+            run_in_savepoint(&conn, job.as_mut());
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| format!("sqlite commit: {e}"));
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for job in batch {
+            job.deliver(commit.clone().map_err(Error::Unavailable));
+        }
+    }
+}
+
+/// Runs `job` between SAVEPOINT and RELEASE, rolling back to the savepoint if it failed, so a failing write leaves
+/// no trace and does not disturb the others of its batch.
+fn run_in_savepoint(conn: &Connection, job: &mut dyn WriteJob) {
+    if conn.execute_batch("SAVEPOINT write").is_err() {
+        // Without a savepoint the write cannot be isolated; the failing COMMIT or the next BEGIN reports the
+        // connection's state to the callers.
+        return;
+    }
+    let keep = job.run(conn);
+    let end = if keep { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
+    let _ = conn.execute_batch(end);
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_principal(&self, principal: &Principal) -> Result<()> {
         let p = principal.clone();
-        self.with_conn(move |conn| {
-            let inserted = conn
-                .execute(
-                    "INSERT INTO principals (id, type, status, description, email, status_reason, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
-                    params![
-                        p.id.as_str(),
-                        p.kind.as_str(),
-                        p.status.as_str(),
-                        p.description,
-                        p.email,
-                        p.status_reason,
-                        p.created_at.unix_timestamp(),
-                        p.updated_at.unix_timestamp()
-                    ],
-                )
-                .map_err(sql_err)?;
-            if inserted == 0 {
-                return Err(Error::AlreadyExists(format!("principal {:?}", p.id.as_str())));
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |conn| insert_principal(conn, &p)).await
     }
 
     async fn get_principal(&self, id: &PrincipalId) -> Result<Option<Principal>> {
         let id = id.clone();
-        self.with_conn(move |conn| select_principal(conn, &id)).await
+        self.read(move |conn| select_principal(conn, &id)).await
     }
 
     async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>> {
         let filter = filter.clone();
         let after = page.token.clone().unwrap_or_default();
         let size = page.size.max(1);
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {PRINCIPAL_COLUMNS} FROM principals
                  WHERE (?1 IS NULL OR type = ?1) AND (?2 IS NULL OR status = ?2) AND id > ?3
@@ -148,22 +269,20 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<Principal> {
         let (id, from, reason) = (id.clone(), from.to_vec(), reason.map(str::to_owned));
-        self.with_conn(move |conn| {
-            let tx = conn.transaction().map_err(sql_err)?;
-            let current = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
+        self.write(move |conn| {
+            let current = select_principal(conn, &id)?.ok_or_else(|| not_found_principal(&id))?;
             if !from.contains(&current.status) {
                 return Err(wrong_status(&current, to));
             }
-            tx.execute(
+            conn.execute(
                 "UPDATE principals SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id.as_str(), to.as_str(), reason, at.unix_timestamp()],
             )
             .map_err(sql_err)?;
             if to != PrincipalStatus::Active {
-                bump_epoch(&tx)?;
+                bump_epoch(conn)?;
             }
-            let updated = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
-            tx.commit().map_err(sql_err)?;
+            let updated = select_principal(conn, &id)?.ok_or_else(|| not_found_principal(&id))?;
             Ok(updated)
         })
         .await
@@ -171,28 +290,26 @@ impl Store for SqliteStore {
 
     async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
         let id = id.clone();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction().map_err(sql_err)?;
-            let current = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
+        self.write(move |conn| {
+            let current = select_principal(conn, &id)?.ok_or_else(|| not_found_principal(&id))?;
             if current.status == PrincipalStatus::Deleted {
                 return Err(wrong_status(&current, PrincipalStatus::Deleted));
             }
             let at = at.unix_timestamp();
-            tx.execute(
+            conn.execute(
                 "UPDATE principals SET status = 'deleted', status_reason = NULL, updated_at = ?2 WHERE id = ?1",
                 params![id.as_str(), at],
             )
             .map_err(sql_err)?;
-            let revoked = tx
+            let revoked = conn
                 .execute(
                     "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
                      WHERE principal_id = ?1 AND revoked_at IS NULL",
                     params![id.as_str(), at, RevocationReason::CessationOfOperation.code()],
                 )
                 .map_err(sql_err)?;
-            bump_epoch(&tx)?;
-            let updated = select_principal(&tx, &id)?.ok_or_else(|| not_found_principal(&id))?;
-            tx.commit().map_err(sql_err)?;
+            bump_epoch(conn)?;
+            let updated = select_principal(conn, &id)?.ok_or_else(|| not_found_principal(&id))?;
             Ok((updated, u32::try_from(revoked).unwrap_or(u32::MAX)))
         })
         .await
@@ -200,10 +317,9 @@ impl Store for SqliteStore {
 
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
         let c = cert.clone();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction().map_err(sql_err)?;
+        self.write(move |conn| {
             let principal =
-                select_principal(&tx, &c.principal_id)?.ok_or_else(|| not_found_principal(&c.principal_id))?;
+                select_principal(conn, &c.principal_id)?.ok_or_else(|| not_found_principal(&c.principal_id))?;
             if principal.status != PrincipalStatus::Active {
                 return Err(Error::FailedPrecondition(format!(
                     "principal {:?} is {}: only active principals get certificates",
@@ -219,36 +335,14 @@ impl Store for SqliteStore {
                     c.principal_type
                 )));
             }
-            let inserted = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                         ON CONFLICT (serial) DO NOTHING"
-                    ),
-                    params![
-                        c.serial.as_str(),
-                        c.principal_id.as_str(),
-                        c.principal_type.as_str(),
-                        c.not_before.unix_timestamp(),
-                        c.not_after.unix_timestamp(),
-                        c.sha256_fingerprint,
-                        c.der,
-                        c.revocation.map(|r| r.at.unix_timestamp()),
-                        c.revocation.map(|r| r.reason.code()),
-                    ],
-                )
-                .map_err(sql_err)?;
-            if inserted == 0 {
-                return Err(Error::AlreadyExists(format!("certificate {}", c.serial)));
-            }
-            tx.commit().map_err(sql_err)
+            insert_certificate_row(conn, &c)
         })
         .await
     }
 
     async fn get_certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>> {
         let serial = serial.clone();
-        self.with_conn(move |conn| select_certificate(conn, &serial)).await
+        self.read(move |conn| select_certificate(conn, &serial)).await
     }
 
     async fn list_certificates(
@@ -263,7 +357,7 @@ impl Store for SqliteStore {
             Some(token) => parse_certificate_cursor(token)?,
         };
         let size = page.size.max(1);
-        self.with_conn(move |conn| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT {CERTIFICATE_COLUMNS} FROM certificates
                  WHERE principal_id = ?1 AND (?2 OR revoked_at IS NULL)
@@ -290,29 +384,27 @@ impl Store for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<CertificateRecord> {
         let serial = serial.clone();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction().map_err(sql_err)?;
+        self.write(move |conn| {
             let current =
-                select_certificate(&tx, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
+                select_certificate(conn, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
             if current.revocation.is_some() {
                 return Err(Error::FailedPrecondition(format!("certificate {serial} is already revoked")));
             }
-            tx.execute(
+            conn.execute(
                 "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3 WHERE serial = ?1",
                 params![serial.as_str(), at.unix_timestamp(), reason.code()],
             )
             .map_err(sql_err)?;
-            bump_epoch(&tx)?;
+            bump_epoch(conn)?;
             let updated =
-                select_certificate(&tx, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
-            tx.commit().map_err(sql_err)?;
+                select_certificate(conn, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
             Ok(updated)
         })
         .await
     }
 
     async fn revocation_epoch(&self) -> Result<u64> {
-        self.with_conn(|conn| {
+        self.read(|conn| {
             let value: i64 = conn
                 .query_row("SELECT value FROM meta WHERE key = 'revocation_epoch'", [], |r| r.get(0))
                 .map_err(sql_err)?;
@@ -322,8 +414,58 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
     }
+}
+
+fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO principals (id, type, status, description, email, status_reason, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+            params![
+                p.id.as_str(),
+                p.kind.as_str(),
+                p.status.as_str(),
+                p.description,
+                p.email,
+                p.status_reason,
+                p.created_at.unix_timestamp(),
+                p.updated_at.unix_timestamp()
+            ],
+        )
+        .map_err(sql_err)?;
+    if inserted == 0 {
+        return Err(Error::AlreadyExists(format!("principal {:?}", p.id.as_str())));
+    }
+    Ok(())
+}
+
+fn insert_certificate_row(conn: &Connection, c: &CertificateRecord) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (serial) DO NOTHING"
+    );
+    let inserted = conn
+        .prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                c.serial.as_str(),
+                c.principal_id.as_str(),
+                c.principal_type.as_str(),
+                c.not_before.unix_timestamp(),
+                c.not_after.unix_timestamp(),
+                c.sha256_fingerprint,
+                c.der,
+                c.revocation.map(|r| r.at.unix_timestamp()),
+                c.revocation.map(|r| r.reason.code()),
+            ])
+        })
+        .map_err(sql_err)?;
+    if inserted == 0 {
+        return Err(Error::AlreadyExists(format!("certificate {}", c.serial)));
+    }
+    Ok(())
 }
 
 fn bump_epoch(conn: &Connection) -> Result<()> {
