@@ -280,17 +280,21 @@ impl ServeArgs {
             Some(path) => PermissionTable::builtin_extended_by(path)?,
             None => PermissionTable::builtin(),
         };
-        let profile_host = if self.listen.ip().is_unspecified() || self.listen.ip().is_loopback() {
-            "localhost".to_owned()
-        } else {
-            self.listen.ip().to_string()
-        };
         let store = self.store.validate(&self.data.data_dir)?;
+        // The bootstrapped admin profile points at the listen address; a specific IP must then be in the certificate.
+        let mut names = self.server_names.clone();
+        let profile_host = match self.listen.ip() {
+            ip if ip.is_unspecified() || ip.is_loopback() => "localhost".to_owned(),
+            ip => {
+                names.push(ip.to_string());
+                if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }
+            }
+        };
         let bootstrap = BootstrapConfig {
             data_dir: self.data.data_dir.clone(),
             store: store.clone(),
             identity: identity.clone(),
-            server_names: server_names(&self.server_names)?,
+            server_names: server_names(&names)?,
             admin_id: self.admin_id.parse()?,
             profile_server: format!("https://{profile_host}:{}", self.listen.port()),
             force: false,

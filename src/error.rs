@@ -1,5 +1,5 @@
-//! The crate's one error type. Each variant is a kind of outcome a caller can act on; `service::status` maps each to
-//! exactly one gRPC code. Messages of `Unavailable` and `Internal` are logged, never sent to callers.
+//! The crate's one error type. Each variant is a kind of outcome a caller can act on; `From<Error> for Status` below maps
+//! each to exactly one gRPC code. Messages of `Unavailable` and `Internal` are logged, never sent to callers.
 
 /// What went wrong, grouped by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]

@@ -111,11 +111,13 @@ impl Registry {
             return Err(Error::InvalidArgument(format!("reason is longer than {MAX_DESCRIPTION} characters")));
         }
         let reason = Some(reason).filter(|r| !r.is_empty());
-        let principal = self
+        let result = self
             .store
             .transition_principal(id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, reason, now())
-            .await?;
+            .await;
+        // Even on an error: the write may have committed before the error (a timeout on the reply); forgetting is safe.
         self.authenticator.forget_principal(id);
+        let principal = result?;
         tracing::info!(principal = %id, by = %caller.id, "principal suspended");
         Ok(principal)
     }
@@ -133,8 +135,9 @@ impl Registry {
     /// Soft delete: DELETED, and every certificate revoked in the same write.
     pub async fn delete(&self, caller: &Caller, id: &PrincipalId) -> Result<(Principal, u32)> {
         refuse_self(caller, id, "delete")?;
-        let (principal, revoked) = self.store.delete_principal(id, now()).await?;
+        let result = self.store.delete_principal(id, now()).await;
         self.authenticator.forget_principal(id);
+        let (principal, revoked) = result?;
         tracing::info!(principal = %id, by = %caller.id, revoked, "principal deleted");
         Ok((principal, revoked))
     }
@@ -190,7 +193,7 @@ impl Registry {
             None => Ok(max),
             Some(v) if v >= MIN_VALIDITY && v <= max => Ok(v),
             Some(v) => Err(Error::InvalidArgument(format!(
-                "validity of {}s is outside {}s..={}s allowed for {kind} certificates (0 means the maximum)",
+                "requested validity of {}s is outside what {kind} certificates allow: {} to {} seconds; omit it for the maximum",
                 v.as_secs(),
                 MIN_VALIDITY.as_secs(),
                 max.as_secs()
@@ -198,15 +201,29 @@ impl Registry {
         }
     }
 
+    /// Revokes a certificate. For key compromise, every other unrevoked certificate of the principal is revoked too:
+    /// whoever holds the stolen key may already have renewed with it, and renewals carry the same identity.
     pub async fn revoke(
         &self,
         caller: &Caller,
         serial: &Serial,
         reason: RevocationReason,
     ) -> Result<CertificateRecord> {
-        let record = self.store.revoke_certificate(serial, reason, now()).await?;
+        if *serial == caller.serial {
+            return Err(Error::FailedPrecondition(
+                "this is the certificate you are calling with; revoke it from another admin's session".into(),
+            ));
+        }
+        let result = self.store.revoke_certificate(serial, reason, now()).await;
         self.authenticator.forget_certificate(serial);
+        let record = result?;
         tracing::info!(%serial, principal = %record.principal_id, reason = reason.as_str(), by = %caller.id, "certificate revoked");
+        if reason == RevocationReason::KeyCompromise {
+            let result = self.store.revoke_all_certificates(&record.principal_id, reason, now()).await;
+            self.authenticator.forget_principal(&record.principal_id);
+            let others = result?;
+            tracing::info!(principal = %record.principal_id, revoked = others, "key compromise: revoked the principal's other certificates");
+        }
         Ok(record)
     }
 

@@ -58,6 +58,20 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let health_addr = health_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
     let bootstrapped_profile = if dir.has_ca() {
         None
+    } else if dir.ca_cert().exists() || dir.ca_key().exists() {
+        return Err(Error::FailedPrecondition(format!(
+            "{} holds only half of the CA (ca.pem / ca.key): restore the missing file; refusing to create a new CA",
+            dir.root().display()
+        )));
+    } else if store.get_principal(&config.bootstrap.admin_id).await?.is_some() {
+        // The store was bootstrapped (by this or another replica) but this data dir lacks the CA: creating a new CA
+        // would split the deployment.
+        return Err(Error::FailedPrecondition(format!(
+            "no CA in {} but the store already holds admin {:?}: copy ca.pem, ca.key, server.pem and server.key from \
+             the replica that bootstrapped it (or from your secret store)",
+            dir.root().display(),
+            config.bootstrap.admin_id.as_str()
+        )));
     } else {
         let mut bootstrap = config.bootstrap.clone();
         if config.listen.port() == 0 {

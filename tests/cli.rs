@@ -334,3 +334,23 @@ fn sigterm_stops_the_server_gracefully() {
     assert!(log.contains("draining in-flight requests") && log.contains("gRPC server stopped"), "{log}");
     assert!(!log.contains("BEGIN"), "no key material in logs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_to_replace_a_missing_ca_of_a_bootstrapped_store() {
+    let server = TestServer::start().await;
+    let config = server.config().clone();
+    let data = server.data_dir.clone();
+    server.running.shutdown().await;
+    let mut config = config;
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.health_listen = "127.0.0.1:0".parse().unwrap();
+
+    std::fs::remove_file(data.join("ca.key")).unwrap();
+    let error = principald::server::start(config.clone()).await.err().expect("half a CA must be refused");
+    assert!(error.to_string().contains("only half of the CA"), "{error}");
+
+    std::fs::remove_file(data.join("ca.pem")).unwrap();
+    let error = principald::server::start(config).await.err().expect("a new CA for an existing store must be refused");
+    assert!(error.to_string().contains("already holds admin"), "{error}");
+    assert!(!data.join("ca.pem").exists(), "no new CA was written");
+}

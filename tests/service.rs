@@ -446,3 +446,60 @@ fn openssl_csr(key_args: &[&str]) -> Vec<u8> {
     assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
+
+#[tokio::test]
+async fn key_compromise_revokes_renewals_made_with_the_stolen_key() {
+    let server = TestServer::start().await;
+    let stolen = server.enroll("w1", pb::PrincipalType::Worker).await;
+    // The thief renews with the stolen key before the owner notices.
+    let mut thief = server.client(&stolen).await;
+    let (thief_key, csr) = key_and_csr();
+    let renewed = thief
+        .renew_certificate(pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let thief_creds = principald::client::Credentials {
+        ca_pem: renewed.ca_chain_pem,
+        cert_pem: renewed.certificate_pem,
+        key_pem: thief_key.serialize_pem(),
+    };
+    let stolen_serial = thief.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner().certificate_serial;
+
+    let mut admin = server.admin().await;
+    admin
+        .revoke_certificate(pb::RevokeCertificateRequest {
+            serial: stolen_serial,
+            reason: pb::RevocationReason::KeyCompromise.into(),
+        })
+        .await
+        .unwrap();
+    let status = server.client(&thief_creds).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "the renewal made with the stolen key is revoked too: {status:?}");
+    let list = admin
+        .list_certificates(pb::ListCertificatesRequest {
+            principal_id: "w1".into(),
+            include_revoked: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.certificates.is_empty(), "{:?}", list.certificates);
+    // A fresh certificate from an admin works again.
+    let fresh = server.issue("w1").await;
+    server.client(&fresh).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_admin_cannot_revoke_the_certificate_it_is_calling_with() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let me = admin.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    let status = admin
+        .revoke_certificate(pb::RevokeCertificateRequest { serial: me.certificate_serial, reason: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    admin.who_am_i(pb::WhoAmIRequest {}).await.expect("still works");
+}

@@ -4,7 +4,8 @@
 //! and then calls `forget_*`, which bumps a generation counter. A lookup notes the generation before it reads the
 //! store and only caches its result if the generation is unchanged, so a read that raced a revocation is never
 //! cached. On this server a withdrawal therefore takes effect on the next request. Another replica sharing the store
-//! learns of it when its own cache entry expires: at most `ttl` later.
+//! learns of it through the store's revocation epoch (polled by the server, which then calls `forget_all`), or at the
+//! latest when its own cache entry expires after `ttl`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,12 +45,12 @@ impl Authenticator {
             return Ok(caller);
         }
         let generation = self.cache.generation();
-        let caller = Arc::new(self.check_store(&peer).await?);
+        let caller = Arc::new(self.check_store(&peer, leaf_der).await?);
         self.cache.insert(generation, peer.serial, caller.clone());
         Ok(caller)
     }
 
-    async fn check_store(&self, peer: &PeerIdentity) -> Result<Caller> {
+    async fn check_store(&self, peer: &PeerIdentity, leaf_der: &[u8]) -> Result<Caller> {
         let (cert, principal) =
             tokio::try_join!(self.store.get_certificate(&peer.serial), self.store.get_principal(&peer.id))?;
         let principal =
@@ -75,7 +76,8 @@ impl Authenticator {
         if cert.revocation.is_some() {
             return Err(unauthenticated("client certificate has been revoked"));
         }
-        if cert.principal_id != peer.id || cert.principal_type != peer.kind {
+        let fingerprint = crate::model::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der).as_ref());
+        if cert.principal_id != peer.id || cert.principal_type != peer.kind || cert.sha256_fingerprint != fingerprint {
             return Err(unauthenticated("client certificate does not match its registration"));
         }
         Ok(Caller {

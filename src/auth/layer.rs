@@ -78,7 +78,11 @@ where
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
-                Err(error) => Ok(Status::from(error).into_http()),
+                Err(error) => {
+                    // The audit trail of refused calls; the message names no key material.
+                    tracing::info!(%path, %error, "request refused");
+                    Ok(Status::from(error).into_http())
+                }
             }
         })
     }

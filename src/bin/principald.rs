@@ -50,11 +50,9 @@ enum Failure {
     Runtime(String),
 }
 
+/// Failures after configuration was validated (files, ports, the store) exit 1, not 64.
 fn runtime_failure(e: Error) -> Failure {
-    match e {
-        Error::InvalidArgument(m) => Failure::Config(m),
-        other => Failure::Runtime(other.to_string()),
-    }
+    Failure::Runtime(e.to_string())
 }
 
 async fn run(command: Command) -> Result<(), Failure> {

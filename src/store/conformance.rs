@@ -21,7 +21,7 @@ macro_rules! store_conformance_tests {
             principals_list_in_id_order_across_pages, principal_filters_apply, transitions_check_the_current_status,
             delete_revokes_every_certificate_atomically, certificates_need_an_active_principal_of_the_same_type,
             certificate_round_trips_and_serials_are_unique, certificates_list_newest_first_across_pages,
-            revocation_happens_once, concurrent_inserts_are_all_kept, withdrawals_advance_the_revocation_epoch, ping_answers);
+            revocation_happens_once, concurrent_inserts_are_all_kept, withdrawals_advance_the_revocation_epoch, revoke_all_revokes_only_that_principals_certificates, ping_answers);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -336,6 +336,35 @@ pub async fn withdrawals_advance_the_revocation_epoch(store: Arc<dyn Store>) {
     let before = store.revocation_epoch().await.unwrap();
     assert!(store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Unspecified, t0()).await.is_err());
     assert_eq!(store.revocation_epoch().await.unwrap(), before);
+}
+
+pub async fn revoke_all_revokes_only_that_principals_certificates(store: Arc<dyn Store>) {
+    let p = principal("w1", PrincipalType::Worker);
+    let other = principal("w2", PrincipalType::Worker);
+    store.create_principal(&p).await.unwrap();
+    store.create_principal(&other).await.unwrap();
+    for serial in ["01", "02", "03"] {
+        store.insert_certificate(&certificate(serial, &p, t0())).await.unwrap();
+    }
+    store.insert_certificate(&certificate("04", &other, t0())).await.unwrap();
+    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Superseded, t0()).await.unwrap();
+    let before = store.revocation_epoch().await.unwrap();
+    let at = t0() + Duration::hours(1);
+    assert_eq!(store.revoke_all_certificates(&p.id, RevocationReason::KeyCompromise, at).await.unwrap(), 2);
+    assert!(store.revocation_epoch().await.unwrap() > before);
+    let reason = |serial: &str| {
+        let store = store.clone();
+        let serial: Serial = serial.parse().unwrap();
+        async move { store.get_certificate(&serial).await.unwrap().unwrap().revocation.map(|r| r.reason) }
+    };
+    assert_eq!(reason("01").await, Some(RevocationReason::Superseded), "earlier revocations are kept");
+    assert_eq!(reason("02").await, Some(RevocationReason::KeyCompromise));
+    assert_eq!(reason("03").await, Some(RevocationReason::KeyCompromise));
+    assert_eq!(reason("04").await, None, "other principals are untouched");
+    assert_eq!(
+        store.revoke_all_certificates(&"nobody".parse().unwrap(), RevocationReason::KeyCompromise, at).await.unwrap(),
+        0
+    );
 }
 
 pub async fn ping_answers(store: Arc<dyn Store>) {

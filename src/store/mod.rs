@@ -114,15 +114,25 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<Principal>;
 
-    /// In one atomic write: sets the principal DELETED (from ACTIVE or SUSPENDED) and revokes each of its unrevoked
-    /// certificates with reason cessationOfOperation at `at`. Returns the principal and how many certificates it
-    /// revoked. `NotFound` if there is no such principal; `FailedPrecondition` if it is already deleted.
+    /// Sets the principal DELETED (from ACTIVE or SUSPENDED) in one atomic write, which withdraws all its access at
+    /// once, and revokes each of its unrevoked certificates with reason cessationOfOperation at `at` (SQLite: in the
+    /// same write; DynamoDB: right after, from its index). Returns the principal and how many certificates it revoked.
+    /// `NotFound` if there is no such principal; `FailedPrecondition` if it is already deleted.
     async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)>;
 
     /// Records an issued certificate, in the same atomic write that checks its principal exists, is ACTIVE and has
     /// `cert.principal_type`. `NotFound` if the principal does not exist; `FailedPrecondition` if it is not active or
     /// has another type; `AlreadyExists` if the serial is taken.
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()>;
+
+    /// Revokes every unrevoked certificate of the principal at `at` for `reason` (earlier revocations keep their time
+    /// and reason) and advances the revocation epoch. Returns how many it revoked; 0 for an unknown principal.
+    async fn revoke_all_certificates(
+        &self,
+        principal: &PrincipalId,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<u32>;
 
     /// The certificate with this serial, revoked or expired included; `Ok(None)` if unknown. Strongly consistent.
     async fn get_certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>>;

@@ -194,30 +194,39 @@ fn write_loop(conn: Connection, mut jobs: mpsc::UnboundedReceiver<Job>, max_batc
             }
             continue;
         }
+        // If SQLite abandons the transaction (I/O error, disk full), stop: the writes that ran are gone with it, and
+        // the remaining ones must not run outside a transaction. Every caller of the batch then gets the error.
+        let mut broken = None;
         for job in &mut batch {
-            run_in_savepoint(&conn, job.as_mut());
+            if let Err(message) = run_in_savepoint(&conn, job.as_mut()) {
+                broken = Some(message);
+                break;
+            }
         }
-        let commit = conn.execute_batch("COMMIT").map_err(|e| format!("sqlite commit: {e}"));
-        if commit.is_err() {
+        let outcome = match broken {
+            Some(message) => Err(message),
+            None => conn.execute_batch("COMMIT").map_err(|e| format!("sqlite commit: {e}")),
+        };
+        if outcome.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         for job in batch {
-            job.deliver(commit.clone().map_err(Error::Unavailable));
+            job.deliver(outcome.clone().map_err(Error::Unavailable));
         }
     }
 }
 
-/// Runs `job` between SAVEPOINT and RELEASE, rolling back to the savepoint if it failed, so a failing write leaves
-/// no trace and does not disturb the others of its batch.
-fn run_in_savepoint(conn: &Connection, job: &mut dyn WriteJob) {
-    if conn.execute_batch("SAVEPOINT write").is_err() {
-        // Without a savepoint the write cannot be isolated; the failing COMMIT or the next BEGIN reports the
-        // connection's state to the callers.
-        return;
+/// Runs `job` between SAVEPOINT and RELEASE, rolling back to the savepoint if it failed (or panicked), so a failing
+/// write leaves no trace and does not disturb the others of its batch. `Err` if the batch's transaction is no longer
+/// usable.
+fn run_in_savepoint(conn: &Connection, job: &mut dyn WriteJob) -> std::result::Result<(), String> {
+    conn.execute_batch("SAVEPOINT write").map_err(|e| format!("sqlite savepoint: {e}"))?;
+    let keep = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn))).unwrap_or(false);
+    if conn.is_autocommit() {
+        return Err("sqlite abandoned the transaction".into());
     }
-    let keep = job.run(conn);
     let end = if keep { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
-    let _ = conn.execute_batch(end);
+    conn.execute_batch(end).map_err(|e| format!("sqlite release: {e}"))
 }
 
 #[async_trait]
@@ -301,16 +310,9 @@ impl Store for SqliteStore {
                 params![id.as_str(), at],
             )
             .map_err(sql_err)?;
-            let revoked = conn
-                .execute(
-                    "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
-                     WHERE principal_id = ?1 AND revoked_at IS NULL",
-                    params![id.as_str(), at, RevocationReason::CessationOfOperation.code()],
-                )
-                .map_err(sql_err)?;
-            bump_epoch(conn)?;
+            let revoked = revoke_all(conn, &id, RevocationReason::CessationOfOperation, at)?;
             let updated = select_principal(conn, &id)?.ok_or_else(|| not_found_principal(&id))?;
-            Ok((updated, u32::try_from(revoked).unwrap_or(u32::MAX)))
+            Ok((updated, revoked))
         })
         .await
     }
@@ -338,6 +340,16 @@ impl Store for SqliteStore {
             insert_certificate_row(conn, &c)
         })
         .await
+    }
+
+    async fn revoke_all_certificates(
+        &self,
+        principal: &PrincipalId,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<u32> {
+        let principal = principal.clone();
+        self.write(move |conn| revoke_all(conn, &principal, reason, at.unix_timestamp())).await
     }
 
     async fn get_certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>> {
@@ -413,8 +425,9 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// Goes through the writer, so a stuck or stopped writer makes the store unready.
     async fn ping(&self) -> Result<()> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
+        self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
     }
 }
 
@@ -466,6 +479,18 @@ fn insert_certificate_row(conn: &Connection, c: &CertificateRecord) -> Result<()
         return Err(Error::AlreadyExists(format!("certificate {}", c.serial)));
     }
     Ok(())
+}
+
+fn revoke_all(conn: &Connection, principal: &PrincipalId, reason: RevocationReason, at: i64) -> Result<u32> {
+    let revoked = conn
+        .execute(
+            "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
+             WHERE principal_id = ?1 AND revoked_at IS NULL",
+            params![principal.as_str(), at, reason.code()],
+        )
+        .map_err(sql_err)?;
+    bump_epoch(conn)?;
+    Ok(u32::try_from(revoked).unwrap_or(u32::MAX))
 }
 
 fn bump_epoch(conn: &Connection) -> Result<()> {

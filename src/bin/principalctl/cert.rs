@@ -33,7 +33,7 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Shorter validity than the server's maximum for the type, e.g. 7d.
-        #[arg(long, value_parser = duration)]
+        #[arg(long, value_parser = validity)]
         validity: Option<Duration>,
         #[arg(long, value_enum, default_value_t)]
         key_type: KeyType,
@@ -49,7 +49,8 @@ pub enum Command {
         /// Keep running: renew at about two thirds of each certificate's lifetime, retrying with backoff.
         #[arg(long)]
         watch: bool,
-        #[arg(long, value_parser = duration)]
+        /// Shorter validity than the server's maximum for the type, e.g. 7d.
+        #[arg(long, value_parser = validity)]
         validity: Option<Duration>,
         #[arg(long, value_enum, default_value_t)]
         key_type: KeyType,
@@ -77,6 +78,15 @@ pub enum Command {
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
+}
+
+/// A certificate validity: whole seconds, at least a minute (the server's minimum).
+fn validity(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(60) || d.subsec_nanos() != 0 {
+        return Err(format!("{s:?} is not a usable validity: use whole seconds, at least 60s (e.g. 12h, 7d)"));
+    }
+    Ok(d)
 }
 
 fn reason(s: &str) -> Result<RevocationReason, String> {

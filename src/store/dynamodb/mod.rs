@@ -113,18 +113,29 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
+    /// Runs a transaction. Cancellations caused only by conflicting concurrent transactions (every withdrawal writes
+    /// the one epoch item) are retried a few times with jittered backoff; the SDK's client request token keeps each
+    /// attempt idempotent.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> std::result::Result<(), TransactionFailure> {
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let reasons = match e.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
-                        c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_owned()).collect()
-                    }
+        let mut attempt = 0u32;
+        loop {
+            let failure = match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => match e.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => TransactionFailure::Cancelled(
+                        c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_owned()).collect(),
+                    ),
                     _ => return Err(TransactionFailure::Error(sdk_error("TransactWriteItems", e))),
-                };
-                Err(TransactionFailure::Cancelled(reasons))
+                },
+            };
+            attempt += 1;
+            if !failure.only_conflicts() || attempt >= 5 {
+                return Err(failure);
             }
+            let mut jitter = [0u8; 1];
+            let _ = aws_lc_rs::rand::fill(&mut jitter);
+            tokio::time::sleep(Duration::from_millis(u64::from(10 * attempt) + u64::from(jitter[0] % 20))).await;
         }
     }
 
@@ -183,6 +194,13 @@ enum TransactionFailure {
 }
 
 impl TransactionFailure {
+    /// Cancelled only because other transactions touched the same items at the same time.
+    fn only_conflicts(&self) -> bool {
+        matches!(self, Self::Cancelled(reasons)
+            if reasons.iter().any(|r| r == "TransactionConflict")
+                && reasons.iter().all(|r| r == "TransactionConflict" || r == "None"))
+    }
+
     fn failed_condition(&self, index: usize) -> bool {
         matches!(self, Self::Cancelled(reasons) if reasons.get(index).is_some_and(|r| r == "ConditionalCheckFailed"))
     }
@@ -191,7 +209,7 @@ impl TransactionFailure {
         match self {
             Self::Error(e) => e,
             Self::Cancelled(reasons) if reasons.iter().any(|r| r == "TransactionConflict") => {
-                Error::Unavailable("dynamodb transaction conflict; retry".into())
+                Error::Unavailable("dynamodb transaction kept conflicting with concurrent writes".into())
             }
             Self::Cancelled(reasons)
                 if reasons.iter().any(|r| r == "ThrottlingError" || r == "ProvisionedThroughputExceeded") =>
@@ -297,19 +315,8 @@ impl Store for DynamoStore {
     }
 
     async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
-        // Access is withdrawn atomically by the principal's status (authentication requires ACTIVE, issuance requires
-        // ACTIVE in its own transaction); the certificates are revoked in the same transaction as far as it holds them
-        // and in follow-up transactions beyond 98.
-        let mut serials = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self.list_certificates(id, false, &PageRequest { size: 1000, token }).await?;
-            serials.extend(page.items.into_iter().map(|c| c.serial));
-            token = page.next_token;
-            if token.is_none() {
-                break;
-            }
-        }
+        // The status change withdraws access atomically (authentication and issuance both require ACTIVE); the
+        // certificates are then revoked from the index.
         let delete = Update::builder()
             .table_name(&self.principals)
             .key("id", s(id.as_str()))
@@ -320,33 +327,56 @@ impl Store for DynamoStore {
             .expression_attribute_values(":at", n(at.unix_timestamp()))
             .build()
             .map_err(|e| Error::internal("update", e))?;
-        let mut chunks = serials.chunks(MAX_TRANSACTION_ITEMS - 2);
-        let mut first = vec![TransactWriteItem::builder().update(delete).build(), self.epoch_bump()?];
-        let first_chunk = chunks.next().unwrap_or_default();
-        first.extend(
-            first_chunk
-                .iter()
-                .map(|serial| self.revoke_write(serial, RevocationReason::CessationOfOperation, at))
-                .collect::<Result<Vec<_>>>()?,
-        );
-        if let Err(failure) = self.transact(first).await {
+        let writes = vec![TransactWriteItem::builder().update(delete).build(), self.epoch_bump()?];
+        if let Err(failure) = self.transact(writes).await {
             if failure.failed_condition(0) {
                 let current = self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))?;
                 return Err(wrong_status(&current, PrincipalStatus::Deleted));
             }
             return Err(failure.into_error());
         }
-        let mut revoked = first_chunk.len();
-        for chunk in chunks {
-            for serial in chunk {
-                // Individually, so a certificate revoked meanwhile does not cancel the others.
-                if self.revoke_certificate(serial, RevocationReason::CessationOfOperation, at).await.is_ok() {
-                    revoked += 1;
+        let revoked = self.revoke_all_certificates(id, RevocationReason::CessationOfOperation, at).await?;
+        let principal = self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))?;
+        Ok((principal, revoked))
+    }
+
+    async fn revoke_all_certificates(
+        &self,
+        principal: &PrincipalId,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<u32> {
+        // The index is eventually consistent: sweep until it shows nothing unrevoked (a certificate recorded a moment
+        // ago may appear late), at most a few rounds.
+        let mut revoked = 0u32;
+        for _ in 0..3 {
+            let mut serials = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self.list_certificates(principal, false, &PageRequest { size: 1000, token }).await?;
+                serials.extend(page.items.into_iter().map(|c| c.serial));
+                token = page.next_token;
+                if token.is_none() {
+                    break;
                 }
             }
+            if serials.is_empty() {
+                break;
+            }
+            for chunk in serials.chunks(MAX_TRANSACTION_ITEMS - 1) {
+                let mut writes = vec![self.epoch_bump()?];
+                for serial in chunk {
+                    writes.push(self.revoke_if_unrevoked(serial, reason, at)?);
+                }
+                self.transact(writes).await.map_err(TransactionFailure::into_error)?;
+                revoked += u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            }
         }
-        let principal = self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))?;
-        Ok((principal, u32::try_from(revoked).unwrap_or(u32::MAX)))
+        if revoked == 0 {
+            // Still advance the epoch: callers rely on it after any withdrawal.
+            self.transact(vec![self.epoch_bump()?]).await.map_err(TransactionFailure::into_error)?;
+        }
+        Ok(revoked)
     }
 
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
@@ -482,6 +512,26 @@ impl Store for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Revokes `serial` unless it is revoked already, in which case the first revocation's time and reason stay: never
+    /// fails a transaction over a certificate revoked concurrently.
+    fn revoke_if_unrevoked(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<TransactWriteItem> {
+        let update = Update::builder()
+            .table_name(&self.certificates)
+            .key("serial", s(serial.as_str()))
+            .condition_expression("attribute_exists(serial)")
+            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at), revocation_reason = if_not_exists(revocation_reason, :reason)")
+            .expression_attribute_values(":at", n(at.unix_timestamp()))
+            .expression_attribute_values(":reason", n(i64::from(reason.code())))
+            .build()
+            .map_err(|e| Error::internal("update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
     fn revoke_write(&self, serial: &Serial, reason: RevocationReason, at: OffsetDateTime) -> Result<TransactWriteItem> {
         let update = Update::builder()
             .table_name(&self.certificates)
