@@ -39,14 +39,17 @@ impl Authenticator {
     /// Authenticates the holder of `leaf_der`, a client certificate that TLS has already verified against the CA.
     /// Every failure is `Unauthenticated` with a reason the caller can act on, except store outages (`Unavailable`).
     pub async fn authenticate(&self, leaf_der: &[u8]) -> Result<Arc<Caller>> {
-        let peer = PeerIdentity::from_der(&self.oids, leaf_der)?;
-        peer.check_validity(crate::model::now())?;
-        if let Some(caller) = self.cache.get(&peer.serial) {
+        let now = crate::model::now();
+        // Keyed by the certificate's bytes, so a cache hit needs no X.509 parsing (the largest cost of this path).
+        if let Some((caller, not_before, not_after)) = self.cache.get(leaf_der) {
+            crate::auth::peer::check_validity(not_before, not_after, now)?;
             return Ok(caller);
         }
+        let peer = PeerIdentity::from_der(&self.oids, leaf_der)?;
+        peer.check_validity(now)?;
         let generation = self.cache.generation();
         let caller = Arc::new(self.check_store(&peer, leaf_der).await?);
-        self.cache.insert(generation, peer.serial, caller.clone());
+        self.cache.insert(generation, leaf_der, caller.clone(), &peer);
         Ok(caller)
     }
 
@@ -116,14 +119,17 @@ fn unauthenticated(message: &str) -> Error {
 
 struct CacheEntry {
     caller: Arc<Caller>,
+    /// The certificate's validity, re-checked on every hit.
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
     inserted: Instant,
 }
 
-/// Serial -> authenticated caller, with a TTL and a generation counter (see the module docs).
+/// Certificate (DER) -> authenticated caller, with a TTL and a generation counter (see the module docs).
 struct AuthCache {
     ttl: Duration,
     generation: AtomicU64,
-    entries: RwLock<HashMap<Serial, CacheEntry>>,
+    entries: RwLock<HashMap<Box<[u8]>, CacheEntry>>,
 }
 
 impl AuthCache {
@@ -131,17 +137,17 @@ impl AuthCache {
         Self { ttl, generation: AtomicU64::new(0), entries: RwLock::new(HashMap::new()) }
     }
 
-    fn get(&self, serial: &Serial) -> Option<Arc<Caller>> {
+    fn get(&self, leaf_der: &[u8]) -> Option<(Arc<Caller>, time::OffsetDateTime, time::OffsetDateTime)> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.get(serial)?;
-        (entry.inserted.elapsed() < self.ttl).then(|| entry.caller.clone())
+        let entry = entries.get(leaf_der)?;
+        (entry.inserted.elapsed() < self.ttl).then(|| (entry.caller.clone(), entry.not_before, entry.not_after))
     }
 
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn insert(&self, generation: u64, serial: Serial, caller: Arc<Caller>) {
+    fn insert(&self, generation: u64, leaf_der: &[u8], caller: Arc<Caller>, peer: &PeerIdentity) {
         if self.ttl.is_zero() {
             return;
         }
@@ -156,12 +162,13 @@ impl AuthCache {
                 entries.clear();
             }
         }
-        entries.insert(serial, CacheEntry { caller, inserted: Instant::now() });
+        let (not_before, not_after) = (peer.not_before, peer.not_after);
+        entries.insert(leaf_der.into(), CacheEntry { caller, not_before, not_after, inserted: Instant::now() });
     }
 
     fn forget(&self, matches: impl Fn(&Serial, &Caller) -> bool) {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.retain(|serial, e| !matches(serial, &e.caller));
+        entries.retain(|_, e| !matches(&e.caller.serial, &e.caller));
     }
 }

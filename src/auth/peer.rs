@@ -37,12 +37,17 @@ impl PeerIdentity {
     /// `Ok` if `now` lies within the certificate's validity. Connections outlive certificates, so this is checked on
     /// every request, not only at the handshake.
     pub fn check_validity(&self, now: OffsetDateTime) -> Result<(), Error> {
-        if now < self.not_before {
-            return Err(Error::Unauthenticated("client certificate is not valid yet: check the clock".into()));
-        }
-        if now > self.not_after {
-            return Err(Error::Unauthenticated("client certificate has expired: renew it or get a new one".into()));
-        }
-        Ok(())
+        check_validity(self.not_before, self.not_after, now)
     }
+}
+
+/// `Ok` if `now` lies within `not_before..=not_after`; otherwise says which way it is off.
+pub fn check_validity(not_before: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime) -> Result<(), Error> {
+    if now < not_before {
+        return Err(Error::Unauthenticated("client certificate is not valid yet: check the clock".into()));
+    }
+    if now > not_after {
+        return Err(Error::Unauthenticated("client certificate has expired: renew it or get a new one".into()));
+    }
+    Ok(())
 }

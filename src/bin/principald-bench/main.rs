@@ -41,6 +41,9 @@ struct Cli {
     /// Principal counts for the scale figures (embedded store); empty to skip them.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
     scale: Vec<u64>,
+    /// Only these figure groups (a, b, c, d, opt, e); all when empty.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
@@ -82,28 +85,42 @@ async fn main() {
     procs::bootstrap(&data, &store_args);
     let admin = admin_credentials(&data);
 
-    eprintln!("== unary and connection figures");
+    let wanted = |group: &str| cli.only.is_empty() || cli.only.iter().any(|g| g == group);
+    eprintln!("== unary, connection, issuance and revocation figures");
     {
         let server = procs::principald(&data, &store_args);
         let bare = procs::bare(&data);
+        eprintln!("   principald pid {}, bare pid {}", server.pid(), bare.pid());
         let workers = enroll(&server.url(), &admin, "bench-worker", WORKERS).await;
-        unary(&mut rows, &server.url(), &bare.url(), &workers[0], cli.duration).await;
-        new_connections(&mut rows, &server.url(), &bare.url(), &workers[0], cli.duration).await;
-        issuance(&mut rows, &server.url(), &admin, &workers, &data, cli.duration).await;
-        revocation_same_replica(&mut rows, &server.url(), &admin).await;
-        if cli.store == StoreKind::Dynamodb {
-            let second = procs::principald(&data, &store_args);
-            revocation_cross_replica(&mut rows, &server.url(), &second.url(), &admin).await;
+        if wanted("a") {
+            unary(&mut rows, &server.url(), &bare.url(), &workers[0], cli.duration).await;
+        }
+        if wanted("b") {
+            new_connections(&mut rows, &server.url(), &bare.url(), &workers[0], cli.duration).await;
+        }
+        if wanted("c") {
+            issuance(&mut rows, &server.url(), &admin, &workers, &data, cli.duration).await;
+        }
+        if wanted("d") {
+            revocation_same_replica(&mut rows, &server.url(), &admin).await;
+            if cli.store == StoreKind::Dynamodb {
+                let second = procs::principald(&data, &store_args);
+                revocation_cross_replica(&mut rows, &server.url(), &second.url(), &admin).await;
+            }
         }
     }
     if cli.store == StoreKind::Sqlite {
-        eprintln!("== optimizations, before and after");
-        optimizations(&mut rows, tmp.path(), cli.duration).await;
-        for &n in &cli.scale {
-            eprintln!("== scale: {n} principals");
-            scale(&mut rows, tmp.path(), n, cli.duration).await;
+        if wanted("opt") {
+            eprintln!("== optimizations, before and after");
+            optimizations(&mut rows, tmp.path(), cli.duration).await;
         }
-        scale_targets(&mut rows, &cli.scale);
+        if wanted("e") {
+            for &n in &cli.scale {
+                eprintln!("== scale: {n} principals");
+                scale(&mut rows, tmp.path(), n, cli.duration).await;
+            }
+            scale_targets(&mut rows, &cli.scale);
+        }
     }
     report::print(&rows);
     let json = report::to_json(&rows, machine());
