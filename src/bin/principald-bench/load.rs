@@ -18,6 +18,15 @@ impl Stats {
         if self.seconds > 0.0 { self.ok as f64 / self.seconds } else { 0.0 }
     }
 
+    /// Adds another run's results (for runs measured in slices).
+    pub fn merge(&mut self, other: Stats) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+        self.latencies_us.extend(other.latencies_us);
+        self.latencies_us.sort_unstable();
+    }
+
     /// Latency percentile (0..=100) in milliseconds.
     pub fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
