@@ -163,3 +163,42 @@ pub trait Store: Send + Sync + 'static {
     /// `Ok` if the backend answers a trivial read now. Used by readiness checks.
     async fn ping(&self) -> Result<()>;
 }
+
+/// Errors every backend reports the same way, so callers see the same messages whatever the store.
+pub(crate) mod errors {
+    use crate::error::Error;
+    use crate::model::{Principal, PrincipalId, PrincipalStatus, PrincipalType};
+
+    pub fn principal_not_found(id: &PrincipalId) -> Error {
+        Error::NotFound(format!("principal {:?}", id.as_str()))
+    }
+
+    pub fn wrong_status(current: &Principal, to: PrincipalStatus) -> Error {
+        Error::FailedPrecondition(format!(
+            "principal {:?} is {}; it cannot become {}",
+            current.id.as_str(),
+            current.status,
+            to
+        ))
+    }
+
+    /// `Ok` if `principal` may receive a certificate of type `kind`: ACTIVE and of that type.
+    pub fn check_issuable(principal: &Principal, kind: PrincipalType) -> Result<(), Error> {
+        if principal.status != PrincipalStatus::Active {
+            return Err(Error::FailedPrecondition(format!(
+                "principal {:?} is {}: only active principals get certificates",
+                principal.id.as_str(),
+                principal.status
+            )));
+        }
+        if principal.kind != kind {
+            return Err(Error::FailedPrecondition(format!(
+                "principal {:?} is a {}, not a {}",
+                principal.id.as_str(),
+                principal.kind,
+                kind
+            )));
+        }
+        Ok(())
+    }
+}

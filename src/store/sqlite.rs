@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Revocation, RevocationReason, Serial,
 };
-use crate::store::{Page, PageRequest, PrincipalFilter, Store};
+use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
 
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[&str] = &[
@@ -297,9 +297,9 @@ impl Store for SqliteStore {
     ) -> Result<Principal> {
         let (id, from, reason) = (id.clone(), from.to_vec(), reason.map(str::to_owned));
         self.write(move |conn| {
-            let current = select_principal(conn, &id)?.ok_or_else(|| not_found_principal(&id))?;
+            let current = select_principal(conn, &id)?.ok_or_else(|| errors::principal_not_found(&id))?;
             if !from.contains(&current.status) {
-                return Err(wrong_status(&current, to));
+                return Err(errors::wrong_status(&current, to));
             }
             conn.execute(
                 "UPDATE principals SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
@@ -309,7 +309,7 @@ impl Store for SqliteStore {
             if to != PrincipalStatus::Active {
                 bump_epoch(conn)?;
             }
-            let updated = select_principal(conn, &id)?.ok_or_else(|| not_found_principal(&id))?;
+            let updated = select_principal(conn, &id)?.ok_or_else(|| errors::principal_not_found(&id))?;
             Ok(updated)
         })
         .await
@@ -318,9 +318,9 @@ impl Store for SqliteStore {
     async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
         let id = id.clone();
         self.write(move |conn| {
-            let current = select_principal(conn, &id)?.ok_or_else(|| not_found_principal(&id))?;
+            let current = select_principal(conn, &id)?.ok_or_else(|| errors::principal_not_found(&id))?;
             if current.status == PrincipalStatus::Deleted {
-                return Err(wrong_status(&current, PrincipalStatus::Deleted));
+                return Err(errors::wrong_status(&current, PrincipalStatus::Deleted));
             }
             let at = at.unix_timestamp();
             conn.execute(
@@ -329,7 +329,7 @@ impl Store for SqliteStore {
             )
             .map_err(sql_err)?;
             let revoked = revoke_all(conn, &id, RevocationReason::CessationOfOperation, at)?;
-            let updated = select_principal(conn, &id)?.ok_or_else(|| not_found_principal(&id))?;
+            let updated = select_principal(conn, &id)?.ok_or_else(|| errors::principal_not_found(&id))?;
             Ok((updated, revoked))
         })
         .await
@@ -339,22 +339,8 @@ impl Store for SqliteStore {
         let c = cert.clone();
         self.write(move |conn| {
             let principal =
-                select_principal(conn, &c.principal_id)?.ok_or_else(|| not_found_principal(&c.principal_id))?;
-            if principal.status != PrincipalStatus::Active {
-                return Err(Error::FailedPrecondition(format!(
-                    "principal {:?} is {}: only active principals get certificates",
-                    principal.id.as_str(),
-                    principal.status
-                )));
-            }
-            if principal.kind != c.principal_type {
-                return Err(Error::FailedPrecondition(format!(
-                    "principal {:?} is a {}, not a {}",
-                    principal.id.as_str(),
-                    principal.kind,
-                    c.principal_type
-                )));
-            }
+                select_principal(conn, &c.principal_id)?.ok_or_else(|| errors::principal_not_found(&c.principal_id))?;
+            errors::check_issuable(&principal, c.principal_type)?;
             insert_certificate_row(conn, &c)
         })
         .await
@@ -595,19 +581,6 @@ fn parse_certificate_cursor(token: &str) -> Result<(i64, String)> {
 
 fn timestamp(secs: i64) -> Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(secs).map_err(corrupt)
-}
-
-fn not_found_principal(id: &PrincipalId) -> Error {
-    Error::NotFound(format!("principal {:?}", id.as_str()))
-}
-
-fn wrong_status(current: &Principal, to: PrincipalStatus) -> Error {
-    Error::FailedPrecondition(format!(
-        "principal {:?} is {}; it cannot become {}",
-        current.id.as_str(),
-        current.status,
-        to
-    ))
 }
 
 fn corrupt(e: impl std::fmt::Display) -> Error {

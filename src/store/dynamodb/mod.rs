@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
 };
-use crate::store::{Page, PageRequest, PrincipalFilter, Store};
+use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
 use items::{Item, n, s};
 
 /// Key of the revocation epoch item in the meta table.
@@ -308,10 +308,10 @@ impl Store for DynamoStore {
             if !failure.failed_condition(0) {
                 return Err(failure.into_error());
             }
-            let current = self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))?;
-            return Err(wrong_status(&current, to));
+            let current = self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))?;
+            return Err(errors::wrong_status(&current, to));
         }
-        self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))
+        self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))
     }
 
     async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
@@ -330,13 +330,13 @@ impl Store for DynamoStore {
         let writes = vec![TransactWriteItem::builder().update(delete).build(), self.epoch_bump()?];
         if let Err(failure) = self.transact(writes).await {
             if failure.failed_condition(0) {
-                let current = self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))?;
-                return Err(wrong_status(&current, PrincipalStatus::Deleted));
+                let current = self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))?;
+                return Err(errors::wrong_status(&current, PrincipalStatus::Deleted));
             }
             return Err(failure.into_error());
         }
         let revoked = self.revoke_all_certificates(id, RevocationReason::CessationOfOperation, at).await?;
-        let principal = self.get_principal(id).await?.ok_or_else(|| not_found_principal(id))?;
+        let principal = self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))?;
         Ok((principal, revoked))
     }
 
@@ -406,20 +406,9 @@ impl Store for DynamoStore {
                 let principal = self
                     .get_principal(&cert.principal_id)
                     .await?
-                    .ok_or_else(|| not_found_principal(&cert.principal_id))?;
-                if principal.status != PrincipalStatus::Active {
-                    return Err(Error::FailedPrecondition(format!(
-                        "principal {:?} is {}: only active principals get certificates",
-                        principal.id.as_str(),
-                        principal.status
-                    )));
-                }
-                Err(Error::FailedPrecondition(format!(
-                    "principal {:?} is a {}, not a {}",
-                    principal.id.as_str(),
-                    principal.kind,
-                    cert.principal_type
-                )))
+                    .ok_or_else(|| errors::principal_not_found(&cert.principal_id))?;
+                errors::check_issuable(&principal, cert.principal_type)?;
+                Err(Error::Unavailable("principal changed during issuance; retry".into()))
             }
             Err(failure) if failure.failed_condition(1) => {
                 Err(Error::AlreadyExists(format!("certificate {}", cert.serial)))
@@ -572,17 +561,4 @@ where
         },
         _ => Error::Internal(detail),
     }
-}
-
-fn not_found_principal(id: &PrincipalId) -> Error {
-    Error::NotFound(format!("principal {:?}", id.as_str()))
-}
-
-fn wrong_status(current: &Principal, to: PrincipalStatus) -> Error {
-    Error::FailedPrecondition(format!(
-        "principal {:?} is {}; it cannot become {}",
-        current.id.as_str(),
-        current.status,
-        to
-    ))
 }
