@@ -18,6 +18,7 @@ use principald::auth::{AuthLayer, Authenticator, Caller, MethodPolicy, Permissio
 use principald::datadir::DataDir;
 use principald::model::PrincipalType;
 use principald::pki::oid::IdentityOids;
+use principald::server_cert::ServerCertificate;
 use tonic::{Request, Response, Status};
 
 mod echo {
@@ -57,8 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
 
     // mTLS with principald's CA.
-    let ca = principald::bootstrap::load_ca(&dir)?;
-    let tls = principald::tls::server_config(ca.cert_der(), &dir.server_cert(), &dir.server_key(), false)?;
+    let ca = Arc::new(principald::bootstrap::load_ca(&dir)?);
+    let tls = principald::tls::server_config(ca.cert_der(), ServerCertificate::load(&dir, ca.clone(), &[])?, false)?;
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("echo service on {}; call it with a principald admin certificate", listener.local_addr()?);
     let (incoming, _accept) = principald::tls::incoming(listener, tls, Duration::from_secs(10), std::future::pending());

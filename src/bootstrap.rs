@@ -18,8 +18,7 @@ use crate::store::Store;
 
 /// The CA lives ten years.
 pub const CA_VALIDITY: time::Duration = time::Duration::days(3650);
-/// The server certificate lives one year.
-pub const SERVER_VALIDITY: time::Duration = time::Duration::days(365);
+pub use crate::server_cert::SERVER_VALIDITY;
 /// The bootstrap admin's certificate lives one year (renew it with `principalctl cert renew`).
 pub const ADMIN_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 

@@ -18,6 +18,7 @@ pub mod model;
 pub mod pki;
 pub mod registry;
 pub mod server;
+pub mod server_cert;
 pub mod service;
 pub mod store;
 pub mod tls;

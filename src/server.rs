@@ -20,6 +20,7 @@ use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::proto::principal_service_server::PrincipalServiceServer;
 use crate::registry::Registry;
+use crate::server_cert::ServerCertificate;
 use crate::service::PrincipalApi;
 use crate::store::Store;
 use crate::{bootstrap, proto, tls};
@@ -87,7 +88,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         Some(outcome.admin_profile)
     };
     let ca = Arc::new(bootstrap::load_ca(&dir)?);
-    let tls = tls::server_config(ca.cert_der(), &dir.server_cert(), &dir.server_key(), config.allow_tls12)?;
+    let server_cert = ServerCertificate::load(&dir, ca.clone(), &config.bootstrap.server_names)?;
+    let tls = tls::server_config(ca.cert_der(), server_cert.clone(), config.allow_tls12)?;
 
     let authenticator = Arc::new(Authenticator::new(
         store.clone(),
@@ -119,6 +121,10 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
 
     let (incoming, accept) = tls::incoming(grpc_listener, tls, config.handshake_timeout, wait_for(shutdown_rx.clone()));
     let grpc = tonic::transport::Server::builder()
+        // Bounds on what one client can hold open; RPCs that outlive the timeout are cancelled, never left hanging.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .timeout(RPC_TIMEOUT)
         .layer(AuthLayer::new(authenticator, MethodPolicy::principald()))
         .add_service(PrincipalServiceServer::new(PrincipalApi::new(registry)))
         .add_service(health_service)
@@ -126,8 +132,14 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
-    let http =
-        tokio::spawn(crate::health::serve(health_listener, store.clone(), ca.clone(), wait_for(shutdown_rx.clone())));
+    let http = tokio::spawn(crate::health::serve(
+        health_listener,
+        store.clone(),
+        ca.clone(),
+        server_cert.clone(),
+        wait_for(shutdown_rx.clone()),
+    ));
+    let rotation = tokio::spawn(rotate_server_certificate(server_cert, shutdown_rx.clone()));
     let probe = tokio::spawn(probe_store(store.clone(), reporter, shutdown_rx.clone()));
     let epoch =
         tokio::spawn(follow_revocations(store, authenticator_for_epoch, config.revocation_poll, shutdown_rx.clone()));
@@ -144,6 +156,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
             Err(_) => warn!("shutdown grace elapsed; abandoning unfinished requests"),
         }
         probe.abort();
+        rotation.abort();
         epoch.abort();
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     });
@@ -158,6 +171,30 @@ async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
 /// Resolves once shutdown was requested.
 async fn wait_for(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Concurrent RPCs per HTTP/2 connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Longest an RPC may run.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the server certificate is checked for renewal.
+const SERVER_CERT_CHECK: Duration = Duration::from_secs(6 * 3600);
+
+/// Re-issues the server certificate from the CA when a third of its lifetime remains; new handshakes use it at once.
+async fn rotate_server_certificate(cert: Arc<ServerCertificate>, shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = wait_for(shutdown.clone()) => return,
+            _ = tokio::time::sleep(SERVER_CERT_CHECK) => {}
+        }
+        let cert = cert.clone();
+        match tokio::task::spawn_blocking(move || cert.renew_if_due()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => warn!(%error, "cannot renew the server certificate; will retry"),
+            Err(error) => warn!(%error, "server certificate renewal task failed"),
+        }
+    }
 }
 
 /// Drops every cached authentication result when the store's revocation epoch moves: how a revocation or suspension

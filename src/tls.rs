@@ -4,13 +4,11 @@
 //! through `TlsConnectInfo`.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::CertificateDer;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -23,19 +21,21 @@ use crate::error::{Error, Result};
 
 /// Finished handshakes waiting for the gRPC server to take them.
 const ACCEPT_BACKLOG: usize = 256;
+/// Handshakes in progress at once; further connections wait in the kernel's accept queue.
+const MAX_HANDSHAKES: usize = 1024;
 
 /// A handshaken connection, as `serve_with_incoming` wants it.
 pub type Conn = std::result::Result<TlsStream<TcpStream>, std::io::Error>;
 
-/// Server TLS: TLS 1.3 (and 1.2 if `allow_tls12`), ALPN h2, client certificates verified against `ca`.
+/// Server TLS: TLS 1.3 (and 1.2 if `allow_tls12`), ALPN h2, client certificates verified against `ca`, the server's
+/// own certificate from `server_cert` (consulted on every handshake, so it can be replaced while running).
 ///
 /// A presented certificate must chain to the CA or the handshake fails. A connection without one is let through TLS
 /// so that the auth layer can answer UNAUTHENTICATED with a message instead of an opaque transport error; the layer
 /// denies every request that lacks a certificate.
 pub fn server_config(
     ca: &CertificateDer<'static>,
-    cert: &Path,
-    key: &Path,
+    server_cert: Arc<dyn ResolvesServerCert>,
     allow_tls12: bool,
 ) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -47,19 +47,13 @@ pub fn server_config(
         .allow_unauthenticated()
         .build()
         .map_err(|e| Error::internal("client verifier", e))?;
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", key.display())))?;
     let versions: &[&rustls::SupportedProtocolVersion] =
         if allow_tls12 { &[&rustls::version::TLS13, &rustls::version::TLS12] } else { &[&rustls::version::TLS13] };
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .map_err(|e| Error::internal("TLS versions", e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| Error::InvalidArgument(format!("server certificate and key do not form a usable pair: {e}")))?;
+        .with_cert_resolver(server_cert);
     tls.alpn_protocols = vec![b"h2".to_vec()];
     Ok(tls)
 }
@@ -83,7 +77,9 @@ pub fn incoming(
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::Sender<Conn>, timeout: Duration) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
+        let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
         let (tcp, peer) = match listener.accept().await {
             Ok(pair) => pair,
             Err(error) => {
@@ -97,6 +93,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::
         let _ = tcp.set_nodelay(true);
         let (acceptor, conns) = (acceptor.clone(), conns.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
                     let _ = conns.send(Ok(tls)).await;

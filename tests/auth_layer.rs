@@ -40,8 +40,17 @@ async fn start_echo(server: &TestServer) -> String {
         Arc::new(Authenticator::new(store, IdentityOids::default(), permissions, Duration::from_secs(10)));
     let policy =
         MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
-    let tls =
-        principald::tls::server_config(server.ca.cert_der(), &dir.server_cert(), &dir.server_key(), false).unwrap();
+    let tls = principald::tls::server_config(
+        server.ca.cert_der(),
+        principald::server_cert::ServerCertificate::load(
+            &dir,
+            std::sync::Arc::new(principald::bootstrap::load_ca(&dir).unwrap()),
+            &[],
+        )
+        .unwrap(),
+        false,
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let (incoming, _accept) = principald::tls::incoming(listener, tls, Duration::from_secs(10), std::future::pending());

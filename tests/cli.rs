@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{TestServer, http_get};
 use principald::proto::{self as pb};
+use rustls::pki_types::pem::PemObject;
 
 const PRINCIPALCTL: &str = env!("CARGO_BIN_EXE_principalctl");
 const PRINCIPALD: &str = env!("CARGO_BIN_EXE_principald");
@@ -353,4 +354,61 @@ async fn serve_refuses_to_replace_a_missing_ca_of_a_bootstrapped_store() {
     let error = principald::server::start(config).await.err().expect("a new CA for an existing store must be refused");
     assert!(error.to_string().contains("already holds admin"), "{error}");
     assert!(!data.join("ca.pem").exists(), "no new CA was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_renews_a_due_or_broken_server_certificate_keeping_its_names() {
+    let server = TestServer::start().await;
+    let data = server.data_dir.clone();
+    let dir = principald::datadir::DataDir::new(&data);
+    let mut config = server.config().clone();
+    let admin = server.admin.clone();
+    server.running.shutdown().await;
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.health_listen = "127.0.0.1:0".parse().unwrap();
+
+    // A server certificate in the last third of its life, with an extra name.
+    let ca = principald::bootstrap::load_ca(&dir).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "ca.example.org".to_string()];
+    let params = principald::pki::profile::server_certificate(
+        &names,
+        now - time::Duration::days(300),
+        now + time::Duration::days(10),
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.server_key(), key.serialize_pem()).unwrap();
+    std::fs::write(dir.server_cert(), ca.sign(&params, &key).unwrap().pem()).unwrap();
+    let old = std::fs::read(dir.server_cert()).unwrap();
+
+    let not_after = |pem: &[u8]| {
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let san = format!("{:?}", cert.subject_alternative_name().unwrap().unwrap().value.general_names);
+        (cert.validity().not_after.to_datetime(), san)
+    };
+    let check = |running: &principald::server::Running| {
+        let pem = std::fs::read(dir.server_cert()).unwrap();
+        let (expiry, san) = not_after(&pem);
+        assert!(expiry > now + time::Duration::days(300), "renewed for a year: {expiry}");
+        assert!(san.contains("ca.example.org"), "names kept: {san}");
+        running.grpc_addr
+    };
+
+    let running = principald::server::start(config.clone()).await.unwrap();
+    assert_ne!(std::fs::read(dir.server_cert()).unwrap(), old, "due certificate replaced");
+    let addr = check(&running);
+    let url = format!("https://127.0.0.1:{}", addr.port());
+    let mut client = pb::principal_service_client::PrincipalServiceClient::new(
+        principald::client::endpoint(&url, &admin).unwrap().connect().await.unwrap(),
+    );
+    client.who_am_i(pb::WhoAmIRequest {}).await.expect("TLS with the renewed certificate");
+    running.shutdown().await;
+
+    // A key that does not match its certificate (a crash between the two writes) is repaired the same way.
+    std::fs::write(dir.server_key(), rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let running = principald::server::start(config).await.unwrap();
+    check(&running);
+    running.shutdown().await;
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use principald::datadir::DataDir;
 use principald::proto::principal_service_server::{PrincipalService, PrincipalServiceServer};
 use principald::proto::{self as pb};
+use principald::server_cert::ServerCertificate;
 use tonic::{Request, Response, Status};
 
 /// A server process; killed on drop.
@@ -200,8 +201,8 @@ impl PrincipalService for BareApi {
 /// `bare-server` mode: serve the baseline until killed.
 pub async fn run_bare(data_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let dir = DataDir::new(data_dir);
-    let ca = principald::bootstrap::load_ca(&dir)?;
-    let tls = principald::tls::server_config(ca.cert_der(), &dir.server_cert(), &dir.server_key(), false)?;
+    let ca = Arc::new(principald::bootstrap::load_ca(&dir)?);
+    let tls = principald::tls::server_config(ca.cert_der(), ServerCertificate::load(&dir, ca.clone(), &[])?, false)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening {}", listener.local_addr()?);
     let (incoming, _accept) = principald::tls::incoming(listener, tls, Duration::from_secs(10), std::future::pending());

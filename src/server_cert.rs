@@ -1,0 +1,161 @@
+//! The gRPC listener's own certificate, kept fresh without a restart: loaded at start, re-issued from the CA when a
+//! third of its lifetime remains (or when its files are missing, unreadable or do not match each other), and handed to
+//! rustls through a resolver that always serves the current one.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use rcgen::KeyPair;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use time::OffsetDateTime;
+use x509_parser::extensions::GeneralName;
+
+use crate::datadir::DataDir;
+use crate::error::{Error, Result};
+use crate::files;
+use crate::model::now;
+use crate::pki::ca::CertificateAuthority;
+use crate::pki::profile;
+
+/// A server certificate lives one year.
+pub const SERVER_VALIDITY: time::Duration = time::Duration::days(365);
+
+/// The current server certificate and how to replace it.
+pub struct ServerCertificate {
+    dir: DataDir,
+    ca: Arc<CertificateAuthority>,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Current>,
+}
+
+struct Current {
+    key: Arc<CertifiedKey>,
+    names: Vec<String>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl ServerCertificate {
+    /// Loads the certificate from the data dir, re-issuing it first if it is due or unusable. `fallback_names` are used
+    /// only when the current certificate cannot be read at all.
+    pub fn load(dir: &DataDir, ca: Arc<CertificateAuthority>, fallback_names: &[String]) -> Result<Arc<Self>> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let current = match read(dir, &provider) {
+            Ok(current) if !due(current.not_before, current.not_after, now()) => current,
+            Ok(current) => issue(dir, &ca, &provider, &current.names)?,
+            Err(_) => {
+                let names = read_names(dir).unwrap_or_else(|| fallback_names.to_vec());
+                issue(dir, &ca, &provider, &names)?
+            }
+        };
+        Ok(Arc::new(Self { dir: dir.clone(), ca, provider, current: RwLock::new(current) }))
+    }
+
+    /// Re-issues the certificate (same names) if a third or less of its lifetime remains; `true` if it did.
+    pub fn renew_if_due(&self) -> Result<bool> {
+        let (names, not_before, not_after) = {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            (current.names.clone(), current.not_before, current.not_after)
+        };
+        if !due(not_before, not_after, now()) {
+            return Ok(false);
+        }
+        let fresh = issue(&self.dir, &self.ca, &self.provider, &names)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(true)
+    }
+
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).not_after
+    }
+}
+
+impl ResolvesServerCert for ServerCertificate {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).key.clone())
+    }
+}
+
+impl fmt::Debug for ServerCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerCertificate").field("not_after", &self.not_after()).field("key", &"...").finish()
+    }
+}
+
+/// Renew when at most a third of the lifetime is left.
+fn due(not_before: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime) -> bool {
+    now >= not_before + (not_after - not_before) * 2 / 3
+}
+
+fn read(dir: &DataDir, provider: &CryptoProvider) -> Result<Current> {
+    let unusable = |what: String| Error::InvalidArgument(format!("server certificate unusable: {what}"));
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.server_cert())
+        .and_then(|certs| certs.collect())
+        .map_err(|e| unusable(e.to_string()))?;
+    let leaf = chain.first().ok_or_else(|| unusable("no certificate".into()))?;
+    let (not_before, not_after, names) = describe(leaf).ok_or_else(|| unusable("cannot parse".into()))?;
+    let key = PrivateKeyDer::from_pem_file(dir.server_key()).map_err(|e| unusable(e.to_string()))?;
+    let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| unusable(e.to_string()))?;
+    Ok(Current { key: Arc::new(key), names, not_before, not_after })
+}
+
+fn read_names(dir: &DataDir) -> Option<Vec<String>> {
+    let leaf = CertificateDer::from_pem_file(dir.server_cert()).ok()?;
+    describe(&leaf).map(|(_, _, names)| names).filter(|n| !n.is_empty())
+}
+
+/// Validity and subject alternative names (DNS names and IP addresses) of a certificate.
+fn describe(der: &[u8]) -> Option<(OffsetDateTime, OffsetDateTime, Vec<String>)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => names.push((*dns).to_owned()),
+                GeneralName::IPAddress(bytes) => match bytes.len() {
+                    4 => names.push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string()),
+                    16 => names.push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string()),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Some((cert.validity().not_before.to_datetime(), cert.validity().not_after.to_datetime(), names))
+}
+
+/// Issues a new key and certificate for `names`, writes both (0600 key) and returns them ready for rustls.
+fn issue(dir: &DataDir, ca: &CertificateAuthority, provider: &CryptoProvider, names: &[String]) -> Result<Current> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("server key", e))?;
+    let at = now();
+    let not_after = (at + SERVER_VALIDITY).min(ca.not_after());
+    let params = profile::server_certificate(names, at - profile::BACKDATE, not_after)?;
+    let cert = ca.sign(&params, &key)?;
+    // Key first: a crash between the two writes leaves a mismatched pair, which the next start detects and repairs
+    // by issuing again with the names read from the certificate file.
+    files::write_private(&dir.server_key(), key.serialize_pem().as_bytes())?;
+    files::write_public(&dir.server_cert(), cert.pem().as_bytes())?;
+    let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::internal("server key", e))?;
+    let certified = CertifiedKey::from_der(vec![cert.der().clone()], der, provider)
+        .map_err(|e| Error::internal("server certificate", e))?;
+    tracing::info!(names = %names.join(","), not_after = %not_after, "server certificate issued");
+    Ok(Current { key: Arc::new(certified), names: names.to_vec(), not_before: params.not_before, not_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_in_the_last_third_of_the_lifetime() {
+        let start = OffsetDateTime::UNIX_EPOCH;
+        let end = start + time::Duration::days(300);
+        assert!(!due(start, end, start + time::Duration::days(199)));
+        assert!(due(start, end, start + time::Duration::days(200)));
+        assert!(due(start, end, end + time::Duration::days(1)));
+    }
+}
