@@ -214,10 +214,34 @@ impl Registry {
                 "this is the certificate you are calling with; revoke it from another admin's session".into(),
             ));
         }
+        if reason == RevocationReason::KeyCompromise {
+            let record = self.get_certificate(serial).await?;
+            if record.principal_id == caller.id {
+                return Err(Error::FailedPrecondition(
+                    "a key compromise revokes every certificate of the principal, including the one you are calling \
+                     with; ask another admin"
+                        .into(),
+                ));
+            }
+        }
         let result = self.store.revoke_certificate(serial, reason, now()).await;
         self.authenticator.forget_certificate(serial);
-        let record = result?;
-        tracing::info!(%serial, principal = %record.principal_id, reason = reason.as_str(), by = %caller.id, "certificate revoked");
+        let record = match result {
+            Ok(record) => {
+                tracing::info!(%serial, principal = %record.principal_id, reason = reason.as_str(), by = %caller.id, "certificate revoked");
+                record
+            }
+            // Retrying a key-compromise revocation completes the sweep below if an earlier attempt stopped after the
+            // first write.
+            Err(Error::FailedPrecondition(_)) if reason == RevocationReason::KeyCompromise => {
+                let record = self.get_certificate(serial).await?;
+                if record.revocation.map(|r| r.reason) != Some(RevocationReason::KeyCompromise) {
+                    return Err(Error::FailedPrecondition(format!("certificate {serial} is already revoked")));
+                }
+                record
+            }
+            Err(e) => return Err(e),
+        };
         if reason == RevocationReason::KeyCompromise {
             let result = self.store.revoke_all_certificates(&record.principal_id, reason, now()).await;
             self.authenticator.forget_principal(&record.principal_id);

@@ -149,11 +149,15 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         wait_for(shutdown_rx).await;
         info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining in-flight requests");
         let _ = accept.await;
+        let abort = grpc.abort_handle();
         match tokio::time::timeout(grace, grpc).await {
             Ok(Ok(Ok(()))) => info!("gRPC server stopped"),
             Ok(Ok(Err(e))) => warn!(error = %e, "gRPC server stopped with an error"),
             Ok(Err(e)) => warn!(error = %e, "gRPC server task failed"),
-            Err(_) => warn!("shutdown grace elapsed; abandoning unfinished requests"),
+            Err(_) => {
+                warn!("shutdown grace elapsed; abandoning unfinished requests");
+                abort.abort();
+            }
         }
         probe.abort();
         rotation.abort();
@@ -209,7 +213,8 @@ async fn follow_revocations(
     loop {
         match store.revocation_epoch().await {
             Ok(epoch) => {
-                if last.is_some_and(|l| l != epoch) {
+                // The first read also drops the cache: a withdrawal may have landed before we knew the epoch.
+                if last != Some(epoch) {
                     authenticator.forget_all();
                     tracing::debug!(epoch, "revocation epoch moved: authentication cache dropped");
                 }

@@ -44,7 +44,7 @@ impl ServerCertificate {
     /// only when the current certificate cannot be read at all.
     pub fn load(dir: &DataDir, ca: Arc<CertificateAuthority>, fallback_names: &[String]) -> Result<Arc<Self>> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let current = match read(dir, &provider) {
+        let current = match read(dir, &provider).and_then(|c| issued_by(&c, &ca).map(|()| c)) {
             Ok(current) if !due(current.not_before, current.not_after, now()) => current,
             Ok(current) => issue(dir, &ca, &provider, &current.names)?,
             Err(_) => {
@@ -101,6 +101,15 @@ fn read(dir: &DataDir, provider: &CryptoProvider) -> Result<Current> {
     let key = PrivateKeyDer::from_pem_file(dir.server_key()).map_err(|e| unusable(e.to_string()))?;
     let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| unusable(e.to_string()))?;
     Ok(Current { key: Arc::new(key), names, not_before, not_after })
+}
+
+/// `Ok` if the certificate was signed by `ca` (it may not be, after the CA files were replaced).
+fn issued_by(current: &Current, ca: &CertificateAuthority) -> Result<()> {
+    let not_ours = || Error::InvalidArgument("server certificate was not issued by this CA".into());
+    let (_, leaf) = x509_parser::parse_x509_certificate(current.key.end_entity_cert().map_err(|_| not_ours())?)
+        .map_err(|_| not_ours())?;
+    let (_, ca_cert) = x509_parser::parse_x509_certificate(ca.cert_der()).map_err(|_| not_ours())?;
+    leaf.verify_signature(Some(ca_cert.public_key())).map_err(|_| not_ours())
 }
 
 fn read_names(dir: &DataDir) -> Option<Vec<String>> {

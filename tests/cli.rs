@@ -408,7 +408,14 @@ async fn serve_renews_a_due_or_broken_server_certificate_keeping_its_names() {
 
     // A key that does not match its certificate (a crash between the two writes) is repaired the same way.
     std::fs::write(dir.server_key(), rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let before = std::fs::read(dir.server_cert()).unwrap();
     let running = principald::server::start(config).await.unwrap();
-    check(&running);
+    assert_ne!(std::fs::read(dir.server_cert()).unwrap(), before, "mismatched pair re-issued");
+    let addr = check(&running);
+    let url = format!("https://127.0.0.1:{}", addr.port());
+    let mut client = pb::principal_service_client::PrincipalServiceClient::new(
+        principald::client::endpoint(&url, &admin).unwrap().connect().await.unwrap(),
+    );
+    client.who_am_i(pb::WhoAmIRequest {}).await.expect("TLS with the re-issued certificate");
     running.shutdown().await;
 }

@@ -130,7 +130,8 @@ async fn dynamodb_outage_fails_fast_and_service_resumes_without_a_restart() {
         .unwrap_err();
     assert_eq!(issue.code(), Code::Unavailable, "{issue:?}");
     let (code, body) = tokio::task::spawn_blocking(move || http_get(health, "/readyz")).await.unwrap();
-    assert_eq!((code, body.trim()), (503, "not ready: store unreachable"));
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("store unreachable") || body.contains("store timed out"), "{body}");
 
     local.restart();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -34,8 +34,10 @@ macro_rules! store_conformance_tests {
     };
 }
 
+/// Now, in whole seconds: fixtures must not expire (DynamoDB treats certificates past their TTL as gone), and stores
+/// keep seconds.
 fn t0() -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    crate::model::now()
 }
 
 pub fn principal(id: &str, kind: PrincipalType) -> Principal {
