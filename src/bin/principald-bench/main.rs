@@ -285,17 +285,7 @@ async fn issuance(
     let csrs: Arc<Vec<Vec<u8>>> = Arc::new((0..256).map(|_| csr().1).collect());
     let baseline = sign_baseline(data, &csrs, duration);
     let stats = issue_stats(url, admin, &csrs, "bench-worker", workers.len(), duration).await;
-    rows.push(
-        Row::new("c", format!("IssueCertificate, {STREAMS} streams, durable"), stats.rate(), "cert/s")
-            .baseline("CSR verify + sign in process, 2 threads", baseline)
-            .target(">= 5000 cert/s", stats.rate() >= 5000.0)
-            .note(format!(
-                "p50/p99 {:.2}/{:.2} ms, {} errors",
-                stats.percentile_ms(50.0),
-                stats.percentile_ms(99.0),
-                stats.errors
-            )),
-    );
+    rows.push(issuance_row(format!("IssueCertificate, {STREAMS} streams, durable"), &stats, baseline));
     let mut clients = Vec::new();
     for w in workers.iter().take(STREAMS) {
         clients.push(connect(url, w).await);
@@ -308,17 +298,19 @@ async fn issuance(
         async move { c.renew_certificate(pb::RenewCertificateRequest { csr, validity_seconds: 0 }).await.is_ok() }
     })
     .await;
-    rows.push(
-        Row::new("c", format!("RenewCertificate, {STREAMS} workers, durable"), stats.rate(), "cert/s")
-            .baseline("CSR verify + sign in process, 2 threads", baseline)
-            .target(">= 5000 cert/s", stats.rate() >= 5000.0)
-            .note(format!(
-                "p50/p99 {:.2}/{:.2} ms, {} errors",
-                stats.percentile_ms(50.0),
-                stats.percentile_ms(99.0),
-                stats.errors
-            )),
-    );
+    rows.push(issuance_row(format!("RenewCertificate, {STREAMS} workers, durable"), &stats, baseline));
+}
+
+fn issuance_row(name: String, stats: &load::Stats, baseline: f64) -> Row {
+    Row::new("c", name, stats.rate(), "cert/s")
+        .baseline("CSR verify + sign in process, 2 threads", baseline)
+        .target(">= 5000 cert/s", stats.rate() >= 5000.0)
+        .note(format!(
+            "p50/p99 {:.2}/{:.2} ms, {} errors",
+            stats.percentile_ms(50.0),
+            stats.percentile_ms(99.0),
+            stats.errors
+        ))
 }
 
 async fn issue_stats(
