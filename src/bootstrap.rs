@@ -13,12 +13,11 @@ use crate::error::{Error, Result};
 use crate::files;
 use crate::model::{Principal, PrincipalStatus, PrincipalType, now};
 use crate::pki::ca::CertificateAuthority;
-use crate::pki::{leaf, profile};
+use crate::pki::leaf;
 use crate::store::Store;
 
 /// The CA lives ten years.
 pub const CA_VALIDITY: time::Duration = time::Duration::days(3650);
-pub use crate::server_cert::SERVER_VALIDITY;
 /// The bootstrap admin's certificate lives one year (renew it with `principalctl cert renew`).
 pub const ADMIN_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
@@ -48,17 +47,7 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     };
 
     if config.force || !dir.server_cert().exists() || !dir.server_key().exists() {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| Error::internal("generate server key", e))?;
-        let at = now();
-        let params = profile::server_certificate(
-            &config.server_names,
-            at - profile::BACKDATE,
-            (at + SERVER_VALIDITY).min(ca.not_after()),
-        )?;
-        let cert = ca.sign(&params, &key)?;
-        files::write_private(&dir.server_key(), key.serialize_pem().as_bytes())?;
-        files::write_public(&dir.server_cert(), cert.pem().as_bytes())?;
+        crate::server_cert::issue_files(&dir, &ca, &config.server_names)?;
         created.push(format!(
             "server certificate {} for {}",
             dir.server_cert().display(),

@@ -326,13 +326,6 @@ impl ServeArgs {
     }
 }
 
-impl ServeConfig {
-    /// The configured validity for `kind`.
-    pub fn validity_for(&self, kind: PrincipalType) -> Duration {
-        self.cert_validity.get(&kind).copied().unwrap_or(DEFAULT_CERT_VALIDITY)
-    }
-}
-
 fn server_names(extra: &[String]) -> Result<Vec<String>, Error> {
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     for name in extra.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {

@@ -64,10 +64,6 @@ impl Registry {
         Self { store, ca, identity, validity, default_validity, authenticator }
     }
 
-    pub fn authenticator(&self) -> &Authenticator {
-        &self.authenticator
-    }
-
     pub async fn create_principal(&self, new: NewPrincipal) -> Result<Principal> {
         if new.description.chars().count() > MAX_DESCRIPTION {
             return Err(Error::InvalidArgument(format!("description is longer than {MAX_DESCRIPTION} characters")));
@@ -266,11 +262,6 @@ impl Registry {
             self.get_principal(id).await?;
         }
         self.store.list_certificates(id, include_revoked, &page).await
-    }
-
-    /// The CA certificate, PEM.
-    pub fn ca_pem(&self) -> &str {
-        self.ca.cert_pem()
     }
 }
 

@@ -137,22 +137,32 @@ fn describe(der: &[u8]) -> Option<(OffsetDateTime, OffsetDateTime, Vec<String>)>
     Some((cert.validity().not_before.to_datetime(), cert.validity().not_after.to_datetime(), names))
 }
 
-/// Issues a new key and certificate for `names`, writes both (0600 key) and returns them ready for rustls.
-fn issue(dir: &DataDir, ca: &CertificateAuthority, provider: &CryptoProvider, names: &[String]) -> Result<Current> {
+/// Issues a new server key and certificate for `names` from `ca` and writes both to the data dir (key 0600). Key
+/// first: a crash between the two writes leaves a mismatched pair, which the next start detects and repairs by
+/// issuing again with the names read from the certificate file. Returns the certificate, its key and its validity.
+pub fn issue_files(
+    dir: &DataDir,
+    ca: &CertificateAuthority,
+    names: &[String],
+) -> Result<(rcgen::Certificate, KeyPair, OffsetDateTime, OffsetDateTime)> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("server key", e))?;
     let at = now();
     let not_after = (at + SERVER_VALIDITY).min(ca.not_after());
     let params = profile::server_certificate(names, at - profile::BACKDATE, not_after)?;
     let cert = ca.sign(&params, &key)?;
-    // Key first: a crash between the two writes leaves a mismatched pair, which the next start detects and repairs
-    // by issuing again with the names read from the certificate file.
     files::write_private(&dir.server_key(), key.serialize_pem().as_bytes())?;
     files::write_public(&dir.server_cert(), cert.pem().as_bytes())?;
+    tracing::info!(names = %names.join(","), %not_after, "server certificate issued");
+    Ok((cert, key, params.not_before, not_after))
+}
+
+/// Issues and writes a new certificate (see [`issue_files`]) and returns it ready for rustls.
+fn issue(dir: &DataDir, ca: &CertificateAuthority, provider: &CryptoProvider, names: &[String]) -> Result<Current> {
+    let (cert, key, not_before, not_after) = issue_files(dir, ca, names)?;
     let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::internal("server key", e))?;
     let certified = CertifiedKey::from_der(vec![cert.der().clone()], der, provider)
         .map_err(|e| Error::internal("server certificate", e))?;
-    tracing::info!(names = %names.join(","), not_after = %not_after, "server certificate issued");
-    Ok(Current { key: Arc::new(certified), names: names.to_vec(), not_before: params.not_before, not_after })
+    Ok(Current { key: Arc::new(certified), names: names.to_vec(), not_before, not_after })
 }
 
 #[cfg(test)]

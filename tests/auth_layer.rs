@@ -87,8 +87,8 @@ async fn another_service_authenticates_and_authorizes_with_its_own_table() {
     let admin_denied = call(&url, &server.admin).await.unwrap_err();
     assert_eq!(admin_denied.code(), Code::PermissionDenied, "only the table decides, not the type's name");
 
-    // A suspension made through principald reaches the other service once its cache entry expires; with a shared
-    // store and a fresh connection the store is consulted again after the TTL. Here: revoke before first use.
+    // A certificate revoked through principald before its first use is refused by the other service too: it reads
+    // the same store.
     let other = server.issue("jobs").await;
     let serial = {
         let der = rustls::pki_types::pem::PemObject::from_pem_slice(other.cert_pem.as_bytes())

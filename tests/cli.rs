@@ -382,28 +382,9 @@ async fn serve_renews_a_due_or_broken_server_certificate_keeping_its_names() {
     std::fs::write(dir.server_cert(), ca.sign(&params, &key).unwrap().pem()).unwrap();
     let old = std::fs::read(dir.server_cert()).unwrap();
 
-    let not_after = |pem: &[u8]| {
-        let der = rustls::pki_types::CertificateDer::from_pem_slice(pem).unwrap();
-        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let san = format!("{:?}", cert.subject_alternative_name().unwrap().unwrap().value.general_names);
-        (cert.validity().not_after.to_datetime(), san)
-    };
-    let check = |running: &principald::server::Running| {
-        let pem = std::fs::read(dir.server_cert()).unwrap();
-        let (expiry, san) = not_after(&pem);
-        assert!(expiry > now + time::Duration::days(300), "renewed for a year: {expiry}");
-        assert!(san.contains("ca.example.org"), "names kept: {san}");
-        running.grpc_addr
-    };
-
     let running = principald::server::start(config.clone()).await.unwrap();
     assert_ne!(std::fs::read(dir.server_cert()).unwrap(), old, "due certificate replaced");
-    let addr = check(&running);
-    let url = format!("https://127.0.0.1:{}", addr.port());
-    let mut client = pb::principal_service_client::PrincipalServiceClient::new(
-        principald::client::endpoint(&url, &admin).unwrap().connect().await.unwrap(),
-    );
-    client.who_am_i(pb::WhoAmIRequest {}).await.expect("TLS with the renewed certificate");
+    assert_renewed_and_serving(&dir, &running, &admin, now).await;
     running.shutdown().await;
 
     // A key that does not match its certificate (a crash between the two writes) is repaired the same way.
@@ -411,11 +392,27 @@ async fn serve_renews_a_due_or_broken_server_certificate_keeping_its_names() {
     let before = std::fs::read(dir.server_cert()).unwrap();
     let running = principald::server::start(config).await.unwrap();
     assert_ne!(std::fs::read(dir.server_cert()).unwrap(), before, "mismatched pair re-issued");
-    let addr = check(&running);
-    let url = format!("https://127.0.0.1:{}", addr.port());
-    let mut client = pb::principal_service_client::PrincipalServiceClient::new(
-        principald::client::endpoint(&url, &admin).unwrap().connect().await.unwrap(),
-    );
-    client.who_am_i(pb::WhoAmIRequest {}).await.expect("TLS with the re-issued certificate");
+    assert_renewed_and_serving(&dir, &running, &admin, now).await;
     running.shutdown().await;
+}
+
+/// The data dir's server certificate runs for about a year from `since`, kept the extra name, and is what the
+/// server presents: an admin call over TLS succeeds.
+async fn assert_renewed_and_serving(
+    dir: &principald::datadir::DataDir,
+    running: &principald::server::Running,
+    admin: &principald::client::Credentials,
+    since: time::OffsetDateTime,
+) {
+    let pem = std::fs::read(dir.server_cert()).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let expiry = cert.validity().not_after.to_datetime();
+    let san = format!("{:?}", cert.subject_alternative_name().unwrap().unwrap().value.general_names);
+    assert!(expiry > since + time::Duration::days(300), "renewed for a year: {expiry}");
+    assert!(san.contains("ca.example.org"), "names kept: {san}");
+    let url = format!("https://127.0.0.1:{}", running.grpc_addr.port());
+    let channel = principald::client::endpoint(&url, admin).unwrap().connect().await.unwrap();
+    let mut client = pb::principal_service_client::PrincipalServiceClient::new(channel);
+    client.who_am_i(pb::WhoAmIRequest {}).await.expect("TLS with the new server certificate");
 }

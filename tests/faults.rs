@@ -1,5 +1,6 @@
 //! DynamoDB going away and coming back while clients call: RPCs fail fast with UNAVAILABLE (never hang, never
-//! INTERNAL), /readyz turns 503, a failed issuance leaves nothing behind, and service resumes without a restart.
+//! INTERNAL), /readyz turns 503, acknowledged writes survive, and service resumes without a restart. (That a refused
+//! transaction writes nothing is the store conformance suite's job.)
 //! Uses its own DynamoDB Local instance (file-backed, so data survives the stop) through scripts/dynamodb-local.
 
 mod common;
@@ -165,16 +166,6 @@ async fn dynamodb_outage_fails_fast_and_service_resumes_without_a_restart() {
         .map(|p| p.id)
         .collect();
     assert_eq!(ids, ["admin", "after", "before"], "acknowledged writes kept, the failed one absent");
-    let certs = admin
-        .list_certificates(pb::ListCertificatesRequest {
-            principal_id: "before".into(),
-            include_revoked: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(certs.certificates.is_empty(), "the failed issuance left nothing half-written");
     let slowest = Duration::from_millis(slowest_ms.load(Ordering::Relaxed) as u64);
     eprintln!(
         "during the outage: {} ok, {} unavailable, slowest answer {slowest:?}, first failure after {failed_after:?}",

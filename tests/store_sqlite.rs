@@ -14,7 +14,9 @@ fn fresh() -> Arc<dyn Store> {
 principald::store_conformance_tests!(fresh());
 
 #[tokio::test]
-async fn acknowledged_writes_survive_reopening_the_file() {
+/// Reads back after reopening. (Durability across a crash, i.e. the fsync, is not observable from a test; it rests on
+/// `synchronous = FULL` and on answering callers only after COMMIT.)
+async fn writes_are_read_back_after_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("principald.db");
     let p = principald::store::conformance::principal("w1", principald::model::PrincipalType::Worker);

@@ -106,11 +106,6 @@ impl Authenticator {
     pub fn forget_all(&self) {
         self.cache.forget(|_, _| true);
     }
-
-    /// The types' permissions, for WhoAmI and friends.
-    pub fn permissions(&self) -> &PermissionTable {
-        &self.permissions
-    }
 }
 
 fn unauthenticated(message: &str) -> Error {

@@ -101,10 +101,6 @@ impl TestServer {
         &self.config
     }
 
-    pub fn health_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.running.health_addr.port())
-    }
-
     pub async fn client(&self, credentials: &Credentials) -> Client {
         let channel = client::endpoint(&self.url, credentials).unwrap().connect().await.expect("TLS connection");
         PrincipalServiceClient::new(channel)
