@@ -69,6 +69,7 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
                     status_reason: None,
                     created_at: at,
                     updated_at: at,
+                    generation: 0,
                 })
                 .await?;
             created.push(format!("admin principal {admin}"));
@@ -87,7 +88,9 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
         files::create_private_dir(&profile_dir)?;
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| Error::internal("generate admin key", e))?;
-        let issued = leaf::issue_client(&ca, &config.identity, PrincipalType::Admin, admin, &key, ADMIN_VALIDITY)?;
+        let generation = store.get_principal(admin).await?.map_or(0, |p| p.generation);
+        let issued =
+            leaf::issue_client(&ca, &config.identity, PrincipalType::Admin, admin, &key, ADMIN_VALIDITY, generation)?;
         store.insert_certificate(&issued.record).await?;
         files::write_private(&profile_dir.join("key.pem"), key.serialize_pem().as_bytes())?;
         files::write_public(&profile_dir.join("cert.pem"), issued.pem.as_bytes())?;

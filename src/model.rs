@@ -132,6 +132,11 @@ pub struct Principal {
     pub status_reason: Option<String>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The principal's certificate generation, its revocation floor: every certificate records the generation it was
+    /// issued under, and one issued under a lower generation than the principal's current one is void. A
+    /// key-compromise revocation, a suspension and a deletion raise it in the same atomic write, so certificates
+    /// issued before that write die at once, before any sweep reaches them, and however a renewal raced it.
+    pub generation: u64,
 }
 
 /// A certificate serial number: the big-endian bytes of the DER INTEGER, shown as lowercase hex.
@@ -262,6 +267,18 @@ pub struct CertificateRecord {
     pub sha256_fingerprint: String,
     pub der: Vec<u8>,
     pub revocation: Option<Revocation>,
+    /// The principal's generation when this certificate was issued (see [`Principal::generation`]).
+    pub generation: u64,
+    /// Set once this certificate has been renewed: a certificate renews exactly once.
+    pub renewal: Option<Renewal>,
+}
+
+/// The one renewal a certificate had: which certificate replaced it, for which public key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    pub serial: Serial,
+    /// Lowercase hex SHA-256 of the new certificate's SubjectPublicKeyInfo (DER).
+    pub key_sha256: String,
 }
 
 /// A certificate's state at a point in time.
@@ -273,6 +290,11 @@ pub enum CertificateStatus {
 }
 
 impl CertificateRecord {
+    /// Whether `principal`'s revocation floor has passed this certificate by.
+    pub fn is_void_for(&self, principal: &Principal) -> bool {
+        self.generation < principal.generation
+    }
+
     pub fn status_at(&self, now: OffsetDateTime) -> CertificateStatus {
         if self.revocation.is_some() {
             CertificateStatus::Revoked
@@ -293,6 +315,11 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 0x0f)] as char);
     }
     out
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
 
 /// The current time, truncated to whole seconds (what X.509 and the store keep).

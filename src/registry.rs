@@ -1,19 +1,22 @@
 //! The domain: what can be done to principals and certificates, and the rules for it. Handlers call these methods
 //! after authorization; every change that can withdraw access also drops the matching authentication cache entries.
+//!
+//! Withdrawals (suspend, delete, revoke) run their store write and the cache invalidation in a task of their own
+//! ([`Registry::withdraw`]): a request cancelled mid-way (client gone, deadline) still finishes the write it started
+//! and never skips the invalidation that must follow it. Certificate operations live in [`certificates`].
+
+mod certificates;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{Authenticator, Caller};
 use crate::error::{Error, Result};
-use crate::model::{
-    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial, now,
-};
+use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Serial, now};
 use crate::pki::IdentityConfig;
 use crate::pki::ca::CertificateAuthority;
-use crate::pki::csr::ValidatedCsr;
-use crate::pki::leaf::{self, IssuedLeaf};
 use crate::store::{Page, PageRequest, PrincipalFilter, Store};
 
 /// Shortest validity a request may ask for.
@@ -86,6 +89,7 @@ impl Registry {
             status_reason: None,
             created_at: at,
             updated_at: at,
+            generation: 0,
         };
         self.store.create_principal(&principal).await?;
         tracing::info!(principal = %principal.id, kind = %principal.kind, "principal created");
@@ -106,14 +110,14 @@ impl Registry {
         if reason.chars().count() > MAX_DESCRIPTION {
             return Err(Error::InvalidArgument(format!("reason is longer than {MAX_DESCRIPTION} characters")));
         }
-        let reason = Some(reason).filter(|r| !r.is_empty());
-        let result = self
-            .store
-            .transition_principal(id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, reason, now())
-            .await;
-        // Even on an error: the write may have committed before the error (a timeout on the reply); forgetting is safe.
-        self.authenticator.forget_principal(id);
-        let principal = result?;
+        let reason = Some(reason).filter(|r| !r.is_empty()).map(str::to_owned);
+        let (store, target) = (self.store.clone(), id.clone());
+        let principal = self
+            .withdraw(Withdrawn::Principal(id.clone()), async move {
+                let from = [PrincipalStatus::Active];
+                store.transition_principal(&target, &from, PrincipalStatus::Suspended, reason.as_deref(), now()).await
+            })
+            .await?;
         tracing::info!(principal = %id, by = %caller.id, "principal suspended");
         Ok(principal)
     }
@@ -128,140 +132,16 @@ impl Registry {
         Ok(principal)
     }
 
-    /// Soft delete: DELETED, and every certificate revoked in the same write.
+    /// Soft delete: DELETED and the revocation floor raised in one write, then every certificate revoked (a sweep
+    /// that a repeated delete or [`finish_sweeps`](Self::finish_sweeps) completes if it is interrupted).
     pub async fn delete(&self, caller: &Caller, id: &PrincipalId) -> Result<(Principal, u32)> {
         refuse_self(caller, id, "delete")?;
-        let result = self.store.delete_principal(id, now()).await;
-        self.authenticator.forget_principal(id);
-        let (principal, revoked) = result?;
+        let (store, target) = (self.store.clone(), id.clone());
+        let (principal, revoked) = self
+            .withdraw(Withdrawn::Principal(id.clone()), async move { store.delete_principal(&target, now()).await })
+            .await?;
         tracing::info!(principal = %id, by = %caller.id, revoked, "principal deleted");
         Ok((principal, revoked))
-    }
-
-    /// Issues a certificate for an ACTIVE principal from a CSR; only the CSR's public key is used.
-    pub async fn issue(
-        &self,
-        caller: &Caller,
-        id: &PrincipalId,
-        csr: &[u8],
-        validity: Option<Duration>,
-    ) -> Result<Issued> {
-        let csr = ValidatedCsr::parse(csr)?;
-        let principal = self.get_principal(id).await?;
-        if principal.status != PrincipalStatus::Active {
-            return Err(Error::FailedPrecondition(format!(
-                "principal {:?} is {}: activate it before issuing certificates",
-                id.as_str(),
-                principal.status
-            )));
-        }
-        let issued = self.sign_and_record(principal.kind, id, &csr, validity).await?;
-        tracing::info!(principal = %id, serial = %issued.record.serial, by = %caller.id, "certificate issued");
-        Ok(issued)
-    }
-
-    /// Issues the caller a new certificate with its own id and type.
-    pub async fn renew(&self, caller: &Caller, csr: &[u8], validity: Option<Duration>) -> Result<Issued> {
-        let csr = ValidatedCsr::parse(csr)?;
-        let issued = self.sign_and_record(caller.kind, &caller.id, &csr, validity).await?;
-        tracing::info!(principal = %caller.id, serial = %issued.record.serial, previous = %caller.serial, "certificate renewed");
-        Ok(issued)
-    }
-
-    async fn sign_and_record(
-        &self,
-        kind: PrincipalType,
-        id: &PrincipalId,
-        csr: &ValidatedCsr,
-        validity: Option<Duration>,
-    ) -> Result<Issued> {
-        let validity = self.validity(kind, validity)?;
-        let IssuedLeaf { record, pem } =
-            leaf::issue_client(&self.ca, &self.identity, kind, id, &csr.public_key, validity)?;
-        // The store re-checks, in the same write, that the principal is still ACTIVE with this type.
-        self.store.insert_certificate(&record).await?;
-        Ok(Issued { record, certificate_pem: pem, ca_chain_pem: self.ca.cert_pem().to_owned() })
-    }
-
-    fn validity(&self, kind: PrincipalType, requested: Option<Duration>) -> Result<Duration> {
-        let max = self.validity.get(&kind).copied().unwrap_or(self.default_validity);
-        match requested {
-            None => Ok(max),
-            Some(v) if v >= MIN_VALIDITY && v <= max => Ok(v),
-            Some(v) => Err(Error::InvalidArgument(format!(
-                "requested validity of {}s is outside what {kind} certificates allow: {} to {} seconds; omit it for the maximum",
-                v.as_secs(),
-                MIN_VALIDITY.as_secs(),
-                max.as_secs()
-            ))),
-        }
-    }
-
-    /// Revokes a certificate. For key compromise, every other unrevoked certificate of the principal is revoked too:
-    /// whoever holds the stolen key may already have renewed with it, and renewals carry the same identity.
-    pub async fn revoke(
-        &self,
-        caller: &Caller,
-        serial: &Serial,
-        reason: RevocationReason,
-    ) -> Result<CertificateRecord> {
-        if *serial == caller.serial {
-            return Err(Error::FailedPrecondition(
-                "this is the certificate you are calling with; revoke it from another admin's session".into(),
-            ));
-        }
-        if reason == RevocationReason::KeyCompromise {
-            let record = self.get_certificate(serial).await?;
-            if record.principal_id == caller.id {
-                return Err(Error::FailedPrecondition(
-                    "a key compromise revokes every certificate of the principal, including the one you are calling \
-                     with; ask another admin"
-                        .into(),
-                ));
-            }
-        }
-        let result = self.store.revoke_certificate(serial, reason, now()).await;
-        self.authenticator.forget_certificate(serial);
-        let record = match result {
-            Ok(record) => {
-                tracing::info!(%serial, principal = %record.principal_id, reason = reason.as_str(), by = %caller.id, "certificate revoked");
-                record
-            }
-            // Retrying a key-compromise revocation completes the sweep below if an earlier attempt stopped after the
-            // first write.
-            Err(Error::FailedPrecondition(_)) if reason == RevocationReason::KeyCompromise => {
-                let record = self.get_certificate(serial).await?;
-                if record.revocation.map(|r| r.reason) != Some(RevocationReason::KeyCompromise) {
-                    return Err(Error::FailedPrecondition(format!("certificate {serial} is already revoked")));
-                }
-                record
-            }
-            Err(e) => return Err(e),
-        };
-        if reason == RevocationReason::KeyCompromise {
-            let result = self.store.revoke_all_certificates(&record.principal_id, reason, now()).await;
-            self.authenticator.forget_principal(&record.principal_id);
-            let others = result?;
-            tracing::info!(principal = %record.principal_id, revoked = others, "key compromise: revoked the principal's other certificates");
-        }
-        Ok(record)
-    }
-
-    pub async fn get_certificate(&self, serial: &Serial) -> Result<CertificateRecord> {
-        self.store.get_certificate(serial).await?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
-    }
-
-    /// A principal's certificates; `NotFound` if the principal does not exist.
-    pub async fn list_certificates(
-        &self,
-        id: &PrincipalId,
-        include_revoked: bool,
-        page: PageRequest,
-    ) -> Result<Page<CertificateRecord>> {
-        if page.token.is_none() {
-            self.get_principal(id).await?;
-        }
-        self.store.list_certificates(id, include_revoked, &page).await
     }
 }
 
@@ -278,6 +158,46 @@ pub fn page_request(size: i32, token: &str) -> Result<PageRequest> {
         ));
     }
     Ok(PageRequest { size, token: Some(token.to_owned()).filter(|t| !t.is_empty()) })
+}
+
+impl Registry {
+    /// Runs `write` (a store change that withdraws access) to completion in its own task, then drops the cache
+    /// entries of `withdrawn`, whatever the outcome: an error may hide a committed write (a lost reply), and
+    /// forgetting is always safe. Cancelling the caller cancels neither.
+    async fn withdraw<T: Send + 'static>(
+        &self,
+        withdrawn: Withdrawn,
+        write: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let authenticator = self.authenticator.clone();
+        tokio::spawn(async move {
+            let result = write.await;
+            match &withdrawn {
+                Withdrawn::Principal(id) => authenticator.forget_principal(id),
+                Withdrawn::Certificate(serial) => authenticator.forget_certificate(serial),
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::internal("withdrawal task", e))?
+    }
+
+    /// Finishes sweeps an interrupted deletion or key-compromise revocation left behind (see
+    /// [`Store::finish_sweeps`]). The server calls it at start and then periodically.
+    pub async fn finish_sweeps(&self) -> Result<u32> {
+        let revoked = self.store.finish_sweeps().await?;
+        if revoked > 0 {
+            self.authenticator.forget_all();
+            tracing::info!(revoked, "finished an interrupted certificate sweep");
+        }
+        Ok(revoked)
+    }
+}
+
+/// Whose cached authentication results a withdrawal invalidates.
+enum Withdrawn {
+    Principal(PrincipalId),
+    Certificate(Serial),
 }
 
 fn refuse_self(caller: &Caller, id: &PrincipalId, verb: &str) -> Result<()> {

@@ -130,6 +130,7 @@ async fn certificate_expiring_on_an_open_connection_stops_authenticating() {
         &id,
         &key,
         std::time::Duration::from_secs(8),
+        0,
     )
     .unwrap();
     store.insert_certificate(&leaf.record).await.unwrap();

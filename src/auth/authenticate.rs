@@ -79,6 +79,11 @@ impl Authenticator {
         if cert.revocation.is_some() {
             return Err(unauthenticated("client certificate has been revoked"));
         }
+        if cert.is_void_for(&principal) {
+            return Err(unauthenticated(
+                "client certificate was withdrawn with the other certificates of its principal: get a new one",
+            ));
+        }
         let fingerprint = crate::model::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der).as_ref());
         if cert.principal_id != peer.id || cert.principal_type != peer.kind || cert.sha256_fingerprint != fingerprint {
             return Err(unauthenticated("client certificate does not match its registration"));

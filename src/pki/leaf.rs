@@ -17,6 +17,14 @@ pub struct IssuedLeaf {
     pub pem: String,
 }
 
+/// PEM (LF line endings) of a DER certificate.
+pub fn pem_of(der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
 /// Signs a client certificate for `kind`/`id` and `public_key`, valid from now (less the backdate) for `validity`,
 /// but never beyond the CA's own expiry.
 pub fn issue_client(
@@ -26,6 +34,7 @@ pub fn issue_client(
     id: &PrincipalId,
     public_key: &impl PublicKeyData,
     validity: std::time::Duration,
+    generation: u64,
 ) -> Result<IssuedLeaf, Error> {
     let now = crate::model::now();
     let validity = time::Duration::try_from(validity).map_err(|e| Error::internal("validity", e))?;
@@ -54,6 +63,8 @@ pub fn issue_client(
         sha256_fingerprint: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der).as_ref()),
         der,
         revocation: None,
+        generation,
+        renewal: None,
     };
     Ok(IssuedLeaf { record, pem: cert.pem() })
 }

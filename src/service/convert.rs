@@ -110,10 +110,7 @@ pub fn certificate_to_wire(c: CertificateRecord) -> proto::Certificate {
         not_before: Some(timestamp(c.not_before)),
         not_after: Some(timestamp(c.not_after)),
         sha256_fingerprint: c.sha256_fingerprint,
-        certificate_pem: pem::encode_config(
-            &pem::Pem::new("CERTIFICATE", c.der),
-            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-        ),
+        certificate_pem: crate::pki::leaf::pem_of(&c.der),
         revoke_time: c.revocation.map(|r| timestamp(r.at)),
         revocation_reason: c.revocation.map_or(0, |r| i32::from(r.reason.code())),
     }

@@ -50,6 +50,7 @@ pub fn principal(id: &str, kind: PrincipalType) -> Principal {
         status_reason: None,
         created_at: t0(),
         updated_at: t0(),
+        generation: 0,
     }
 }
 
@@ -63,6 +64,8 @@ pub fn certificate(serial: &str, owner: &Principal, not_before: OffsetDateTime) 
         sha256_fingerprint: "00".repeat(32),
         der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
         revocation: None,
+        generation: owner.generation,
+        renewal: None,
     }
 }
 

@@ -12,6 +12,7 @@ use crate::model::{
 };
 
 pub mod conformance;
+pub mod page_token;
 pub mod dynamodb;
 pub mod sqlite;
 
@@ -103,8 +104,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>>;
 
     /// Sets the principal's status to `to` (with `reason`, `updated_at = at`) if its current status is one of `from`,
-    /// and returns the updated principal. `NotFound` if there is no such principal; `FailedPrecondition` naming the
-    /// current status if it is not in `from`.
+    /// and returns the updated principal. A transition to a status other than ACTIVE also raises the principal's
+    /// generation (its revocation floor) in the same write. `NotFound` if there is no such principal;
+    /// `FailedPrecondition` naming the current status if it is not in `from`.
     async fn transition_principal(
         &self,
         id: &PrincipalId,
@@ -114,19 +116,31 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<Principal>;
 
-    /// Sets the principal DELETED (from ACTIVE or SUSPENDED) in one atomic write, which withdraws all its access at
-    /// once, and revokes each of its unrevoked certificates with reason cessationOfOperation at `at` (SQLite: in the
-    /// same write; DynamoDB: right after, from its index). Returns the principal and how many certificates it revoked.
-    /// `NotFound` if there is no such principal; `FailedPrecondition` if it is already deleted.
+    /// Sets the principal DELETED (from ACTIVE or SUSPENDED) and raises its generation in one atomic write, which
+    /// withdraws all its access at once, and revokes each of its unrevoked certificates with reason
+    /// cessationOfOperation at `at` (SQLite: in the same write; DynamoDB: right after, from its index, as a sweep that
+    /// [`finish_sweeps`](Self::finish_sweeps) or a repeated call completes if it is interrupted). Returns the principal
+    /// and how many certificates it revoked. `NotFound` if there is no such principal; `FailedPrecondition` if it is
+    /// already deleted (after finishing any sweep of it that was interrupted).
     async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)>;
 
-    /// Records an issued certificate, in the same atomic write that checks its principal exists, is ACTIVE and has
-    /// `cert.principal_type`. `NotFound` if the principal does not exist; `FailedPrecondition` if it is not active or
-    /// has another type; `AlreadyExists` if the serial is taken.
+    /// Records an issued certificate, in the same atomic write that checks its principal exists, is ACTIVE, has
+    /// `cert.principal_type` and is still at `cert.generation`. `NotFound` if the principal does not exist;
+    /// `FailedPrecondition` if it is not active, has another type or its generation moved; `AlreadyExists` if the
+    /// serial is taken.
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()>;
 
+    /// Records `cert` as the one renewal of `parent`, for the public key whose SPKI hashes to `key_sha256`: in one
+    /// atomic write that checks everything [`insert_certificate`](Self::insert_certificate) checks, and that the
+    /// parent exists, belongs to the same principal, is unrevoked, is not void (its generation is the principal's) and
+    /// has not been renewed; it marks the parent renewed. So a revocation committed first always wins, and a
+    /// certificate renews at most once. `NotFound` if the parent is unknown; `FailedPrecondition` if it is revoked,
+    /// void or another principal's; `AlreadyExists` if it was renewed already (read it to see by what).
+    async fn insert_renewal(&self, parent: &Serial, cert: &CertificateRecord, key_sha256: &str) -> Result<()>;
+
     /// Revokes every unrevoked certificate of the principal at `at` for `reason` (earlier revocations keep their time
-    /// and reason) and advances the revocation epoch. Returns how many it revoked; 0 for an unknown principal.
+    /// and reason), raises the principal's generation first and advances the revocation epoch. Returns how many it
+    /// revoked; 0 for an unknown principal. Idempotent: a repeated call finishes what an interrupted one started.
     async fn revoke_all_certificates(
         &self,
         principal: &PrincipalId,
@@ -147,7 +161,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page<CertificateRecord>>;
 
     /// Revokes the certificate at `at` for `reason` and returns it. `NotFound` if unknown; `FailedPrecondition` if it
-    /// is already revoked (the first revocation's time and reason are kept).
+    /// is already revoked (the first revocation's time and reason are kept). With reason keyCompromise the same write
+    /// also raises the owner's generation, so every certificate issued to it so far is void at once (whoever holds the
+    /// key may have renewed with it); the caller then sweeps them with
+    /// [`revoke_all_certificates`](Self::revoke_all_certificates) (SQLite revokes them in the same write already).
     async fn revoke_certificate(
         &self,
         serial: &Serial,
@@ -155,8 +172,17 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<CertificateRecord>;
 
+    /// The fingerprint (hex SHA-256 of the CA certificate's DER) of the CA this store belongs to, recording
+    /// `fingerprint` first if none is recorded yet. Exactly one value is ever recorded, however many processes call
+    /// this at once; a caller whose fingerprint differs from the answer must not serve this store.
+    async fn claim_ca(&self, fingerprint: &str) -> Result<String>;
+
+    /// Finishes every certificate sweep that an interrupted deletion or key-compromise revocation left behind; returns
+    /// how many certificates it revoked. Servers call it in the background; backends whose sweeps are atomic return 0.
+    async fn finish_sweeps(&self) -> Result<u32>;
+
     /// A counter that every committed withdrawal of access (`revoke_certificate`, `transition_principal` to a status
-    /// other than ACTIVE, `delete_principal`) increases, by any process using this store, in the same atomic write.
+    /// other than ACTIVE, `delete_principal`, `revoke_all_certificates`) increases, by any process using this store, in the same atomic write.
     /// Strongly consistent. Replicas poll it to know when to drop cached authentication results.
     async fn revocation_epoch(&self) -> Result<u64>;
 
@@ -167,7 +193,7 @@ pub trait Store: Send + Sync + 'static {
 /// Errors every backend reports the same way, so callers see the same messages whatever the store.
 pub(crate) mod errors {
     use crate::error::Error;
-    use crate::model::{Principal, PrincipalId, PrincipalStatus, PrincipalType};
+    use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType};
 
     pub fn principal_not_found(id: &PrincipalId) -> Error {
         Error::NotFound(format!("principal {:?}", id.as_str()))
@@ -198,6 +224,37 @@ pub(crate) mod errors {
                 principal.kind,
                 kind
             )));
+        }
+        Ok(())
+    }
+
+    /// `Ok` if `principal` is still at `generation` (nothing withdrew its certificates since it was read).
+    pub fn check_generation(principal: &Principal, generation: u64) -> Result<(), Error> {
+        if principal.generation != generation {
+            return Err(Error::FailedPrecondition(format!(
+                "the certificates of principal {:?} were withdrawn during issuance; retry",
+                principal.id.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `Ok` if `parent` may be renewed into a certificate of `owner`: same principal, unrevoked, not void, not renewed.
+    pub fn check_renewable(parent: &CertificateRecord, owner: &Principal) -> Result<(), Error> {
+        if parent.principal_id != owner.id {
+            return Err(Error::FailedPrecondition(format!("certificate {} belongs to another principal", parent.serial)));
+        }
+        if parent.revocation.is_some() {
+            return Err(Error::FailedPrecondition(format!("certificate {} has been revoked", parent.serial)));
+        }
+        if parent.is_void_for(owner) {
+            return Err(Error::FailedPrecondition(format!(
+                "certificate {} was withdrawn with its principal's other certificates",
+                parent.serial
+            )));
+        }
+        if parent.renewal.is_some() {
+            return Err(Error::AlreadyExists(format!("certificate {} was already renewed", parent.serial)));
         }
         Ok(())
     }

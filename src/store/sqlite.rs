@@ -18,18 +18,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Revocation, RevocationReason, Serial,
+    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Renewal, Revocation, RevocationReason,
+    Serial,
 };
+use crate::store::page_token::{self, Backend};
 use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
 
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_revocation_epoch.sql"),
+    include_str!("../../migrations/sqlite/0003_generations.sql"),
 ];
 
-const PRINCIPAL_COLUMNS: &str = "id, type, status, description, email, status_reason, created_at, updated_at";
-const CERTIFICATE_COLUMNS: &str = "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason";
+const PRINCIPAL_COLUMNS: &str =
+    "id, type, status, description, email, status_reason, created_at, updated_at, generation";
+const CERTIFICATE_COLUMNS: &str = "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason, generation, renewed_by, renewal_key";
 
 /// Default for the most writes committed together.
 pub const DEFAULT_MAX_BATCH: usize = 256;
@@ -261,7 +265,16 @@ impl Store for SqliteStore {
 
     async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>> {
         let filter = filter.clone();
-        let after = page.token.clone().unwrap_or_default();
+        let listing = principal_listing(&filter);
+        let after = match &page.token {
+            None => String::new(),
+            Some(token) => {
+                let id: PrincipalId = page_token::decode(Backend::Sqlite, &listing, token)?
+                    .parse()
+                    .map_err(|_| page_token::invalid("it is malformed"))?;
+                id.as_str().to_owned()
+            }
+        };
         let size = page.size.max(1);
         self.read(move |conn| {
             let sql = format!(
@@ -282,7 +295,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql_err)?;
             let items = rows.collect::<rusqlite::Result<Result<Vec<_>>>>().map_err(sql_err)??;
-            Ok(paginate(items, size, |p| p.id.as_str().to_owned()))
+            Ok(paginate(items, size, |p| page_token::encode(Backend::Sqlite, &listing, p.id.as_str())))
         })
         .await
     }
@@ -307,6 +320,7 @@ impl Store for SqliteStore {
             )
             .map_err(sql_err)?;
             if to != PrincipalStatus::Active {
+                raise_generation(conn, &id)?;
                 bump_epoch(conn)?;
             }
             let updated = select_principal(conn, &id)?.ok_or_else(|| errors::principal_not_found(&id))?;
@@ -341,7 +355,29 @@ impl Store for SqliteStore {
             let principal =
                 select_principal(conn, &c.principal_id)?.ok_or_else(|| errors::principal_not_found(&c.principal_id))?;
             errors::check_issuable(&principal, c.principal_type)?;
+            errors::check_generation(&principal, c.generation)?;
             insert_certificate_row(conn, &c)
+        })
+        .await
+    }
+
+    async fn insert_renewal(&self, parent: &Serial, cert: &CertificateRecord, key_sha256: &str) -> Result<()> {
+        let (parent, c, key) = (parent.clone(), cert.clone(), key_sha256.to_owned());
+        self.write(move |conn| {
+            let principal =
+                select_principal(conn, &c.principal_id)?.ok_or_else(|| errors::principal_not_found(&c.principal_id))?;
+            errors::check_issuable(&principal, c.principal_type)?;
+            errors::check_generation(&principal, c.generation)?;
+            let previous =
+                select_certificate(conn, &parent)?.ok_or_else(|| Error::NotFound(format!("certificate {parent}")))?;
+            errors::check_renewable(&previous, &principal)?;
+            insert_certificate_row(conn, &c)?;
+            conn.execute(
+                "UPDATE certificates SET renewed_by = ?2, renewal_key = ?3 WHERE serial = ?1",
+                params![parent.as_str(), c.serial.as_str(), key],
+            )
+            .map_err(sql_err)?;
+            Ok(())
         })
         .await
     }
@@ -368,9 +404,10 @@ impl Store for SqliteStore {
         page: &PageRequest,
     ) -> Result<Page<CertificateRecord>> {
         let principal = principal.clone();
+        let listing = format!("certificates|{principal}|{include_revoked}");
         let cursor = match &page.token {
             None => (i64::MAX, String::new()),
-            Some(token) => parse_certificate_cursor(token)?,
+            Some(token) => parse_certificate_cursor(&page_token::decode(Backend::Sqlite, &listing, token)?)?,
         };
         let size = page.size.max(1);
         self.read(move |conn| {
@@ -388,7 +425,9 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql_err)?;
             let items = rows.collect::<rusqlite::Result<Result<Vec<_>>>>().map_err(sql_err)??;
-            Ok(paginate(items, size, |c| format!("{}.{}", c.not_before.unix_timestamp(), c.serial)))
+            Ok(paginate(items, size, |c| {
+                page_token::encode(Backend::Sqlite, &listing, &format!("{}.{}", c.not_before.unix_timestamp(), c.serial))
+            }))
         })
         .await
     }
@@ -412,6 +451,10 @@ impl Store for SqliteStore {
             )
             .map_err(sql_err)?;
             bump_epoch(conn)?;
+            if reason == RevocationReason::KeyCompromise {
+                // Raises the floor and revokes the rest in this same write: nothing is left for a sweep.
+                revoke_all(conn, &current.principal_id, reason, at.unix_timestamp())?;
+            }
             let updated =
                 select_certificate(conn, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
             Ok(updated)
@@ -429,6 +472,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_ca(&self, fingerprint: &str) -> Result<String> {
+        let fingerprint = fingerprint.to_owned();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES ('ca_fingerprint', ?1) ON CONFLICT (key) DO NOTHING",
+                [&fingerprint],
+            )
+            .map_err(sql_err)?;
+            conn.query_row("SELECT value FROM settings WHERE key = 'ca_fingerprint'", [], |r| r.get(0)).map_err(sql_err)
+        })
+        .await
+    }
+
+    /// Every sweep commits in the write that starts it: there is never anything left to finish.
+    async fn finish_sweeps(&self) -> Result<u32> {
+        Ok(0)
+    }
+
     /// Goes through the writer, so a stuck or stopped writer makes the store unready.
     async fn ping(&self) -> Result<()> {
         self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
@@ -438,8 +499,9 @@ impl Store for SqliteStore {
 fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
     let inserted = conn
         .execute(
-            "INSERT INTO principals (id, type, status, description, email, status_reason, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO principals (id, type, status, description, email, status_reason, created_at, updated_at,
+                                     generation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
             params![
                 p.id.as_str(),
                 p.kind.as_str(),
@@ -448,7 +510,8 @@ fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
                 p.email,
                 p.status_reason,
                 p.created_at.unix_timestamp(),
-                p.updated_at.unix_timestamp()
+                p.updated_at.unix_timestamp(),
+                generation(p.generation)?
             ],
         )
         .map_err(sql_err)?;
@@ -460,9 +523,10 @@ fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
 
 fn insert_certificate_row(conn: &Connection, c: &CertificateRecord) -> Result<()> {
     let sql = format!(
-        "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (serial) DO NOTHING"
     );
+    let cert_generation = generation(c.generation)?;
     let inserted = conn
         .prepare_cached(&sql)
         .and_then(|mut stmt| {
@@ -476,6 +540,9 @@ fn insert_certificate_row(conn: &Connection, c: &CertificateRecord) -> Result<()
                 c.der,
                 c.revocation.map(|r| r.at.unix_timestamp()),
                 c.revocation.map(|r| r.reason.code()),
+                cert_generation,
+                c.renewal.as_ref().map(|r| r.serial.as_str()),
+                c.renewal.as_ref().map(|r| r.key_sha256.as_str()),
             ])
         })
         .map_err(sql_err)?;
@@ -485,7 +552,9 @@ fn insert_certificate_row(conn: &Connection, c: &CertificateRecord) -> Result<()
     Ok(())
 }
 
+/// Raises the principal's generation (voiding its certificates), then revokes every unrevoked one.
 fn revoke_all(conn: &Connection, principal: &PrincipalId, reason: RevocationReason, at: i64) -> Result<u32> {
+    raise_generation(conn, principal)?;
     let revoked = conn
         .execute(
             "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
@@ -495,6 +564,24 @@ fn revoke_all(conn: &Connection, principal: &PrincipalId, reason: RevocationReas
         .map_err(sql_err)?;
     bump_epoch(conn)?;
     Ok(u32::try_from(revoked).unwrap_or(u32::MAX))
+}
+
+fn raise_generation(conn: &Connection, principal: &PrincipalId) -> Result<()> {
+    conn.execute("UPDATE principals SET generation = generation + 1 WHERE id = ?1", [principal.as_str()])
+        .map_err(sql_err)?;
+    Ok(())
+}
+
+fn generation(value: u64) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::InvalidArgument(format!("generation {value} is out of range")))
+}
+
+fn principal_listing(filter: &PrincipalFilter) -> String {
+    format!(
+        "principals|{}|{}",
+        filter.kind.map_or("", PrincipalType::as_str),
+        filter.status.map_or("", PrincipalStatus::as_str)
+    )
 }
 
 fn bump_epoch(conn: &Connection) -> Result<()> {
@@ -519,7 +606,7 @@ fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Principal>> {
     let (id, kind, status): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
     let (description, email, status_reason): (String, Option<String>, Option<String>) =
         (row.get(3)?, row.get(4)?, row.get(5)?);
-    let (created_at, updated_at): (i64, i64) = (row.get(6)?, row.get(7)?);
+    let (created_at, updated_at, generation): (i64, i64, i64) = (row.get(6)?, row.get(7)?, row.get(8)?);
     Ok((|| {
         Ok(Principal {
             id: id.parse().map_err(corrupt)?,
@@ -530,6 +617,7 @@ fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Principal>> {
             status_reason,
             created_at: timestamp(created_at)?,
             updated_at: timestamp(updated_at)?,
+            generation: u64::try_from(generation).map_err(corrupt)?,
         })
     })())
 }
@@ -539,6 +627,8 @@ fn certificate_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertificateRec
     let (not_before, not_after): (i64, i64) = (row.get(3)?, row.get(4)?);
     let (sha256_fingerprint, der): (String, Vec<u8>) = (row.get(5)?, row.get(6)?);
     let (revoked_at, reason): (Option<i64>, Option<u8>) = (row.get(7)?, row.get(8)?);
+    let (generation, renewed_by, renewal_key): (i64, Option<String>, Option<String>) =
+        (row.get(9)?, row.get(10)?, row.get(11)?);
     Ok((|| {
         let revocation = match (revoked_at, reason) {
             (Some(at), Some(code)) => Some(Revocation {
@@ -557,6 +647,13 @@ fn certificate_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertificateRec
             sha256_fingerprint,
             der,
             revocation,
+            generation: u64::try_from(generation).map_err(corrupt)?,
+            renewal: match (renewed_by, renewal_key) {
+                (Some(serial), Some(key_sha256)) => {
+                    Some(Renewal { serial: serial.parse().map_err(corrupt)?, key_sha256 })
+                }
+                _ => None,
+            },
         })
     })())
 }
@@ -573,7 +670,7 @@ fn paginate<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> P
 }
 
 fn parse_certificate_cursor(token: &str) -> Result<(i64, String)> {
-    let bad = || Error::InvalidArgument("invalid page_token: pass the next_page_token of the previous response".into());
+    let bad = || page_token::invalid("it is malformed");
     let (nb, serial) = token.split_once('.').ok_or_else(bad)?;
     let serial: Serial = serial.parse().map_err(|_| bad())?;
     Ok((nb.parse().map_err(|_| bad())?, serial.as_str().to_owned()))

@@ -352,6 +352,7 @@ fn sign_baseline(data: &Path, csrs: &Arc<Vec<Vec<u8>>>, duration: Duration) -> f
             &id,
             &csr.public_key,
             Duration::from_secs(86400),
+            0,
         )
         .unwrap();
         std::hint::black_box(leaf);
@@ -542,6 +543,8 @@ async fn fill(data: &Path, n: u64) {
                 sha256_fingerprint: format!("{k:064x}"),
                 der: der.clone(),
                 revocation: None,
+                generation: 0,
+                renewal: None,
             });
             principals.push(Principal {
                 id,
@@ -552,6 +555,7 @@ async fn fill(data: &Path, n: u64) {
                 status_reason: None,
                 created_at: now,
                 updated_at: now,
+                generation: 0,
             });
         }
         store.import(principals, certs).await.unwrap();

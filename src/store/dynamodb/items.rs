@@ -4,11 +4,10 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use base64::Engine;
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::model::{CertificateRecord, Principal, PrincipalId, Revocation, RevocationReason};
+use crate::model::{CertificateRecord, Principal, PrincipalId, Renewal, Revocation, RevocationReason};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -45,6 +44,7 @@ pub fn principal_item(p: &Principal) -> Item {
     item.insert("created_at".into(), n(p.created_at.unix_timestamp()));
     item.insert("updated_at".into(), n(p.updated_at.unix_timestamp()));
     item.insert("type_shard".into(), s(&type_shard(p.kind.as_str(), &p.id)));
+    item.insert("generation".into(), n_u64(p.generation));
     item
 }
 
@@ -58,6 +58,7 @@ pub fn principal_from(item: &Item) -> Result<Principal> {
         status_reason: opt_s(item, "status_reason").map(str::to_owned),
         created_at: time_from(get_n(item, "created_at")?)?,
         updated_at: time_from(get_n(item, "updated_at")?)?,
+        generation: opt_generation(item)?,
     })
 }
 
@@ -75,6 +76,11 @@ pub fn certificate_item(c: &CertificateRecord) -> Item {
     if let Some(r) = c.revocation {
         item.insert("revoked_at".into(), n(r.at.unix_timestamp()));
         item.insert("revocation_reason".into(), n(i64::from(r.reason.code())));
+    }
+    item.insert("generation".into(), n_u64(c.generation));
+    if let Some(r) = &c.renewal {
+        item.insert("renewed_by".into(), s(r.serial.as_str()));
+        item.insert("renewal_key".into(), s(&r.key_sha256));
     }
     item
 }
@@ -104,6 +110,13 @@ pub fn certificate_from(item: &Item) -> Result<CertificateRecord> {
         sha256_fingerprint: get_s(item, "sha256")?.to_owned(),
         der,
         revocation,
+        generation: opt_generation(item)?,
+        renewal: match (opt_s(item, "renewed_by"), opt_s(item, "renewal_key")) {
+            (Some(serial), Some(key)) => {
+                Some(Renewal { serial: serial.parse().map_err(corrupt)?, key_sha256: key.to_owned() })
+            }
+            _ => None,
+        },
     })
 }
 
@@ -112,25 +125,25 @@ pub fn past_ttl(item: &Item, now: OffsetDateTime) -> bool {
     get_n(item, "expires_at").is_ok_and(|at| at < now.unix_timestamp())
 }
 
-/// Wraps a listing position into an opaque token.
-pub fn encode_token(position: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{position}"))
-}
-
-/// The position inside a token this backend produced.
-pub fn decode_token(token: &str) -> Result<String> {
-    let bad = || Error::InvalidArgument("invalid page_token: pass the next_page_token of the previous response".into());
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    text.strip_prefix("v1:").map(str::to_owned).ok_or_else(bad)
-}
-
 pub fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
 }
 
 pub fn n(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
+}
+
+pub fn n_u64(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// The `generation` attribute; items written before it existed are at generation 0.
+fn opt_generation(item: &Item) -> Result<u64> {
+    match item.get("generation") {
+        None => Ok(0),
+        Some(AttributeValue::N(v)) => v.parse().map_err(|_| corrupt("attribute generation is not an integer")),
+        Some(_) => Err(corrupt("attribute generation is not a number")),
+    }
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
@@ -177,14 +190,9 @@ mod tests {
         let mut c = conformance::certificate("0a", &p, p.created_at);
         assert_eq!(certificate_from(&certificate_item(&c)).unwrap(), c);
         c.revocation = Some(Revocation { at: p.created_at, reason: RevocationReason::Superseded });
+        c.generation = 3;
+        c.renewal = Some(Renewal { serial: "0b".parse().unwrap(), key_sha256: "ab".repeat(32) });
         assert_eq!(certificate_from(&certificate_item(&c)).unwrap(), c);
-    }
-
-    #[test]
-    fn tokens_round_trip_and_foreign_tokens_are_refused() {
-        assert_eq!(decode_token(&encode_token("w17")).unwrap(), "w17");
-        assert!(decode_token("garbage!").is_err());
-        assert!(decode_token(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v2:x")).is_err());
     }
 
     #[test]

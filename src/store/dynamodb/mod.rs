@@ -12,6 +12,7 @@
 
 pub mod items;
 pub mod schema;
+pub mod writes;
 
 use std::time::Duration;
 
@@ -19,18 +20,17 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
 };
+use crate::store::page_token::{self, Backend};
 use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
 use items::{Item, n, s};
-
-/// Key of the revocation epoch item in the meta table.
-const EPOCH_KEY: &str = "revocation_epoch";
+use writes::{CA_KEY, EPOCH_KEY, Sweep};
 /// Items per TransactWriteItems call (DynamoDB's limit is 100).
 const MAX_TRANSACTION_ITEMS: usize = 100;
 
@@ -103,14 +103,7 @@ impl DynamoStore {
     }
 
     fn epoch_bump(&self) -> Result<TransactWriteItem> {
-        let update = Update::builder()
-            .table_name(&self.meta)
-            .key("key", s(EPOCH_KEY))
-            .update_expression("ADD epoch :one")
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(|e| Error::internal("epoch update", e))?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        writes::epoch_bump(&self.meta, None)
     }
 
     /// Runs a transaction. Cancellations caused only by conflicting concurrent transactions (every withdrawal writes
@@ -246,7 +239,20 @@ impl Store for DynamoStore {
     }
 
     async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>> {
-        let after = page.token.as_deref().map(items::decode_token).transpose()?.unwrap_or_default();
+        let listing = format!(
+            "principals|{}|{}",
+            filter.kind.map_or("", PrincipalType::as_str),
+            filter.status.map_or("", PrincipalStatus::as_str)
+        );
+        let after = match page.token.as_deref() {
+            None => String::new(),
+            Some(token) => {
+                let id: PrincipalId = page_token::decode(Backend::Dynamodb, &listing, token)?
+                    .parse()
+                    .map_err(|_| page_token::invalid("it is malformed"))?;
+                id.as_str().to_owned()
+            }
+        };
         let want = page.size.max(1) as usize;
         let kinds: Vec<PrincipalType> = filter.kind.map_or_else(|| PrincipalType::ALL.to_vec(), |k| vec![k]);
         let mut tasks = tokio::task::JoinSet::new();
@@ -269,7 +275,8 @@ impl Store for DynamoStore {
             all.truncate(want);
             more = true;
         }
-        let next_token = if more { all.last().map(|p| items::encode_token(p.id.as_str())) } else { None };
+        let next_token =
+            if more { all.last().map(|p| page_token::encode(Backend::Dynamodb, &listing, p.id.as_str())) } else { None };
         Ok(Page { items: all, next_token })
     }
 
@@ -292,11 +299,18 @@ impl Store for DynamoStore {
         for (placeholder, status) in placeholders.iter().zip(from) {
             update = update.expression_attribute_values(placeholder, s(status.as_str()));
         }
+        // Leaving ACTIVE raises the revocation floor in the same write.
+        let raise = if to == PrincipalStatus::Active {
+            ""
+        } else {
+            update = update.expression_attribute_values(":one", n(1));
+            " ADD generation :one"
+        };
         update = match reason {
             Some(r) => update
-                .update_expression("SET #status = :to, updated_at = :at, status_reason = :reason")
+                .update_expression(format!("SET #status = :to, updated_at = :at, status_reason = :reason{raise}"))
                 .expression_attribute_values(":reason", s(r)),
-            None => update.update_expression("SET #status = :to, updated_at = :at REMOVE status_reason"),
+            None => update.update_expression(format!("SET #status = :to, updated_at = :at REMOVE status_reason{raise}")),
         };
         let mut writes = vec![
             TransactWriteItem::builder().update(update.build().map_err(|e| Error::internal("update", e))?).build(),
@@ -315,27 +329,34 @@ impl Store for DynamoStore {
     }
 
     async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
-        // The status change withdraws access atomically (authentication and issuance both require ACTIVE); the
-        // certificates are then revoked from the index.
+        // The status change and the floor withdraw access atomically (authentication and issuance both require ACTIVE
+        // and a current generation); the certificates are then revoked from the index by a recorded sweep.
+        let sweep = Sweep { principal: id.clone(), reason: RevocationReason::CessationOfOperation };
         let delete = Update::builder()
             .table_name(&self.principals)
             .key("id", s(id.as_str()))
             .condition_expression("attribute_exists(id) AND #status <> :deleted")
-            .update_expression("SET #status = :deleted, updated_at = :at REMOVE status_reason")
+            .update_expression("SET #status = :deleted, updated_at = :at REMOVE status_reason ADD generation :one")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":deleted", s(PrincipalStatus::Deleted.as_str()))
             .expression_attribute_values(":at", n(at.unix_timestamp()))
+            .expression_attribute_values(":one", n(1))
             .build()
             .map_err(|e| Error::internal("update", e))?;
-        let writes = vec![TransactWriteItem::builder().update(delete).build(), self.epoch_bump()?];
+        let writes =
+            vec![TransactWriteItem::builder().update(delete).build(), writes::epoch_bump(&self.meta, Some(&sweep))?];
         if let Err(failure) = self.transact(writes).await {
             if failure.failed_condition(0) {
                 let current = self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))?;
+                if current.status == PrincipalStatus::Deleted {
+                    // A repeated delete finishes the sweep an earlier one may have left unfinished.
+                    self.sweep(&sweep, at).await?;
+                }
                 return Err(errors::wrong_status(&current, PrincipalStatus::Deleted));
             }
             return Err(failure.into_error());
         }
-        let revoked = self.revoke_all_certificates(id, RevocationReason::CessationOfOperation, at).await?;
+        let revoked = self.sweep(&sweep, at).await?;
         let principal = self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))?;
         Ok((principal, revoked))
     }
@@ -346,71 +367,53 @@ impl Store for DynamoStore {
         reason: RevocationReason,
         at: OffsetDateTime,
     ) -> Result<u32> {
-        // The index is eventually consistent: sweep until it shows nothing unrevoked (a certificate recorded a moment
-        // ago may appear late), at most a few rounds.
-        let mut revoked = 0u32;
-        for _ in 0..3 {
-            let mut serials = Vec::new();
-            let mut token = None;
-            loop {
-                let page = self.list_certificates(principal, false, &PageRequest { size: 1000, token }).await?;
-                serials.extend(page.items.into_iter().map(|c| c.serial));
-                token = page.next_token;
-                if token.is_none() {
-                    break;
-                }
+        let sweep = Sweep { principal: principal.clone(), reason };
+        let writes =
+            vec![writes::raise_generation(&self.principals, principal)?, writes::epoch_bump(&self.meta, Some(&sweep))?];
+        match self.transact(writes).await {
+            Ok(()) => self.sweep(&sweep, at).await,
+            // An unknown principal has no certificates; still advance the epoch, as callers rely on it.
+            Err(failure) if failure.failed_condition(0) => {
+                self.transact(vec![self.epoch_bump()?]).await.map_err(TransactionFailure::into_error)?;
+                Ok(0)
             }
-            if serials.is_empty() {
-                break;
-            }
-            for chunk in serials.chunks(MAX_TRANSACTION_ITEMS - 1) {
-                let mut writes = vec![self.epoch_bump()?];
-                for serial in chunk {
-                    writes.push(self.revoke_if_unrevoked(serial, reason, at)?);
-                }
-                self.transact(writes).await.map_err(TransactionFailure::into_error)?;
-                revoked += u32::try_from(chunk.len()).unwrap_or(u32::MAX);
-            }
+            Err(failure) => Err(failure.into_error()),
         }
-        if revoked == 0 {
-            // Still advance the epoch: callers rely on it after any withdrawal.
-            self.transact(vec![self.epoch_bump()?]).await.map_err(TransactionFailure::into_error)?;
-        }
-        Ok(revoked)
     }
 
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
-        let check = ConditionCheck::builder()
-            .table_name(&self.principals)
-            .key("id", s(cert.principal_id.as_str()))
-            .condition_expression("attribute_exists(id) AND #status = :active AND #type = :type")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#type", "type")
-            .expression_attribute_values(":active", s(PrincipalStatus::Active.as_str()))
-            .expression_attribute_values(":type", s(cert.principal_type.as_str()))
-            .build()
-            .map_err(|e| Error::internal("condition check", e))?;
-        let put = Put::builder()
-            .table_name(&self.certificates)
-            .set_item(Some(items::certificate_item(cert)))
-            .condition_expression("attribute_not_exists(serial)")
-            .build()
-            .map_err(|e| Error::internal("put", e))?;
+        let check =
+            writes::principal_issuable(&self.principals, &cert.principal_id, cert.principal_type, cert.generation)?;
+        let writes = vec![check, self.put_certificate(cert)?];
+        match self.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(failure) if failure.failed_condition(0) => Err(self.why_not_issuable(cert).await),
+            Err(failure) if failure.failed_condition(1) => {
+                Err(Error::AlreadyExists(format!("certificate {}", cert.serial)))
+            }
+            Err(failure) => Err(failure.into_error()),
+        }
+    }
+
+    async fn insert_renewal(&self, parent: &Serial, cert: &CertificateRecord, key_sha256: &str) -> Result<()> {
+        let (owner, generation) = (&cert.principal_id, cert.generation);
         let writes = vec![
-            TransactWriteItem::builder().condition_check(check).build(),
-            TransactWriteItem::builder().put(put).build(),
+            writes::principal_issuable(&self.principals, owner, cert.principal_type, generation)?,
+            writes::mark_renewed(&self.certificates, parent, owner, generation, &cert.serial, key_sha256)?,
+            self.put_certificate(cert)?,
         ];
         match self.transact(writes).await {
             Ok(()) => Ok(()),
-            Err(failure) if failure.failed_condition(0) => {
-                let principal = self
-                    .get_principal(&cert.principal_id)
-                    .await?
-                    .ok_or_else(|| errors::principal_not_found(&cert.principal_id))?;
-                errors::check_issuable(&principal, cert.principal_type)?;
-                Err(Error::Unavailable("principal changed during issuance; retry".into()))
-            }
+            Err(failure) if failure.failed_condition(0) => Err(self.why_not_issuable(cert).await),
             Err(failure) if failure.failed_condition(1) => {
+                let previous =
+                    self.get_certificate(parent).await?.ok_or_else(|| Error::NotFound(format!("certificate {parent}")))?;
+                let principal = self.get_principal(owner).await?.ok_or_else(|| errors::principal_not_found(owner))?;
+                errors::check_renewable(&previous, &principal)?;
+                errors::check_generation(&principal, generation)?;
+                Err(Error::Unavailable("certificate changed during renewal; retry".into()))
+            }
+            Err(failure) if failure.failed_condition(2) => {
                 Err(Error::AlreadyExists(format!("certificate {}", cert.serial)))
             }
             Err(failure) => Err(failure.into_error()),
@@ -428,7 +431,21 @@ impl Store for DynamoStore {
         include_revoked: bool,
         page: &PageRequest,
     ) -> Result<Page<CertificateRecord>> {
-        let before = page.token.as_deref().map(items::decode_token).transpose()?;
+        let listing = format!("certificates|{principal}|{include_revoked}");
+        let before = match page.token.as_deref() {
+            None => None,
+            Some(token) => {
+                let key = page_token::decode(Backend::Dynamodb, &listing, token)?;
+                // Positions are `<12 digits>#<serial>`: refuse anything else before it reaches a query.
+                let valid = key.split_once('#').is_some_and(|(nb, serial)| {
+                    nb.len() == 12 && nb.bytes().all(|b| b.is_ascii_digit()) && serial.parse::<Serial>().is_ok()
+                });
+                if !valid {
+                    return Err(page_token::invalid("it is malformed"));
+                }
+                Some(key)
+            }
+        };
         let want = page.size.max(1) as usize;
         let mut found = Vec::new();
         let mut start: Option<Item> = None;
@@ -461,7 +478,8 @@ impl Store for DynamoStore {
             }
             if found.len() > want {
                 found.truncate(want);
-                let next_token = found.last().map(|c| items::encode_token(&items::issued_key(c)));
+                let next_token =
+                    found.last().map(|c| page_token::encode(Backend::Dynamodb, &listing, &items::issued_key(c)));
                 return Ok(Page { items: found, next_token });
             }
             match out.last_evaluated_key {
@@ -477,7 +495,20 @@ impl Store for DynamoStore {
         reason: RevocationReason,
         at: OffsetDateTime,
     ) -> Result<CertificateRecord> {
-        let writes = vec![self.revoke_write(serial, reason, at)?, self.epoch_bump()?];
+        let mut writes = Vec::with_capacity(3);
+        if reason == RevocationReason::KeyCompromise {
+            // The owner's floor rises in the same write, and the sweep that follows is recorded as pending.
+            let current =
+                self.get_certificate(serial).await?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
+            let owner = &current.principal_id;
+            let sweep = Sweep { principal: owner.clone(), reason };
+            writes.push(writes::revoke(&self.certificates, serial, Some(owner), reason, at)?);
+            writes.push(writes::raise_generation(&self.principals, owner)?);
+            writes.push(writes::epoch_bump(&self.meta, Some(&sweep))?);
+        } else {
+            writes.push(writes::revoke(&self.certificates, serial, None, reason, at)?);
+            writes.push(self.epoch_bump()?);
+        }
         if let Err(failure) = self.transact(writes).await {
             if !failure.failed_condition(0) {
                 return Err(failure.into_error());
@@ -488,6 +519,47 @@ impl Store for DynamoStore {
             };
         }
         self.get_certificate(serial).await?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
+    }
+
+    async fn claim_ca(&self, fingerprint: &str) -> Result<String> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.meta)
+            .item("key", s(CA_KEY))
+            .item("fingerprint", s(fingerprint))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", "key")
+            .send()
+            .await;
+        match put {
+            Ok(_) => return Ok(fingerprint.to_owned()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(sdk_error("PutItem", e)),
+        }
+        let item = self.get_item(&self.meta, "key", CA_KEY).await?.ok_or_else(|| {
+            Error::Unavailable("the CA record vanished while reading it; retry".into())
+        })?;
+        match item.get("fingerprint") {
+            Some(AttributeValue::S(recorded)) => Ok(recorded.clone()),
+            _ => Err(Error::internal("corrupt item in dynamodb store", "CA record without a fingerprint")),
+        }
+    }
+
+    async fn finish_sweeps(&self) -> Result<u32> {
+        let item = self.get_item(&self.meta, "key", EPOCH_KEY).await?;
+        let pending = match item.as_ref().and_then(|i| i.get("sweeps")) {
+            Some(AttributeValue::Ss(sweeps)) => sweeps.clone(),
+            _ => return Ok(0),
+        };
+        let mut revoked = 0u32;
+        for text in pending {
+            match Sweep::decode(&text) {
+                Some(sweep) => revoked += self.sweep(&sweep, crate::model::now()).await?,
+                None => tracing::warn!(sweep = %text.escape_debug(), "ignoring an unreadable pending sweep"),
+            }
+        }
+        Ok(revoked)
     }
 
     async fn revocation_epoch(&self) -> Result<u64> {
@@ -501,37 +573,66 @@ impl Store for DynamoStore {
 }
 
 impl DynamoStore {
-    /// Revokes `serial` unless it is revoked already, in which case the first revocation's time and reason stay: never
-    /// fails a transaction over a certificate revoked concurrently.
-    fn revoke_if_unrevoked(
-        &self,
-        serial: &Serial,
-        reason: RevocationReason,
-        at: OffsetDateTime,
-    ) -> Result<TransactWriteItem> {
-        let update = Update::builder()
+    fn put_certificate(&self, cert: &CertificateRecord) -> Result<TransactWriteItem> {
+        let put = Put::builder()
             .table_name(&self.certificates)
-            .key("serial", s(serial.as_str()))
-            .condition_expression("attribute_exists(serial)")
-            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at), revocation_reason = if_not_exists(revocation_reason, :reason)")
-            .expression_attribute_values(":at", n(at.unix_timestamp()))
-            .expression_attribute_values(":reason", n(i64::from(reason.code())))
+            .set_item(Some(items::certificate_item(cert)))
+            .condition_expression("attribute_not_exists(serial)")
             .build()
-            .map_err(|e| Error::internal("update", e))?;
-        Ok(TransactWriteItem::builder().update(update).build())
+            .map_err(|e| Error::internal("put", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn revoke_write(&self, serial: &Serial, reason: RevocationReason, at: OffsetDateTime) -> Result<TransactWriteItem> {
-        let update = Update::builder()
-            .table_name(&self.certificates)
-            .key("serial", s(serial.as_str()))
-            .condition_expression("attribute_exists(serial) AND attribute_not_exists(revoked_at)")
-            .update_expression("SET revoked_at = :at, revocation_reason = :reason")
-            .expression_attribute_values(":at", n(at.unix_timestamp()))
-            .expression_attribute_values(":reason", n(i64::from(reason.code())))
-            .build()
-            .map_err(|e| Error::internal("update", e))?;
-        Ok(TransactWriteItem::builder().update(update).build())
+    /// Why the principal check of an issuance failed, read back after the transaction was cancelled.
+    async fn why_not_issuable(&self, cert: &CertificateRecord) -> Error {
+        let id = &cert.principal_id;
+        let principal = match self.get_principal(id).await {
+            Ok(Some(principal)) => principal,
+            Ok(None) => return errors::principal_not_found(id),
+            Err(e) => return e,
+        };
+        if let Err(e) = errors::check_issuable(&principal, cert.principal_type) {
+            return e;
+        }
+        if let Err(e) = errors::check_generation(&principal, cert.generation) {
+            return e;
+        }
+        Error::Unavailable("principal changed during issuance; retry".into())
+    }
+
+    /// Revokes every unrevoked certificate of the sweep's principal, then removes the sweep from the pending set.
+    /// The index is eventually consistent: sweep until it shows nothing unrevoked (a certificate recorded a moment ago
+    /// may appear late), at most a few rounds. Those it misses are void already (the floor rose first).
+    async fn sweep(&self, sweep: &Sweep, at: OffsetDateTime) -> Result<u32> {
+        let mut revoked = 0u32;
+        for _ in 0..3 {
+            let mut serials = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self.list_certificates(&sweep.principal, false, &PageRequest { size: 1000, token }).await?;
+                serials.extend(page.items.into_iter().map(|c| c.serial));
+                token = page.next_token;
+                if token.is_none() {
+                    break;
+                }
+            }
+            if serials.is_empty() {
+                break;
+            }
+            for chunk in serials.chunks(MAX_TRANSACTION_ITEMS - 1) {
+                let mut writes = vec![self.epoch_bump()?];
+                for serial in chunk {
+                    writes.push(writes::revoke_if_unrevoked(&self.certificates, serial, sweep.reason, at)?);
+                }
+                self.transact(writes).await.map_err(TransactionFailure::into_error)?;
+                revoked += u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            }
+        }
+        let done = writes::sweep_done(&self.meta, sweep)?;
+        self.transact(vec![TransactWriteItem::builder().update(done).build()])
+            .await
+            .map_err(TransactionFailure::into_error)?;
+        Ok(revoked)
     }
 }
 

@@ -1,0 +1,202 @@
+//! Certificate operations: issue, renew, revoke and read.
+//!
+//! Renewal rules: a certificate renews once, into a certificate that lives no longer than it was issued for. The
+//! store records the renewal in the same atomic write that checks the parent is still unrevoked and not void, so a
+//! revocation committed first always wins. A retry with the same public key (a lost response) gets the certificate
+//! already issued; a renewal with another key is refused, so one stolen key cannot multiply itself.
+
+use std::time::Duration;
+
+use super::{Issued, MIN_VALIDITY, Registry, Withdrawn, not_found};
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::model::{CertificateRecord, PrincipalId, PrincipalStatus, PrincipalType, Renewal, RevocationReason, Serial};
+use crate::model::{now, sha256_hex};
+use crate::pki::csr::ValidatedCsr;
+use crate::pki::leaf::{self, IssuedLeaf};
+use crate::pki::profile::BACKDATE;
+use crate::store::{Page, PageRequest};
+
+impl Registry {
+    /// Issues a certificate for an ACTIVE principal from a CSR; only the CSR's public key is used.
+    pub async fn issue(
+        &self,
+        caller: &Caller,
+        id: &PrincipalId,
+        csr: &[u8],
+        validity: Option<Duration>,
+    ) -> Result<Issued> {
+        let csr = ValidatedCsr::parse(csr)?;
+        let principal = self.get_principal(id).await?;
+        if principal.status != PrincipalStatus::Active {
+            return Err(Error::FailedPrecondition(format!(
+                "principal {:?} is {}: activate it before issuing certificates",
+                id.as_str(),
+                principal.status
+            )));
+        }
+        let validity = self.validity(principal.kind, validity, None)?;
+        let issued = self.sign(principal.kind, id, &csr, validity, principal.generation)?;
+        // The store re-checks, in the same write, that the principal is still ACTIVE with this type and generation.
+        self.store.insert_certificate(&issued.record).await?;
+        tracing::info!(principal = %id, serial = %issued.record.serial, by = %caller.id, "certificate issued");
+        Ok(issued)
+    }
+
+    /// Issues the caller a new certificate with its own id and type, replacing the one it calls with (once).
+    pub async fn renew(&self, caller: &Caller, csr: &[u8], validity: Option<Duration>) -> Result<Issued> {
+        let csr = ValidatedCsr::parse(csr)?;
+        let key = sha256_hex(&csr.spki_der);
+        let parent = self.get_certificate(&caller.serial).await?;
+        if let Some(renewal) = &parent.renewal {
+            return self.renewed_already(&parent, renewal, &key).await;
+        }
+        let principal = self.get_principal(&caller.id).await?;
+        let validity = self.validity(caller.kind, validity, Some(&parent))?;
+        let issued = self.sign(caller.kind, &caller.id, &csr, validity, principal.generation)?;
+        match self.store.insert_renewal(&parent.serial, &issued.record, &key).await {
+            Ok(()) => {}
+            // A concurrent renewal of the same certificate won: answer as if this request were its retry.
+            Err(Error::AlreadyExists(message)) => {
+                let parent = self.get_certificate(&caller.serial).await?;
+                return match &parent.renewal {
+                    Some(renewal) => self.renewed_already(&parent, renewal, &key).await,
+                    None => Err(Error::AlreadyExists(message)),
+                };
+            }
+            Err(e) => return Err(e),
+        }
+        tracing::info!(principal = %caller.id, serial = %issued.record.serial, previous = %caller.serial, "certificate renewed");
+        Ok(issued)
+    }
+
+    /// The answer to renewing a certificate that was renewed before: the same certificate again for the same key.
+    async fn renewed_already(&self, parent: &CertificateRecord, renewal: &Renewal, key: &str) -> Result<Issued> {
+        if renewal.key_sha256 != key {
+            return Err(Error::FailedPrecondition(format!(
+                "certificate {} was already renewed (into {}) for another key; a certificate renews once: retry with \
+                 the key of that renewal, or ask an admin for a new certificate",
+                parent.serial, renewal.serial
+            )));
+        }
+        let record = self.get_certificate(&renewal.serial).await?;
+        if record.revocation.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "certificate {} was renewed into {}, which has been revoked",
+                parent.serial, record.serial
+            )));
+        }
+        let certificate_pem = leaf::pem_of(&record.der);
+        Ok(Issued { record, certificate_pem, ca_chain_pem: self.ca.cert_pem().to_owned() })
+    }
+
+    fn sign(
+        &self,
+        kind: PrincipalType,
+        id: &PrincipalId,
+        csr: &ValidatedCsr,
+        validity: Duration,
+        generation: u64,
+    ) -> Result<Issued> {
+        let IssuedLeaf { record, pem } =
+            leaf::issue_client(&self.ca, &self.identity, kind, id, &csr.public_key, validity, generation)?;
+        Ok(Issued { record, certificate_pem: pem, ca_chain_pem: self.ca.cert_pem().to_owned() })
+    }
+
+    /// The validity to issue: the type's maximum, and for a renewal no more than the parent was issued for; a request
+    /// outside `MIN_VALIDITY..=max` is refused.
+    fn validity(
+        &self,
+        kind: PrincipalType,
+        requested: Option<Duration>,
+        parent: Option<&CertificateRecord>,
+    ) -> Result<Duration> {
+        let mut max = self.validity.get(&kind).copied().unwrap_or(self.default_validity);
+        if let Some(parent) = parent {
+            // Issued for not_after - (not_before + BACKDATE); whole seconds, never below the minimum.
+            let issued_for = (parent.not_after - parent.not_before - BACKDATE).whole_seconds();
+            let issued_for = Duration::from_secs(u64::try_from(issued_for).unwrap_or(0));
+            max = max.min(issued_for.max(MIN_VALIDITY));
+        }
+        match requested {
+            None => Ok(max),
+            Some(v) if v >= MIN_VALIDITY && v <= max => Ok(v),
+            Some(v) => Err(Error::InvalidArgument(format!(
+                "requested validity of {}s is outside what this {kind} certificate allows: {} to {} seconds; omit it \
+                 for the maximum",
+                v.as_secs(),
+                MIN_VALIDITY.as_secs(),
+                max.as_secs()
+            ))),
+        }
+    }
+
+    /// Revokes a certificate. A key compromise withdraws every certificate of the principal: the store raises the
+    /// principal's revocation floor in the revoking write (so certificates issued from the stolen key, renewals
+    /// included, are void at once), then sweeps them. A retry completes a sweep an earlier attempt left unfinished.
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        serial: &Serial,
+        reason: RevocationReason,
+    ) -> Result<CertificateRecord> {
+        if *serial == caller.serial {
+            return Err(Error::FailedPrecondition(
+                "this is the certificate you are calling with; revoke it from another admin's session".into(),
+            ));
+        }
+        let record = self.get_certificate(serial).await?;
+        let compromise = reason == RevocationReason::KeyCompromise;
+        if compromise && record.principal_id == caller.id {
+            return Err(Error::FailedPrecondition(
+                "a key compromise revokes every certificate of the principal, including the one you are calling \
+                 with; ask another admin"
+                    .into(),
+            ));
+        }
+        let (store, target, owner) = (self.store.clone(), serial.clone(), record.principal_id.clone());
+        let withdrawn = if compromise { Withdrawn::Principal(owner.clone()) } else { Withdrawn::Certificate(serial.clone()) };
+        let record = self
+            .withdraw(withdrawn, async move {
+                let record = match store.revoke_certificate(&target, reason, now()).await {
+                    Ok(record) => record,
+                    Err(Error::FailedPrecondition(_)) if compromise => {
+                        let record = store
+                            .get_certificate(&target)
+                            .await?
+                            .ok_or_else(|| Error::NotFound(format!("certificate {target}")))?;
+                        if record.revocation.map(|r| r.reason) != Some(RevocationReason::KeyCompromise) {
+                            return Err(Error::FailedPrecondition(format!("certificate {target} is already revoked")));
+                        }
+                        record
+                    }
+                    Err(e) => return Err(e),
+                };
+                if compromise {
+                    let others = store.revoke_all_certificates(&owner, reason, now()).await?;
+                    tracing::info!(principal = %owner, revoked = others, "key compromise: revoked the principal's other certificates");
+                }
+                Ok(record)
+            })
+            .await?;
+        tracing::info!(%serial, principal = %record.principal_id, reason = reason.as_str(), by = %caller.id, "certificate revoked");
+        Ok(record)
+    }
+
+    pub async fn get_certificate(&self, serial: &Serial) -> Result<CertificateRecord> {
+        self.store.get_certificate(serial).await?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
+    }
+
+    /// A principal's certificates; `NotFound` if the principal does not exist.
+    pub async fn list_certificates(
+        &self,
+        id: &PrincipalId,
+        include_revoked: bool,
+        page: PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        if page.token.is_none() {
+            self.store.get_principal(id).await?.ok_or_else(|| not_found(id))?;
+        }
+        self.store.list_certificates(id, include_revoked, &page).await
+    }
+}
