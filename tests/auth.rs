@@ -236,7 +236,7 @@ async fn unregistered_serial_is_unauthenticated() {
 }
 
 #[tokio::test]
-async fn suspension_takes_effect_on_the_next_request_and_activation_restores_access() {
+async fn suspension_takes_effect_on_the_next_request_and_voids_the_certificates_it_found() {
     let server = TestServer::start().await;
     let worker = server.enroll("w1", pb::PrincipalType::Worker).await;
     let mut client = server.client(&worker).await;
@@ -247,7 +247,12 @@ async fn suspension_takes_effect_on_the_next_request_and_activation_restores_acc
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("suspended"), "{status:?}");
     admin.activate_principal(pb::ActivatePrincipalRequest { id: "w1".into() }).await.unwrap();
-    client.who_am_i(pb::WhoAmIRequest {}).await.expect("active again");
+    // Suspension raised the revocation floor: certificates from before it stay dead, new ones work.
+    let status = client.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("withdrawn"), "{status:?}");
+    let fresh = server.issue("w1").await;
+    server.client(&fresh).await.who_am_i(pb::WhoAmIRequest {}).await.expect("a certificate issued after activation");
 }
 
 #[tokio::test]

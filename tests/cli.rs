@@ -291,8 +291,11 @@ async fn data_survives_a_restart() {
     let p = admin.get_principal(pb::GetPrincipalRequest { id: "w1".into() }).await.unwrap().into_inner();
     assert_eq!((p.status, p.status_reason.as_str()), (pb::PrincipalStatus::Suspended as i32, "kept"));
     admin.activate_principal(pb::ActivatePrincipalRequest { id: "w1".into() }).await.unwrap();
-    let me = server.client(&worker).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
-    assert_eq!(me.principal_id, "w1", "certificates issued before the restart still authenticate");
+    let fresh = server.issue("w1").await;
+    let me = server.client(&fresh).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    assert_eq!(me.principal_id, "w1", "the principal's state survived the restart");
+    // The suspension before the restart voided the certificate issued before it.
+    assert!(server.client(&worker).await.who_am_i(pb::WhoAmIRequest {}).await.is_err());
 }
 
 #[test]

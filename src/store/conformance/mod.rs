@@ -11,6 +11,9 @@ use crate::model::{
 };
 use crate::store::{PageRequest, PrincipalFilter, Store};
 
+mod hardening;
+pub use hardening::*;
+
 /// Expands to one `#[tokio::test]` per conformance check; `$make` is an async expression yielding a fresh empty
 /// `Arc<dyn Store>` (each test gets its own).
 #[macro_export]
@@ -21,7 +24,10 @@ macro_rules! store_conformance_tests {
             principals_list_in_id_order_across_pages, principal_filters_apply, transitions_check_the_current_status,
             delete_revokes_every_certificate_atomically, certificates_need_an_active_principal_of_the_same_type,
             certificate_round_trips_and_serials_are_unique, certificates_list_newest_first_across_pages,
-            revocation_happens_once, concurrent_inserts_are_all_kept, withdrawals_advance_the_revocation_epoch, revoke_all_revokes_only_that_principals_certificates, ping_answers);
+            revocation_happens_once, concurrent_inserts_are_all_kept, withdrawals_advance_the_revocation_epoch, revoke_all_revokes_only_that_principals_certificates, ping_answers,
+            renewal_is_recorded_once_and_needs_an_unrevoked_current_parent, key_compromise_voids_every_certificate_in_the_revoking_write,
+            suspension_and_deletion_raise_the_floor, renewals_racing_key_compromise_leave_no_live_descendant,
+            page_tokens_from_elsewhere_are_invalid_arguments, the_first_ca_claim_wins, interrupted_sweeps_are_finished);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -196,12 +202,13 @@ pub async fn delete_revokes_every_certificate_atomically(store: Arc<dyn Store>) 
         store.insert_certificate(&certificate(serial, &p, t0() + Duration::minutes(i as i64))).await.unwrap();
     }
     store.insert_certificate(&certificate("04", &other, t0())).await.unwrap();
-    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::KeyCompromise, t0()).await.unwrap();
+    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Superseded, t0()).await.unwrap();
     let at = t0() + Duration::days(1);
     let (deleted, revoked) = store.delete_principal(&p.id, at).await.unwrap();
     assert_eq!((deleted.status, revoked), (PrincipalStatus::Deleted, 2));
+    assert!(deleted.generation > p.generation, "deletion raises the revocation floor");
     let first = store.get_certificate(&"01".parse().unwrap()).await.unwrap().unwrap().revocation.unwrap();
-    assert_eq!(first.reason, RevocationReason::KeyCompromise, "an earlier revocation is kept");
+    assert_eq!(first.reason, RevocationReason::Superseded, "an earlier revocation is kept");
     for serial in ["02", "03"] {
         let r = store.get_certificate(&serial.parse().unwrap()).await.unwrap().unwrap().revocation.unwrap();
         assert_eq!((r.at, r.reason), (at, RevocationReason::CessationOfOperation));
