@@ -14,7 +14,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use principald::auth::{AuthLayer, Authenticator, Caller, MethodPolicy, PermissionTable, Requirement};
+use principald::auth::{
+    AuthLayer, Authenticator, Caller, MethodPolicy, PermissionTable, Requirement, RevocationFollower,
+};
 use principald::datadir::DataDir;
 use principald::model::PrincipalType;
 use principald::pki::oid::IdentityOids;
@@ -53,7 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut permissions = PermissionTable::builtin();
     permissions.grant(PrincipalType::Admin, "echo.call");
     let authenticator =
-        Arc::new(Authenticator::new(store, IdentityOids::default(), permissions, Duration::from_secs(10)));
+        Arc::new(Authenticator::new(store.clone(), IdentityOids::default(), permissions, Duration::from_secs(10)));
+    // Revocations, suspensions and deletions made through principald (any replica) reach this service within a
+    // second: the follower drops the cache whenever the store's revocation epoch moves.
+    RevocationFollower::new(store, authenticator.clone(), RevocationFollower::DEFAULT_POLL).spawn(std::future::pending());
     let policy =
         MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
 
@@ -62,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tls = principald::tls::server_config(ca.cert_der(), ServerCertificate::load(&dir, ca.clone(), &[])?, false)?;
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("echo service on {}; call it with a principald admin certificate", listener.local_addr()?);
-    let (incoming, _accept) = principald::tls::incoming(listener, tls, Duration::from_secs(10), std::future::pending());
+    let (incoming, _accept) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
 
     tonic::transport::Server::builder()
         .layer(AuthLayer::new(authenticator, policy))

@@ -36,15 +36,31 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     files::create_private_dir(dir.root())?;
     let mut created = Vec::new();
 
-    let ca = if dir.has_ca() && !config.force {
-        load_ca(&dir)?
-    } else {
+    let generated = !dir.has_ca() || config.force;
+    let ca = if generated {
         let ca = CertificateAuthority::generate("principald CA", CA_VALIDITY)?;
         files::write_private(&dir.ca_key(), ca.key_pem().as_bytes())?;
         files::write_public(&dir.ca_cert(), ca.cert_pem().as_bytes())?;
         created.push(format!("CA certificate {}", dir.ca_cert().display()));
         ca
+    } else {
+        load_ca(&dir)?
     };
+    // One CA per store, recorded before anything else touches the store: of two bootstraps racing on one empty store,
+    // exactly one CA wins; the loser removes the CA it just made and says which one to copy.
+    let mine = crate::model::sha256_hex(ca.cert_der());
+    let recorded = store.claim_ca(&mine, config.force).await?;
+    if recorded != mine {
+        if generated {
+            let _ = std::fs::remove_file(dir.ca_key());
+            let _ = std::fs::remove_file(dir.ca_cert());
+        }
+        return Err(Error::FailedPrecondition(format!(
+            "the store already belongs to another CA (SHA-256 {recorded}): copy ca.pem, ca.key, server.pem and \
+             server.key from a replica that serves it into {}, or bootstrap with --force to replace that CA",
+            dir.root().display()
+        )));
+    }
 
     if config.force || !dir.server_cert().exists() || !dir.server_key().exists() {
         crate::server_cert::issue_files(&dir, &ca, &config.server_names)?;

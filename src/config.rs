@@ -196,8 +196,20 @@ pub struct ServeArgs {
     #[arg(long, env = "PRINCIPALD_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: String,
     /// Time allowed for a TLS handshake.
-    #[arg(long, env = "PRINCIPALD_HANDSHAKE_TIMEOUT", default_value = "10s")]
+    #[arg(long, env = "PRINCIPALD_HANDSHAKE_TIMEOUT", default_value = "5s")]
     pub handshake_timeout: String,
+    /// Most TLS handshakes in progress at once on the gRPC port; beyond it new connections are closed at once.
+    #[arg(long, env = "PRINCIPALD_MAX_HANDSHAKES", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_handshakes: u32,
+    /// Most open connections on the gRPC port; beyond it new connections are closed at once.
+    #[arg(long, env = "PRINCIPALD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// A connection without a client certificate (health, reflection only) is closed after this long without traffic.
+    #[arg(long, env = "PRINCIPALD_UNAUTHENTICATED_IDLE", default_value = "10s")]
+    pub unauthenticated_idle: String,
+    /// Connections are asked to close (HTTP/2 GOAWAY) after this long, so clients spread over replicas again.
+    #[arg(long, env = "PRINCIPALD_MAX_CONNECTION_AGE", default_value = "1h")]
+    pub max_connection_age: String,
     /// Used only when serve bootstraps an empty data dir.
     #[arg(long = "server-name", env = "PRINCIPALD_SERVER_NAMES", value_delimiter = ',')]
     pub server_names: Vec<String>,
@@ -233,7 +245,9 @@ pub struct ServeConfig {
     pub auth_cache_ttl: Duration,
     pub revocation_poll: Duration,
     pub shutdown_grace: Duration,
-    pub handshake_timeout: Duration,
+    /// Caps and deadlines of the gRPC listener's connections.
+    pub connection_limits: crate::tls::ConnectionLimits,
+    pub max_connection_age: Duration,
     /// How `serve` bootstraps an empty data dir.
     pub bootstrap: BootstrapConfig,
 }
@@ -317,9 +331,22 @@ impl ServeArgs {
                 "--revocation-poll",
             )?,
             shutdown_grace: parse_duration_flag("--shutdown-grace", &self.shutdown_grace)?,
-            handshake_timeout: nonzero(
-                parse_duration_flag("--handshake-timeout", &self.handshake_timeout)?,
-                "--handshake-timeout",
+            connection_limits: crate::tls::ConnectionLimits {
+                handshake_timeout: nonzero(
+                    parse_duration_flag("--handshake-timeout", &self.handshake_timeout)?,
+                    "--handshake-timeout",
+                )?,
+                max_handshakes: self.max_handshakes as usize,
+                max_connections: self.max_connections as usize,
+                unauthenticated_idle: nonzero(
+                    parse_duration_flag("--unauthenticated-idle", &self.unauthenticated_idle)?,
+                    "--unauthenticated-idle",
+                )?,
+                ..Default::default()
+            },
+            max_connection_age: nonzero(
+                parse_duration_flag("--max-connection-age", &self.max_connection_age)?,
+                "--max-connection-age",
             )?,
             bootstrap,
         })

@@ -1,5 +1,11 @@
 //! Plain-HTTP health for load balancers, on its own port: `GET /healthz` (the process is alive) and `GET /readyz`
 //! (the store answers, the CA and the server certificate are unexpired: 200, otherwise 503).
+//!
+//! The listener is exposed to whoever reaches the port, so it defends itself: a cap on open connections (beyond it a
+//! new connection is closed at once), a deadline for reading request headers (slowloris), one request per connection
+//! and a hard per-connection deadline. `/readyz` answers from a probe refreshed in the background at most once a
+//! second, so polling it, at any rate, never queues behind store writes and never becomes a (billed) store read per
+//! request.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,20 +15,27 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 
 use crate::pki::ca::CertificateAuthority;
 use crate::server_cert::ServerCertificate;
 use crate::store::Store;
 
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the readiness probe runs, whatever the request rate.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Open connections at once on the health port.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest any connection may stay open.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 
-#[derive(Clone)]
-struct Probes {
-    store: Arc<dyn Store>,
-    ca: Arc<CertificateAuthority>,
-    server_cert: Arc<ServerCertificate>,
-}
+/// The latest readiness verdict: 200 with "ready", or 503 with the reason.
+type Verdict = (StatusCode, &'static str);
 
 /// Serves the health endpoints on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -32,24 +45,75 @@ pub async fn serve(
     server_cert: Arc<ServerCertificate>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    // The first verdict is known before the first request is answered.
+    let first = check(store.as_ref(), &ca, &server_cert).await;
+    let (verdict_tx, verdict) = watch::channel(first);
+    let probe = tokio::spawn(probe(store, ca, server_cert, verdict_tx));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(Probes { store, ca, server_cert });
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::warn!(%error, "health listener stopped");
+        .with_state(verdict);
+    tokio::select! {
+        _ = shutdown => {}
+        _ = accept_loop(listener, app) => {}
+    }
+    probe.abort();
+}
+
+async fn accept_loop(listener: TcpListener, app: Router) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "health accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Over the cap: close at once and keep accepting.
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
+        });
     }
 }
 
-async fn ready(State(probes): State<Probes>) -> (StatusCode, &'static str) {
+async fn ready(State(verdict): State<watch::Receiver<Verdict>>) -> Verdict {
+    *verdict.borrow()
+}
+
+/// Refreshes the readiness verdict every [`PROBE_INTERVAL`] until the receivers are gone.
+async fn probe(
+    store: Arc<dyn Store>,
+    ca: Arc<CertificateAuthority>,
+    server_cert: Arc<ServerCertificate>,
+    verdict: watch::Sender<Verdict>,
+) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        if verdict.send(check(store.as_ref(), &ca, &server_cert).await).is_err() {
+            return;
+        }
+    }
+}
+
+async fn check(store: &dyn Store, ca: &CertificateAuthority, server_cert: &ServerCertificate) -> Verdict {
     let now = crate::model::now();
-    if probes.ca.not_after() <= now {
+    if ca.not_after() <= now {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: CA certificate expired\n");
     }
-    if probes.server_cert.not_after() <= now {
+    if server_cert.not_after() <= now {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: server certificate expired\n");
     }
-    match tokio::time::timeout(STORE_PROBE_TIMEOUT, probes.store.ping()).await {
+    match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness: store unreachable");

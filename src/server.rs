@@ -88,6 +88,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         Some(outcome.admin_profile)
     };
     let ca = Arc::new(bootstrap::load_ca(&dir)?);
+    claim_store(store.as_ref(), &ca).await?;
     let server_cert = ServerCertificate::load(&dir, ca.clone(), &config.bootstrap.server_names)?;
     let tls = tls::server_config(ca.cert_der(), server_cert.clone(), config.allow_tls12)?;
 
@@ -97,7 +98,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         config.permissions.clone(),
         config.auth_cache_ttl,
     ));
-    let authenticator_for_epoch = authenticator.clone();
+    let follower = crate::auth::RevocationFollower::new(store.clone(), authenticator.clone(), config.revocation_poll);
     let registry = Arc::new(Registry::new(
         store.clone(),
         ca.clone(),
@@ -119,17 +120,25 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .build_v1alpha()
         .map_err(|e| Error::internal("reflection", e))?;
 
-    let (incoming, accept) = tls::incoming(grpc_listener, tls, config.handshake_timeout, wait_for(shutdown_rx.clone()));
+    let (incoming, accept) =
+        tls::incoming(grpc_listener, tls, config.connection_limits, wait_for(shutdown_rx.clone()));
     let grpc = tonic::transport::Server::builder()
         // Bounds on what one client can hold open; RPCs that outlive the timeout are cancelled, never left hanging.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_connection_age(config.max_connection_age)
+        .max_connection_age_grace(RPC_TIMEOUT)
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
         .timeout(RPC_TIMEOUT)
+        .layer(crate::limits::OversizeLayer::new(MAX_REQUEST_BYTES))
         .layer(AuthLayer::new(authenticator, MethodPolicy::principald()))
-        .add_service(PrincipalServiceServer::new(PrincipalApi::new(registry)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(
+            PrincipalServiceServer::new(PrincipalApi::new(registry.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
+        .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(incoming, wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
     let http = tokio::spawn(crate::health::serve(
@@ -141,8 +150,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     ));
     let rotation = tokio::spawn(rotate_server_certificate(server_cert, shutdown_rx.clone()));
     let probe = tokio::spawn(probe_store(store.clone(), reporter, shutdown_rx.clone()));
-    let epoch =
-        tokio::spawn(follow_revocations(store, authenticator_for_epoch, config.revocation_poll, shutdown_rx.clone()));
+    let epoch = follower.spawn(wait_for(shutdown_rx.clone()));
+    let sweeps = tokio::spawn(finish_sweeps(registry, shutdown_rx.clone()));
 
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
@@ -162,10 +171,25 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         probe.abort();
         rotation.abort();
         epoch.abort();
+        sweeps.abort();
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     });
     info!(grpc = %grpc_addr, health = %health_addr, data_dir = %dir.root().display(), "principald serving");
     Ok(Running { grpc_addr, health_addr, bootstrapped_profile, shutdown, task })
+}
+
+/// Records this CA as the store's, or refuses to serve a store that belongs to another CA: two CAs on one store would
+/// each accept certificates the other's registry never vetted.
+async fn claim_store(store: &dyn Store, ca: &crate::pki::ca::CertificateAuthority) -> Result<()> {
+    let mine = crate::model::sha256_hex(ca.cert_der());
+    let recorded = store.claim_ca(&mine, false).await?;
+    if recorded != mine {
+        return Err(Error::FailedPrecondition(format!(
+            "this store belongs to another CA (SHA-256 {recorded}); this data dir's CA is {mine}: copy ca.pem, ca.key, \
+             server.pem and server.key from a replica that serves this store, or point --store at the right one"
+        )));
+    }
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
@@ -177,10 +201,18 @@ async fn wait_for(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Concurrent RPCs per HTTP/2 connection.
-const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+/// Concurrent RPCs (streams, health Watch included) per HTTP/2 connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Largest request message accepted: our largest real one is a CSR of at most `pki::csr::MAX_CSR_BYTES` (16 KiB)
+/// plus a few fields; tonic's default would be 4 MiB.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest HTTP/2 header list accepted from a client.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Longest an RPC may run.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often pending certificate sweeps are looked for.
+const SWEEP_CHECK: Duration = Duration::from_secs(30);
 
 /// How often the server certificate is checked for renewal.
 const SERVER_CERT_CHECK: Duration = Duration::from_secs(6 * 3600);
@@ -201,31 +233,15 @@ async fn rotate_server_certificate(cert: Arc<ServerCertificate>, shutdown: watch
     }
 }
 
-/// Drops every cached authentication result when the store's revocation epoch moves: how a revocation or suspension
-/// made through another replica reaches this one within `poll` (plus one store read).
-async fn follow_revocations(
-    store: Arc<dyn Store>,
-    authenticator: Arc<Authenticator>,
-    poll: Duration,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut last = None;
+/// Finishes certificate sweeps that an interrupted deletion or key-compromise revocation left behind (by any replica).
+async fn finish_sweeps(registry: Arc<Registry>, shutdown: watch::Receiver<bool>) {
     loop {
-        match store.revocation_epoch().await {
-            Ok(epoch) => {
-                // The first read also drops the cache: a withdrawal may have landed before we knew the epoch.
-                if last != Some(epoch) {
-                    authenticator.forget_all();
-                    tracing::debug!(epoch, "revocation epoch moved: authentication cache dropped");
-                }
-                last = Some(epoch);
-            }
-            // Cached results still expire with their TTL; readiness reports the outage.
-            Err(error) => tracing::debug!(%error, "cannot read the revocation epoch"),
+        if let Err(error) = registry.finish_sweeps().await {
+            tracing::debug!(%error, "cannot finish pending sweeps; will retry");
         }
         tokio::select! {
             _ = wait_for(shutdown.clone()) => return,
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(SWEEP_CHECK) => {}
         }
     }
 }

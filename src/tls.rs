@@ -1,31 +1,62 @@
 //! mTLS for any tonic server: a rustls configuration that verifies client certificates against the CA, and an accept
-//! loop that performs handshakes (each in its own task, under a timeout) and feeds finished connections to
-//! `Server::serve_with_incoming*`. tonic then exposes the peer certificates to the [`AuthLayer`](crate::auth::AuthLayer)
-//! through `TlsConnectInfo`.
+//! loop that performs handshakes (each in its own task, under a timeout, within caps on handshakes and connections
+//! that never block accepting) and feeds finished connections to `Server::serve_with_incoming*`. tonic then exposes
+//! the peer certificates to the [`AuthLayer`](crate::auth::AuthLayer) through `TlsConnectInfo`.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, info, warn};
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
+use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 
 /// Finished handshakes waiting for the gRPC server to take them.
 const ACCEPT_BACKLOG: usize = 256;
-/// Handshakes in progress at once; further connections wait in the kernel's accept queue.
-const MAX_HANDSHAKES: usize = 1024;
 
 /// A handshaken connection, as `serve_with_incoming` wants it.
-pub type Conn = std::result::Result<TlsStream<TcpStream>, std::io::Error>;
+pub type Conn = std::result::Result<Connection, std::io::Error>;
+
+/// What one listener lets clients hold. Beyond a cap, a new connection is closed at once: accept never stops, so a
+/// flood cannot push real clients into the kernel's queue behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once.
+    pub max_handshakes: usize,
+    /// Open connections (handshaking or established) at once.
+    pub max_connections: usize,
+    /// A connection without a client certificate is closed after this long without receiving anything...
+    pub unauthenticated_idle: Duration,
+    /// ... and after this long in any case.
+    pub unauthenticated_lifetime: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 2048,
+            max_connections: 10_000,
+            unauthenticated_idle: Duration::from_secs(10),
+            unauthenticated_lifetime: Duration::from_secs(300),
+        }
+    }
+}
 
 /// Server TLS: TLS 1.3 (and 1.2 if `allow_tls12`), ALPN h2, client certificates verified against `ca`, the server's
 /// own certificate from `server_cert` (consulted on every handshake, so it can be replaced while running).
@@ -62,7 +93,7 @@ pub fn server_config(
 pub fn incoming(
     listener: TcpListener,
     config: rustls::ServerConfig,
-    handshake_timeout: Duration,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (ReceiverStream<Conn>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(ACCEPT_BACKLOG);
@@ -70,16 +101,17 @@ pub fn incoming(
     let task = tokio::spawn(async move {
         tokio::select! {
             _ = shutdown => {}
-            _ = accept_loop(listener, acceptor, tx, handshake_timeout) => {}
+            _ = accept_loop(listener, acceptor, tx, limits) => {}
         }
     });
     (ReceiverStream::new(rx), task)
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::Sender<Conn>, timeout: Duration) {
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::Sender<Conn>, limits: ConnectionLimits) {
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let mut refused = RefusalLog::default();
     loop {
-        let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
         let (tcp, peer) = match listener.accept().await {
             Ok(pair) => pair,
             Err(error) => {
@@ -89,18 +121,130 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::
                 continue;
             }
         };
+        // Over a cap: close at once (by dropping the socket) and keep accepting.
+        let Ok(connection) = connections.clone().try_acquire_owned() else {
+            refused.note("open connections", limits.max_connections);
+            continue;
+        };
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            refused.note("handshakes in progress", limits.max_handshakes);
+            continue;
+        };
         // serve_with_incoming ignores Server::tcp_nodelay; without it small responses wait for delayed ACKs.
         let _ = tcp.set_nodelay(true);
         let (acceptor, conns) = (acceptor.clone(), conns.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            let result = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
+            drop(handshake);
+            match result {
                 Ok(Ok(tls)) => {
-                    let _ = conns.send(Ok(tls)).await;
+                    let _ = conns.send(Ok(Connection::new(tls, connection, &limits))).await;
                 }
-                Ok(Err(error)) => info!(%peer, %error, "TLS handshake rejected"),
+                Ok(Err(error)) => debug!(%peer, %error, "TLS handshake rejected"),
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// One warning per interval for connections refused at a cap, with how many were refused, instead of one per
+/// connection: a flood must not turn into a flood of log lines.
+#[derive(Default)]
+struct RefusalLog {
+    count: u64,
+    last: Option<Instant>,
+}
+
+impl RefusalLog {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, limit: &'static str, value: usize) {
+        self.count += 1;
+        if self.last.is_none_or(|at| at.elapsed() >= Self::INTERVAL) {
+            warn!(limit, value, refused = self.count, "connections refused: limit reached");
+            self.last = Some(Instant::now());
+            self.count = 0;
+        }
+    }
+}
+
+/// An established connection: the TLS stream, the slot it holds under the connection cap, and for a connection
+/// without a client certificate the deadlines that close it when idle or old (it can only reach services that need
+/// no identity, so it has no reason to linger).
+pub struct Connection {
+    stream: TlsStream<TcpStream>,
+    _slot: OwnedSemaphorePermit,
+    deadlines: Option<Deadlines>,
+}
+
+struct Deadlines {
+    idle_after: Duration,
+    idle: Pin<Box<Sleep>>,
+    end: Pin<Box<Sleep>>,
+}
+
+impl Connection {
+    fn new(stream: TlsStream<TcpStream>, slot: OwnedSemaphorePermit, limits: &ConnectionLimits) -> Self {
+        let anonymous = stream.get_ref().1.peer_certificates().is_none_or(|c| c.is_empty());
+        let deadlines = anonymous.then(|| Deadlines {
+            idle_after: limits.unauthenticated_idle,
+            idle: Box::pin(tokio::time::sleep(limits.unauthenticated_idle)),
+            end: Box::pin(tokio::time::sleep(limits.unauthenticated_lifetime)),
+        });
+        Self { stream, _slot: slot, deadlines }
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let Some(deadlines) = &mut this.deadlines else { return polled };
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let next = tokio::time::Instant::now() + deadlines.idle_after;
+            deadlines.idle.as_mut().reset(next);
+        }
+        if deadlines.end.as_mut().poll(cx).is_ready() || deadlines.idle.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connection without a client certificate was idle or too old",
+            )));
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl Connected for Connection {
+    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
     }
 }

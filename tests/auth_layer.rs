@@ -53,7 +53,7 @@ async fn start_echo(server: &TestServer) -> String {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let (incoming, _accept) = principald::tls::incoming(listener, tls, Duration::from_secs(10), std::future::pending());
+    let (incoming, _accept) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
     tokio::spawn(
         tonic::transport::Server::builder()
             .layer(AuthLayer::new(authenticator, policy))

@@ -6,11 +6,18 @@
 //! cached. On this server a withdrawal therefore takes effect on the next request. Another replica sharing the store
 //! learns of it through the store's revocation epoch (polled by the server, which then calls `forget_all`), or at the
 //! latest when its own cache entry expires after `ttl`.
+//!
+//! The cache is bounded (quick_cache: CLOCK-Pro eviction, so a flood of distinct certificates evicts cold entries
+//! instead of wiping hot ones) and also remembers refusals for a few seconds, so a revoked, suspended or deleted
+//! principal hammering the server costs no store read per request.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use quick_cache::sync::Cache;
+use quick_cache::UnitWeighter;
+use quick_cache::sync::DefaultLifecycle;
 
 use crate::auth::peer::PeerIdentity;
 use crate::auth::{Caller, PermissionTable};
@@ -19,8 +26,10 @@ use crate::model::{PrincipalId, PrincipalStatus, Serial};
 use crate::pki::oid::IdentityOids;
 use crate::store::Store;
 
-/// Entries kept before the cache starts over; bounds memory under a flood of distinct certificates.
+/// Most entries kept; beyond it the coldest are evicted.
 const MAX_CACHE_ENTRIES: usize = 100_000;
+/// How long a refusal is remembered (never longer than the cache TTL).
+const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 /// Checks callers against the store. Cheap to share behind an `Arc`.
 pub struct Authenticator {
@@ -41,16 +50,32 @@ impl Authenticator {
     pub async fn authenticate(&self, leaf_der: &[u8]) -> Result<Arc<Caller>> {
         let now = crate::model::now();
         // Keyed by the certificate's bytes, so a cache hit needs no X.509 parsing (the largest cost of this path).
-        if let Some((caller, not_before, not_after)) = self.cache.get(leaf_der) {
-            crate::auth::peer::check_validity(not_before, not_after, now)?;
-            return Ok(caller);
+        match self.cache.get(leaf_der) {
+            Some(Cached::Allowed { caller, not_before, not_after }) => {
+                crate::auth::peer::check_validity(not_before, not_after, now)?;
+                return Ok(caller);
+            }
+            Some(Cached::Refused(message)) => return Err(Error::Unauthenticated(message)),
+            None => {}
         }
         let peer = PeerIdentity::from_der(&self.oids, leaf_der)?;
         peer.check_validity(now)?;
         let generation = self.cache.generation();
-        let caller = Arc::new(self.check_store(&peer, leaf_der).await?);
-        self.cache.insert(generation, leaf_der, caller.clone(), &peer);
-        Ok(caller)
+        match self.check_store(&peer, leaf_der).await {
+            Ok(caller) => {
+                let caller = Arc::new(caller);
+                let allowed =
+                    Cached::Allowed { caller: caller.clone(), not_before: peer.not_before, not_after: peer.not_after };
+                self.cache.insert(generation, leaf_der, allowed);
+                Ok(caller)
+            }
+            // Only verdicts about the certificate are remembered; outages are not.
+            Err(Error::Unauthenticated(message)) => {
+                self.cache.insert(generation, leaf_der, Cached::Refused(message.clone()));
+                Err(Error::Unauthenticated(message))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     async fn check_store(&self, peer: &PeerIdentity, leaf_der: &[u8]) -> Result<Caller> {
@@ -117,19 +142,28 @@ fn unauthenticated(message: &str) -> Error {
     Error::Unauthenticated(message.to_owned())
 }
 
-struct CacheEntry {
-    caller: Arc<Caller>,
-    /// The certificate's validity, re-checked on every hit.
-    not_before: time::OffsetDateTime,
-    not_after: time::OffsetDateTime,
-    inserted: Instant,
+/// What the cache remembers about a certificate.
+#[derive(Clone)]
+enum Cached {
+    /// Authenticated; the certificate's validity is re-checked on every hit.
+    Allowed { caller: Arc<Caller>, not_before: time::OffsetDateTime, not_after: time::OffsetDateTime },
+    /// Refused as unauthenticated, with the message to repeat.
+    Refused(String),
 }
 
-/// Certificate (DER) -> authenticated caller, with a TTL and a generation counter (see the module docs).
+#[derive(Clone)]
+struct CacheEntry {
+    value: Cached,
+    expires: Instant,
+}
+
+/// Certificate (DER) -> verdict, bounded, with TTLs and a generation counter (see the module docs).
 struct AuthCache {
     ttl: Duration,
     generation: AtomicU64,
-    entries: RwLock<HashMap<Box<[u8]>, CacheEntry, BuildSignatureHasher>>,
+    entries: Cache<Box<[u8]>, CacheEntry, UnitWeighter, BuildSignatureHasher, DefaultLifecycle<Box<[u8]>, CacheEntry>>,
+    /// Held while forgetting and while inserting, so no insert lands between a forget's bump and its sweep.
+    forget_lock: Mutex<()>,
 }
 
 /// Hashes a DER certificate by its last 32 bytes: they are the CA's signature, unpredictable for every certificate, so
@@ -163,41 +197,48 @@ impl std::hash::Hasher for SignatureHasher {
 
 impl AuthCache {
     fn new(ttl: Duration) -> Self {
-        Self { ttl, generation: AtomicU64::new(0), entries: RwLock::new(HashMap::with_hasher(BuildSignatureHasher)) }
+        let entries = Cache::with(
+            MAX_CACHE_ENTRIES,
+            MAX_CACHE_ENTRIES as u64,
+            UnitWeighter,
+            BuildSignatureHasher,
+            DefaultLifecycle::default(),
+        );
+        Self { ttl, generation: AtomicU64::new(0), entries, forget_lock: Mutex::new(()) }
     }
 
-    fn get(&self, leaf_der: &[u8]) -> Option<(Arc<Caller>, time::OffsetDateTime, time::OffsetDateTime)> {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.get(leaf_der)?;
-        (entry.inserted.elapsed() < self.ttl).then(|| (entry.caller.clone(), entry.not_before, entry.not_after))
+    fn get(&self, leaf_der: &[u8]) -> Option<Cached> {
+        let entry = self.entries.get(leaf_der)?;
+        (Instant::now() < entry.expires).then_some(entry.value)
     }
 
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn insert(&self, generation: u64, leaf_der: &[u8], caller: Arc<Caller>, peer: &PeerIdentity) {
-        if self.ttl.is_zero() {
+    fn insert(&self, generation: u64, leaf_der: &[u8], value: Cached) {
+        let ttl = match value {
+            Cached::Allowed { .. } => self.ttl,
+            Cached::Refused(_) => self.ttl.min(NEGATIVE_TTL),
+        };
+        if ttl.is_zero() {
             return;
         }
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        // Checked under the write lock: `forget` bumps the generation while holding it, so no stale insert slips in.
+        let _guard = self.forget_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock: `forget` bumps the generation while holding it, so no stale insert slips in.
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.len() >= MAX_CACHE_ENTRIES {
-            entries.retain(|_, e| e.inserted.elapsed() < self.ttl);
-            if entries.len() >= MAX_CACHE_ENTRIES {
-                entries.clear();
-            }
-        }
-        let (not_before, not_after) = (peer.not_before, peer.not_after);
-        entries.insert(leaf_der.into(), CacheEntry { caller, not_before, not_after, inserted: Instant::now() });
+        self.entries.insert(leaf_der.into(), CacheEntry { value, expires: Instant::now() + ttl });
     }
 
+    /// Drops the allowed entries `matches` selects, and every refusal (a refusal may name the changed principal).
     fn forget(&self, matches: impl Fn(&Serial, &Caller) -> bool) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.forget_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.retain(|_, e| !matches(&e.caller.serial, &e.caller));
+        self.entries.retain(|_, e| match &e.value {
+            Cached::Allowed { caller, .. } => !matches(&caller.serial, caller.as_ref()),
+            Cached::Refused(_) => false,
+        });
     }
 }

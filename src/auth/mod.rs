@@ -6,6 +6,7 @@
 
 pub mod authenticate;
 pub mod authorize;
+pub mod follower;
 pub mod layer;
 pub mod peer;
 
@@ -18,6 +19,7 @@ use crate::model::{PrincipalId, PrincipalType, Serial};
 
 pub use authenticate::Authenticator;
 pub use authorize::{MethodPolicy, PermissionTable, Requirement};
+pub use follower::RevocationFollower;
 pub use layer::AuthLayer;
 
 /// An authenticated caller: an ACTIVE principal presenting a registered, unrevoked, unexpired certificate.

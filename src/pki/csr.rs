@@ -58,6 +58,7 @@ impl ValidatedCsr {
         reject_requested_extensions(&csr)?;
         let info = &csr.certification_request_info;
         let key_kind = key_kind(&info.subject_pki)?;
+        check_signature_algorithm(&csr.signature_algorithm.algorithm.to_id_string())?;
         csr.verify_signature().map_err(|_| invalid("CSR signature does not verify with its own public key"))?;
         let spki_der = info.subject_pki.raw.to_vec();
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(&spki_der)
@@ -130,6 +131,42 @@ fn key_kind(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<KeyKin
     Err(invalid("CSR key type is not supported: use ECDSA P-256/P-384, Ed25519 or RSA (2048 bits or more)"))
 }
 
+/// Signature algorithms a CSR may be signed with, by OID: SHA-2 with RSA (PKCS#1 v1.5), ECDSA with SHA-2, Ed25519.
+const ACCEPTED_SIGNATURES: &[&str] = &[
+    "1.2.840.113549.1.1.11", // sha256WithRSAEncryption
+    "1.2.840.113549.1.1.12", // sha384WithRSAEncryption
+    "1.2.840.113549.1.1.13", // sha512WithRSAEncryption
+    "1.2.840.10045.4.3.2",   // ecdsa-with-SHA256
+    "1.2.840.10045.4.3.3",   // ecdsa-with-SHA384
+    "1.2.840.10045.4.3.4",   // ecdsa-with-SHA512
+    "1.3.101.112",           // Ed25519
+];
+
+/// Refuses weak or unknown CSR signature algorithms, naming the reason (RFC 6151, RFC 9155: MD5 and SHA-1 are broken
+/// for signatures).
+fn check_signature_algorithm(oid: &str) -> Result<(), Error> {
+    if ACCEPTED_SIGNATURES.contains(&oid) {
+        return Ok(());
+    }
+    let weak = match oid {
+        "1.2.840.113549.1.1.4" => Some("MD5 with RSA"),
+        "1.2.840.113549.1.1.2" => Some("MD2 with RSA"),
+        "1.2.840.113549.1.1.5" | "1.3.14.3.2.29" => Some("SHA-1 with RSA"),
+        "1.2.840.10045.4.1" => Some("ECDSA with SHA-1"),
+        "1.2.840.10040.4.3" => Some("DSA with SHA-1"),
+        _ => None,
+    };
+    Err(match weak {
+        Some(name) => invalid(&format!(
+            "CSR is signed with {name}, which is too weak: sign it with SHA-256 or stronger (ECDSA P-256 preferred)"
+        )),
+        None => invalid(&format!(
+            "CSR signature algorithm {oid} is not supported: use ECDSA with SHA-256/384, Ed25519 or RSA with SHA-256 \
+             or stronger"
+        )),
+    })
+}
+
 fn invalid(message: &str) -> Error {
     Error::InvalidArgument(message.to_owned())
 }
@@ -189,6 +226,22 @@ mod tests {
         );
         let err = ValidatedCsr::parse(&vec![0x30; MAX_CSR_BYTES + 1]).unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
+    }
+
+    #[test]
+    fn weak_and_unknown_signature_algorithms_are_refused_by_name() {
+        for (oid, named) in [
+            ("1.2.840.113549.1.1.4", "MD5"),
+            ("1.2.840.113549.1.1.5", "SHA-1"),
+            ("1.2.840.10045.4.1", "SHA-1"),
+            ("1.2.3.4", "not supported"),
+        ] {
+            let err = check_signature_algorithm(oid).unwrap_err();
+            assert!(err.to_string().contains(named), "{oid}: {err}");
+        }
+        for oid in ACCEPTED_SIGNATURES {
+            check_signature_algorithm(oid).unwrap();
+        }
     }
 
     #[test]

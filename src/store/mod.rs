@@ -174,8 +174,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The fingerprint (hex SHA-256 of the CA certificate's DER) of the CA this store belongs to, recording
     /// `fingerprint` first if none is recorded yet. Exactly one value is ever recorded, however many processes call
-    /// this at once; a caller whose fingerprint differs from the answer must not serve this store.
-    async fn claim_ca(&self, fingerprint: &str) -> Result<String>;
+    /// this at once; a caller whose fingerprint differs from the answer must not serve this store. With `replace`
+    /// (`bootstrap --force`, which replaces the CA on purpose) `fingerprint` is recorded whatever was there.
+    async fn claim_ca(&self, fingerprint: &str, replace: bool) -> Result<String>;
 
     /// Finishes every certificate sweep that an interrupted deletion or key-compromise revocation left behind; returns
     /// how many certificates it revoked. Servers call it in the background; backends whose sweeps are atomic return 0.

@@ -472,11 +472,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_ca(&self, fingerprint: &str) -> Result<String> {
+    async fn claim_ca(&self, fingerprint: &str, replace: bool) -> Result<String> {
         let fingerprint = fingerprint.to_owned();
         self.write(move |conn| {
+            let on_conflict = if replace { "UPDATE SET value = excluded.value" } else { "NOTHING" };
             conn.execute(
-                "INSERT INTO settings (key, value) VALUES ('ca_fingerprint', ?1) ON CONFLICT (key) DO NOTHING",
+                &format!(
+                    "INSERT INTO settings (key, value) VALUES ('ca_fingerprint', ?1) ON CONFLICT (key) DO {on_conflict}"
+                ),
                 [&fingerprint],
             )
             .map_err(sql_err)?;

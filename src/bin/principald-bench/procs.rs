@@ -205,7 +205,7 @@ pub async fn run_bare(data_dir: &Path) -> Result<(), Box<dyn std::error::Error>>
     let tls = principald::tls::server_config(ca.cert_der(), ServerCertificate::load(&dir, ca.clone(), &[])?, false)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening {}", listener.local_addr()?);
-    let (incoming, _accept) = principald::tls::incoming(listener, tls, Duration::from_secs(10), std::future::pending());
+    let (incoming, _accept) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
     let response = pb::WhoAmIResponse {
         principal_id: "bench-worker-000".into(),
         principal_type: pb::PrincipalType::Worker.into(),

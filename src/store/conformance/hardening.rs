@@ -167,7 +167,7 @@ pub async fn the_first_ca_claim_wins(store: Arc<dyn Store>) {
     let claims: Vec<_> = (0..6)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.claim_ca(&format!("{i:064x}")).await.unwrap() })
+            tokio::spawn(async move { store.claim_ca(&format!("{i:064x}"), false).await.unwrap() })
         })
         .collect();
     let mut answers = Vec::new();
@@ -175,7 +175,9 @@ pub async fn the_first_ca_claim_wins(store: Arc<dyn Store>) {
         answers.push(claim.await.unwrap());
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "one CA recorded: {answers:?}");
-    assert_eq!(store.claim_ca(&"f".repeat(64)).await.unwrap(), answers[0], "later claims see the first");
+    assert_eq!(store.claim_ca(&"f".repeat(64), false).await.unwrap(), answers[0], "later claims see the first");
+    assert_eq!(store.claim_ca(&"e".repeat(64), true).await.unwrap(), "e".repeat(64), "a forced claim replaces it");
+    assert_eq!(store.claim_ca(&"f".repeat(64), false).await.unwrap(), "e".repeat(64));
 }
 
 pub async fn interrupted_sweeps_are_finished(store: Arc<dyn Store>) {

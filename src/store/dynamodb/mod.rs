@@ -521,17 +521,13 @@ impl Store for DynamoStore {
         self.get_certificate(serial).await?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
     }
 
-    async fn claim_ca(&self, fingerprint: &str) -> Result<String> {
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.meta)
-            .item("key", s(CA_KEY))
-            .item("fingerprint", s(fingerprint))
-            .condition_expression("attribute_not_exists(#key)")
-            .expression_attribute_names("#key", "key")
-            .send()
-            .await;
+    async fn claim_ca(&self, fingerprint: &str, replace: bool) -> Result<String> {
+        let mut put =
+            self.client.put_item().table_name(&self.meta).item("key", s(CA_KEY)).item("fingerprint", s(fingerprint));
+        if !replace {
+            put = put.condition_expression("attribute_not_exists(#key)").expression_attribute_names("#key", "key");
+        }
+        let put = put.send().await;
         match put {
             Ok(_) => return Ok(fingerprint.to_owned()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
