@@ -9,6 +9,26 @@ use tonic::codegen::BoxFuture;
 use tonic::codegen::http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
+/// `grpc-message` is percent-encoded on the wire (spaces included); decoding is enough for the prefix comparison.
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// What tonic's decoder says when a message exceeds the limit.
 const TONIC_TOO_LARGE: &[u8] = b"Error, decoded message length too large";
 const OUT_OF_RANGE: &[u8] = b"11";
@@ -61,7 +81,7 @@ where
             let mut response = future.await?;
             let headers = response.headers_mut();
             let too_large = headers.get("grpc-status").is_some_and(|s| s.as_bytes() == OUT_OF_RANGE)
-                && headers.get("grpc-message").is_some_and(|m| m.as_bytes().starts_with(TONIC_TOO_LARGE));
+                && headers.get("grpc-message").is_some_and(|m| percent_decoded(m.as_bytes()).starts_with(TONIC_TOO_LARGE));
             if too_large {
                 headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
                 let message = format!("request message too large: at most {limit} bytes are accepted");

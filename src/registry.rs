@@ -128,6 +128,8 @@ impl Registry {
             .store
             .transition_principal(id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, now())
             .await?;
+        // Remembered refusals ("suspended") must not outlive the suspension.
+        self.authenticator.forget_principal(id);
         tracing::info!(principal = %id, by = %caller.id, "principal activated");
         Ok(principal)
     }

@@ -244,8 +244,13 @@ async fn hostile_csrs_are_invalid_and_store_nothing() {
         ("RSA 1024", rsa_1024, "1024 bits"),
         ("garbage", b"\x00\x01garbage".to_vec(), "PKCS#10"),
         ("empty", Vec::new(), "empty"),
-        ("1 MiB", one_mib, "at most"),
+        ("20 KiB", vec![0x30; 20 * 1024], "at most"),
+        ("SHA-1 signature", openssl_csr(&["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-sha1"]), "SHA-1"),
     ];
+    // Larger than any real request: refused by the message size limit before it is decoded.
+    let status = issue(&mut admin, "w1", one_mib).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "1 MiB: {status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
     for (name, csr, needle) in cases {
         let status = issue(&mut admin, "w1", csr).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");

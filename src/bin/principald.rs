@@ -9,6 +9,8 @@ use principald::{bootstrap, server};
 
 fn main() -> ExitCode {
     principald::install_crypto_provider();
+    // Connection caps, not the default soft limit of 1024 descriptors, should decide how many clients fit.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

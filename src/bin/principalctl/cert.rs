@@ -214,10 +214,36 @@ fn key_and_csr(key_type: KeyType) -> Result<(KeyPair, String), String> {
         KeyType::Ed25519 => &rcgen::PKCS_ED25519,
     };
     let key = KeyPair::generate_for(alg).map_err(|e| format!("cannot generate a key: {e}"))?;
+    let csr = csr_for(&key)?;
+    Ok((key, csr))
+}
+
+/// The key of a renewal in progress: kept until the renewal succeeds, so a retry after a lost response asks with the
+/// same key and gets the certificate the server already issued (a certificate renews once, for one key).
+const PENDING_KEY: &str = "pending-key.pem";
+
+fn pending_key_and_csr(dir: &Path, key_type: KeyType) -> Result<(KeyPair, String), String> {
+    let path = dir.join(PENDING_KEY);
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => {
+            let key = KeyPair::from_pem(&pem).map_err(|e| {
+                format!("cannot read the pending renewal key {}: {e}; remove it to start over", path.display())
+            })?;
+            let csr = csr_for(&key)?;
+            Ok((key, csr))
+        }
+        Err(_) => {
+            let (key, csr) = key_and_csr(key_type)?;
+            files::write_private(&path, key.serialize_pem().as_bytes()).map_err(|e| e.to_string())?;
+            Ok((key, csr))
+        }
+    }
+}
+
+fn csr_for(key: &KeyPair) -> Result<String, String> {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params.serialize_request(&key).and_then(|r| r.pem()).map_err(|e| format!("cannot build the CSR: {e}"))?;
-    Ok((key, csr))
+    params.serialize_request(key).and_then(|r| r.pem()).map_err(|e| format!("cannot build the CSR: {e}"))
 }
 
 /// A renewal that failed; `permanent` failures (revoked, suspended, expired) are not worth retrying.
@@ -231,8 +257,9 @@ struct Renewed {
     profile_dir: PathBuf,
 }
 
-/// Renews the profile in `dir` once: new key and CSR, RenewCertificate with the current credentials, then new files
-/// and an atomic switch of profile.json to them. A crash at any point leaves a working profile.
+/// Renews the profile in `dir` once: new key (kept as pending until success, see [`PENDING_KEY`]) and CSR,
+/// RenewCertificate with the current credentials, then new files and an atomic switch of profile.json to them. A crash
+/// at any point leaves a working profile, and the next attempt resumes with the same key.
 async fn renew_once(
     dir: &Path,
     server: &str,
@@ -242,7 +269,7 @@ async fn renew_once(
     let permanent = |message: String| RenewError { message, permanent: true };
     let profile = Profile::load(dir).map_err(|e| permanent(e.to_string()))?;
     let credentials = profile.credentials().map_err(|e| permanent(e.to_string()))?;
-    let (key, csr) = key_and_csr(key_type).map_err(permanent)?;
+    let (key, csr) = pending_key_and_csr(dir, key_type).map_err(permanent)?;
     let mut client =
         rpc::connect(server, &credentials).await.map_err(|message| RenewError { message, permanent: false })?;
     let request =
@@ -264,6 +291,7 @@ async fn renew_once(
     files::write_public(&profile.ca_cert_path(), issued.ca_chain_pem.as_bytes()).map_err(io)?;
     let file = ProfileFile { cert: cert_name, key: key_name, ..profile.file.clone() };
     Profile::save(dir, &file).map_err(io)?;
+    let _ = std::fs::remove_file(dir.join(PENDING_KEY));
     // The old files are no longer referenced; remove them so old keys do not linger.
     for old in [profile.cert_path(), profile.key_path()] {
         if old != dir.join(&file.cert) && old != dir.join(&file.key) {
