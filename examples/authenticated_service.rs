@@ -58,7 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(Authenticator::new(store.clone(), IdentityOids::default(), permissions, Duration::from_secs(10)));
     // Revocations, suspensions and deletions made through principald (any replica) reach this service within a
     // second: the follower drops the cache whenever the store's revocation epoch moves.
-    RevocationFollower::new(store, authenticator.clone(), RevocationFollower::DEFAULT_POLL).spawn(std::future::pending());
+    RevocationFollower::new(store, authenticator.clone(), RevocationFollower::DEFAULT_POLL)
+        .spawn(std::future::pending());
     let policy =
         MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
 

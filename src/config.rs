@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the gRPC API over mTLS and health on plain HTTP (bootstraps an empty data dir first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create the CA, the server certificate and the first admin with its principalctl profile.
     Bootstrap(BootstrapArgs),
     /// Create or upgrade the store schema (SQLite file or DynamoDB tables, indexes and TTL), then exit.

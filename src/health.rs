@@ -49,10 +49,8 @@ pub async fn serve(
     let first = check(store.as_ref(), &ca, &server_cert).await;
     let (verdict_tx, verdict) = watch::channel(first);
     let probe = tokio::spawn(probe(store, ca, server_cert, verdict_tx));
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .with_state(verdict);
+    let app =
+        Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready)).with_state(verdict);
     tokio::select! {
         _ = shutdown => {}
         _ = accept_loop(listener, app) => {}

@@ -81,7 +81,9 @@ where
             let mut response = future.await?;
             let headers = response.headers_mut();
             let too_large = headers.get("grpc-status").is_some_and(|s| s.as_bytes() == OUT_OF_RANGE)
-                && headers.get("grpc-message").is_some_and(|m| percent_decoded(m.as_bytes()).starts_with(TONIC_TOO_LARGE));
+                && headers
+                    .get("grpc-message")
+                    .is_some_and(|m| percent_decoded(m.as_bytes()).starts_with(TONIC_TOO_LARGE));
             if too_large {
                 headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
                 let message = format!("request message too large: at most {limit} bytes are accepted");

@@ -120,8 +120,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .build_v1alpha()
         .map_err(|e| Error::internal("reflection", e))?;
 
-    let (incoming, accept) =
-        tls::incoming(grpc_listener, tls, config.connection_limits, wait_for(shutdown_rx.clone()));
+    let (incoming, accept) = tls::incoming(grpc_listener, tls, config.connection_limits, wait_for(shutdown_rx.clone()));
     let grpc = tonic::transport::Server::builder()
         // Bounds on what one client can hold open; RPCs that outlive the timeout are cancelled, never left hanging.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
@@ -134,7 +133,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .layer(crate::limits::OversizeLayer::new(MAX_REQUEST_BYTES))
         .layer(AuthLayer::new(authenticator, MethodPolicy::principald()))
         .add_service(
-            PrincipalServiceServer::new(PrincipalApi::new(registry.clone())).max_decoding_message_size(MAX_REQUEST_BYTES),
+            PrincipalServiceServer::new(PrincipalApi::new(registry.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))

@@ -107,7 +107,12 @@ pub fn incoming(
     (ReceiverStream::new(rx), task)
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, conns: mpsc::Sender<Conn>, limits: ConnectionLimits) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    conns: mpsc::Sender<Conn>,
+    limits: ConnectionLimits,
+) {
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut refused = RefusalLog::default();

@@ -66,7 +66,10 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     extra.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut buf = [0u8; 1];
     let read = extra.read(&mut buf);
-    assert!(matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset), "{read:?}");
+    assert!(
+        matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?}"
+    );
     drop(held);
 }
 
@@ -146,9 +149,10 @@ async fn slowloris_on_the_health_port_is_cut_off_and_probes_get_through() {
 async fn readiness_answers_every_poll_from_the_cached_probe() {
     let server = TestServer::start().await;
     let addr = server.running.health_addr;
-    let codes = tokio::task::spawn_blocking(move || (0..200).filter_map(|_| health_get(addr, "/readyz")).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let codes =
+        tokio::task::spawn_blocking(move || (0..200).filter_map(|_| health_get(addr, "/readyz")).collect::<Vec<_>>())
+            .await
+            .unwrap();
     assert_eq!(codes.len(), 200);
     assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
 }

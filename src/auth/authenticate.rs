@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quick_cache::sync::Cache;
 use quick_cache::UnitWeighter;
+use quick_cache::sync::Cache;
 use quick_cache::sync::DefaultLifecycle;
 
 use crate::auth::peer::PeerIdentity;
@@ -157,11 +157,14 @@ struct CacheEntry {
     expires: Instant,
 }
 
+type EntryCache =
+    Cache<Box<[u8]>, CacheEntry, UnitWeighter, BuildSignatureHasher, DefaultLifecycle<Box<[u8]>, CacheEntry>>;
+
 /// Certificate (DER) -> verdict, bounded, with TTLs and a generation counter (see the module docs).
 struct AuthCache {
     ttl: Duration,
     generation: AtomicU64,
-    entries: Cache<Box<[u8]>, CacheEntry, UnitWeighter, BuildSignatureHasher, DefaultLifecycle<Box<[u8]>, CacheEntry>>,
+    entries: EntryCache,
     /// Held while forgetting and while inserting, so no insert lands between a forget's bump and its sweep.
     forget_lock: Mutex<()>,
 }

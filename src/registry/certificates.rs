@@ -155,7 +155,8 @@ impl Registry {
             ));
         }
         let (store, target, owner) = (self.store.clone(), serial.clone(), record.principal_id.clone());
-        let withdrawn = if compromise { Withdrawn::Principal(owner.clone()) } else { Withdrawn::Certificate(serial.clone()) };
+        let withdrawn =
+            if compromise { Withdrawn::Principal(owner.clone()) } else { Withdrawn::Certificate(serial.clone()) };
         let record = self
             .withdraw(withdrawn, async move {
                 let record = match store.revoke_certificate(&target, reason, now()).await {

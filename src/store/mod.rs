@@ -12,8 +12,8 @@ use crate::model::{
 };
 
 pub mod conformance;
-pub mod page_token;
 pub mod dynamodb;
+pub mod page_token;
 pub mod sqlite;
 
 /// Which backend to use and how to reach it.
@@ -243,7 +243,10 @@ pub(crate) mod errors {
     /// `Ok` if `parent` may be renewed into a certificate of `owner`: same principal, unrevoked, not void, not renewed.
     pub fn check_renewable(parent: &CertificateRecord, owner: &Principal) -> Result<(), Error> {
         if parent.principal_id != owner.id {
-            return Err(Error::FailedPrecondition(format!("certificate {} belongs to another principal", parent.serial)));
+            return Err(Error::FailedPrecondition(format!(
+                "certificate {} belongs to another principal",
+                parent.serial
+            )));
         }
         if parent.revocation.is_some() {
             return Err(Error::FailedPrecondition(format!("certificate {} has been revoked", parent.serial)));

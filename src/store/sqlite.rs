@@ -426,7 +426,11 @@ impl Store for SqliteStore {
                 .map_err(sql_err)?;
             let items = rows.collect::<rusqlite::Result<Result<Vec<_>>>>().map_err(sql_err)??;
             Ok(paginate(items, size, |c| {
-                page_token::encode(Backend::Sqlite, &listing, &format!("{}.{}", c.not_before.unix_timestamp(), c.serial))
+                page_token::encode(
+                    Backend::Sqlite,
+                    &listing,
+                    &format!("{}.{}", c.not_before.unix_timestamp(), c.serial),
+                )
             }))
         })
         .await

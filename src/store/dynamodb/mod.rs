@@ -275,8 +275,11 @@ impl Store for DynamoStore {
             all.truncate(want);
             more = true;
         }
-        let next_token =
-            if more { all.last().map(|p| page_token::encode(Backend::Dynamodb, &listing, p.id.as_str())) } else { None };
+        let next_token = if more {
+            all.last().map(|p| page_token::encode(Backend::Dynamodb, &listing, p.id.as_str()))
+        } else {
+            None
+        };
         Ok(Page { items: all, next_token })
     }
 
@@ -310,7 +313,9 @@ impl Store for DynamoStore {
             Some(r) => update
                 .update_expression(format!("SET #status = :to, updated_at = :at, status_reason = :reason{raise}"))
                 .expression_attribute_values(":reason", s(r)),
-            None => update.update_expression(format!("SET #status = :to, updated_at = :at REMOVE status_reason{raise}")),
+            None => {
+                update.update_expression(format!("SET #status = :to, updated_at = :at REMOVE status_reason{raise}"))
+            }
         };
         let mut writes = vec![
             TransactWriteItem::builder().update(update.build().map_err(|e| Error::internal("update", e))?).build(),
@@ -406,8 +411,10 @@ impl Store for DynamoStore {
             Ok(()) => Ok(()),
             Err(failure) if failure.failed_condition(0) => Err(self.why_not_issuable(cert).await),
             Err(failure) if failure.failed_condition(1) => {
-                let previous =
-                    self.get_certificate(parent).await?.ok_or_else(|| Error::NotFound(format!("certificate {parent}")))?;
+                let previous = self
+                    .get_certificate(parent)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("certificate {parent}")))?;
                 let principal = self.get_principal(owner).await?.ok_or_else(|| errors::principal_not_found(owner))?;
                 errors::check_renewable(&previous, &principal)?;
                 errors::check_generation(&principal, generation)?;
@@ -533,9 +540,10 @@ impl Store for DynamoStore {
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
             Err(e) => return Err(sdk_error("PutItem", e)),
         }
-        let item = self.get_item(&self.meta, "key", CA_KEY).await?.ok_or_else(|| {
-            Error::Unavailable("the CA record vanished while reading it; retry".into())
-        })?;
+        let item = self
+            .get_item(&self.meta, "key", CA_KEY)
+            .await?
+            .ok_or_else(|| Error::Unavailable("the CA record vanished while reading it; retry".into()))?;
         match item.get("fingerprint") {
             Some(AttributeValue::S(recorded)) => Ok(recorded.clone()),
             _ => Err(Error::internal("corrupt item in dynamodb store", "CA record without a fingerprint")),

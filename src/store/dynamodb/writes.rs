@@ -38,10 +38,8 @@ fn built<T, E: std::fmt::Display>(what: &str, result: std::result::Result<T, E>)
 
 /// Advances the revocation epoch, and records `sweep` as pending if given.
 pub fn epoch_bump(meta: &str, sweep: Option<&Sweep>) -> Result<TransactWriteItem> {
-    let mut update = Update::builder()
-        .table_name(meta)
-        .key("key", s(EPOCH_KEY))
-        .expression_attribute_values(":one", n(1));
+    let mut update =
+        Update::builder().table_name(meta).key("key", s(EPOCH_KEY)).expression_attribute_values(":one", n(1));
     update = match sweep {
         Some(sweep) => update
             .update_expression("ADD epoch :one, sweeps :sweep")
