@@ -63,7 +63,7 @@ async fn registered_certificate_of_an_active_principal_authenticates() {
 }
 
 #[tokio::test]
-async fn connection_without_a_client_certificate_is_unauthenticated() {
+async fn connection_without_a_client_certificate_reaches_only_health_and_reflection() {
     let server = TestServer::start().await;
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(server.ca_pem()));
@@ -74,11 +74,18 @@ async fn connection_without_a_client_certificate_is_unauthenticated() {
         .connect()
         .await
         .unwrap();
-    let result = pb::principal_service_client::PrincipalServiceClient::new(channel)
+    let result = pb::principal_service_client::PrincipalServiceClient::new(channel.clone())
         .who_am_i(pb::WhoAmIRequest {})
         .await
         .map(|r| r.into_inner());
     assert_unauthenticated(result, "no client certificate");
+    // What needs no identity is reachable: gRPC health, for load balancers that speak TLS but hold no certificate.
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health needs no client certificate")
+        .into_inner();
+    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }
 
 #[tokio::test]

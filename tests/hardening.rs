@@ -166,3 +166,38 @@ async fn a_retried_delete_finishes_and_a_deleted_principal_stays_refused() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_bootstrapping_one_empty_store_at_once_end_with_one_ca() {
+    principald::install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let first = common::serve_config(&tmp.path().join("a"), &[]);
+    let store = if common::dynamo::e2e_on_dynamodb() {
+        let endpoint = common::dynamo::endpoint().expect("DynamoDB Local");
+        principald::store::StoreConfig::Dynamodb(common::dynamo::fresh_config_at(&endpoint).await)
+    } else {
+        first.store.clone()
+    };
+    let configs: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let mut config = common::serve_config(&tmp.path().join(name), &[]);
+            config.store = store.clone();
+            config.bootstrap.store = store.clone();
+            config
+        })
+        .collect();
+    let (a, b) =
+        tokio::join!(principald::server::start(configs[0].clone()), principald::server::start(configs[1].clone()));
+    let (winner, loser) = match (a, b) {
+        (Ok(running), Err(error)) => ((running, &configs[0]), (error, &configs[1])),
+        (Err(error), Ok(running)) => ((running, &configs[1]), (error, &configs[0])),
+        (Ok(_), Ok(_)) => panic!("both replicas bootstrapped a CA"),
+        (Err(a), Err(b)) => panic!("neither replica started: {a}; {b}"),
+    };
+    assert!(!loser.1.data_dir.join("ca.key").exists(), "the loser keeps no CA: {}", loser.0);
+    let ca = principald::bootstrap::load_ca(&principald::datadir::DataDir::new(&winner.1.data_dir)).unwrap();
+    let recorded = store.open().await.unwrap().claim_ca("probe", false).await.unwrap();
+    assert_eq!(recorded, principald::model::sha256_hex(ca.cert_der()), "the store records the winner's CA");
+    winner.0.shutdown().await;
+}

@@ -28,6 +28,9 @@ pub mod permission {
 /// What an RPC requires of its caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Requirement {
+    /// Anyone, even a connection without a client certificate: only for what needs no identity (gRPC health,
+    /// reflection). Requests are not authenticated and carry no [`Caller`].
+    Anonymous,
     /// Any authenticated principal.
     Authenticated,
     /// An authenticated principal whose type holds this permission.
@@ -142,7 +145,7 @@ impl MethodPolicy {
 
     /// principald's own table: PrincipalService, gRPC health and reflection.
     pub fn principald() -> Self {
-        use Requirement::{Authenticated, Permission};
+        use Requirement::{Anonymous, Authenticated, Permission};
         use permission::*;
         let svc = "principal.v1.PrincipalService";
         let p = |name: &str| Permission(name.to_owned());
@@ -159,9 +162,9 @@ impl MethodPolicy {
             .allow_method(svc, "RevokeCertificate", p(CERTIFICATE_REVOKE))
             .allow_method(svc, "GetCertificate", p(CERTIFICATE_READ))
             .allow_method(svc, "ListCertificates", p(CERTIFICATE_READ))
-            .allow_service("grpc.health.v1.Health", Authenticated)
-            .allow_service("grpc.reflection.v1.ServerReflection", Authenticated)
-            .allow_service("grpc.reflection.v1alpha.ServerReflection", Authenticated)
+            .allow_service("grpc.health.v1.Health", Anonymous)
+            .allow_service("grpc.reflection.v1.ServerReflection", Anonymous)
+            .allow_service("grpc.reflection.v1alpha.ServerReflection", Anonymous)
     }
 
     /// What `path` requires; `None` means it is not in the table and must be denied.
@@ -176,7 +179,7 @@ impl MethodPolicy {
     /// `Ok` if `caller` may call `path`.
     pub fn authorize(&self, caller: &Caller, path: &str) -> Result<(), Error> {
         match self.requirement(path) {
-            Some(Requirement::Authenticated) => Ok(()),
+            Some(Requirement::Anonymous | Requirement::Authenticated) => Ok(()),
             Some(Requirement::Permission(p)) if caller.has_permission(p) => Ok(()),
             Some(Requirement::Permission(p)) => Err(Error::PermissionDenied(format!(
                 "{} {:?} lacks permission {p:?} for {path}",

@@ -21,7 +21,7 @@ use tonic::codegen::http::{Request, Response};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
-use crate::auth::{Authenticator, Caller, MethodPolicy};
+use crate::auth::{Authenticator, Caller, MethodPolicy, Requirement};
 use crate::error::Error;
 
 /// Authenticates with an [`Authenticator`] and authorizes with a [`MethodPolicy`].
@@ -83,6 +83,10 @@ where
         let leaf = leaf_certificate(&request);
         let path = request.uri().path().to_owned();
         Box::pin(async move {
+            // What needs no identity is served without authenticating (and without a Caller).
+            if policy.requirement(&path) == Some(&Requirement::Anonymous) {
+                return inner.call(request).await;
+            }
             match check(&authenticator, &policy, leaf, &path).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);

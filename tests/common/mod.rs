@@ -2,6 +2,7 @@
 //! at test time, and helpers to craft certificates the server must reject.
 #![allow(dead_code)]
 
+pub mod counting;
 pub mod dynamo;
 
 use std::path::{Path, PathBuf};

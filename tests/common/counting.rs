@@ -1,0 +1,110 @@
+//! A [`Store`] wrapper that counts reads and can slow down withdrawals, for tests that must see how often the store is
+//! read or what happens to a request cancelled while its write is in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use principald::error::Result;
+use principald::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial};
+use principald::store::{Page, PageRequest, PrincipalFilter, Store};
+use time::OffsetDateTime;
+
+pub struct CountingStore {
+    inner: Arc<dyn Store>,
+    /// get_principal + get_certificate calls.
+    pub reads: AtomicU64,
+    pub pings: AtomicU64,
+    /// Added before every status transition commits.
+    pub transition_delay: Duration,
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self { inner, reads: AtomicU64::new(0), pings: AtomicU64::new(0), transition_delay: Duration::ZERO }
+    }
+
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    pub fn pings(&self) -> u64 {
+        self.pings.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Store for CountingStore {
+    async fn create_principal(&self, principal: &Principal) -> Result<()> {
+        self.inner.create_principal(principal).await
+    }
+    async fn get_principal(&self, id: &PrincipalId) -> Result<Option<Principal>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_principal(id).await
+    }
+    async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>> {
+        self.inner.list_principals(filter, page).await
+    }
+    async fn transition_principal(
+        &self,
+        id: &PrincipalId,
+        from: &[PrincipalStatus],
+        to: PrincipalStatus,
+        reason: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<Principal> {
+        tokio::time::sleep(self.transition_delay).await;
+        self.inner.transition_principal(id, from, to, reason, at).await
+    }
+    async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
+        self.inner.delete_principal(id, at).await
+    }
+    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
+        self.inner.insert_certificate(cert).await
+    }
+    async fn insert_renewal(&self, parent: &Serial, cert: &CertificateRecord, key_sha256: &str) -> Result<()> {
+        self.inner.insert_renewal(parent, cert, key_sha256).await
+    }
+    async fn revoke_all_certificates(
+        &self,
+        principal: &PrincipalId,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<u32> {
+        self.inner.revoke_all_certificates(principal, reason, at).await
+    }
+    async fn get_certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_certificate(serial).await
+    }
+    async fn list_certificates(
+        &self,
+        principal: &PrincipalId,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        self.inner.list_certificates(principal, include_revoked, page).await
+    }
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<CertificateRecord> {
+        self.inner.revoke_certificate(serial, reason, at).await
+    }
+    async fn claim_ca(&self, fingerprint: &str, replace: bool) -> Result<String> {
+        self.inner.claim_ca(fingerprint, replace).await
+    }
+    async fn finish_sweeps(&self) -> Result<u32> {
+        self.inner.finish_sweeps().await
+    }
+    async fn revocation_epoch(&self) -> Result<u64> {
+        self.inner.revocation_epoch().await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.pings.fetch_add(1, Ordering::SeqCst);
+        self.inner.ping().await
+    }
+}
