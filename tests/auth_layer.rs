@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestServer;
-use principald::auth::{AuthLayer, Authenticator, Caller, MethodPolicy, PermissionTable, Requirement};
+use principald::auth::{
+    AuthLayer, Authenticator, Caller, MethodPolicy, PermissionTable, Requirement, RevocationFollower,
+};
 use principald::datadir::DataDir;
 use principald::model::PrincipalType;
 use principald::pki::oid::IdentityOids;
@@ -36,8 +38,10 @@ async fn start_echo(server: &TestServer) -> String {
     let store = server.store().await;
     let mut permissions = PermissionTable::builtin();
     permissions.grant(PrincipalType::Service, "echo.call");
+    // A long cache TTL on purpose: only the revocation follower can make a withdrawal arrive quickly.
     let authenticator =
-        Arc::new(Authenticator::new(store, IdentityOids::default(), permissions, Duration::from_secs(10)));
+        Arc::new(Authenticator::new(store.clone(), IdentityOids::default(), permissions, Duration::from_secs(300)));
+    RevocationFollower::new(store, authenticator.clone(), Duration::from_millis(200)).spawn(std::future::pending());
     let policy =
         MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
     let tls = principald::tls::server_config(
@@ -100,4 +104,32 @@ async fn another_service_authenticates_and_authorizes_with_its_own_table() {
     server.admin().await.revoke_certificate(pb::RevokeCertificateRequest { serial, reason: 0 }).await.unwrap();
     let revoked = call(&url, &other).await.unwrap_err();
     assert_eq!(revoked.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn an_embedding_service_refuses_a_certificate_revoked_after_it_was_cached_within_the_poll_bound() {
+    let server = TestServer::start().await;
+    let url = start_echo(&server).await;
+    let service = server.enroll("jobs", pb::PrincipalType::Service).await;
+    call(&url, &service).await.expect("valid, and now cached for 300 s");
+    let serial = server.client(&service).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    let revoked_at = std::time::Instant::now();
+    server
+        .admin()
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest { serial: serial.certificate_serial, reason: 0 })
+        .await
+        .unwrap();
+    loop {
+        match call(&url, &service).await {
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                break;
+            }
+            Ok(_) => {
+                assert!(revoked_at.elapsed() < Duration::from_secs(10), "still accepted after the poll bound");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
