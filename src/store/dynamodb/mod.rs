@@ -11,23 +11,24 @@
 //! - Every call has timeouts and bounded retries; outages surface as `Error::Unavailable`, never as a hang.
 
 pub mod items;
+mod listing;
 pub mod schema;
+mod sweep;
+mod transact;
 pub mod writes;
+
+use transact::TransactionFailure;
+pub use transact::sdk_error;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::model::{
-    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
-};
-use crate::store::page_token::{self, Backend};
+use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial};
 use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
 use items::{Item, n, s};
 use writes::{CA_KEY, EPOCH_KEY, Sweep};
@@ -105,113 +106,6 @@ impl DynamoStore {
     fn epoch_bump(&self) -> Result<TransactWriteItem> {
         writes::epoch_bump(&self.meta, None)
     }
-
-    /// Runs a transaction. Cancellations caused only by conflicting concurrent transactions (every withdrawal writes
-    /// the one epoch item) are retried a few times with jittered backoff; the SDK's client request token keeps each
-    /// attempt idempotent.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> std::result::Result<(), TransactionFailure> {
-        let mut attempt = 0u32;
-        loop {
-            let failure = match self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) => match e.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(c)) => TransactionFailure::Cancelled(
-                        c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_owned()).collect(),
-                    ),
-                    _ => return Err(TransactionFailure::Error(sdk_error("TransactWriteItems", e))),
-                },
-            };
-            attempt += 1;
-            if !failure.only_conflicts() || attempt >= 5 {
-                return Err(failure);
-            }
-            let mut jitter = [0u8; 1];
-            let _ = aws_lc_rs::rand::fill(&mut jitter);
-            tokio::time::sleep(Duration::from_millis(u64::from(10 * attempt) + u64::from(jitter[0] % 20))).await;
-        }
-    }
-
-    async fn query_principals(
-        &self,
-        partition: String,
-        after: String,
-        status: Option<PrincipalStatus>,
-        want: usize,
-    ) -> Result<(Vec<Principal>, bool)> {
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.principals)
-                .index_name("by_type_shard")
-                .expression_attribute_values(":p", s(&partition))
-                .limit(i32::try_from(want + 1).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take());
-            // Key values cannot be empty strings: the first page has no lower bound.
-            q = if after.is_empty() {
-                q.key_condition_expression("type_shard = :p")
-            } else {
-                q.key_condition_expression("type_shard = :p AND id > :after")
-                    .expression_attribute_values(":after", s(&after))
-            };
-            if let Some(status) = status {
-                q = q
-                    .filter_expression("#status = :status")
-                    .expression_attribute_names("#status", "status")
-                    .expression_attribute_values(":status", s(status.as_str()));
-            }
-            let out = q.send().await.map_err(|e| sdk_error("Query", e))?;
-            for item in out.items() {
-                found.push(items::principal_from(item)?);
-            }
-            if found.len() > want {
-                found.truncate(want);
-                return Ok((found, true));
-            }
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok((found, false)),
-            }
-        }
-    }
-}
-
-/// Why a transaction did not commit.
-enum TransactionFailure {
-    /// Cancelled; one DynamoDB reason code per item (`None` for items that were fine).
-    Cancelled(Vec<String>),
-    Error(Error),
-}
-
-impl TransactionFailure {
-    /// Cancelled only because other transactions touched the same items at the same time.
-    fn only_conflicts(&self) -> bool {
-        matches!(self, Self::Cancelled(reasons)
-            if reasons.iter().any(|r| r == "TransactionConflict")
-                && reasons.iter().all(|r| r == "TransactionConflict" || r == "None"))
-    }
-
-    fn failed_condition(&self, index: usize) -> bool {
-        matches!(self, Self::Cancelled(reasons) if reasons.get(index).is_some_and(|r| r == "ConditionalCheckFailed"))
-    }
-
-    fn into_error(self) -> Error {
-        match self {
-            Self::Error(e) => e,
-            Self::Cancelled(reasons) if reasons.iter().any(|r| r == "TransactionConflict") => {
-                Error::Unavailable("dynamodb transaction kept conflicting with concurrent writes".into())
-            }
-            Self::Cancelled(reasons)
-                if reasons.iter().any(|r| r == "ThrottlingError" || r == "ProvisionedThroughputExceeded") =>
-            {
-                Error::Unavailable("dynamodb throttled the transaction".into())
-            }
-            Self::Cancelled(reasons) => Error::Internal(format!("dynamodb transaction cancelled: {reasons:?}")),
-        }
-    }
 }
 
 #[async_trait]
@@ -239,48 +133,7 @@ impl Store for DynamoStore {
     }
 
     async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>> {
-        let listing = format!(
-            "principals|{}|{}",
-            filter.kind.map_or("", PrincipalType::as_str),
-            filter.status.map_or("", PrincipalStatus::as_str)
-        );
-        let after = match page.token.as_deref() {
-            None => String::new(),
-            Some(token) => {
-                let id: PrincipalId = page_token::decode(Backend::Dynamodb, &listing, token)?
-                    .parse()
-                    .map_err(|_| page_token::invalid("it is malformed"))?;
-                id.as_str().to_owned()
-            }
-        };
-        let want = page.size.max(1) as usize;
-        let kinds: Vec<PrincipalType> = filter.kind.map_or_else(|| PrincipalType::ALL.to_vec(), |k| vec![k]);
-        let mut tasks = tokio::task::JoinSet::new();
-        for kind in kinds {
-            for shard in 0..items::TYPE_SHARDS {
-                let (this, after) = (self.clone(), after.clone());
-                let partition = format!("{kind}#{shard}");
-                let status = filter.status;
-                tasks.spawn(async move { this.query_principals(partition, after, status, want).await });
-            }
-        }
-        let (mut all, mut more) = (Vec::new(), false);
-        while let Some(joined) = tasks.join_next().await {
-            let (found, has_more) = joined.map_err(|e| Error::internal("query task", e))??;
-            all.extend(found);
-            more |= has_more;
-        }
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        if all.len() > want {
-            all.truncate(want);
-            more = true;
-        }
-        let next_token = if more {
-            all.last().map(|p| page_token::encode(Backend::Dynamodb, &listing, p.id.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items: all, next_token })
+        self.principals_page(filter, page).await
     }
 
     async fn transition_principal(
@@ -438,62 +291,7 @@ impl Store for DynamoStore {
         include_revoked: bool,
         page: &PageRequest,
     ) -> Result<Page<CertificateRecord>> {
-        let listing = format!("certificates|{principal}|{include_revoked}");
-        let before = match page.token.as_deref() {
-            None => None,
-            Some(token) => {
-                let key = page_token::decode(Backend::Dynamodb, &listing, token)?;
-                // Positions are `<12 digits>#<serial>`: refuse anything else before it reaches a query.
-                let valid = key.split_once('#').is_some_and(|(nb, serial)| {
-                    nb.len() == 12 && nb.bytes().all(|b| b.is_ascii_digit()) && serial.parse::<Serial>().is_ok()
-                });
-                if !valid {
-                    return Err(page_token::invalid("it is malformed"));
-                }
-                Some(key)
-            }
-        };
-        let want = page.size.max(1) as usize;
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        let now = crate::model::now();
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.certificates)
-                .index_name("by_principal")
-                .scan_index_forward(false)
-                .expression_attribute_values(":p", s(principal.as_str()))
-                .expression_attribute_values(":now", n(now.unix_timestamp()))
-                .limit(i32::try_from(want + 1).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take());
-            q = match &before {
-                Some(key) => q
-                    .key_condition_expression("principal_id = :p AND issued_key < :before")
-                    .expression_attribute_values(":before", s(key)),
-                None => q.key_condition_expression("principal_id = :p"),
-            };
-            q = q.filter_expression(if include_revoked {
-                "expires_at >= :now"
-            } else {
-                "expires_at >= :now AND attribute_not_exists(revoked_at)"
-            });
-            let out = q.send().await.map_err(|e| sdk_error("Query", e))?;
-            for item in out.items() {
-                found.push(items::certificate_from(item)?);
-            }
-            if found.len() > want {
-                found.truncate(want);
-                let next_token =
-                    found.last().map(|c| page_token::encode(Backend::Dynamodb, &listing, &items::issued_key(c)));
-                return Ok(Page { items: found, next_token });
-            }
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(Page { items: found, next_token: None }),
-            }
-        }
+        self.certificates_page(principal, include_revoked, page).await
     }
 
     async fn revoke_certificate(
@@ -602,68 +400,5 @@ impl DynamoStore {
             return e;
         }
         Error::Unavailable("principal changed during issuance; retry".into())
-    }
-
-    /// Revokes every unrevoked certificate of the sweep's principal, then removes the sweep from the pending set.
-    /// The index is eventually consistent: sweep until it shows nothing unrevoked (a certificate recorded a moment ago
-    /// may appear late), at most a few rounds. Those it misses are void already (the floor rose first).
-    async fn sweep(&self, sweep: &Sweep, at: OffsetDateTime) -> Result<u32> {
-        let mut revoked = 0u32;
-        for _ in 0..3 {
-            let mut serials = Vec::new();
-            let mut token = None;
-            loop {
-                let page = self.list_certificates(&sweep.principal, false, &PageRequest { size: 1000, token }).await?;
-                serials.extend(page.items.into_iter().map(|c| c.serial));
-                token = page.next_token;
-                if token.is_none() {
-                    break;
-                }
-            }
-            if serials.is_empty() {
-                break;
-            }
-            for chunk in serials.chunks(MAX_TRANSACTION_ITEMS - 1) {
-                let mut writes = vec![self.epoch_bump()?];
-                for serial in chunk {
-                    writes.push(writes::revoke_if_unrevoked(&self.certificates, serial, sweep.reason, at)?);
-                }
-                self.transact(writes).await.map_err(TransactionFailure::into_error)?;
-                revoked += u32::try_from(chunk.len()).unwrap_or(u32::MAX);
-            }
-        }
-        let done = writes::sweep_done(&self.meta, sweep)?;
-        self.transact(vec![TransactWriteItem::builder().update(done).build()])
-            .await
-            .map_err(TransactionFailure::into_error)?;
-        Ok(revoked)
-    }
-}
-
-/// Maps an SDK failure: transport problems, timeouts, throttling and missing tables are `Unavailable` (the caller
-/// may retry; readiness turns 503); anything else is `Internal`. Details go to the log via the status mapping.
-pub fn sdk_error<E, R>(operation: &str, error: SdkError<E, R>) -> Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    let detail = format!("dynamodb {operation}: {}", DisplayErrorContext(&error));
-    match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Error::Unavailable(detail)
-        }
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "ThrottlingException"
-                | "RequestLimitExceeded"
-                | "InternalServerError"
-                | "ServiceUnavailable"
-                | "ResourceNotFoundException"
-                | "TransactionInProgressException",
-            ) => Error::Unavailable(detail),
-            _ => Error::Internal(detail),
-        },
-        _ => Error::Internal(detail),
     }
 }

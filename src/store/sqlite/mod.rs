@@ -11,73 +11,27 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod rows;
+mod writer;
+
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Renewal, Revocation, RevocationReason,
-    Serial,
+    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
 };
 use crate::store::page_token::{self, Backend};
 use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
-
-/// Schema migrations in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0002_revocation_epoch.sql"),
-    include_str!("../../migrations/sqlite/0003_generations.sql"),
-];
-
-const PRINCIPAL_COLUMNS: &str =
-    "id, type, status, description, email, status_reason, created_at, updated_at, generation";
-const CERTIFICATE_COLUMNS: &str = "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason, generation, renewed_by, renewal_key";
+use rows::*;
+use writer::{Job, Pending, connect, migrate, write_loop};
 
 /// Default for the most writes committed together.
 pub const DEFAULT_MAX_BATCH: usize = 256;
 /// Reader connections.
 const READERS: usize = 2;
-/// Largest part of the database file read through a memory map.
-const MMAP_SIZE: i64 = 1 << 30;
-
-/// One queued write: `run` executes it inside its savepoint and says whether to keep its changes; `deliver` answers
-/// the caller once the commit outcome of its batch is known (or without running, if the batch could not start).
-trait WriteJob: Send {
-    fn run(&mut self, conn: &Connection) -> bool;
-    fn deliver(self: Box<Self>, commit: Result<()>);
-}
-
-struct Pending<T, F> {
-    work: Option<F>,
-    result: Option<Result<T>>,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-impl<T, F> WriteJob for Pending<T, F>
-where
-    T: Send,
-    F: FnOnce(&Connection) -> Result<T> + Send,
-{
-    fn run(&mut self, conn: &Connection) -> bool {
-        let result = self.work.take().map_or_else(|| Err(Error::Internal("write ran twice".into())), |work| work(conn));
-        let keep = result.is_ok();
-        self.result = Some(result);
-        keep
-    }
-
-    fn deliver(self: Box<Self>, commit: Result<()>) {
-        let answer = match (self.result, commit) {
-            (Some(Ok(value)), Ok(())) => Ok(value),
-            (Some(Err(e)), _) | (Some(Ok(_)), Err(e)) | (None, Err(e)) => Err(e),
-            (None, Ok(())) => Err(Error::Internal("write was never run".into())),
-        };
-        let _ = self.reply.send(answer);
-    }
-}
-
-type Job = Box<dyn WriteJob>;
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -150,105 +104,6 @@ impl SqliteStore {
         })
         .await
     }
-}
-
-fn connect(path: &Path) -> Result<Connection> {
-    // Create the file 0600 before SQLite does (it would use the umask); SQLite gives its -wal and -shm files the
-    // database file's permissions.
-    if !path.exists() {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::Unavailable(format!("create {}: {e}", path.display())))?;
-    }
-    let conn = Connection::open(path).map_err(|e| Error::Unavailable(format!("open {}: {e}", path.display())))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(sql_err)?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(sql_err)?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
-    // Read pages through a memory map instead of a read() per page: with a million principals a lookup touches
-    // several B-tree pages, and the system calls dominated the cost of an authentication that misses the cache.
-    // Only pages actually touched become resident.
-    conn.pragma_update(None, "mmap_size", MMAP_SIZE).map_err(sql_err)?;
-    Ok(conn)
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sql_err)?;
-    if applied > MIGRATIONS.len() {
-        return Err(Error::Internal(format!(
-            "database schema version {applied} is newer than this binary knows ({}): upgrade principald",
-            MIGRATIONS.len()
-        )));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
-        let applied = conn
-            .execute_batch(sql)
-            .and_then(|()| conn.pragma_update(None, "user_version", index + 1))
-            .and_then(|()| conn.execute_batch("COMMIT"));
-        if let Err(e) = applied {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(sql_err(e));
-        }
-    }
-    Ok(())
-}
-
-/// The writer thread: one transaction per batch of queued writes, one savepoint per write, one commit per batch.
-fn write_loop(conn: Connection, mut jobs: mpsc::UnboundedReceiver<Job>, max_batch: usize) {
-    while let Some(first) = jobs.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let message = format!("sqlite begin: {e}");
-            for job in batch {
-                job.deliver(Err(Error::Unavailable(message.clone())));
-            }
-            continue;
-        }
-        // If SQLite abandons the transaction (I/O error, disk full), stop: the writes that ran are gone with it, and
-        // the remaining ones must not run outside a transaction. Every caller of the batch then gets the error.
-        let mut broken = None;
-        for job in &mut batch {
-            if let Err(message) = run_in_savepoint(&conn, job.as_mut()) {
-                broken = Some(message);
-                break;
-            }
-        }
-        let outcome = match broken {
-            Some(message) => Err(message),
-            None => conn.execute_batch("COMMIT").map_err(|e| format!("sqlite commit: {e}")),
-        };
-        if outcome.is_err() && !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for job in batch {
-            job.deliver(outcome.clone().map_err(Error::Unavailable));
-        }
-    }
-}
-
-/// Runs `job` between SAVEPOINT and RELEASE, rolling back to the savepoint if it failed (or panicked), so a failing
-/// write leaves no trace and does not disturb the others of its batch. `Err` if the batch's transaction is no longer
-/// usable.
-fn run_in_savepoint(conn: &Connection, job: &mut dyn WriteJob) -> std::result::Result<(), String> {
-    conn.execute_batch("SAVEPOINT write").map_err(|e| format!("sqlite savepoint: {e}"))?;
-    let keep = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(conn))).unwrap_or(false);
-    if conn.is_autocommit() {
-        return Err("sqlite abandoned the transaction".into());
-    }
-    let end = if keep { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
-    conn.execute_batch(end).map_err(|e| format!("sqlite release: {e}"))
 }
 
 #[async_trait]
@@ -503,166 +358,12 @@ impl Store for SqliteStore {
     }
 }
 
-fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
-    let inserted = conn
-        .execute(
-            "INSERT INTO principals (id, type, status, description, email, status_reason, created_at, updated_at,
-                                     generation)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
-            params![
-                p.id.as_str(),
-                p.kind.as_str(),
-                p.status.as_str(),
-                p.description,
-                p.email,
-                p.status_reason,
-                p.created_at.unix_timestamp(),
-                p.updated_at.unix_timestamp(),
-                generation(p.generation)?
-            ],
-        )
-        .map_err(sql_err)?;
-    if inserted == 0 {
-        return Err(Error::AlreadyExists(format!("principal {:?}", p.id.as_str())));
-    }
-    Ok(())
-}
-
-fn insert_certificate_row(conn: &Connection, c: &CertificateRecord) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT (serial) DO NOTHING"
-    );
-    let cert_generation = generation(c.generation)?;
-    let inserted = conn
-        .prepare_cached(&sql)
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                c.serial.as_str(),
-                c.principal_id.as_str(),
-                c.principal_type.as_str(),
-                c.not_before.unix_timestamp(),
-                c.not_after.unix_timestamp(),
-                c.sha256_fingerprint,
-                c.der,
-                c.revocation.map(|r| r.at.unix_timestamp()),
-                c.revocation.map(|r| r.reason.code()),
-                cert_generation,
-                c.renewal.as_ref().map(|r| r.serial.as_str()),
-                c.renewal.as_ref().map(|r| r.key_sha256.as_str()),
-            ])
-        })
-        .map_err(sql_err)?;
-    if inserted == 0 {
-        return Err(Error::AlreadyExists(format!("certificate {}", c.serial)));
-    }
-    Ok(())
-}
-
-/// Raises the principal's generation (voiding its certificates), then revokes every unrevoked one.
-fn revoke_all(conn: &Connection, principal: &PrincipalId, reason: RevocationReason, at: i64) -> Result<u32> {
-    raise_generation(conn, principal)?;
-    let revoked = conn
-        .execute(
-            "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
-             WHERE principal_id = ?1 AND revoked_at IS NULL",
-            params![principal.as_str(), at, reason.code()],
-        )
-        .map_err(sql_err)?;
-    bump_epoch(conn)?;
-    Ok(u32::try_from(revoked).unwrap_or(u32::MAX))
-}
-
-fn raise_generation(conn: &Connection, principal: &PrincipalId) -> Result<()> {
-    conn.execute("UPDATE principals SET generation = generation + 1 WHERE id = ?1", [principal.as_str()])
-        .map_err(sql_err)?;
-    Ok(())
-}
-
-fn generation(value: u64) -> Result<i64> {
-    i64::try_from(value).map_err(|_| Error::InvalidArgument(format!("generation {value} is out of range")))
-}
-
 fn principal_listing(filter: &PrincipalFilter) -> String {
     format!(
         "principals|{}|{}",
         filter.kind.map_or("", PrincipalType::as_str),
         filter.status.map_or("", PrincipalStatus::as_str)
     )
-}
-
-fn bump_epoch(conn: &Connection) -> Result<()> {
-    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'revocation_epoch'", []).map_err(sql_err)?;
-    Ok(())
-}
-
-fn select_principal(conn: &Connection, id: &PrincipalId) -> Result<Option<Principal>> {
-    let sql = format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE id = ?1");
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    stmt.query_row([id.as_str()], principal_from_row).optional().map_err(sql_err)?.transpose()
-}
-
-fn select_certificate(conn: &Connection, serial: &Serial) -> Result<Option<CertificateRecord>> {
-    let sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE serial = ?1");
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-    stmt.query_row([serial.as_str()], certificate_from_row).optional().map_err(sql_err)?.transpose()
-}
-
-/// Row -> principal. The outer `rusqlite::Result` is a read failure, the inner one corrupt data.
-fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Principal>> {
-    let (id, kind, status): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-    let (description, email, status_reason): (String, Option<String>, Option<String>) =
-        (row.get(3)?, row.get(4)?, row.get(5)?);
-    let (created_at, updated_at, generation): (i64, i64, i64) = (row.get(6)?, row.get(7)?, row.get(8)?);
-    Ok((|| {
-        Ok(Principal {
-            id: id.parse().map_err(corrupt)?,
-            kind: kind.parse().map_err(corrupt)?,
-            status: status.parse().map_err(corrupt)?,
-            description,
-            email,
-            status_reason,
-            created_at: timestamp(created_at)?,
-            updated_at: timestamp(updated_at)?,
-            generation: u64::try_from(generation).map_err(corrupt)?,
-        })
-    })())
-}
-
-fn certificate_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertificateRecord>> {
-    let (serial, principal_id, principal_type): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-    let (not_before, not_after): (i64, i64) = (row.get(3)?, row.get(4)?);
-    let (sha256_fingerprint, der): (String, Vec<u8>) = (row.get(5)?, row.get(6)?);
-    let (revoked_at, reason): (Option<i64>, Option<u8>) = (row.get(7)?, row.get(8)?);
-    let (generation, renewed_by, renewal_key): (i64, Option<String>, Option<String>) =
-        (row.get(9)?, row.get(10)?, row.get(11)?);
-    Ok((|| {
-        let revocation = match (revoked_at, reason) {
-            (Some(at), Some(code)) => Some(Revocation {
-                at: timestamp(at)?,
-                reason: RevocationReason::from_code(code)
-                    .ok_or_else(|| corrupt(format!("revocation reason {code}")))?,
-            }),
-            _ => None,
-        };
-        Ok(CertificateRecord {
-            serial: serial.parse().map_err(corrupt)?,
-            principal_id: principal_id.parse().map_err(corrupt)?,
-            principal_type: principal_type.parse().map_err(corrupt)?,
-            not_before: timestamp(not_before)?,
-            not_after: timestamp(not_after)?,
-            sha256_fingerprint,
-            der,
-            revocation,
-            generation: u64::try_from(generation).map_err(corrupt)?,
-            renewal: match (renewed_by, renewal_key) {
-                (Some(serial), Some(key_sha256)) => {
-                    Some(Renewal { serial: serial.parse().map_err(corrupt)?, key_sha256 })
-                }
-                _ => None,
-            },
-        })
-    })())
 }
 
 fn paginate<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
@@ -681,22 +382,4 @@ fn parse_certificate_cursor(token: &str) -> Result<(i64, String)> {
     let (nb, serial) = token.split_once('.').ok_or_else(bad)?;
     let serial: Serial = serial.parse().map_err(|_| bad())?;
     Ok((nb.parse().map_err(|_| bad())?, serial.as_str().to_owned()))
-}
-
-fn timestamp(secs: i64) -> Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(secs).map_err(corrupt)
-}
-
-fn corrupt(e: impl std::fmt::Display) -> Error {
-    Error::internal("corrupt row in sqlite store", e)
-}
-
-fn sql_err(e: rusqlite::Error) -> Error {
-    use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
-    match e.sqlite_error_code() {
-        Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | CannotOpen) => {
-            Error::Unavailable(format!("sqlite: {e}"))
-        }
-        _ => Error::internal("sqlite", e),
-    }
 }
