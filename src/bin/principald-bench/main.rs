@@ -314,11 +314,23 @@ async fn issuance(
         }
     })
     .await;
-    rows.push(issuance_row(
-        format!("RenewCertificate chained (renew + reconnect with the new certificate), {STREAMS} workers, durable"),
-        &stats,
-        baseline,
-    ));
+    // No throughput target: each renewal here also pays a new mTLS handshake and a client key generation, which is
+    // what a worker does once per certificate lifetime, not thousands of times a second.
+    rows.push(
+        Row::new(
+            "c",
+            format!("RenewCertificate chained (renew, then reconnect with the new certificate), {STREAMS} workers"),
+            stats.rate(),
+            "cert/s",
+        )
+        .baseline("CSR verify + sign in process, 2 threads", baseline)
+        .note(format!(
+            "p50/p99 {:.2}/{:.2} ms, {} errors",
+            stats.percentile_ms(50.0),
+            stats.percentile_ms(99.0),
+            stats.errors
+        )),
+    );
 }
 
 fn issuance_row(name: String, stats: &load::Stats, baseline: f64) -> Row {
