@@ -123,6 +123,35 @@ async fn principalctl_renews_in_place_and_only_when_due() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principalctl_recovers_a_renewal_whose_response_was_lost() {
+    let server = TestServer::start().await;
+    let admin = admin_profile(&server);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("w1");
+    assert_ok(&ctl(&admin, &["principal", "create", "w1", "--type", "worker"]).await);
+    assert_ok(&ctl(&admin, &["cert", "issue", "w1", "--out", dir.to_str().unwrap()]).await);
+    // An earlier `cert renew` wrote its pending key and reached the server, but the response never came back.
+    let (pending, csr) = common::key_and_csr();
+    std::fs::write(dir.join("pending-key.pem"), pending.serialize_pem()).unwrap();
+    let credentials = principald::client::Profile::load(&dir).unwrap().credentials().unwrap();
+    let lost = server
+        .client(&credentials)
+        .await
+        .renew_certificate(pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let out = ctl(&dir, &["cert", "renew"]).await;
+    assert_ok(&out);
+    let profile = principald::client::Profile::load(&dir).unwrap();
+    assert_eq!(std::fs::read_to_string(profile.cert_path()).unwrap(), lost.certificate_pem, "the same certificate");
+    assert_eq!(std::fs::read_to_string(profile.key_path()).unwrap(), pending.serialize_pem(), "with the pending key");
+    assert!(!dir.join("pending-key.pem").exists(), "the pending key is gone once the renewal landed");
+    server.client(&profile.credentials().unwrap()).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn principalctl_watch_renews_at_two_thirds_of_the_lifetime() {
     let server = TestServer::start().await;
     let admin = admin_profile(&server);
