@@ -13,8 +13,11 @@ use crate::error::{Error, Result};
 
 const VERSION: u8 = 1;
 const CHECK_LEN: usize = 8;
-/// Longest token accepted (and far longer than any this module makes).
-pub const MAX_TOKEN_LEN: usize = 1024;
+/// Longest position a token carries. Every listing position is far shorter (a principal id is at most 64 bytes, a
+/// certificate position 12 digits, '#' or '.', and a serial of at most 42 hex digits).
+pub const MAX_POSITION_LEN: usize = 512;
+/// Longest token accepted: exactly the longest [`encode`] makes.
+pub const MAX_TOKEN_LEN: usize = (2 + MAX_POSITION_LEN + CHECK_LEN).div_ceil(3) * 4;
 
 /// Which backend made a token: a token of one store is never accepted by another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,8 +35,10 @@ impl Backend {
     }
 }
 
-/// Wraps `position` for the listing described by `listing` (e.g. `"principals|worker|active"`).
+/// Wraps `position` (at most [`MAX_POSITION_LEN`] bytes, which every listing position is) for the listing described
+/// by `listing` (e.g. `"principals|worker|active"`).
 pub fn encode(backend: Backend, listing: &str, position: &str) -> String {
+    debug_assert!(position.len() <= MAX_POSITION_LEN, "page position of {} bytes", position.len());
     let mut bytes = vec![VERSION, backend.tag()];
     bytes.extend_from_slice(position.as_bytes());
     let check = check(backend, listing, position.as_bytes());
@@ -90,6 +95,15 @@ mod tests {
     fn tokens_round_trip() {
         let token = encode(Backend::Sqlite, "principals||", "w17");
         assert_eq!(decode(Backend::Sqlite, "principals||", &token).unwrap(), "w17");
+    }
+
+    #[test]
+    fn the_longest_position_round_trips_and_nothing_longer_is_accepted() {
+        let longest = "x".repeat(MAX_POSITION_LEN);
+        let token = encode(Backend::Dynamodb, "l", &longest);
+        assert!(token.len() <= MAX_TOKEN_LEN);
+        assert_eq!(decode(Backend::Dynamodb, "l", &token).unwrap(), longest);
+        assert!(decode(Backend::Dynamodb, "l", &format!("{token}AAAA")).is_err());
     }
 
     #[test]
