@@ -116,12 +116,13 @@ async fn accept_loop(
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut refused = RefusalLog::default();
+    let mut failed = RefusalLog::default();
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(pair) => pair,
             Err(error) => {
-                // Typically EMFILE: back off instead of spinning.
-                warn!(%error, "accept failed");
+                // Typically EMFILE: back off instead of spinning, and say so once per interval.
+                failed.note_error(&error);
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -152,8 +153,8 @@ async fn accept_loop(
     }
 }
 
-/// One warning per interval for connections refused at a cap, with how many were refused, instead of one per
-/// connection: a flood must not turn into a flood of log lines.
+/// One warning per interval for connections refused at a cap (or failed accepts), with how many there were, instead
+/// of one per connection: a flood must not turn into a flood of log lines.
 #[derive(Default)]
 struct RefusalLog {
     count: u64,
@@ -164,12 +165,25 @@ impl RefusalLog {
     const INTERVAL: Duration = Duration::from_secs(10);
 
     fn note(&mut self, limit: &'static str, value: usize) {
-        self.count += 1;
-        if self.last.is_none_or(|at| at.elapsed() >= Self::INTERVAL) {
-            warn!(limit, value, refused = self.count, "connections refused: limit reached");
-            self.last = Some(Instant::now());
-            self.count = 0;
+        if let Some(refused) = self.due() {
+            warn!(limit, value, refused, "connections refused: limit reached");
         }
+    }
+
+    fn note_error(&mut self, error: &std::io::Error) {
+        if let Some(failures) = self.due() {
+            warn!(%error, failures, "accept failed");
+        }
+    }
+
+    /// Counts one event; once per interval, returns how many there were since the last line (and starts over).
+    fn due(&mut self) -> Option<u64> {
+        self.count += 1;
+        if self.last.is_some_and(|at| at.elapsed() < Self::INTERVAL) {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.count))
     }
 }
 
