@@ -6,9 +6,11 @@
 //! target/release/principald-bench --store dynamodb --dynamodb-endpoint http://127.0.0.1:8000
 //! ```
 
+mod issuance;
 mod load;
 mod procs;
 mod report;
+mod revocation;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,13 +101,13 @@ async fn main() {
             new_connections(&mut rows, &server.url(), &bare.url(), &workers[0], cli.duration).await;
         }
         if wanted("c") {
-            issuance(&mut rows, &server.url(), &admin, &workers, &data, cli.duration).await;
+            issuance::issuance(&mut rows, &server.url(), &admin, &workers, &data, cli.duration).await;
         }
         if wanted("d") {
-            revocation_same_replica(&mut rows, &server.url(), &admin).await;
+            revocation::revocation_same_replica(&mut rows, &server.url(), &admin).await;
             if cli.store == StoreKind::Dynamodb {
                 let second = procs::principald(&data, &store_args);
-                revocation_cross_replica(&mut rows, &server.url(), &second.url(), &admin).await;
+                revocation::revocation_cross_replica(&mut rows, &server.url(), &second.url(), &admin).await;
             }
         }
     }
@@ -273,205 +275,6 @@ async fn new_connections(rows: &mut Vec<Row>, url: &str, bare: &str, worker: &Cr
     );
 }
 
-/// (c) IssueCertificate and RenewCertificate with prepared CSRs vs CSR verification + signing alone, in process.
-async fn issuance(
-    rows: &mut Vec<Row>,
-    url: &str,
-    admin: &Credentials,
-    workers: &[Credentials],
-    data: &Path,
-    duration: Duration,
-) {
-    let csrs: Arc<Vec<Vec<u8>>> = Arc::new((0..256).map(|_| csr().1).collect());
-    let baseline = sign_baseline(data, &csrs, duration);
-    let stats = issue_stats(url, admin, &csrs, "bench-worker", workers.len(), duration).await;
-    rows.push(issuance_row(format!("IssueCertificate, {STREAMS} streams, durable"), &stats, baseline));
-    // A certificate renews once, so each worker renews a chain: renew, reconnect with the new certificate (a new mTLS
-    // handshake, as a real worker would), renew that one, and so on.
-    let mut chains = Vec::new();
-    for w in workers.iter().take(STREAMS) {
-        chains.push(tokio::sync::Mutex::new((connect(url, w).await, w.clone())));
-    }
-    let chains = Arc::new(chains);
-    let url = url.to_owned();
-    let stats = load::run(STREAMS, duration, move |stream, _| {
-        let (chains, url) = (chains.clone(), url.clone());
-        async move {
-            let mut chain = chains[stream].lock().await;
-            let (key, csr) = csr();
-            let Ok(issued) = chain.0.renew_certificate(pb::RenewCertificateRequest { csr, validity_seconds: 0 }).await
-            else {
-                return false;
-            };
-            let issued = issued.into_inner();
-            let creds = Credentials {
-                ca_pem: issued.ca_chain_pem,
-                cert_pem: issued.certificate_pem,
-                key_pem: key.serialize_pem(),
-            };
-            *chain = (connect(&url, &creds).await, creds);
-            true
-        }
-    })
-    .await;
-    // No throughput target: each renewal here also pays a new mTLS handshake and a client key generation, which is
-    // what a worker does once per certificate lifetime, not thousands of times a second.
-    rows.push(
-        Row::new(
-            "c",
-            format!("RenewCertificate chained (renew, then reconnect with the new certificate), {STREAMS} workers"),
-            stats.rate(),
-            "cert/s",
-        )
-        .baseline("CSR verify + sign in process, 2 threads", baseline)
-        .note(format!(
-            "p50/p99 {:.2}/{:.2} ms, {} errors",
-            stats.percentile_ms(50.0),
-            stats.percentile_ms(99.0),
-            stats.errors
-        )),
-    );
-}
-
-fn issuance_row(name: String, stats: &load::Stats, baseline: f64) -> Row {
-    Row::new("c", name, stats.rate(), "cert/s")
-        .baseline("CSR verify + sign in process, 2 threads", baseline)
-        .target(">= 5000 cert/s", stats.rate() >= 5000.0)
-        .note(format!(
-            "p50/p99 {:.2}/{:.2} ms, {} errors",
-            stats.percentile_ms(50.0),
-            stats.percentile_ms(99.0),
-            stats.errors
-        ))
-}
-
-async fn issue_stats(
-    url: &str,
-    admin: &Credentials,
-    csrs: &Arc<Vec<Vec<u8>>>,
-    prefix: &str,
-    principals: usize,
-    duration: Duration,
-) -> load::Stats {
-    let client = connect(url, admin).await;
-    let csrs = csrs.clone();
-    let prefix = prefix.to_owned();
-    load::run(STREAMS, duration, move |stream, n| {
-        let mut c = client.clone();
-        let csr = csrs[(n as usize * STREAMS + stream) % csrs.len()].clone();
-        let principal_id = format!("{prefix}-{:03}", (n as usize + stream) % principals);
-        async move {
-            c.issue_certificate(pb::IssueCertificateRequest { principal_id, csr, validity_seconds: 0 }).await.is_ok()
-        }
-    })
-    .await
-}
-
-fn sign_baseline(data: &Path, csrs: &Arc<Vec<Vec<u8>>>, duration: Duration) -> f64 {
-    let ca = Arc::new(principald::bootstrap::load_ca(&principald::datadir::DataDir::new(data)).unwrap());
-    let identity =
-        principald::pki::IdentityConfig { trust_domain: "principald.local".into(), oids: Default::default() };
-    let id: principald::model::PrincipalId = "bench-worker-000".parse().unwrap();
-    let csrs = csrs.clone();
-    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    load::run_threads(2, duration, move || {
-        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let csr = principald::pki::csr::ValidatedCsr::parse(&csrs[n % csrs.len()]).unwrap();
-        let leaf = principald::pki::leaf::issue_client(
-            &ca,
-            &identity,
-            principald::model::PrincipalType::Worker,
-            &id,
-            &csr.public_key,
-            Duration::from_secs(86400),
-            0,
-        )
-        .unwrap();
-        std::hint::black_box(leaf);
-    })
-}
-
-/// A worker with a fresh certificate and a warm connection, for the revocation figures.
-async fn fresh_worker(url: &str, admin: &mut Client, id: &str) -> (Credentials, String) {
-    let _ = admin
-        .create_principal(pb::CreatePrincipalRequest {
-            id: id.into(),
-            r#type: pb::PrincipalType::Worker.into(),
-            ..Default::default()
-        })
-        .await;
-    let (key, csr) = csr();
-    let issued = admin
-        .issue_certificate(pb::IssueCertificateRequest { principal_id: id.into(), csr, validity_seconds: 0 })
-        .await
-        .unwrap()
-        .into_inner();
-    let serial = issued.certificate.unwrap().serial;
-    let _ = url;
-    (
-        Credentials { ca_pem: issued.ca_chain_pem, cert_pem: issued.certificate_pem, key_pem: key.serialize_pem() },
-        serial,
-    )
-}
-
-async fn time_to_rejection(victim: &mut Client, since: Instant) -> Duration {
-    loop {
-        if victim.who_am_i(pb::WhoAmIRequest {}).await.is_err() {
-            return since.elapsed();
-        }
-        if since.elapsed() > Duration::from_secs(30) {
-            return since.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn summarize(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (ms(samples[samples.len() / 2]), ms(*samples.last().unwrap()))
-}
-
-/// (d) from RevokeCertificate returning until the revoked certificate is rejected, same replica.
-async fn revocation_same_replica(rows: &mut Vec<Row>, url: &str, admin: &Credentials) {
-    let mut admin = connect(url, admin).await;
-    let mut samples = Vec::new();
-    for i in 0..20 {
-        let (creds, serial) = fresh_worker(url, &mut admin, &format!("revoke-{i:02}")).await;
-        let mut victim = connect(url, &creds).await;
-        victim.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
-        admin.revoke_certificate(pb::RevokeCertificateRequest { serial, reason: 1 }).await.unwrap();
-        let since = Instant::now();
-        samples.push(time_to_rejection(&mut victim, since).await);
-    }
-    let rejected_first = samples.iter().all(|d| *d < Duration::from_millis(50));
-    let (p50, max) = summarize(samples);
-    rows.push(
-        Row::new("d", "revocation -> rejection, same replica (20 runs)", p50, "ms")
-            .target("immediate: the next request", rejected_first)
-            .note(format!("median; max {max:.2} ms; that is one WhoAmI round trip")),
-    );
-}
-
-/// (d) the same across two replicas on one DynamoDB.
-async fn revocation_cross_replica(rows: &mut Vec<Row>, a: &str, b: &str, admin: &Credentials) {
-    let mut admin = connect(a, admin).await;
-    let mut samples = Vec::new();
-    for i in 0..10 {
-        let (creds, serial) = fresh_worker(a, &mut admin, &format!("cross-{i:02}")).await;
-        let mut victim = connect(b, &creds).await;
-        victim.who_am_i(pb::WhoAmIRequest {}).await.unwrap();
-        admin.revoke_certificate(pb::RevokeCertificateRequest { serial, reason: 1 }).await.unwrap();
-        samples.push(time_to_rejection(&mut victim, Instant::now()).await);
-    }
-    let (p50, max) = summarize(samples);
-    rows.push(
-        Row::new("d", "revocation -> rejection, other replica (10 runs)", p50, "ms")
-            .target("<= 2000 ms", max <= 2000.0)
-            .note(format!("median; max {max:.0} ms; bound: --revocation-poll 1 s + one GetItem")),
-    );
-}
-
 /// What group commit and the authentication cache buy, measured in this run.
 async fn optimizations(rows: &mut Vec<Row>, root: &Path, duration: Duration) {
     let data = root.join("opt");
@@ -484,7 +287,7 @@ async fn optimizations(rows: &mut Vec<Row>, root: &Path, duration: Duration) {
         if batch == "1" {
             enroll(&server.url(), &admin, "opt-worker", 8).await;
         }
-        rates.push(issue_stats(&server.url(), &admin, &csrs, "opt-worker", 8, duration).await.rate());
+        rates.push(issuance::issue_stats(&server.url(), &admin, &csrs, "opt-worker", 8, duration).await.rate());
     }
     rows.push(
         Row::new("opt", "IssueCertificate with SQLite group commit", rates[1], "cert/s")
@@ -517,7 +320,7 @@ async fn scale(rows: &mut Vec<Row>, root: &Path, n: u64, duration: Duration) {
     let workers = enroll(&server.url(), &admin, "scale-worker", 8).await;
     let auth = whoami_stats(&server.url(), &workers[0], STREAMS, duration).await;
     let csrs: Arc<Vec<Vec<u8>>> = Arc::new((0..256).map(|_| csr().1).collect());
-    let issue = issue_stats(&server.url(), &admin, &csrs, "scale-worker", 8, duration).await;
+    let issue = issuance::issue_stats(&server.url(), &admin, &csrs, "scale-worker", 8, duration).await;
     let rss = server.rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0);
     rows.push(
         Row::new("e", format!("cache-miss WhoAmI, {n} principals"), auth.rate(), "req/s")
