@@ -58,10 +58,11 @@ async fn idle_sockets_and_stalled_handshakes_do_not_lock_out_a_real_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_closed_at_once() {
     raise_fd_limit();
-    let server = TestServer::start_with(&["--max-connections", "20"]).await;
+    // A long handshake deadline keeps the held connections in their slots for the whole test.
+    let server = TestServer::start_with(&["--max-connections", "20", "--handshake-timeout", "60s"]).await;
     let addr = server.running.grpc_addr;
     let held: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut extra = TcpStream::connect(addr).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut buf = [0u8; 1];
