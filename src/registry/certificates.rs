@@ -103,8 +103,9 @@ impl Registry {
         Ok(Issued { record, certificate_pem: pem, ca_chain_pem: self.ca.cert_pem().to_owned() })
     }
 
-    /// The validity to issue: the type's maximum, and for a renewal no more than the parent was issued for; a request
-    /// outside `MIN_VALIDITY..=max` is refused.
+    /// The validity to issue: the type's maximum, or less if requested; a request outside `MIN_VALIDITY..=max` is
+    /// refused. A renewal lives no longer than its parent was issued for: a longer request is cut to that (the
+    /// response shows the validity granted), so renewing never extends what a certificate was given.
     fn validity(
         &self,
         kind: PrincipalType,
@@ -112,11 +113,13 @@ impl Registry {
         parent: Option<&CertificateRecord>,
     ) -> Result<Duration> {
         let mut max = self.validity.get(&kind).copied().unwrap_or(self.default_validity);
+        let mut requested = requested;
         if let Some(parent) = parent {
             // Issued for not_after - (not_before + BACKDATE); whole seconds, never below the minimum.
             let issued_for = (parent.not_after - parent.not_before - BACKDATE).whole_seconds();
-            let issued_for = Duration::from_secs(u64::try_from(issued_for).unwrap_or(0));
-            max = max.min(issued_for.max(MIN_VALIDITY));
+            let issued_for = Duration::from_secs(u64::try_from(issued_for).unwrap_or(0)).max(MIN_VALIDITY);
+            max = max.min(issued_for);
+            requested = requested.map(|v| v.min(max));
         }
         match requested {
             None => Ok(max),
