@@ -130,7 +130,8 @@ async fn dynamodb_outage_fails_fast_and_service_resumes_without_a_restart() {
         .await
         .unwrap_err();
     assert_eq!(issue.code(), Code::Unavailable, "{issue:?}");
-    let (code, body) = tokio::task::spawn_blocking(move || http_get(health, "/readyz")).await.unwrap();
+    // Readiness answers from a probe refreshed once a second: it follows the store within a few seconds.
+    let (code, body) = readiness_becomes(health, 503).await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("store unreachable") || body.contains("store timed out"), "{body}");
 
@@ -152,7 +153,7 @@ async fn dynamodb_outage_fails_fast_and_service_resumes_without_a_restart() {
             Err(status) => panic!("service did not resume: {status:?}"),
         }
     }
-    assert_eq!(tokio::task::spawn_blocking(move || http_get(health, "/readyz")).await.unwrap().0, 200);
+    assert_eq!(readiness_becomes(health, 200).await.0, 200);
     stop.store(true, Ordering::Relaxed);
     caller.await.unwrap();
 
@@ -174,4 +175,16 @@ async fn dynamodb_outage_fails_fast_and_service_resumes_without_a_restart() {
     );
     assert!(unavailable.load(Ordering::Relaxed) > 0 && ok.load(Ordering::Relaxed) > 0);
     assert!(slowest < Duration::from_secs(10), "an RPC took {slowest:?}");
+}
+
+/// Polls `/readyz` until it answers `want` or 10 s pass; returns the last answer.
+async fn readiness_becomes(health: std::net::SocketAddr, want: u16) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = tokio::task::spawn_blocking(move || http_get(health, "/readyz")).await.unwrap();
+        if answer.0 == want || Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
