@@ -3,9 +3,11 @@
 //!
 //! The listener is exposed to whoever reaches the port, so it defends itself: a cap on open connections (beyond it a
 //! new connection is closed at once), a deadline for reading request headers (slowloris), one request per connection
-//! and a hard per-connection deadline. `/readyz` answers from a probe refreshed in the background at most once a
-//! second, so polling it, at any rate, never queues behind store writes and never becomes a (billed) store read per
-//! request.
+//! and a hard per-connection deadline.
+//!
+//! Readiness is decided by one background probe ([`Readiness`], once a second, whatever the request rate): `/readyz`
+//! and gRPC health both answer from its latest verdict, so polling either never queues behind store writes and never
+//! becomes a (billed) store read per request.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
 
 use crate::pki::ca::CertificateAuthority;
 use crate::server_cert::ServerCertificate;
@@ -34,28 +37,57 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest any connection may stay open.
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The latest readiness verdict: 200 with "ready", or 503 with the reason.
+/// A readiness verdict: 200 with "ready", or 503 with the reason.
 type Verdict = (StatusCode, &'static str);
 
+/// The latest verdict of the readiness probe. Cheap to clone; every clone sees the same probe.
+#[derive(Clone)]
+pub struct Readiness {
+    verdict: watch::Receiver<Verdict>,
+}
+
+impl Readiness {
+    /// Runs the first check, then starts the probe that refreshes it every second until every `Readiness` is gone
+    /// (or the returned task is aborted).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        ca: Arc<CertificateAuthority>,
+        server_cert: Arc<ServerCertificate>,
+    ) -> (Self, JoinHandle<()>) {
+        let first = check(store.as_ref(), &ca, &server_cert).await;
+        let (tx, verdict) = watch::channel(first);
+        (Self { verdict }, tokio::spawn(probe(store, ca, server_cert, tx)))
+    }
+
+    /// Whether the latest verdict is "ready".
+    pub fn is_ready(&self) -> bool {
+        self.verdict.borrow().0 == StatusCode::OK
+    }
+
+    /// Waits until the verdict changes from ready to not ready or back; `false` once the probe has stopped.
+    pub async fn changed(&mut self) -> bool {
+        let was = self.is_ready();
+        loop {
+            if self.verdict.changed().await.is_err() {
+                return false;
+            }
+            if self.is_ready() != was {
+                return true;
+            }
+        }
+    }
+}
+
 /// Serves the health endpoints on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    store: Arc<dyn Store>,
-    ca: Arc<CertificateAuthority>,
-    server_cert: Arc<ServerCertificate>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    // The first verdict is known before the first request is answered.
-    let first = check(store.as_ref(), &ca, &server_cert).await;
-    let (verdict_tx, verdict) = watch::channel(first);
-    let probe = tokio::spawn(probe(store, ca, server_cert, verdict_tx));
-    let app =
-        Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(ready)).with_state(verdict);
+pub async fn serve(listener: TcpListener, readiness: Readiness, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(readiness.verdict);
     tokio::select! {
         _ = shutdown => {}
         _ = accept_loop(listener, app) => {}
     }
-    probe.abort();
 }
 
 async fn accept_loop(listener: TcpListener, app: Router) {
@@ -88,7 +120,7 @@ async fn ready(State(verdict): State<watch::Receiver<Verdict>>) -> Verdict {
     *verdict.borrow()
 }
 
-/// Refreshes the readiness verdict every [`PROBE_INTERVAL`] until the receivers are gone.
+/// Refreshes the readiness verdict every [`PROBE_INTERVAL`] until no receiver is left; logs only changes.
 async fn probe(
     store: Arc<dyn Store>,
     ca: Arc<CertificateAuthority>,
@@ -97,7 +129,15 @@ async fn probe(
 ) {
     loop {
         tokio::time::sleep(PROBE_INTERVAL).await;
-        if verdict.send(check(store.as_ref(), &ca, &server_cert).await).is_err() {
+        let next = check(store.as_ref(), &ca, &server_cert).await;
+        let previous = *verdict.borrow();
+        if next != previous {
+            match next.0 {
+                StatusCode::OK => tracing::info!("ready again"),
+                _ => tracing::warn!(reason = next.1.trim_end(), "not ready"),
+            }
+        }
+        if verdict.send(next).is_err() {
             return;
         }
     }
@@ -114,7 +154,7 @@ async fn check(store: &dyn Store, ca: &CertificateAuthority, server_cert: &Serve
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
         Ok(Err(error)) => {
-            tracing::warn!(%error, "readiness: store unreachable");
+            tracing::debug!(%error, "readiness: store unreachable");
             (StatusCode::SERVICE_UNAVAILABLE, "not ready: store unreachable\n")
         }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: store timed out\n"),

@@ -18,6 +18,7 @@ use crate::auth::{AuthLayer, Authenticator, MethodPolicy};
 use crate::config::{DEFAULT_CERT_VALIDITY, ServeConfig};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
+use crate::health::Readiness;
 use crate::proto::principal_service_server::PrincipalServiceServer;
 use crate::registry::Registry;
 use crate::server_cert::ServerCertificate;
@@ -25,10 +26,8 @@ use crate::service::PrincipalApi;
 use crate::store::Store;
 use crate::{bootstrap, proto, tls};
 
-/// How often the store's reachability is reflected into gRPC health.
-const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
-/// Longest a readiness probe waits for the store.
-const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The service name gRPC health reports besides "" (the whole server).
+const PRINCIPAL_SERVICE: &str = proto::principal_service_server::SERVICE_NAME;
 
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
@@ -110,7 +109,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    reporter.set_serving::<PrincipalServiceServer<PrincipalApi>>().await;
+    // One readiness probe answers both /readyz and gRPC health.
+    let (readiness, probe) = Readiness::start(store.clone(), ca.clone(), server_cert.clone()).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -141,15 +141,9 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(incoming, wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
-    let http = tokio::spawn(crate::health::serve(
-        health_listener,
-        store.clone(),
-        ca.clone(),
-        server_cert.clone(),
-        wait_for(shutdown_rx.clone()),
-    ));
+    let http = tokio::spawn(crate::health::serve(health_listener, readiness.clone(), wait_for(shutdown_rx.clone())));
     let rotation = tokio::spawn(rotate_server_certificate(server_cert, shutdown_rx.clone()));
-    let probe = tokio::spawn(probe_store(store.clone(), reporter, shutdown_rx.clone()));
+    let grpc_health = tokio::spawn(follow_readiness(readiness, reporter, shutdown_rx.clone()));
     let epoch = follower.spawn(wait_for(shutdown_rx.clone()));
     let sweeps = tokio::spawn(finish_sweeps(registry, shutdown_rx.clone()));
 
@@ -168,6 +162,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
                 abort.abort();
             }
         }
+        let _ = tokio::time::timeout(Duration::from_secs(1), grpc_health).await;
         probe.abort();
         rotation.abort();
         epoch.abort();
@@ -246,29 +241,17 @@ async fn finish_sweeps(registry: Arc<Registry>, shutdown: watch::Receiver<bool>)
     }
 }
 
-/// Mirrors store reachability into gRPC health, so gRPC-aware balancers see it too.
-async fn probe_store(store: Arc<dyn Store>, reporter: HealthReporter, shutdown: watch::Receiver<bool>) {
-    let mut last = None;
+/// Mirrors the readiness verdict into gRPC health, so gRPC-aware balancers see what `/readyz` says.
+async fn follow_readiness(mut readiness: Readiness, reporter: HealthReporter, shutdown: watch::Receiver<bool>) {
     loop {
-        let ok = matches!(tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await, Ok(Ok(())));
-        let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
-        if last != Some(ok) {
-            reporter.set_service_status("", status).await;
-            if ok {
-                reporter.set_serving::<PrincipalServiceServer<PrincipalApi>>().await;
-            } else {
-                warn!("store unreachable: reporting NOT_SERVING");
-                reporter.set_not_serving::<PrincipalServiceServer<PrincipalApi>>().await;
-            }
-            last = Some(ok);
-        }
+        let status = if readiness.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        reporter.set_service_status("", status).await;
+        reporter.set_service_status(PRINCIPAL_SERVICE, status).await;
         tokio::select! {
-            _ = wait_for(shutdown.clone()) => {
-                reporter.set_service_status("", ServingStatus::NotServing).await;
-                reporter.set_not_serving::<PrincipalServiceServer<PrincipalApi>>().await;
-                return;
-            }
-            _ = tokio::time::sleep(HEALTH_PROBE_INTERVAL) => {}
+            _ = wait_for(shutdown.clone()) => break,
+            changed = readiness.changed() => if !changed { break },
         }
     }
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter.set_service_status(PRINCIPAL_SERVICE, ServingStatus::NotServing).await;
 }

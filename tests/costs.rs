@@ -100,7 +100,8 @@ async fn readiness_polled_hard_probes_the_store_about_once_a_second() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store: Arc<dyn Store> = f.store.clone();
-    tokio::spawn(principald::health::serve(listener, store, f.ca.clone(), server_cert, std::future::pending()));
+    let (readiness, _probe) = principald::health::Readiness::start(store, f.ca.clone(), server_cert).await;
+    tokio::spawn(principald::health::serve(listener, readiness, std::future::pending()));
     let started = Instant::now();
     let polls = tokio::task::spawn_blocking(move || {
         let mut ok = 0;
