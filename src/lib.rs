@@ -17,6 +17,7 @@ pub mod health;
 pub mod limits;
 pub mod model;
 pub mod pki;
+pub mod ratelog;
 pub mod registry;
 pub mod server;
 pub mod server_cert;

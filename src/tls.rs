@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
@@ -23,6 +23,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
+use crate::ratelog::RateLimitedLog;
 
 /// Finished handshakes waiting for the gRPC server to take them.
 const ACCEPT_BACKLOG: usize = 256;
@@ -115,25 +116,30 @@ async fn accept_loop(
 ) {
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let mut refused = RefusalLog::default();
-    let mut failed = RefusalLog::default();
+    let (refused, failed) = (RateLimitedLog::default(), RateLimitedLog::default());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(pair) => pair,
             Err(error) => {
                 // Typically EMFILE: back off instead of spinning, and say so once per interval.
-                failed.note_error(&error);
+                if let Some(failures) = failed.tick() {
+                    warn!(%error, failures, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         // Over a cap: close at once (by dropping the socket) and keep accepting.
         let Ok(connection) = connections.clone().try_acquire_owned() else {
-            refused.note("open connections", limits.max_connections);
+            if let Some(refused) = refused.tick() {
+                warn!(limit = "open connections", value = limits.max_connections, refused, "connections refused");
+            }
             continue;
         };
         let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
-            refused.note("handshakes in progress", limits.max_handshakes);
+            if let Some(refused) = refused.tick() {
+                warn!(limit = "handshakes in progress", value = limits.max_handshakes, refused, "connections refused");
+            }
             continue;
         };
         // serve_with_incoming ignores Server::tcp_nodelay; without it small responses wait for delayed ACKs.
@@ -150,40 +156,6 @@ async fn accept_loop(
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             }
         });
-    }
-}
-
-/// One warning per interval for connections refused at a cap (or failed accepts), with how many there were, instead
-/// of one per connection: a flood must not turn into a flood of log lines.
-#[derive(Default)]
-struct RefusalLog {
-    count: u64,
-    last: Option<Instant>,
-}
-
-impl RefusalLog {
-    const INTERVAL: Duration = Duration::from_secs(10);
-
-    fn note(&mut self, limit: &'static str, value: usize) {
-        if let Some(refused) = self.due() {
-            warn!(limit, value, refused, "connections refused: limit reached");
-        }
-    }
-
-    fn note_error(&mut self, error: &std::io::Error) {
-        if let Some(failures) = self.due() {
-            warn!(%error, failures, "accept failed");
-        }
-    }
-
-    /// Counts one event; once per interval, returns how many there were since the last line (and starts over).
-    fn due(&mut self) -> Option<u64> {
-        self.count += 1;
-        if self.last.is_some_and(|at| at.elapsed() < Self::INTERVAL) {
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.count))
     }
 }
 

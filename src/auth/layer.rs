@@ -8,10 +8,8 @@
 //! let caller = Caller::from_request(&request)?;
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use tonic::Status;
@@ -23,18 +21,19 @@ use tower::{Layer, Service};
 
 use crate::auth::{Authenticator, Caller, MethodPolicy, Requirement};
 use crate::error::Error;
+use crate::ratelog::{RateLimitedLog, sanitize};
 
 /// Authenticates with an [`Authenticator`] and authorizes with a [`MethodPolicy`].
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Arc<Authenticator>,
     policy: Arc<MethodPolicy>,
-    refusals: Arc<RefusalLog>,
+    refusals: Arc<RateLimitedLog>,
 }
 
 impl AuthLayer {
     pub fn new(authenticator: Arc<Authenticator>, policy: MethodPolicy) -> Self {
-        Self { authenticator, policy: Arc::new(policy), refusals: Arc::new(RefusalLog::default()) }
+        Self { authenticator, policy: Arc::new(policy), refusals: Arc::new(RateLimitedLog::default()) }
     }
 }
 
@@ -57,7 +56,7 @@ pub struct AuthService<S> {
     inner: S,
     authenticator: Arc<Authenticator>,
     policy: Arc<MethodPolicy>,
-    refusals: Arc<RefusalLog>,
+    refusals: Arc<RateLimitedLog>,
 }
 
 impl<S, B> Service<Request<B>> for AuthService<S>
@@ -93,7 +92,14 @@ where
                     inner.call(request).await
                 }
                 Err(error) => {
-                    refusals.note(&path, &error);
+                    if let Some(refused) = refusals.tick() {
+                        tracing::info!(
+                            refused,
+                            sample_path = %sanitize(&path, 120),
+                            sample_error = %sanitize(&error.to_string(), 120),
+                            "requests refused"
+                        );
+                    }
                     Ok(Status::from(error).into_http())
                 }
             }
@@ -129,72 +135,5 @@ impl Caller {
             .get::<Arc<Caller>>()
             .cloned()
             .ok_or_else(|| Status::unauthenticated("request was not authenticated"))
-    }
-}
-
-/// Refused requests, logged cheaply: a counter, and at most one line per interval carrying the count and the latest
-/// refusal as a sample. The path and message are attacker-influenced, so they are escaped and truncated; they never
-/// contain key material.
-#[derive(Default)]
-pub struct RefusalLog {
-    count: AtomicU64,
-    last_line: Mutex<Option<Instant>>,
-}
-
-impl RefusalLog {
-    /// At most one log line per this interval.
-    pub const INTERVAL: Duration = Duration::from_secs(10);
-    const SAMPLE_CHARS: usize = 120;
-
-    /// Counts one refusal, and logs if the interval has passed.
-    pub fn note(&self, path: &str, error: &Error) {
-        let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        let Ok(mut last) = self.last_line.try_lock() else { return };
-        if last.is_some_and(|at| at.elapsed() < Self::INTERVAL) {
-            return;
-        }
-        *last = Some(Instant::now());
-        drop(last);
-        tracing::info!(
-            refused_total = total,
-            sample_path = %sanitize(path, Self::SAMPLE_CHARS),
-            sample_error = %sanitize(&error.to_string(), Self::SAMPLE_CHARS),
-            "requests refused"
-        );
-    }
-
-    /// Refusals counted since start.
-    pub fn total(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-}
-
-/// `text` with control and non-ASCII characters escaped, cut to `max` characters.
-pub fn sanitize(text: &str, max: usize) -> String {
-    let mut out: String = text.chars().flat_map(char::escape_default).take(max).collect();
-    if text.chars().flat_map(char::escape_default).nth(max).is_some() {
-        out.push_str("...");
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logged_strings_are_escaped_and_truncated() {
-        assert_eq!(sanitize("/a/b", 10), "/a/b");
-        assert_eq!(sanitize("x\n\u{1b}[31m", 40), "x\\n\\u{1b}[31m");
-        assert_eq!(sanitize(&"a".repeat(500), 8), "aaaaaaaa...");
-    }
-
-    #[test]
-    fn refusals_are_counted_even_when_not_logged() {
-        let log = RefusalLog::default();
-        for _ in 0..1000 {
-            log.note("/x", &Error::Unauthenticated("no".into()));
-        }
-        assert_eq!(log.total(), 1000);
     }
 }
