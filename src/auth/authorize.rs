@@ -178,7 +178,13 @@ impl MethodPolicy {
 
     /// `Ok` if `caller` may call `path`.
     pub fn authorize(&self, caller: &Caller, path: &str) -> Result<(), Error> {
-        match self.requirement(path) {
+        Self::allows(self.requirement(path), caller, path)
+    }
+
+    /// `Ok` if `requirement` (what [`requirement`](Self::requirement) said for `path`) lets `caller` in; for callers
+    /// that have looked the requirement up already.
+    pub fn allows(requirement: Option<&Requirement>, caller: &Caller, path: &str) -> Result<(), Error> {
+        match requirement {
             Some(Requirement::Anonymous | Requirement::Authenticated) => Ok(()),
             Some(Requirement::Permission(p)) if caller.has_permission(p) => Ok(()),
             Some(Requirement::Permission(p)) => Err(Error::PermissionDenied(format!(

@@ -82,11 +82,13 @@ where
         let leaf = leaf_certificate(&request);
         let path = request.uri().path().to_owned();
         Box::pin(async move {
-            // What needs no identity is served without authenticating (and without a Caller).
-            if policy.requirement(&path) == Some(&Requirement::Anonymous) {
+            // Looked up once per request. What needs no identity is served without authenticating (and without a
+            // Caller).
+            let requirement = policy.requirement(&path);
+            if requirement == Some(&Requirement::Anonymous) {
                 return inner.call(request).await;
             }
-            match check(&authenticator, &policy, leaf, &path).await {
+            match check(&authenticator, requirement, leaf, &path).await {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
@@ -114,7 +116,7 @@ fn leaf_certificate<B>(request: &Request<B>) -> Option<Arc<Vec<CertificateDer<'s
 
 async fn check(
     authenticator: &Authenticator,
-    policy: &MethodPolicy,
+    requirement: Option<&Requirement>,
     chain: Option<Arc<Vec<CertificateDer<'static>>>>,
     path: &str,
 ) -> Result<Arc<Caller>, Error> {
@@ -122,7 +124,7 @@ async fn check(
     let chain = chain.ok_or_else(no_cert)?;
     let leaf = chain.first().ok_or_else(no_cert)?;
     let caller = authenticator.authenticate(leaf).await?;
-    policy.authorize(&caller, path)?;
+    MethodPolicy::allows(requirement, &caller, path)?;
     Ok(caller)
 }
 
