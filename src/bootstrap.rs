@@ -48,18 +48,12 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     };
     // One CA per store, recorded before anything else touches the store: of two bootstraps racing on one empty store,
     // exactly one CA wins; the loser removes the CA it just made and says which one to copy.
-    let mine = crate::model::sha256_hex(ca.cert_der());
-    let recorded = store.claim_ca(&mine, config.force).await?;
-    if recorded != mine {
+    if let Err(error) = claim_store(store.as_ref(), &ca, &dir, config.force).await {
         if generated {
             let _ = std::fs::remove_file(dir.ca_key());
             let _ = std::fs::remove_file(dir.ca_cert());
         }
-        return Err(Error::FailedPrecondition(format!(
-            "the store already belongs to another CA (SHA-256 {recorded}): copy ca.pem, ca.key, server.pem and \
-             server.key from a replica that serves it into {}, or bootstrap with --force to replace that CA",
-            dir.root().display()
-        )));
+        return Err(error);
     }
 
     if config.force || !dir.server_cert().exists() || !dir.server_key().exists() {
@@ -121,6 +115,22 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
         created.push(format!("admin profile {}", profile_dir.display()));
     }
     Ok(Outcome { created, admin_profile: profile_dir })
+}
+
+/// Records `ca` as the CA of `store` (whatever was recorded, with `replace`), or refuses a store that belongs to
+/// another CA: two CAs on one store would each accept certificates the other's registry never vetted.
+pub async fn claim_store(store: &dyn Store, ca: &CertificateAuthority, dir: &DataDir, replace: bool) -> Result<()> {
+    let mine = crate::model::sha256_hex(ca.cert_der());
+    let recorded = store.claim_ca(&mine, replace).await?;
+    if recorded != mine {
+        return Err(Error::FailedPrecondition(format!(
+            "the store belongs to another CA (SHA-256 {recorded}) than the one in {} ({mine}): copy ca.pem, ca.key, \
+             server.pem and server.key from a replica that serves this store, point --store at the right one, or \
+             bootstrap with --force to replace the store's CA",
+            dir.root().display()
+        )));
+    }
+    Ok(())
 }
 
 /// Loads the CA from the data directory.

@@ -23,7 +23,6 @@ use crate::proto::principal_service_server::PrincipalServiceServer;
 use crate::registry::Registry;
 use crate::server_cert::ServerCertificate;
 use crate::service::PrincipalApi;
-use crate::store::Store;
 use crate::{bootstrap, proto, tls};
 
 /// The service name gRPC health reports besides "" (the whole server).
@@ -87,7 +86,10 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         Some(outcome.admin_profile)
     };
     let ca = Arc::new(bootstrap::load_ca(&dir)?);
-    claim_store(store.as_ref(), &ca).await?;
+    if bootstrapped_profile.is_none() {
+        // (A bootstrap in this start has claimed the store already.)
+        bootstrap::claim_store(store.as_ref(), &ca, &dir, false).await?;
+    }
     let server_cert = ServerCertificate::load(&dir, ca.clone(), &config.bootstrap.server_names)?;
     let tls = tls::server_config(ca.cert_der(), server_cert.clone(), config.allow_tls12)?;
 
@@ -171,20 +173,6 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     });
     info!(grpc = %grpc_addr, health = %health_addr, data_dir = %dir.root().display(), "principald serving");
     Ok(Running { grpc_addr, health_addr, bootstrapped_profile, shutdown, task })
-}
-
-/// Records this CA as the store's, or refuses to serve a store that belongs to another CA: two CAs on one store would
-/// each accept certificates the other's registry never vetted.
-async fn claim_store(store: &dyn Store, ca: &crate::pki::ca::CertificateAuthority) -> Result<()> {
-    let mine = crate::model::sha256_hex(ca.cert_der());
-    let recorded = store.claim_ca(&mine, false).await?;
-    if recorded != mine {
-        return Err(Error::FailedPrecondition(format!(
-            "this store belongs to another CA (SHA-256 {recorded}); this data dir's CA is {mine}: copy ca.pem, ca.key, \
-             server.pem and server.key from a replica that serves this store, or point --store at the right one"
-        )));
-    }
-    Ok(())
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
