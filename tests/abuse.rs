@@ -145,15 +145,3 @@ async fn slowloris_on_the_health_port_is_cut_off_and_probes_get_through() {
     assert_eq!(result.0, Some(200), "a probe got through the slowloris within the header deadline");
     assert!(result.1, "a slow client was left open past the header deadline");
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_answers_every_poll_from_the_cached_probe() {
-    let server = TestServer::start().await;
-    let addr = server.running.health_addr;
-    let codes =
-        tokio::task::spawn_blocking(move || (0..200).filter_map(|_| health_get(addr, "/readyz")).collect::<Vec<_>>())
-            .await
-            .unwrap();
-    assert_eq!(codes.len(), 200);
-    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
-}

@@ -149,7 +149,7 @@ async fn a_second_ca_cannot_bootstrap_or_serve_a_store_that_has_one() {
 }
 
 #[tokio::test]
-async fn a_retried_delete_finishes_and_a_deleted_principal_stays_refused() {
+async fn a_repeated_delete_is_refused_and_every_certificate_of_the_deleted_principal_stays_refused() {
     let server = TestServer::start().await;
     let worker = server.enroll("w1", pb::PrincipalType::Worker).await;
     let extra = server.issue("w1").await;

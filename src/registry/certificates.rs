@@ -7,10 +7,12 @@
 
 use std::time::Duration;
 
-use super::{Issued, MIN_VALIDITY, Registry, Withdrawn, not_found};
+use super::{Issued, MIN_VALIDITY, Registry, Withdrawn};
 use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::model::{CertificateRecord, PrincipalId, PrincipalStatus, PrincipalType, Renewal, RevocationReason, Serial};
+use crate::model::{
+    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Renewal, RevocationReason, Serial,
+};
 use crate::model::{now, sha256_hex};
 use crate::pki::csr::ValidatedCsr;
 use crate::pki::leaf::{self, IssuedLeaf};
@@ -47,11 +49,12 @@ impl Registry {
     pub async fn renew(&self, caller: &Caller, csr: &[u8], validity: Option<Duration>) -> Result<Issued> {
         let csr = ValidatedCsr::parse(csr)?;
         let key = sha256_hex(&csr.spki_der);
-        let parent = self.get_certificate(&caller.serial).await?;
+        // Both strongly consistent point reads, side by side.
+        let (parent, principal) =
+            tokio::try_join!(self.get_certificate(&caller.serial), self.get_principal(&caller.id))?;
         if let Some(renewal) = &parent.renewal {
-            return self.renewed_already(&parent, renewal, &key).await;
+            return self.renewed_already(&parent, renewal, &key, &principal).await;
         }
-        let principal = self.get_principal(&caller.id).await?;
         let validity = self.validity(caller.kind, validity, Some(&parent))?;
         let issued = self.sign(caller.kind, &caller.id, &csr, validity, principal.generation)?;
         match self.store.insert_renewal(&parent.serial, &issued.record, &key).await {
@@ -60,7 +63,7 @@ impl Registry {
             Err(Error::AlreadyExists(message)) => {
                 let parent = self.get_certificate(&caller.serial).await?;
                 return match &parent.renewal {
-                    Some(renewal) => self.renewed_already(&parent, renewal, &key).await,
+                    Some(renewal) => self.renewed_already(&parent, renewal, &key, &principal).await,
                     None => Err(Error::AlreadyExists(message)),
                 };
             }
@@ -71,7 +74,13 @@ impl Registry {
     }
 
     /// The answer to renewing a certificate that was renewed before: the same certificate again for the same key.
-    async fn renewed_already(&self, parent: &CertificateRecord, renewal: &Renewal, key: &str) -> Result<Issued> {
+    async fn renewed_already(
+        &self,
+        parent: &CertificateRecord,
+        renewal: &Renewal,
+        key: &str,
+        owner: &Principal,
+    ) -> Result<Issued> {
         if renewal.key_sha256 != key {
             return Err(Error::FailedPrecondition(format!(
                 "certificate {} was already renewed (into {}) for another key; a certificate renews once: retry with \
@@ -80,9 +89,9 @@ impl Registry {
             )));
         }
         let record = self.get_certificate(&renewal.serial).await?;
-        if record.revocation.is_some() {
+        if record.revocation.is_some() || record.is_void_for(owner) {
             return Err(Error::FailedPrecondition(format!(
-                "certificate {} was renewed into {}, which has been revoked",
+                "certificate {} was renewed into {}, which has been revoked since: ask an admin for a new certificate",
                 parent.serial, record.serial
             )));
         }
@@ -199,7 +208,7 @@ impl Registry {
         page: PageRequest,
     ) -> Result<Page<CertificateRecord>> {
         if page.token.is_none() {
-            self.store.get_principal(id).await?.ok_or_else(|| not_found(id))?;
+            self.get_principal(id).await?;
         }
         self.store.list_certificates(id, include_revoked, &page).await
     }

@@ -194,7 +194,7 @@ pub trait Store: Send + Sync + 'static {
 /// Errors every backend reports the same way, so callers see the same messages whatever the store.
 pub(crate) mod errors {
     use crate::error::Error;
-    use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType};
+    use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus};
 
     pub fn principal_not_found(id: &PrincipalId) -> Error {
         Error::NotFound(format!("principal {:?}", id.as_str()))
@@ -209,32 +209,25 @@ pub(crate) mod errors {
         ))
     }
 
-    /// `Ok` if `principal` may receive a certificate of type `kind`: ACTIVE and of that type.
-    pub fn check_issuable(principal: &Principal, kind: PrincipalType) -> Result<(), Error> {
+    /// `Ok` if `principal` may receive `cert`: ACTIVE, of the certificate's type, and still at the generation the
+    /// certificate was signed under (nothing withdrew its certificates since it was read).
+    pub fn check_issuable(principal: &Principal, cert: &CertificateRecord) -> Result<(), Error> {
+        let id = principal.id.as_str();
         if principal.status != PrincipalStatus::Active {
             return Err(Error::FailedPrecondition(format!(
-                "principal {:?} is {}: only active principals get certificates",
-                principal.id.as_str(),
+                "principal {id:?} is {}: only active principals get certificates",
                 principal.status
             )));
         }
-        if principal.kind != kind {
+        if principal.kind != cert.principal_type {
             return Err(Error::FailedPrecondition(format!(
-                "principal {:?} is a {}, not a {}",
-                principal.id.as_str(),
-                principal.kind,
-                kind
+                "principal {id:?} is a {}, not a {}",
+                principal.kind, cert.principal_type
             )));
         }
-        Ok(())
-    }
-
-    /// `Ok` if `principal` is still at `generation` (nothing withdrew its certificates since it was read).
-    pub fn check_generation(principal: &Principal, generation: u64) -> Result<(), Error> {
-        if principal.generation != generation {
+        if principal.generation != cert.generation {
             return Err(Error::FailedPrecondition(format!(
-                "the certificates of principal {:?} were withdrawn during issuance; retry",
-                principal.id.as_str()
+                "the certificates of principal {id:?} were withdrawn during issuance; retry"
             )));
         }
         Ok(())

@@ -270,7 +270,7 @@ impl Store for DynamoStore {
                     .ok_or_else(|| Error::NotFound(format!("certificate {parent}")))?;
                 let principal = self.get_principal(owner).await?.ok_or_else(|| errors::principal_not_found(owner))?;
                 errors::check_renewable(&previous, &principal)?;
-                errors::check_generation(&principal, generation)?;
+                errors::check_issuable(&principal, cert)?;
                 Err(Error::Unavailable("certificate changed during renewal; retry".into()))
             }
             Err(failure) if failure.failed_condition(2) => {
@@ -393,10 +393,7 @@ impl DynamoStore {
             Ok(None) => return errors::principal_not_found(id),
             Err(e) => return e,
         };
-        if let Err(e) = errors::check_issuable(&principal, cert.principal_type) {
-            return e;
-        }
-        if let Err(e) = errors::check_generation(&principal, cert.generation) {
+        if let Err(e) = errors::check_issuable(&principal, cert) {
             return e;
         }
         Error::Unavailable("principal changed during issuance; retry".into())

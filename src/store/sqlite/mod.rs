@@ -207,10 +207,7 @@ impl Store for SqliteStore {
     async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
         let c = cert.clone();
         self.write(move |conn| {
-            let principal =
-                select_principal(conn, &c.principal_id)?.ok_or_else(|| errors::principal_not_found(&c.principal_id))?;
-            errors::check_issuable(&principal, c.principal_type)?;
-            errors::check_generation(&principal, c.generation)?;
+            issuable_principal(conn, &c)?;
             insert_certificate_row(conn, &c)
         })
         .await
@@ -219,10 +216,7 @@ impl Store for SqliteStore {
     async fn insert_renewal(&self, parent: &Serial, cert: &CertificateRecord, key_sha256: &str) -> Result<()> {
         let (parent, c, key) = (parent.clone(), cert.clone(), key_sha256.to_owned());
         self.write(move |conn| {
-            let principal =
-                select_principal(conn, &c.principal_id)?.ok_or_else(|| errors::principal_not_found(&c.principal_id))?;
-            errors::check_issuable(&principal, c.principal_type)?;
-            errors::check_generation(&principal, c.generation)?;
+            let principal = issuable_principal(conn, &c)?;
             let previous =
                 select_certificate(conn, &parent)?.ok_or_else(|| Error::NotFound(format!("certificate {parent}")))?;
             errors::check_renewable(&previous, &principal)?;
@@ -356,6 +350,14 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
     }
+}
+
+/// The certificate's principal, if it may receive the certificate now (see `errors::check_issuable`).
+fn issuable_principal(conn: &Connection, c: &CertificateRecord) -> Result<Principal> {
+    let principal =
+        select_principal(conn, &c.principal_id)?.ok_or_else(|| errors::principal_not_found(&c.principal_id))?;
+    errors::check_issuable(&principal, c)?;
+    Ok(principal)
 }
 
 fn principal_listing(filter: &PrincipalFilter) -> String {
