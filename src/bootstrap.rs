@@ -11,10 +11,11 @@ use crate::config::BootstrapConfig;
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::files;
-use crate::model::{Principal, PrincipalStatus, PrincipalType, now};
-use crate::pki::ca::CertificateAuthority;
+use crate::model::{Principal, PrincipalStatus, PrincipalType, now, sha256_hex};
+use crate::pki::ca::{CertificateAuthority, Root};
+use crate::pki::signer::{self, KeyUri};
 use crate::pki::leaf;
-use crate::store::Store;
+use crate::store::{CaClaim, Store};
 
 /// The CA lives ten years.
 pub const CA_VALIDITY: time::Duration = time::Duration::days(3650);
@@ -36,25 +37,12 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     files::create_private_dir(dir.root())?;
     let mut created = Vec::new();
 
-    let generated = !dir.has_ca() || config.force;
-    let ca = if generated {
-        let ca = CertificateAuthority::generate("principald CA", CA_VALIDITY)?;
-        files::write_private(&dir.ca_key(), ca.key_pem().as_bytes())?;
-        files::write_public(&dir.ca_cert(), ca.cert_pem().as_bytes())?;
-        created.push(format!("CA certificate {}", dir.ca_cert().display()));
-        ca
-    } else {
-        load_ca(&dir)?
-    };
-    // One CA per store, recorded before anything else touches the store: of two bootstraps racing on one empty store,
-    // exactly one CA wins; the loser removes the CA it just made and says which one to copy.
-    if let Err(error) = claim_store(store.as_ref(), &ca, &dir, config.force).await {
-        if generated {
-            let _ = std::fs::remove_file(dir.ca_key());
-            let _ = std::fs::remove_file(dir.ca_cert());
-        }
-        return Err(error);
+    let (root, made) = establish_root(&dir, &config.ca_key, store.as_ref(), config.force, true).await?;
+    if made {
+        created.push(format!("CA certificate {} (key {})", dir.ca_cert().display(), config.ca_key));
     }
+    // Bootstrap signs with the root itself: its certificates (server, first admin) do not depend on any replica.
+    let ca = CertificateAuthority::direct(root);
 
     if config.force || !dir.server_cert().exists() || !dir.server_key().exists() {
         crate::server_cert::issue_files(&dir, &ca, &config.server_names)?;
@@ -117,26 +105,92 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     Ok(Outcome { created, admin_profile: profile_dir })
 }
 
-/// Records `ca` as the CA of `store` (whatever was recorded, with `replace`), or refuses a store that belongs to
-/// another CA: two CAs on one store would each accept certificates the other's registry never vetted.
-pub async fn claim_store(store: &dyn Store, ca: &CertificateAuthority, dir: &DataDir, replace: bool) -> Result<()> {
-    let mine = crate::model::sha256_hex(ca.cert_der());
-    let recorded = store.claim_ca(&mine, replace).await?;
-    if recorded != mine {
-        return Err(Error::FailedPrecondition(format!(
-            "the store belongs to another CA (SHA-256 {recorded}) than the one in {} ({mine}): copy ca.pem, ca.key, \
-             server.pem and server.key from a replica that serves this store, point --store at the right one, or \
-             bootstrap with --force to replace the store's CA",
-            dir.root().display()
-        )));
+/// The CA root for this store and key, establishing it if needed; `true` if this call created the certificate.
+///
+/// Opens the key (with `create_key`, creating it when it does not exist yet; `force` with a file key makes a new one). With a CA
+/// certificate in the data dir, that certificate is claimed; without one, a new self-signed root is the candidate.
+/// Of several processes claiming one store at once exactly one certificate wins; a loser whose key is the winner's
+/// (the same KMS key or HSM object, bootstrapped from two places) adopts the winner's certificate, any other loser
+/// is refused and removes what it created. Blocking key operations run off the async runtime.
+pub async fn establish_root(
+    dir: &DataDir,
+    key: &KeyUri,
+    store: &dyn Store,
+    force: bool,
+    create_key: bool,
+) -> Result<(Root, bool)> {
+    let file_key = match key {
+        KeyUri::File(path) => Some(path.clone()),
+        _ => None,
+    };
+    if force {
+        if let Some(path) = &file_key {
+            let _ = std::fs::remove_file(path);
+        }
     }
-    Ok(())
+    let key_existed = file_key.as_ref().is_none_or(|p| p.exists());
+    let cleanup = |wrote_cert: bool| {
+        if let (Some(path), false) = (&file_key, key_existed) {
+            let _ = std::fs::remove_file(path);
+        }
+        if wrote_cert {
+            let _ = std::fs::remove_file(dir.ca_cert());
+        }
+    };
+    let signer = signer::open_async(key.clone(), create_key).await?;
+    let local = if force { None } else { std::fs::read_to_string(dir.ca_cert()).ok() };
+    let (candidate, made) = match local {
+        Some(pem) => (Root::load(&pem, signer.clone())?, false),
+        None => {
+            let signer = signer.clone();
+            let root = tokio::task::spawn_blocking(move || Root::create(signer, "principald CA", CA_VALIDITY))
+                .await
+                .map_err(|e| Error::internal("create CA", e))?;
+            (root?, true)
+        }
+    };
+    let claim = CaClaim { fingerprint: sha256_hex(candidate.cert_der()), certificate_pem: candidate.cert_pem().into() };
+    let recorded = match store.claim_ca(&claim, force).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            cleanup(false);
+            return Err(e);
+        }
+    };
+    let root = if recorded.fingerprint == claim.fingerprint {
+        candidate
+    } else {
+        match Root::load(&recorded.certificate_pem, signer) {
+            // Same key, another certificate: the store's one is the CA; use it.
+            Ok(theirs) => theirs,
+            Err(_) => {
+                cleanup(false);
+                return Err(Error::FailedPrecondition(format!(
+                    "the store belongs to another CA (SHA-256 {}) than the one in {} with key {key} ({}): point \
+                     --store at the right one, use that CA's key (and ca.pem), or bootstrap with --force to replace \
+                     the store's CA",
+                    recorded.fingerprint,
+                    dir.root().display(),
+                    claim.fingerprint
+                )));
+            }
+        }
+    };
+    let write = std::fs::read_to_string(dir.ca_cert()).ok().as_deref() != Some(root.cert_pem());
+    if write {
+        if let Err(e) = files::write_public(&dir.ca_cert(), root.cert_pem().as_bytes()) {
+            cleanup(true);
+            return Err(e);
+        }
+    }
+    Ok((root, made && recorded.fingerprint == claim.fingerprint))
 }
 
-/// Loads the CA from the data directory.
+/// Loads the CA from the data directory's files (ca.pem and the file key ca.key), signing with the root directly:
+/// for tools and tests that sign outside a running server.
 pub fn load_ca(dir: &DataDir) -> Result<CertificateAuthority> {
-    let read = |p: std::path::PathBuf| {
-        std::fs::read_to_string(&p).map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", p.display())))
-    };
-    CertificateAuthority::from_pem(&read(dir.ca_cert())?, &read(dir.ca_key())?)
+    let pem = std::fs::read_to_string(dir.ca_cert())
+        .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", dir.ca_cert().display())))?;
+    let signer = signer::open(&KeyUri::File(dir.ca_key()), false)?;
+    Ok(CertificateAuthority::direct(Root::load(&pem, signer)?))
 }

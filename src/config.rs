@@ -17,7 +17,9 @@ use crate::pki::oid::DEFAULT_IDENTITY_ARC;
 use crate::store::StoreConfig;
 use crate::store::dynamodb::DynamoConfig;
 
+mod ca;
 mod duration;
+pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, ReplicaArgs};
 pub use duration::parse_duration;
 
 /// Exit code for bad configuration (EX_USAGE).
@@ -150,6 +152,8 @@ pub struct BootstrapArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub ca: CaArgs,
     /// Extra DNS names for the server certificate (localhost and 127.0.0.1 are always included).
     #[arg(long = "server-name", env = "PRINCIPALD_SERVER_NAMES", value_delimiter = ',')]
     pub server_names: Vec<String>,
@@ -172,6 +176,10 @@ pub struct ServeArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub ca: CaArgs,
+    #[command(flatten)]
+    pub replica: ReplicaArgs,
     /// Address of the gRPC mTLS listener.
     #[arg(long, env = "PRINCIPALD_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
@@ -232,6 +240,8 @@ pub struct BootstrapConfig {
     pub admin_id: PrincipalId,
     pub profile_server: String,
     pub force: bool,
+    /// Where the CA's root key lives.
+    pub ca_key: crate::pki::signer::KeyUri,
 }
 
 /// Validated serve settings.
@@ -253,6 +263,10 @@ pub struct ServeConfig {
     pub max_connection_age: Duration,
     /// How `serve` bootstraps an empty data dir.
     pub bootstrap: BootstrapConfig,
+    /// This replica's name in its intermediates.
+    pub replica_id: String,
+    /// Signing window of one issuing intermediate.
+    pub intermediate_lifetime: Duration,
 }
 
 impl IdentityArgs {
@@ -286,6 +300,7 @@ impl BootstrapArgs {
             admin_id: self.admin_id.parse()?,
             profile_server: self.profile_server.clone(),
             force: self.force,
+            ca_key: self.ca.validate(&self.data.data_dir)?,
         })
     }
 }
@@ -315,11 +330,14 @@ impl ServeArgs {
             admin_id: self.admin_id.parse()?,
             profile_server: format!("https://{profile_host}:{}", self.listen.port()),
             force: false,
+            ca_key: self.ca.validate(&self.data.data_dir)?,
         };
         if self.listen == self.health_listen && self.listen.port() != 0 {
             return Err(Error::InvalidArgument("--listen and --health-listen must differ".into()));
         }
         Ok(ServeConfig {
+            replica_id: self.replica.replica_id()?,
+            intermediate_lifetime: self.replica.intermediate_lifetime()?,
             data_dir: self.data.data_dir.clone(),
             store,
             identity,
@@ -391,7 +409,7 @@ fn cert_validity(entries: &[String]) -> Result<HashMap<PrincipalType, Duration>,
     Ok(map)
 }
 
-fn parse_duration_flag(flag: &str, value: &str) -> Result<Duration, Error> {
+pub(crate) fn parse_duration_flag(flag: &str, value: &str) -> Result<Duration, Error> {
     parse_duration(value).map_err(|e| Error::InvalidArgument(format!("invalid {flag} {value:?}: {e}")))
 }
 

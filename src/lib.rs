@@ -14,6 +14,7 @@ pub mod datadir;
 pub mod error;
 pub mod files;
 pub mod health;
+pub mod issuing;
 pub mod limits;
 pub mod model;
 pub mod pki;

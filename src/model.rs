@@ -271,6 +271,23 @@ pub struct CertificateRecord {
     pub generation: u64,
     /// Set once this certificate has been renewed: a certificate renews exactly once.
     pub renewal: Option<Renewal>,
+    /// Hex SHA-256 of the intermediate that signed it ([`IntermediateRecord::fingerprint`]); empty when the root
+    /// signed it directly. Revoking that intermediate voids the certificate.
+    pub issuer: String,
+}
+
+/// A replica's issuing intermediate, recorded before it signs anything, so an auditor can see which replica issued
+/// what and an operator can revoke a compromised replica's intermediate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntermediateRecord {
+    /// Lowercase hex SHA-256 of `der`.
+    pub fingerprint: String,
+    /// The replica that holds (held) its key.
+    pub replica: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub der: Vec<u8>,
+    pub revoked_at: Option<OffsetDateTime>,
 }
 
 /// The one renewal a certificate had: which certificate replaced it, for which public key.

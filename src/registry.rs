@@ -41,8 +41,26 @@ pub struct NewPrincipal {
 #[derive(Clone, Debug)]
 pub struct Issued {
     pub record: CertificateRecord,
+    /// The leaf alone.
     pub certificate_pem: String,
+    /// Its issuers, issuer first, root last.
     pub ca_chain_pem: String,
+    /// The leaf and its intermediate: what a TLS client presents (clients trust the root only).
+    pub certificate_chain_pem: String,
+}
+
+impl Issued {
+    pub fn new(record: CertificateRecord, ca_chain_pem: String) -> Self {
+        let certificate_pem = crate::pki::leaf::pem_of(&record.der);
+        // Everything but the last (the root) is presented after the leaf.
+        let intermediates: Vec<&str> =
+            ca_chain_pem.split_inclusive("-----END CERTIFICATE-----\n").collect::<Vec<_>>().split_last().map_or(
+                Vec::new(),
+                |(_, rest)| rest.to_vec(),
+            );
+        let certificate_chain_pem = format!("{certificate_pem}{}", intermediates.concat());
+        Self { record, certificate_pem, ca_chain_pem, certificate_chain_pem }
+    }
 }
 
 /// The principal and certificate registry.

@@ -55,43 +55,12 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let health_listener = bind(config.health_listen, "--health-listen").await?;
     let grpc_addr = grpc_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
     let health_addr = health_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
-    let bootstrapped_profile = if dir.has_ca() {
-        None
-    } else if dir.ca_cert().exists() || dir.ca_key().exists() {
-        return Err(Error::FailedPrecondition(format!(
-            "{} holds only half of the CA (ca.pem / ca.key): restore the missing file; refusing to create a new CA",
-            dir.root().display()
-        )));
-    } else if store.get_principal(&config.bootstrap.admin_id).await?.is_some() {
-        // The store was bootstrapped (by this or another replica) but this data dir lacks the CA: creating a new CA
-        // would split the deployment.
-        return Err(Error::FailedPrecondition(format!(
-            "no CA in {} but the store already holds admin {:?}: copy ca.pem, ca.key, server.pem and server.key from \
-             the replica that bootstrapped it (or from your secret store)",
-            dir.root().display(),
-            config.bootstrap.admin_id.as_str()
-        )));
-    } else {
-        let mut bootstrap = config.bootstrap.clone();
-        if config.listen.port() == 0 {
-            // The profile must name the port actually bound.
-            if let Some(base) = bootstrap.profile_server.strip_suffix(":0") {
-                bootstrap.profile_server = format!("{base}:{}", grpc_addr.port());
-            }
-        }
-        let outcome = bootstrap::run(&bootstrap, store.clone()).await?;
-        for step in &outcome.created {
-            info!(created = %step, "bootstrap");
-        }
-        Some(outcome.admin_profile)
-    };
-    let ca = Arc::new(bootstrap::load_ca(&dir)?);
-    if bootstrapped_profile.is_none() {
-        // (A bootstrap in this start has claimed the store already.)
-        bootstrap::claim_store(store.as_ref(), &ca, &dir, false).await?;
-    }
+    let bootstrapped_profile = first_start(&config, &dir, &store, grpc_addr).await?;
+    let ca = crate::issuing::start(&config, &store, &dir).await?;
     let server_cert = ServerCertificate::load(&dir, ca.clone(), &config.bootstrap.server_names)?;
-    let tls = tls::server_config(ca.cert_der(), server_cert.clone(), config.allow_tls12)?;
+    let known = Arc::new(tls::KnownIntermediates::default());
+    let tls = tls::server_config_completing(ca.cert_der(), server_cert.clone(), config.allow_tls12, known.clone())?;
+
 
     let authenticator = Arc::new(Authenticator::new(
         store.clone(),
@@ -99,6 +68,16 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         config.permissions.clone(),
         config.auth_cache_ttl,
     ));
+    // Certificates of revoked intermediates are refused from the first request on.
+    authenticator.refresh_revoked_issuers().await?;
+    let keeper = crate::issuing::Keeper {
+        ca: ca.clone(),
+        store: store.clone(),
+        authenticator: authenticator.clone(),
+        server_cert: server_cert.clone(),
+        known,
+    };
+    keeper.refresh().await?;
     let follower = crate::auth::RevocationFollower::new(store.clone(), authenticator.clone(), config.revocation_poll);
     let registry = Arc::new(Registry::new(
         store.clone(),
@@ -145,6 +124,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let grpc = tokio::spawn(grpc);
     let http = tokio::spawn(crate::health::serve(health_listener, readiness.clone(), wait_for(shutdown_rx.clone())));
     let rotation = tokio::spawn(rotate_server_certificate(server_cert, shutdown_rx.clone()));
+    let intermediates = tokio::spawn(keeper.run(shutdown_rx.clone()));
     let grpc_health = tokio::spawn(follow_readiness(readiness, reporter, shutdown_rx.clone()));
     let epoch = follower.spawn(wait_for(shutdown_rx.clone()));
     let sweeps = tokio::spawn(finish_sweeps(registry, shutdown_rx.clone()));
@@ -167,12 +147,69 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         let _ = tokio::time::timeout(Duration::from_secs(1), grpc_health).await;
         probe.abort();
         rotation.abort();
+        intermediates.abort();
         epoch.abort();
         sweeps.abort();
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     });
     info!(grpc = %grpc_addr, health = %health_addr, data_dir = %dir.root().display(), "principald serving");
     Ok(Running { grpc_addr, health_addr, bootstrapped_profile, shutdown, task })
+}
+
+/// Bootstraps on a first start: when the store has no admin yet and this data dir no CA certificate. Returns the
+/// admin profile it wrote. A replica joining a bootstrapped store adopts the CA from it (key in KMS or an HSM), or
+/// needs the CA files (file key).
+async fn first_start(
+    config: &ServeConfig,
+    dir: &DataDir,
+    store: &Arc<dyn crate::store::Store>,
+    grpc_addr: SocketAddr,
+) -> Result<Option<PathBuf>> {
+    let file_key = match &config.bootstrap.ca_key {
+        crate::pki::signer::KeyUri::File(path) => Some(path.clone()),
+        _ => None,
+    };
+    if !dir.ca_cert().exists() && file_key.as_ref().is_some_and(|k| *k == dir.ca_key() && k.exists()) {
+        return Err(Error::FailedPrecondition(format!(
+            "{} holds only half of the CA (ca.key without ca.pem): restore ca.pem; refusing to create a new CA",
+            dir.root().display()
+        )));
+    }
+    if dir.ca_cert().exists() {
+        if file_key.as_ref().is_some_and(|k| !k.exists()) {
+            return Err(Error::FailedPrecondition(format!(
+                "{} holds the CA certificate but not its key {}: restore the key; refusing to create a new CA",
+                dir.root().display(),
+                config.bootstrap.ca_key
+            )));
+        }
+        return Ok(None);
+    }
+    if store.get_principal(&config.bootstrap.admin_id).await?.is_some() {
+        if file_key.is_some() {
+            // The store was bootstrapped (by this or another replica) but this data dir lacks the CA: creating a new
+            // CA would split the deployment.
+            return Err(Error::FailedPrecondition(format!(
+                "no CA in {} but the store already holds admin {:?}: copy ca.pem and ca.key from the replica that \
+                 bootstrapped it (or from your secret store), or keep the CA key in KMS or an HSM (--ca-key)",
+                dir.root().display(),
+                config.bootstrap.admin_id.as_str()
+            )));
+        }
+        return Ok(None);
+    }
+    let mut bootstrap = config.bootstrap.clone();
+    if config.listen.port() == 0 {
+        // The profile must name the port actually bound.
+        if let Some(base) = bootstrap.profile_server.strip_suffix(":0") {
+            bootstrap.profile_server = format!("{base}:{}", grpc_addr.port());
+        }
+    }
+    let outcome = bootstrap::run(&bootstrap, store.clone()).await?;
+    for step in &outcome.created {
+        info!(created = %step, "bootstrap");
+    }
+    Ok(Some(outcome.admin_profile))
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {

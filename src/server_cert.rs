@@ -44,8 +44,11 @@ impl ServerCertificate {
     /// only when the current certificate cannot be read at all.
     pub fn load(dir: &DataDir, ca: Arc<CertificateAuthority>, fallback_names: &[String]) -> Result<Arc<Self>> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        // A replica signing through its own intermediate starts with a certificate from it (a file left by an earlier
+        // run may chain through an intermediate revoked since).
+        let fresh_intermediate = ca.issuing().record.is_some();
         let current = match read(dir, &provider).and_then(|c| issued_by(&c, &ca).map(|()| c)) {
-            Ok(current) if !due(current.not_before, current.not_after, now()) => current,
+            Ok(current) if !fresh_intermediate && !due(current.not_before, current.not_after, now()) => current,
             Ok(current) => issue(dir, &ca, &provider, &current.names)?,
             Err(_) => {
                 let names = read_names(dir).unwrap_or_else(|| fallback_names.to_vec());
@@ -67,6 +70,14 @@ impl ServerCertificate {
         let fresh = issue(&self.dir, &self.ca, &self.provider, &names)?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(true)
+    }
+
+    /// Re-issues the certificate now (same names), e.g. after the issuing intermediate changed.
+    pub fn reissue(&self) -> Result<()> {
+        let names = self.current.read().unwrap_or_else(|p| p.into_inner()).names.clone();
+        let fresh = issue(&self.dir, &self.ca, &self.provider, &names)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
     }
 
     pub fn not_after(&self) -> OffsetDateTime {
@@ -103,13 +114,26 @@ fn read(dir: &DataDir, provider: &CryptoProvider) -> Result<Current> {
     Ok(Current { key: Arc::new(key), names, not_before, not_after })
 }
 
-/// `Ok` if the certificate was signed by `ca` (it may not be, after the CA files were replaced).
+/// `Ok` if the certificate chains to `ca`'s root, directly or through the intermediate beside it in the file (it may
+/// not, after the CA files were replaced).
 fn issued_by(current: &Current, ca: &CertificateAuthority) -> Result<()> {
     let not_ours = || Error::InvalidArgument("server certificate was not issued by this CA".into());
-    let (_, leaf) = x509_parser::parse_x509_certificate(current.key.end_entity_cert().map_err(|_| not_ours())?)
-        .map_err(|_| not_ours())?;
-    let (_, ca_cert) = x509_parser::parse_x509_certificate(ca.cert_der()).map_err(|_| not_ours())?;
-    leaf.verify_signature(Some(ca_cert.public_key())).map_err(|_| not_ours())
+    fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>> {
+        x509_parser::parse_x509_certificate(der)
+            .map(|(_, c)| c)
+            .map_err(|_| Error::InvalidArgument("server certificate was not issued by this CA".into()))
+    }
+    let (_, root) = x509_parser::parse_x509_certificate(ca.cert_der()).map_err(|_| not_ours())?;
+    let chain = &current.key.cert;
+    let leaf = parse(chain.first().ok_or_else(not_ours)?)?;
+    match chain.get(1) {
+        None => leaf.verify_signature(Some(root.public_key())).map_err(|_| not_ours()),
+        Some(intermediate) => {
+            let intermediate = parse(intermediate)?;
+            intermediate.verify_signature(Some(root.public_key())).map_err(|_| not_ours())?;
+            leaf.verify_signature(Some(intermediate.public_key())).map_err(|_| not_ours())
+        }
+    }
 }
 
 fn read_names(dir: &DataDir) -> Option<Vec<String>> {
@@ -139,28 +163,32 @@ fn describe(der: &[u8]) -> Option<(OffsetDateTime, OffsetDateTime, Vec<String>)>
 
 /// Issues a new server key and certificate for `names` from `ca` and writes both to the data dir (key 0600). Key
 /// first: a crash between the two writes leaves a mismatched pair, which the next start detects and repairs by
-/// issuing again with the names read from the certificate file. Returns the certificate, its key and its validity.
+/// issuing again with the names read from the certificate file. Returns the certificate, its key, its validity and the
+/// intermediate that signed it (DER; `None` when the root did).
+#[allow(clippy::type_complexity)]
 pub fn issue_files(
     dir: &DataDir,
     ca: &CertificateAuthority,
     names: &[String],
-) -> Result<(rcgen::Certificate, KeyPair, OffsetDateTime, OffsetDateTime)> {
+) -> Result<(rcgen::Certificate, KeyPair, OffsetDateTime, OffsetDateTime, Option<Vec<u8>>)> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("server key", e))?;
     let at = now();
-    let not_after = (at + SERVER_VALIDITY).min(ca.not_after());
+    let not_after = (at + SERVER_VALIDITY).min(ca.issuing().not_after);
     let params = profile::server_certificate(names, at - profile::BACKDATE, not_after)?;
-    let cert = ca.sign(&params, &key)?;
+    let (cert, issuing) = ca.sign(&params, &key)?;
     files::write_private(&dir.server_key(), key.serialize_pem().as_bytes())?;
-    files::write_public(&dir.server_cert(), cert.pem().as_bytes())?;
+    files::write_public(&dir.server_cert(), format!("{}{}", cert.pem(), issuing.intermediate_pem).as_bytes())?;
     tracing::info!(names = %names.join(","), %not_after, "server certificate issued");
-    Ok((cert, key, params.not_before, not_after))
+    Ok((cert, key, params.not_before, not_after, issuing.record.as_ref().map(|r| r.der.clone())))
 }
 
 /// Issues and writes a new certificate (see [`issue_files`]) and returns it ready for rustls.
 fn issue(dir: &DataDir, ca: &CertificateAuthority, provider: &CryptoProvider, names: &[String]) -> Result<Current> {
-    let (cert, key, not_before, not_after) = issue_files(dir, ca, names)?;
+    let (cert, key, not_before, not_after, intermediate) = issue_files(dir, ca, names)?;
     let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::internal("server key", e))?;
-    let certified = CertifiedKey::from_der(vec![cert.der().clone()], der, provider)
+    let mut chain = vec![cert.der().clone()];
+    chain.extend(intermediate.map(CertificateDer::from));
+    let certified = CertifiedKey::from_der(chain, der, provider)
         .map_err(|e| Error::internal("server certificate", e))?;
     Ok(Current { key: Arc::new(certified), names: names.to_vec(), not_before, not_after })
 }

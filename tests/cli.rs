@@ -411,7 +411,7 @@ async fn serve_renews_a_due_or_broken_server_certificate_keeping_its_names() {
     .unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.server_key(), key.serialize_pem()).unwrap();
-    std::fs::write(dir.server_cert(), ca.sign(&params, &key).unwrap().pem()).unwrap();
+    std::fs::write(dir.server_cert(), ca.sign(&params, &key).unwrap().0.pem()).unwrap();
     let old = std::fs::read(dir.server_cert()).unwrap();
 
     let running = principald::server::start(config.clone()).await.unwrap();

@@ -37,12 +37,14 @@ pub struct Authenticator {
     oids: IdentityOids,
     permissions: PermissionTable,
     cache: AuthCache,
+    /// Fingerprints of revoked issuing intermediates: certificates they signed are refused.
+    revoked_issuers: std::sync::RwLock<Arc<std::collections::HashSet<String>>>,
 }
 
 impl Authenticator {
     /// `ttl` bounds how long another replica's change can go unnoticed here; zero disables caching.
     pub fn new(store: Arc<dyn Store>, oids: IdentityOids, permissions: PermissionTable, ttl: Duration) -> Self {
-        Self { store, oids, permissions, cache: AuthCache::new(ttl) }
+        Self { store, oids, permissions, cache: AuthCache::new(ttl), revoked_issuers: Default::default() }
     }
 
     /// Authenticates the holder of `leaf_der`, a client certificate that TLS has already verified against the CA.
@@ -109,6 +111,11 @@ impl Authenticator {
                 "client certificate was withdrawn with the other certificates of its principal: get a new one",
             ));
         }
+        if !cert.issuer.is_empty() && self.issuer_revoked(&cert.issuer) {
+            return Err(unauthenticated(
+                "client certificate was signed by an issuing intermediate that has been revoked: get a new one",
+            ));
+        }
         let fingerprint = crate::model::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der).as_ref());
         if cert.principal_id != peer.id || cert.principal_type != peer.kind || cert.sha256_fingerprint != fingerprint {
             return Err(unauthenticated("client certificate does not match its registration"));
@@ -120,6 +127,26 @@ impl Authenticator {
             not_after: peer.not_after,
             permissions: self.permissions.for_type(peer.kind),
         })
+    }
+
+    /// Re-reads which issuing intermediates are revoked. Call before dropping the cache after an intermediate was
+    /// revoked ([`RevocationFollower`](crate::auth::RevocationFollower) does, whenever the epoch moves).
+    pub async fn refresh_revoked_issuers(&self) -> Result<()> {
+        let revoked = self
+            .store
+            .list_intermediates()
+            .await?
+            .into_iter()
+            .filter(|i| i.revoked_at.is_some())
+            .map(|i| i.fingerprint)
+            .collect();
+        *self.revoked_issuers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(revoked);
+        Ok(())
+    }
+
+    /// Whether the intermediate with this fingerprint is known to be revoked.
+    pub fn issuer_revoked(&self, fingerprint: &str) -> bool {
+        self.revoked_issuers.read().unwrap_or_else(|p| p.into_inner()).contains(fingerprint)
     }
 
     /// Call after a certificate was revoked in the store.

@@ -45,6 +45,12 @@ impl RevocationFollower {
             match self.store.revocation_epoch().await {
                 Ok(epoch) => {
                     if last != Some(epoch) {
+                        // The epoch also moves when an intermediate is revoked: learn which before dropping the cache.
+                        if let Err(error) = self.authenticator.refresh_revoked_issuers().await {
+                            tracing::debug!(%error, "cannot read the revoked intermediates; will retry");
+                            tokio::time::sleep(self.poll).await;
+                            continue;
+                        }
                         self.authenticator.forget_all();
                         tracing::debug!(epoch, "revocation epoch moved: authentication cache dropped");
                     }

@@ -1,86 +1,279 @@
-//! The certificate authority: its certificate and signing key, loaded once and used to sign every certificate.
+//! The certificate authority: a root (its certificate and a [`Signer`] wherever the key lives) and the issuing key
+//! that signs leaves.
+//!
+//! A serving replica signs leaves with an *issuing intermediate* whose key exists only in its memory: the root signs
+//! one at start and again every [`IntermediatePolicy::lifetime`] × 2/3, so KMS or the HSM is asked a few times a day
+//! and issuance never waits on it. An intermediate's certificate outlives its signing window by the longest leaf it may
+//! sign, so no leaf is ever cut short and no leaf outlives its issuer. Tools and tests that load the CA from files
+//! sign directly with the root ([`CertificateAuthority::direct`]), as do roots made before intermediates existed (path
+//! length 0).
 
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
-use rcgen::{CertificateParams, Issuer, KeyPair, PublicKeyData};
+use rcgen::{CertificateParams, Issuer, KeyPair, PublicKeyData, SigningKey};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::error::Error;
+use crate::model::{IntermediateRecord, now, sha256_hex};
+use crate::pki::leaf::pem_of;
 use crate::pki::profile;
+use crate::pki::signer::{RcgenKey, Signer};
 
-/// A loaded CA. The signing key never leaves this type; `Debug` does not print it.
-pub struct CertificateAuthority {
-    issuer: Issuer<'static, KeyPair>,
+/// The root: its certificate and its key.
+pub struct Root {
+    signer: Arc<dyn Signer>,
+    issuer: Issuer<'static, RcgenKey>,
     cert_der: CertificateDer<'static>,
     cert_pem: String,
     not_after: OffsetDateTime,
+    /// Path length allows an intermediate below it (roots made before intermediates have path length 0).
+    signs_intermediates: bool,
 }
 
-impl CertificateAuthority {
-    /// A new self-signed CA with an ECDSA P-256 key (path length 0: it signs leaves only).
-    pub fn generate(common_name: &str, validity: time::Duration) -> Result<Self, Error> {
-        let key =
-            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("generate CA key", e))?;
+impl Root {
+    /// A new self-signed root for `signer`'s key. Blocking (the signer may be remote).
+    pub fn create(signer: Arc<dyn Signer>, common_name: &str, validity: Duration) -> Result<Self, Error> {
         let params = profile::ca_certificate(common_name, validity);
-        let cert = params.self_signed(&key).map_err(|e| Error::internal("self-sign CA", e))?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            not_after: params.not_after,
-            issuer: Issuer::new(params, key),
-        })
+        let cert = params.self_signed(&RcgenKey(signer.clone())).map_err(|e| Error::internal("self-sign CA", e))?;
+        Self::load(&cert.pem(), signer)
     }
 
-    /// Loads a CA from its PEM certificate and PEM PKCS#8 key, checking that they belong together.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, Error> {
+    /// The root whose certificate is `cert_pem`, checking that `signer` holds its key.
+    pub fn load(cert_pem: &str, signer: Arc<dyn Signer>) -> Result<Self, Error> {
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|_| Error::InvalidArgument("CA certificate file holds no PEM certificate".into()))?;
-        let key = KeyPair::from_pem(key_pem)
-            .map_err(|_| Error::InvalidArgument("CA key file holds no usable PEM private key".into()))?;
         let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
             .map_err(|_| Error::InvalidArgument("CA certificate cannot be parsed".into()))?;
-        if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
-            return Err(Error::InvalidArgument("CA key does not match the CA certificate".into()));
+        if parsed.public_key().raw != signer.spki_der() {
+            return Err(Error::InvalidArgument(format!(
+                "the CA key {} does not match the CA certificate",
+                signer.describe()
+            )));
         }
-        if !parsed.is_ca() {
+        let constraints = parsed.basic_constraints().ok().flatten().map(|b| b.value.clone());
+        let Some(constraints) = constraints.filter(|c| c.ca) else {
             return Err(Error::InvalidArgument("CA certificate lacks basicConstraints CA:TRUE".into()));
-        }
+        };
         let not_after = parsed.validity().not_after.to_datetime();
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| Error::internal("load CA issuer", e))?;
-        Ok(Self { issuer, cert_der: cert_der.into_owned(), cert_pem: cert_pem.to_owned(), not_after })
-    }
-
-    /// Signs `params` for `public_key`. The caller decides every field through `params`.
-    pub fn sign(
-        &self,
-        params: &CertificateParams,
-        public_key: &impl PublicKeyData,
-    ) -> Result<rcgen::Certificate, Error> {
-        params.signed_by(public_key, &self.issuer).map_err(|e| Error::internal("sign certificate", e))
-    }
-
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
+        let issuer = Issuer::from_ca_cert_der(&cert_der, RcgenKey(signer.clone()))
+            .map_err(|e| Error::internal("load CA issuer", e))?;
+        Ok(Self {
+            signer,
+            issuer,
+            cert_pem: pem_of(&cert_der),
+            cert_der: cert_der.into_owned(),
+            not_after,
+            signs_intermediates: constraints.path_len_constraint.is_none_or(|n| n >= 1),
+        })
     }
 
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
     }
 
-    pub fn not_after(&self) -> OffsetDateTime {
-        self.not_after
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
     }
 
-    /// The CA key as PEM PKCS#8, for writing it to a 0600 file at bootstrap.
-    pub fn key_pem(&self) -> String {
-        self.issuer.key().serialize_pem()
+    pub fn signer(&self) -> &Arc<dyn Signer> {
+        &self.signer
     }
+}
+
+/// How long one replica intermediate signs, and the longest leaf it may sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntermediatePolicy {
+    /// Signing window of one intermediate key (default 24 h); it is replaced after 2/3 of it.
+    pub lifetime: Duration,
+    /// The longest validity any leaf may get; the intermediate's certificate outlives its window by this much.
+    pub longest_leaf: Duration,
+}
+
+/// The key that signs leaves now: a replica intermediate, or the root itself.
+pub struct Issuing {
+    issuer: Issuer<'static, IssuingKey>,
+    /// The intermediate as recorded in the store; `None` when the root signs leaves directly.
+    pub record: Option<IntermediateRecord>,
+    /// PEM of the issuer chain, leaf's issuer first, root last.
+    pub chain_pem: String,
+    /// PEM of the intermediate ("" when the root signs): what a TLS peer presents after its leaf.
+    pub intermediate_pem: String,
+    /// No leaf signed by this key may end later than this.
+    pub not_after: OffsetDateTime,
+    /// When a replacement is due (never for the root).
+    pub rotate_at: Option<OffsetDateTime>,
+}
+
+impl Issuing {
+    /// Hex SHA-256 of the intermediate ("" when the root signs): what each certificate record names as its issuer.
+    pub fn fingerprint(&self) -> &str {
+        self.record.as_ref().map_or("", |r| r.fingerprint.as_str())
+    }
+}
+
+enum IssuingKey {
+    Memory(KeyPair),
+    Root(RcgenKey),
+}
+
+impl PublicKeyData for IssuingKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            Self::Memory(k) => k.der_bytes(),
+            Self::Root(k) => k.der_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl SigningKey for IssuingKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            Self::Memory(k) => k.sign(msg),
+            Self::Root(k) => k.sign(msg),
+        }
+    }
+}
+
+/// A loaded CA: the root and the current issuing key. The keys never leave this type; `Debug` does not print them.
+pub struct CertificateAuthority {
+    root: Root,
+    replica: String,
+    policy: Option<IntermediatePolicy>,
+    issuing: RwLock<Arc<Issuing>>,
+}
+
+impl CertificateAuthority {
+    /// A CA whose root signs leaves itself (tools, tests, and roots with path length 0).
+    pub fn direct(root: Root) -> Self {
+        let issuing = Arc::new(Issuing {
+            issuer: Issuer::from_ca_cert_der(&root.cert_der, IssuingKey::Root(RcgenKey(root.signer.clone())))
+                .expect("the root certificate parsed once already"),
+            record: None,
+            chain_pem: root.cert_pem.clone(),
+            intermediate_pem: String::new(),
+            not_after: root.not_after,
+            rotate_at: None,
+        });
+        Self { root, replica: String::new(), policy: None, issuing: RwLock::new(issuing) }
+    }
+
+    /// A serving replica's CA: the root signs a first intermediate for `replica` now. Blocking (the root may be
+    /// remote). Falls back to [`direct`](Self::direct) for a root whose path length forbids intermediates.
+    pub fn with_intermediate(root: Root, replica: &str, policy: IntermediatePolicy) -> Result<Self, Error> {
+        if !root.signs_intermediates {
+            tracing::warn!("the CA certificate has path length 0: leaves are signed by the root key directly");
+            return Ok(Self::direct(root));
+        }
+        let first = sign_intermediate(&root, replica, policy)?;
+        Ok(Self { root, replica: replica.to_owned(), policy: Some(policy), issuing: RwLock::new(Arc::new(first)) })
+    }
+
+    /// A new self-signed CA with a fresh in-memory P-256 key (tests and tools).
+    pub fn generate(common_name: &str, validity: Duration) -> Result<Self, Error> {
+        Ok(Self::direct(Root::create(crate::pki::signer::in_memory()?, common_name, validity)?))
+    }
+
+    /// The key signing leaves now.
+    pub fn issuing(&self) -> Arc<Issuing> {
+        self.issuing.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Signs `params` for `public_key` with the current issuing key; returns the certificate and that key's description.
+    pub fn sign(
+        &self,
+        params: &CertificateParams,
+        public_key: &impl PublicKeyData,
+    ) -> Result<(rcgen::Certificate, Arc<Issuing>), Error> {
+        let issuing = self.issuing();
+        let cert = params.signed_by(public_key, &issuing.issuer).map_err(|e| Error::internal("sign certificate", e))?;
+        Ok((cert, issuing))
+    }
+
+    /// Whether the current intermediate should be replaced (due, or `revoked` names it).
+    pub fn rotation_due(&self, at: OffsetDateTime, revoked: impl Fn(&str) -> bool) -> bool {
+        let issuing = self.issuing();
+        issuing.rotate_at.is_some_and(|due| at >= due) || (!issuing.fingerprint().is_empty() && revoked(issuing.fingerprint()))
+    }
+
+    /// Signs a replacement intermediate with the root (blocking) without installing it: record it in the store first,
+    /// then [`install`](Self::install) it.
+    pub fn next_intermediate(&self) -> Result<Issuing, Error> {
+        let policy = self.policy.ok_or_else(|| Error::internal("rotate", "this CA signs with its root directly"))?;
+        sign_intermediate(&self.root, &self.replica, policy)
+    }
+
+    pub fn install(&self, next: Issuing) {
+        *self.issuing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+    }
+
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
+    /// The root certificate: what clients trust.
+    pub fn cert_pem(&self) -> &str {
+        &self.root.cert_pem
+    }
+
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.root.cert_der
+    }
+
+    /// When the root expires.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.root.not_after
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+}
+
+/// A new in-memory key and its intermediate certificate, signed by the root.
+fn sign_intermediate(root: &Root, replica: &str, policy: IntermediatePolicy) -> Result<Issuing, Error> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| Error::internal("generate intermediate key", e))?;
+    let at = now();
+    let not_after = (at + policy.lifetime + policy.longest_leaf + profile::BACKDATE).min(root.not_after);
+    let params = profile::intermediate_certificate(replica, at - profile::BACKDATE, not_after);
+    let cert = params.signed_by(&key, &root.issuer).map_err(|e| {
+        Error::Unavailable(format!("the CA key {} could not sign an intermediate: {e}", root.signer.describe()))
+    })?;
+    let der = cert.der().to_vec();
+    let record = IntermediateRecord {
+        fingerprint: sha256_hex(&der),
+        replica: replica.to_owned(),
+        not_before: params.not_before,
+        not_after,
+        der: der.clone(),
+        revoked_at: None,
+    };
+    let rotate_at = at + policy.lifetime * 2 / 3;
+    let issuer = Issuer::new(params, IssuingKey::Memory(key));
+    tracing::info!(replica, fingerprint = %record.fingerprint, %not_after, %rotate_at, "issuing intermediate signed");
+    Ok(Issuing {
+        issuer,
+        chain_pem: format!("{}{}", pem_of(&der), root.cert_pem),
+        intermediate_pem: pem_of(&der),
+        record: Some(record),
+        not_after,
+        rotate_at: Some(rotate_at),
+    })
 }
 
 impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertificateAuthority").field("not_after", &self.not_after).field("key", &"...").finish()
+        f.debug_struct("CertificateAuthority")
+            .field("root", &self.root.signer)
+            .field("not_after", &self.root.not_after)
+            .field("issuing", &self.issuing().fingerprint().to_owned())
+            .finish()
     }
 }

@@ -15,6 +15,8 @@ use crate::pki::profile;
 pub struct IssuedLeaf {
     pub record: CertificateRecord,
     pub pem: String,
+    /// Its issuer chain, PEM, issuer first and root last.
+    pub chain_pem: String,
 }
 
 /// PEM (LF line endings) of a DER certificate.
@@ -26,7 +28,7 @@ pub fn pem_of(der: &[u8]) -> String {
 }
 
 /// Signs a client certificate for `kind`/`id` and `public_key`, valid from now (less the backdate) for `validity`,
-/// but never beyond the CA's own expiry.
+/// but never beyond its issuer's expiry.
 pub fn issue_client(
     ca: &CertificateAuthority,
     identity: &IdentityConfig,
@@ -38,7 +40,7 @@ pub fn issue_client(
 ) -> Result<IssuedLeaf, Error> {
     let now = crate::model::now();
     let validity = time::Duration::try_from(validity).map_err(|e| Error::internal("validity", e))?;
-    let not_after = (now + validity).min(ca.not_after());
+    let not_after = (now + validity).min(ca.issuing().not_after);
     if not_after <= now {
         return Err(Error::FailedPrecondition("the CA certificate has expired: re-bootstrap the CA".into()));
     }
@@ -50,7 +52,7 @@ pub fn issue_client(
         now - profile::BACKDATE,
         not_after,
     )?;
-    let cert = ca.sign(&params, public_key)?;
+    let (cert, issuing) = ca.sign(&params, public_key)?;
     let der = cert.der().to_vec();
     // Read back what was written, so the stored serial and dates are exactly what TLS peers will present.
     let (_, parsed) = X509Certificate::from_der(&der).map_err(|e| Error::internal("parse issued certificate", e))?;
@@ -65,6 +67,7 @@ pub fn issue_client(
         revocation: None,
         generation,
         renewal: None,
+        issuer: issuing.fingerprint().to_owned(),
     };
-    Ok(IssuedLeaf { record, pem: cert.pem() })
+    Ok(IssuedLeaf { record, pem: cert.pem(), chain_pem: issuing.chain_pem.clone() })
 }

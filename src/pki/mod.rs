@@ -6,6 +6,7 @@ pub mod identity;
 pub mod leaf;
 pub mod oid;
 pub mod profile;
+pub mod signer;
 
 use oid::IdentityOids;
 

@@ -14,16 +14,33 @@ use crate::pki::oid::IdentityOids;
 /// Certificates start this long before they are issued, to tolerate clock skew between hosts.
 pub const BACKDATE: Duration = Duration::seconds(60);
 
-/// The CA's own certificate: path length 0, key usage keyCertSign and cRLSign.
+/// The CA's own (root) certificate: path length 1 (it signs replica intermediates, they sign leaves), key usage
+/// keyCertSign and cRLSign.
 pub fn ca_certificate(common_name: &str, validity: Duration) -> CertificateParams {
     let now = crate::model::now();
     let mut params = CertificateParams::default();
     params.distinguished_name = name(common_name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_before = now - BACKDATE;
     params.not_after = now + validity;
     params.serial_number = Some(random_serial());
+    params
+}
+
+/// A replica's issuing intermediate: path length 0 (leaves only), named for the replica and its serial so every
+/// intermediate has a distinct subject.
+pub fn intermediate_certificate(replica: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> CertificateParams {
+    let serial = random_serial();
+    let tag: String = serial.as_ref().iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(&format!("principald issuing CA {replica} {tag}"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.serial_number = Some(serial);
     params
 }
 

@@ -95,8 +95,8 @@ impl Registry {
                 parent.serial, record.serial
             )));
         }
-        let certificate_pem = leaf::pem_of(&record.der);
-        Ok(Issued { record, certificate_pem, ca_chain_pem: self.ca.cert_pem().to_owned() })
+        let ca_chain_pem = self.chain_of(&record.issuer).await?;
+        Ok(Issued::new(record, ca_chain_pem))
     }
 
     fn sign(
@@ -107,9 +107,24 @@ impl Registry {
         validity: Duration,
         generation: u64,
     ) -> Result<Issued> {
-        let IssuedLeaf { record, pem } =
+        let IssuedLeaf { record, chain_pem, .. } =
             leaf::issue_client(&self.ca, &self.identity, kind, id, &csr.public_key, validity, generation)?;
-        Ok(Issued { record, certificate_pem: pem, ca_chain_pem: self.ca.cert_pem().to_owned() })
+        Ok(Issued::new(record, chain_pem))
+    }
+
+    /// The issuer chain (PEM, issuer first, root last) of a certificate signed by the intermediate `issuer`.
+    async fn chain_of(&self, issuer: &str) -> Result<String> {
+        let current = self.ca.issuing();
+        if issuer == current.fingerprint() {
+            return Ok(current.chain_pem.clone());
+        }
+        if issuer.is_empty() {
+            return Ok(self.ca.cert_pem().to_owned());
+        }
+        let intermediates = self.store.list_intermediates().await?;
+        let known = intermediates.iter().find(|i| i.fingerprint == issuer);
+        let known = known.ok_or_else(|| Error::internal("certificate chain", format!("intermediate {issuer} unknown")))?;
+        Ok(format!("{}{}", leaf::pem_of(&known.der), self.ca.cert_pem()))
     }
 
     /// The validity to issue: the type's maximum, or less if requested; a request outside `MIN_VALIDITY..=max` is

@@ -30,6 +30,7 @@ fn issued_to_wire(issued: Issued) -> pb::IssueCertificateResponse {
     pb::IssueCertificateResponse {
         certificate_pem: issued.certificate_pem,
         ca_chain_pem: issued.ca_chain_pem,
+        certificate_chain_pem: issued.certificate_chain_pem,
         certificate: Some(certificate_to_wire(issued.record)),
     }
 }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 use crate::model::{
-    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
+    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
 };
 
 pub mod conformance;
@@ -172,11 +172,22 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> Result<CertificateRecord>;
 
-    /// The fingerprint (hex SHA-256 of the CA certificate's DER) of the CA this store belongs to, recording
-    /// `fingerprint` first if none is recorded yet. Exactly one value is ever recorded, however many processes call
-    /// this at once; a caller whose fingerprint differs from the answer must not serve this store. With `replace`
-    /// (`bootstrap --force`, which replaces the CA on purpose) `fingerprint` is recorded whatever was there.
-    async fn claim_ca(&self, fingerprint: &str, replace: bool) -> Result<String>;
+    /// The CA this store belongs to, recording `claim` first if none is recorded yet. Exactly one CA is ever
+    /// recorded, however many processes call this at once; a caller whose fingerprint differs from the answer must not
+    /// serve this store. With `replace` (`bootstrap --force`, which replaces the CA on purpose) `claim` is recorded
+    /// whatever was there. Stores claimed before the certificate was kept answer with an empty `certificate_pem`.
+    async fn claim_ca(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim>;
+
+    /// Records a replica's issuing intermediate (before it signs anything). Recording the same one again is a no-op.
+    async fn record_intermediate(&self, intermediate: &IntermediateRecord) -> Result<()>;
+
+    /// Every recorded intermediate, revoked ones included, in no particular order. Small: a few per replica and day,
+    /// and the server forgets none (auditors need them for as long as the certificates they signed are kept).
+    async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>>;
+
+    /// Revokes an intermediate (every certificate it signed is void from then on) and raises the revocation epoch in
+    /// the same write. `NotFound` if unknown, `FailedPrecondition` if already revoked.
+    async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord>;
 
     /// Finishes every certificate sweep that an interrupted deletion or key-compromise revocation left behind; returns
     /// how many certificates it revoked. Servers call it in the background; backends whose sweeps are atomic return 0.
@@ -189,6 +200,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// `Ok` if the backend answers a trivial read now. Used by readiness checks.
     async fn ping(&self) -> Result<()>;
+}
+
+/// The CA a store belongs to: the hex SHA-256 of its certificate's DER, and the certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaClaim {
+    pub fingerprint: String,
+    pub certificate_pem: String,
 }
 
 /// Errors every backend reports the same way, so callers see the same messages whatever the store.

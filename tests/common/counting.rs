@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use principald::error::Result;
-use principald::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial};
-use principald::store::{Page, PageRequest, PrincipalFilter, Store};
+use principald::model::{CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial};
+use principald::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store};
 use time::OffsetDateTime;
 
 pub struct CountingStore {
@@ -94,8 +94,17 @@ impl Store for CountingStore {
     ) -> Result<CertificateRecord> {
         self.inner.revoke_certificate(serial, reason, at).await
     }
-    async fn claim_ca(&self, fingerprint: &str, replace: bool) -> Result<String> {
-        self.inner.claim_ca(fingerprint, replace).await
+    async fn claim_ca(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
+        self.inner.claim_ca(claim, replace).await
+    }
+    async fn record_intermediate(&self, intermediate: &IntermediateRecord) -> Result<()> {
+        self.inner.record_intermediate(intermediate).await
+    }
+    async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>> {
+        self.inner.list_intermediates().await
+    }
+    async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
+        self.inner.revoke_intermediate(fingerprint, at).await
     }
     async fn finish_sweeps(&self) -> Result<u32> {
         self.inner.finish_sweeps().await

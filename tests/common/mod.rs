@@ -155,7 +155,7 @@ impl TestServer {
 
 pub fn mint_with(ca: &CertificateAuthority, params: &CertificateParams) -> Credentials {
     let key = KeyPair::generate().unwrap();
-    let cert = ca.sign(params, &key).unwrap();
+    let (cert, _) = ca.sign(params, &key).unwrap();
     Credentials { ca_pem: ca.cert_pem().to_owned(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
 }
 

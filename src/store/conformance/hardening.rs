@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use super::{certificate, page, principal, t0};
 use crate::error::Error;
-use crate::model::{CertificateRecord, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial};
-use crate::store::{PageRequest, PrincipalFilter, Store};
+use crate::model::{
+    CertificateRecord, IntermediateRecord, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial, now,
+};
+use crate::store::{CaClaim, PageRequest, PrincipalFilter, Store};
 
 fn serial(s: &str) -> Serial {
     s.parse().unwrap()
@@ -164,10 +166,12 @@ pub async fn page_tokens_from_elsewhere_are_invalid_arguments(store: Arc<dyn Sto
 }
 
 pub async fn the_first_ca_claim_wins(store: Arc<dyn Store>) {
+    let claim = |fp: String| CaClaim { certificate_pem: format!("certificate {fp}"), fingerprint: fp };
     let claims: Vec<_> = (0..6)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.claim_ca(&format!("{i:064x}"), false).await.unwrap() })
+            let mine = claim(format!("{i:064x}"));
+            tokio::spawn(async move { store.claim_ca(&mine, false).await.unwrap() })
         })
         .collect();
     let mut answers = Vec::new();
@@ -175,9 +179,39 @@ pub async fn the_first_ca_claim_wins(store: Arc<dyn Store>) {
         answers.push(claim.await.unwrap());
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "one CA recorded: {answers:?}");
-    assert_eq!(store.claim_ca(&"f".repeat(64), false).await.unwrap(), answers[0], "later claims see the first");
-    assert_eq!(store.claim_ca(&"e".repeat(64), true).await.unwrap(), "e".repeat(64), "a forced claim replaces it");
-    assert_eq!(store.claim_ca(&"f".repeat(64), false).await.unwrap(), "e".repeat(64));
+    assert_eq!(answers[0].certificate_pem, format!("certificate {}", answers[0].fingerprint), "with its certificate");
+    assert_eq!(store.claim_ca(&claim("f".repeat(64)), false).await.unwrap(), answers[0], "later claims see the first");
+    assert_eq!(store.claim_ca(&claim("e".repeat(64)), true).await.unwrap(), claim("e".repeat(64)), "forced: replaced");
+    assert_eq!(store.claim_ca(&claim("f".repeat(64)), false).await.unwrap(), claim("e".repeat(64)));
+}
+
+pub async fn intermediates_are_recorded_and_revoked_once(store: Arc<dyn Store>) {
+    let at = now();
+    let record = |fp: &str| IntermediateRecord {
+        fingerprint: fp.into(),
+        replica: "replica-a".into(),
+        not_before: at - time::Duration::minutes(1),
+        not_after: at + time::Duration::days(31),
+        der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+        revoked_at: None,
+    };
+    store.record_intermediate(&record("aa")).await.unwrap();
+    store.record_intermediate(&record("aa")).await.unwrap();
+    store.record_intermediate(&record("bb")).await.unwrap();
+    let mut listed = store.list_intermediates().await.unwrap();
+    listed.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+    assert_eq!(listed, vec![record("aa"), record("bb")]);
+
+    let epoch = store.revocation_epoch().await.unwrap();
+    let revoked = store.revoke_intermediate("aa", at).await.unwrap();
+    assert_eq!(revoked.revoked_at.map(|t| t.unix_timestamp()), Some(at.unix_timestamp()));
+    assert!(store.revocation_epoch().await.unwrap() > epoch, "revoking an intermediate moves the epoch");
+    let again = store.revoke_intermediate("aa", at).await;
+    assert!(matches!(again, Err(Error::FailedPrecondition(_))), "{again:?}");
+    let unknown = store.revoke_intermediate("cc", at).await;
+    assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+    let listed = store.list_intermediates().await.unwrap();
+    assert_eq!(listed.iter().filter(|r| r.revoked_at.is_some()).count(), 1);
 }
 
 pub async fn interrupted_sweeps_are_finished(store: Arc<dyn Store>) {

@@ -27,7 +27,8 @@ macro_rules! store_conformance_tests {
             revocation_happens_once, concurrent_inserts_are_all_kept, withdrawals_advance_the_revocation_epoch, revoke_all_revokes_only_that_principals_certificates, ping_answers,
             renewal_is_recorded_once_and_needs_an_unrevoked_current_parent, key_compromise_voids_every_certificate_in_the_revoking_write,
             suspension_and_deletion_raise_the_floor, renewals_racing_key_compromise_leave_no_live_descendant,
-            page_tokens_from_elsewhere_are_invalid_arguments, the_first_ca_claim_wins, interrupted_sweeps_are_finished);
+            page_tokens_from_elsewhere_are_invalid_arguments, the_first_ca_claim_wins, interrupted_sweeps_are_finished,
+            intermediates_are_recorded_and_revoked_once);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -72,6 +73,7 @@ pub fn certificate(serial: &str, owner: &Principal, not_before: OffsetDateTime) 
         revocation: None,
         generation: owner.generation,
         renewal: None,
+        issuer: String::new(),
     }
 }
 

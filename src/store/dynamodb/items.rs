@@ -82,6 +82,9 @@ pub fn certificate_item(c: &CertificateRecord) -> Item {
         item.insert("renewed_by".into(), s(r.serial.as_str()));
         item.insert("renewal_key".into(), s(&r.key_sha256));
     }
+    if !c.issuer.is_empty() {
+        item.insert("issuer".into(), s(&c.issuer));
+    }
     item
 }
 
@@ -117,6 +120,7 @@ pub fn certificate_from(item: &Item) -> Result<CertificateRecord> {
             }
             _ => None,
         },
+        issuer: opt_s(item, "issuer").unwrap_or_default().to_owned(),
     })
 }
 
@@ -146,11 +150,11 @@ fn opt_generation(item: &Item) -> Result<u64> {
     }
 }
 
-fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
+pub(super) fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str> {
     opt_s(item, name).ok_or_else(|| corrupt(format!("missing string attribute {name}")))
 }
 
-fn opt_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+pub(super) fn opt_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Some(v),
         _ => None,
@@ -164,7 +168,7 @@ pub fn get_n(item: &Item, name: &str) -> Result<i64> {
     }
 }
 
-fn time_from(secs: i64) -> Result<OffsetDateTime> {
+pub(super) fn time_from(secs: i64) -> Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp(secs).map_err(corrupt)
 }
 

@@ -10,6 +10,7 @@
 //! - Expired certificates carry a TTL attribute and are filtered on read, since TTL deletion can lag.
 //! - Every call has timeouts and bounded retries; outages surface as `Error::Unavailable`, never as a hang.
 
+mod ca;
 pub mod items;
 mod listing;
 pub mod schema;
@@ -28,10 +29,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial};
-use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
+use crate::model::{CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial};
+use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store, errors};
 use items::{Item, n, s};
-use writes::{CA_KEY, EPOCH_KEY, Sweep};
+use writes::{EPOCH_KEY, Sweep};
 /// Items per TransactWriteItems call (DynamoDB's limit is 100).
 const MAX_TRANSACTION_ITEMS: usize = 100;
 
@@ -326,26 +327,20 @@ impl Store for DynamoStore {
         self.get_certificate(serial).await?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
     }
 
-    async fn claim_ca(&self, fingerprint: &str, replace: bool) -> Result<String> {
-        let mut put =
-            self.client.put_item().table_name(&self.meta).item("key", s(CA_KEY)).item("fingerprint", s(fingerprint));
-        if !replace {
-            put = put.condition_expression("attribute_not_exists(#key)").expression_attribute_names("#key", "key");
-        }
-        let put = put.send().await;
-        match put {
-            Ok(_) => return Ok(fingerprint.to_owned()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(sdk_error("PutItem", e)),
-        }
-        let item = self
-            .get_item(&self.meta, "key", CA_KEY)
-            .await?
-            .ok_or_else(|| Error::Unavailable("the CA record vanished while reading it; retry".into()))?;
-        match item.get("fingerprint") {
-            Some(AttributeValue::S(recorded)) => Ok(recorded.clone()),
-            _ => Err(Error::internal("corrupt item in dynamodb store", "CA record without a fingerprint")),
-        }
+    async fn claim_ca(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
+        self.claim(claim, replace).await
+    }
+
+    async fn record_intermediate(&self, intermediate: &IntermediateRecord) -> Result<()> {
+        self.record(intermediate).await
+    }
+
+    async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>> {
+        self.intermediates().await
+    }
+
+    async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
+        self.revoke(fingerprint, at).await
     }
 
     async fn finish_sweeps(&self) -> Result<u32> {

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod ca;
 mod rows;
 mod writer;
 
@@ -21,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
+    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
 };
 use crate::store::page_token::{self, Backend};
-use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
+use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store, errors};
 use rows::*;
 use writer::{Job, Pending, connect, migrate, write_loop};
 
@@ -325,20 +326,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_ca(&self, fingerprint: &str, replace: bool) -> Result<String> {
+    async fn claim_ca(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
+        let claim = claim.clone();
+        self.write(move |conn| ca::claim(conn, &claim, replace)).await
+    }
+
+    async fn record_intermediate(&self, intermediate: &IntermediateRecord) -> Result<()> {
+        let intermediate = intermediate.clone();
+        self.write(move |conn| ca::record(conn, &intermediate)).await
+    }
+
+    async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>> {
+        self.read(ca::list).await
+    }
+
+    async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
         let fingerprint = fingerprint.to_owned();
-        self.write(move |conn| {
-            let on_conflict = if replace { "UPDATE SET value = excluded.value" } else { "NOTHING" };
-            conn.execute(
-                &format!(
-                    "INSERT INTO settings (key, value) VALUES ('ca_fingerprint', ?1) ON CONFLICT (key) DO {on_conflict}"
-                ),
-                [&fingerprint],
-            )
-            .map_err(sql_err)?;
-            conn.query_row("SELECT value FROM settings WHERE key = 'ca_fingerprint'", [], |r| r.get(0)).map_err(sql_err)
-        })
-        .await
+        self.write(move |conn| ca::revoke(conn, &fingerprint, at)).await
     }
 
     /// Every sweep commits in the write that starts it: there is never anything left to finish.

@@ -9,7 +9,7 @@ use crate::model::{CertificateRecord, Principal, PrincipalId, Renewal, Revocatio
 
 pub(super) const PRINCIPAL_COLUMNS: &str =
     "id, type, status, description, email, status_reason, created_at, updated_at, generation";
-pub(super) const CERTIFICATE_COLUMNS: &str = "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason, generation, renewed_by, renewal_key";
+pub(super) const CERTIFICATE_COLUMNS: &str = "serial, principal_id, principal_type, not_before, not_after, sha256_fingerprint, der, revoked_at, revocation_reason, generation, renewed_by, renewal_key, issuer";
 
 pub(super) fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
     let inserted = conn
@@ -38,7 +38,7 @@ pub(super) fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
 
 pub(super) fn insert_certificate_row(conn: &Connection, c: &CertificateRecord) -> Result<()> {
     let sql = format!(
-        "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        "INSERT INTO certificates ({CERTIFICATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (serial) DO NOTHING"
     );
     let cert_generation = generation(c.generation)?;
@@ -58,6 +58,7 @@ pub(super) fn insert_certificate_row(conn: &Connection, c: &CertificateRecord) -
                 cert_generation,
                 c.renewal.as_ref().map(|r| r.serial.as_str()),
                 c.renewal.as_ref().map(|r| r.key_sha256.as_str()),
+                c.issuer,
             ])
         })
         .map_err(sql_err)?;
@@ -136,6 +137,7 @@ pub(super) fn certificate_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Cer
     let (revoked_at, reason): (Option<i64>, Option<u8>) = (row.get(7)?, row.get(8)?);
     let (generation, renewed_by, renewal_key): (i64, Option<String>, Option<String>) =
         (row.get(9)?, row.get(10)?, row.get(11)?);
+    let issuer: String = row.get(12)?;
     Ok((|| {
         let revocation = match (revoked_at, reason) {
             (Some(at), Some(code)) => Some(Revocation {
@@ -161,6 +163,7 @@ pub(super) fn certificate_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Cer
                 }
                 _ => None,
             },
+            issuer,
         })
     })())
 }

@@ -14,6 +14,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_revocation_epoch.sql"),
     include_str!("../../../migrations/sqlite/0003_generations.sql"),
+    include_str!("../../../migrations/sqlite/0004_intermediates.sql"),
 ];
 
 /// Largest part of the database file read through a memory map.

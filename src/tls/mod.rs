@@ -22,6 +22,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 use tracing::{debug, warn};
 
+pub mod chain;
+pub use chain::KnownIntermediates;
+
 use crate::error::{Error, Result};
 use crate::ratelog::RateLimitedLog;
 
@@ -70,6 +73,16 @@ pub fn server_config(
     server_cert: Arc<dyn ResolvesServerCert>,
     allow_tls12: bool,
 ) -> Result<rustls::ServerConfig> {
+    server_config_completing(ca, server_cert, allow_tls12, Arc::default())
+}
+
+/// Like [`server_config`], adding `known` intermediates to client chains that hold only a leaf (see [`chain`]).
+pub fn server_config_completing(
+    ca: &CertificateDer<'static>,
+    server_cert: Arc<dyn ResolvesServerCert>,
+    allow_tls12: bool,
+    known: Arc<KnownIntermediates>,
+) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -79,6 +92,7 @@ pub fn server_config(
         .allow_unauthenticated()
         .build()
         .map_err(|e| Error::internal("client verifier", e))?;
+    let verifier = Arc::new(chain::CompletingVerifier { inner: verifier, known });
     let versions: &[&rustls::SupportedProtocolVersion] =
         if allow_tls12 { &[&rustls::version::TLS13, &rustls::version::TLS12] } else { &[&rustls::version::TLS13] };
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)

@@ -1,0 +1,65 @@
+//! Where the CA's root key lives and how replicas sign with it.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::error::Error;
+use crate::pki::signer::KeyUri;
+
+/// The default signing window of a replica's in-memory issuing intermediate.
+pub const DEFAULT_INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Args, Debug, Clone)]
+pub struct CaArgs {
+    /// The CA's root key: file:PATH (default DATA_DIR/ca.key), awskms:alias/NAME or awskms:ARN,
+    /// pkcs11:token=LABEL;object=LABEL?pin-source=file:PATH (RFC 7512).
+    #[arg(long, env = "PRINCIPALD_CA_KEY")]
+    pub ca_key: Option<String>,
+}
+
+impl CaArgs {
+    pub fn validate(&self, data_dir: &std::path::Path) -> Result<KeyUri, Error> {
+        match &self.ca_key {
+            Some(uri) => uri.parse(),
+            None => Ok(KeyUri::File(crate::datadir::DataDir::new(data_dir).ca_key())),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReplicaArgs {
+    /// This replica's name in the intermediates it signs with (default: the host name).
+    #[arg(long, env = "PRINCIPALD_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// How long one in-memory issuing intermediate signs before the root replaces it (at 2/3 of this).
+    #[arg(long, env = "PRINCIPALD_INTERMEDIATE_LIFETIME", default_value = "24h")]
+    pub intermediate_lifetime: String,
+}
+
+impl ReplicaArgs {
+    pub fn replica_id(&self) -> Result<String, Error> {
+        let id = match &self.replica_id {
+            Some(id) => id.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "replica".into()),
+        };
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(Error::InvalidArgument(format!(
+                "invalid --replica-id {id:?}: 1-64 characters from A-Z a-z 0-9 - _ ."
+            )));
+        }
+        Ok(id)
+    }
+
+    pub fn intermediate_lifetime(&self) -> Result<Duration, Error> {
+        let lifetime = super::parse_duration_flag("--intermediate-lifetime", &self.intermediate_lifetime)?;
+        if lifetime < Duration::from_secs(600) || lifetime > Duration::from_secs(90 * 24 * 3600) {
+            return Err(Error::InvalidArgument("--intermediate-lifetime must be between 10m and 90d".into()));
+        }
+        Ok(lifetime)
+    }
+}

@@ -1,0 +1,106 @@
+//! A serving replica's issuing side: at start it establishes the root (from the data dir, or adopted from the store
+//! when the key lives in KMS or an HSM), has the root sign an in-memory intermediate for this replica and records it
+//! in the store before it signs anything; then [`Keeper`] replaces the intermediate at 2/3 of its signing window, or
+//! at once when an operator revokes it, and keeps the list of every replica's live intermediates that TLS uses to
+//! complete leaf-only client chains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::sync::watch;
+
+use crate::auth::Authenticator;
+use crate::config::{DEFAULT_CERT_VALIDITY, ServeConfig};
+use crate::datadir::DataDir;
+use crate::error::{Error, Result};
+use crate::model::now;
+use crate::pki::ca::{CertificateAuthority, IntermediatePolicy};
+use crate::server_cert::ServerCertificate;
+use crate::store::Store;
+use crate::tls::KnownIntermediates;
+
+/// How often the keeper checks for a due or revoked intermediate and refreshes the known intermediates.
+const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// The replica's CA, with a first intermediate recorded in the store.
+pub async fn start(config: &ServeConfig, store: &Arc<dyn Store>, dir: &DataDir) -> Result<Arc<CertificateAuthority>> {
+    let (root, _) =
+        crate::bootstrap::establish_root(dir, &config.bootstrap.ca_key, store.as_ref(), false, false).await?;
+    let longest_leaf = config.cert_validity.values().copied().chain([DEFAULT_CERT_VALIDITY]).max().unwrap_or_default();
+    let policy = IntermediatePolicy {
+        lifetime: time::Duration::try_from(config.intermediate_lifetime).map_err(|e| Error::internal("lifetime", e))?,
+        longest_leaf: time::Duration::try_from(longest_leaf).map_err(|e| Error::internal("validity", e))?,
+    };
+    let replica = config.replica_id.clone();
+    let ca = tokio::task::spawn_blocking(move || CertificateAuthority::with_intermediate(root, &replica, policy))
+        .await
+        .map_err(|e| Error::internal("sign intermediate", e))??;
+    if let Some(record) = &ca.issuing().record {
+        store.record_intermediate(record).await?;
+    }
+    Ok(Arc::new(ca))
+}
+
+/// Rotates this replica's intermediate and refreshes the intermediates TLS knows.
+pub struct Keeper {
+    pub ca: Arc<CertificateAuthority>,
+    pub store: Arc<dyn Store>,
+    pub authenticator: Arc<Authenticator>,
+    pub server_cert: Arc<ServerCertificate>,
+    pub known: Arc<KnownIntermediates>,
+}
+
+impl Keeper {
+    /// Refreshes the known intermediates once (call before serving), then keeps going until `shutdown`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(error) = self.refresh().await {
+                tracing::warn!(%error, "cannot refresh the issuing intermediates; will retry");
+            }
+            if let Err(error) = self.rotate_if_due().await {
+                tracing::warn!(%error, "cannot replace the issuing intermediate; the current one stays in use");
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = tokio::time::sleep(CHECK_EVERY) => {}
+            }
+        }
+    }
+
+    /// Every replica's unexpired, unrevoked intermediate, for completing leaf-only client chains.
+    pub async fn refresh(&self) -> Result<()> {
+        let at = now();
+        let live = self.store.list_intermediates().await?.into_iter().filter(|i| i.revoked_at.is_none() && i.not_after > at);
+        let mut ders: Vec<CertificateDer<'static>> = live.map(|i| CertificateDer::from(i.der)).collect();
+        if let Some(own) = &self.ca.issuing().record {
+            if !ders.iter().any(|d| d.as_ref() == own.der.as_slice()) {
+                ders.push(CertificateDer::from(own.der.clone()));
+            }
+        }
+        self.known.set(ders);
+        Ok(())
+    }
+
+    /// Replaces the intermediate when due or revoked: the root signs a new one (off the runtime), the store records
+    /// it, then it is installed and the server certificate re-issued from it.
+    pub async fn rotate_if_due(&self) -> Result<bool> {
+        if !self.ca.rotation_due(now(), |fp| self.authenticator.issuer_revoked(fp)) {
+            return Ok(false);
+        }
+        let ca = self.ca.clone();
+        let next = tokio::task::spawn_blocking(move || ca.next_intermediate())
+            .await
+            .map_err(|e| Error::internal("sign intermediate", e))??;
+        if let Some(record) = &next.record {
+            self.store.record_intermediate(record).await?;
+        }
+        self.ca.install(next);
+        let server_cert = self.server_cert.clone();
+        tokio::task::spawn_blocking(move || server_cert.reissue())
+            .await
+            .map_err(|e| Error::internal("server certificate", e))??;
+        self.refresh().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,226 @@
+//! A root key on a PKCS#11 token (an HSM, or SoftHSM2 in tests). The private key is created non-extractable and
+//! never leaves the token: principald hashes locally and asks the token for a raw ECDSA signature (CKM_ECDSA), which
+//! it encodes as DER. The token is found by label (slot numbers move); one logged-in session, used by one signing
+//! thread at a time (a PKCS#11 session is not thread-safe).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+
+use super::Signer;
+use super::uri::{Pkcs11Uri, PinSource};
+use crate::error::{Error, Result};
+
+/// Where Debian's softhsm2 package puts its module, used when neither the URI nor `PRINCIPALD_PKCS11_MODULE` names one.
+const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// DER OBJECT IDENTIFIER prime256v1, the CKA_EC_PARAMS of a P-256 key.
+const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+pub struct TokenKey {
+    // Field order matters: the session closes before the library is finalized.
+    session: Mutex<Session>,
+    key: ObjectHandle,
+    _context: Pkcs11,
+    name: String,
+    spki: Vec<u8>,
+    point: Vec<u8>,
+}
+
+impl TokenKey {
+    pub fn open(uri: &Pkcs11Uri, create: bool) -> Result<Self> {
+        let name = format!("pkcs11:token={};object={}", uri.token, uri.object);
+        let fail = |what: &str, e: cryptoki::error::Error| Error::Unavailable(format!("{name}: {what}: {e}"));
+        let module = uri
+            .module_path
+            .clone()
+            .or_else(|| std::env::var_os("PRINCIPALD_PKCS11_MODULE").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE));
+        let context = Pkcs11::new(&module).map_err(|e| {
+            Error::FailedPrecondition(format!("cannot load the PKCS#11 module {}: {e}", module.display()))
+        })?;
+        context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(|e| fail("initialize", e))?;
+        let slot = context
+            .get_slots_with_token()
+            .map_err(|e| fail("list slots", e))?
+            .into_iter()
+            .find(|slot| context.get_token_info(*slot).is_ok_and(|t| t.label().trim_end() == uri.token))
+            .ok_or_else(|| Error::FailedPrecondition(format!("no PKCS#11 token labelled {:?}", uri.token)))?;
+        let session = context.open_rw_session(slot).map_err(|e| fail("open session", e))?;
+        let pin = AuthPin::from(read_pin(&uri.pin)?);
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(Error::FailedPrecondition(format!("{name}: login refused: {e}"))),
+        }
+        let label = uri.object.as_bytes().to_vec();
+        let key = match find_keys(&session, ObjectClass::PRIVATE_KEY, &label).map_err(|e| fail("find key", e))? {
+            keys if !keys.is_empty() => oldest(&session, keys).map_err(|e| fail("read key id", e))?,
+            _ if create => generate(&session, &label).map_err(|e| fail("generate key pair", e))?,
+            _ => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{name}: no private key with that label (bootstrap creates it)"
+                )));
+            }
+        };
+        let point = public_point(&session, key, &label).map_err(|e| fail("read public key", e))??;
+        let spki = super::spki_of_point(&point);
+        super::point_of_spki(&spki)?;
+        Ok(Self { session: Mutex::new(session), key, _context: context, name, spki, point })
+    }
+}
+
+fn read_pin(source: &PinSource) -> Result<String> {
+    let pin = match source {
+        PinSource::Value(v) => v.clone(),
+        PinSource::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| Error::FailedPrecondition(format!("cannot read the PKCS#11 PIN file {}: {e}", path.display())))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        PinSource::Env => std::env::var("PRINCIPALD_PKCS11_PIN").map_err(|_| {
+            Error::FailedPrecondition("no PKCS#11 PIN: add pin-source=file:PATH or set PRINCIPALD_PKCS11_PIN".into())
+        })?,
+    };
+    Ok(pin)
+}
+
+fn find_keys(session: &Session, class: ObjectClass, label: &[u8]) -> cryptoki::error::Result<Vec<ObjectHandle>> {
+    session.find_objects(&[Attribute::Class(class), Attribute::KeyType(KeyType::EC), Attribute::Label(label.to_vec())])
+}
+
+fn id_of(session: &Session, key: ObjectHandle) -> cryptoki::error::Result<Vec<u8>> {
+    Ok(session
+        .get_attributes(key, &[AttributeType::Id])?
+        .into_iter()
+        .find_map(|a| if let Attribute::Id(id) = a { Some(id) } else { None })
+        .unwrap_or_default())
+}
+
+/// Of several keys with one label (two bootstraps generated at once), every process picks the same one: the lowest id.
+fn oldest(session: &Session, keys: Vec<ObjectHandle>) -> cryptoki::error::Result<ObjectHandle> {
+    let mut with_ids = Vec::with_capacity(keys.len());
+    for key in keys {
+        with_ids.push((id_of(session, key)?, key));
+    }
+    with_ids.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(with_ids[0].1)
+}
+
+/// Generates a token key pair (private part sensitive and non-extractable) with `label` and a random id. If another
+/// process generated one with the same label meanwhile, the one with the lowest id is kept and ours is destroyed.
+fn generate(session: &Session, label: &[u8]) -> cryptoki::error::Result<ObjectHandle> {
+    let mut id = vec![0u8; 16];
+    aws_lc_rs::rand::fill(&mut id).expect("operating system random number generator failed");
+    let public = [
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::EcParams(P256_PARAMS.to_vec()),
+        Attribute::Label(label.to_vec()),
+        Attribute::Id(id.clone()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Label(label.to_vec()),
+        Attribute::Id(id.clone()),
+    ];
+    let (public_handle, private_handle) = session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
+    let keys = find_keys(session, ObjectClass::PRIVATE_KEY, label)?;
+    let keep = oldest(session, keys)?;
+    if keep != private_handle {
+        session.destroy_object(private_handle)?;
+        session.destroy_object(public_handle)?;
+    } else {
+        tracing::info!(label = %String::from_utf8_lossy(label), "created the CA root key on the PKCS#11 token");
+    }
+    Ok(keep)
+}
+
+/// The uncompressed point of the public key that belongs to `private` (same label and id). CKA_EC_POINT holds it
+/// wrapped in a DER OCTET STRING.
+fn public_point(
+    session: &Session,
+    private: ObjectHandle,
+    label: &[u8],
+) -> cryptoki::error::Result<Result<Vec<u8>>> {
+    let id = id_of(session, private)?;
+    let mut template = vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::EC),
+        Attribute::Label(label.to_vec()),
+    ];
+    if !id.is_empty() {
+        template.push(Attribute::Id(id));
+    }
+    let Some(public) = session.find_objects(&template)?.into_iter().next() else {
+        return Ok(Err(Error::FailedPrecondition("the PKCS#11 key has no public key object beside it".into())));
+    };
+    let point = session
+        .get_attributes(public, &[AttributeType::EcPoint])?
+        .into_iter()
+        .find_map(|a| if let Attribute::EcPoint(p) = a { Some(p) } else { None })
+        .unwrap_or_default();
+    Ok(unwrap_octet_string(&point)
+        .ok_or_else(|| Error::FailedPrecondition("the PKCS#11 public key is not an uncompressed P-256 point".into())))
+}
+
+/// The contents of a DER OCTET STRING holding a 65-byte uncompressed point, or the point itself if not wrapped.
+fn unwrap_octet_string(der: &[u8]) -> Option<Vec<u8>> {
+    match der {
+        [0x04, 0x41, rest @ ..] if rest.len() == 65 && rest[0] == 0x04 => Some(rest.to_vec()),
+        [0x04, rest @ ..] if rest.len() == 64 => Some(der.to_vec()),
+        _ => None,
+    }
+}
+
+impl Signer for TokenKey {
+    fn spki_der(&self) -> &[u8] {
+        &self.spki
+    }
+
+    fn public_point(&self) -> &[u8] {
+        &self.point
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message);
+        let raw = {
+            let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            session
+                .sign(&Mechanism::Ecdsa, self.key, digest.as_ref())
+                .map_err(|e| Error::Unavailable(format!("{}: sign: {e}", self.name)))?
+        };
+        super::der_signature(&raw)
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey").field("key", &self.name).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ec_point_is_unwrapped_from_its_octet_string() {
+        let mut point = vec![0x04];
+        point.extend([7u8; 64]);
+        let mut wrapped = vec![0x04, 0x41];
+        wrapped.extend(&point);
+        assert_eq!(super::unwrap_octet_string(&wrapped), Some(point.clone()));
+        assert_eq!(super::unwrap_octet_string(&point), Some(point));
+        assert_eq!(super::unwrap_octet_string(&[0x04, 0x01, 0x00]), None);
+    }
+}

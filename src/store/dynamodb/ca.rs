@@ -1,0 +1,134 @@
+//! The CA's own records in the meta table: the claim (item `ca`: fingerprint and certificate) and one item per replica
+//! intermediate (`intermediate#<fingerprint>`).
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use time::OffsetDateTime;
+
+use super::items::{Item, get_n, get_s, n, opt_s, s, time_from};
+use super::writes::CA_KEY;
+use super::{DynamoStore, sdk_error};
+use crate::error::{Error, Result};
+use crate::model::IntermediateRecord;
+use crate::store::CaClaim;
+
+const INTERMEDIATE_PREFIX: &str = "intermediate#";
+
+impl DynamoStore {
+    pub(super) async fn claim(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.meta)
+            .item("key", s(CA_KEY))
+            .item("fingerprint", s(&claim.fingerprint))
+            .item("certificate", s(&claim.certificate_pem));
+        if !replace {
+            put = put.condition_expression("attribute_not_exists(#key)").expression_attribute_names("#key", "key");
+        }
+        match put.send().await {
+            Ok(_) => return Ok(claim.clone()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(sdk_error("PutItem", e)),
+        }
+        let item = self
+            .get_item(&self.meta, "key", CA_KEY)
+            .await?
+            .ok_or_else(|| Error::Unavailable("the CA record vanished while reading it; retry".into()))?;
+        Ok(CaClaim {
+            fingerprint: get_s(&item, "fingerprint")?.to_owned(),
+            certificate_pem: opt_s(&item, "certificate").unwrap_or_default().to_owned(),
+        })
+    }
+
+    pub(super) async fn record(&self, r: &IntermediateRecord) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.meta)
+            .item("key", s(&format!("{INTERMEDIATE_PREFIX}{}", r.fingerprint)))
+            .item("fingerprint", s(&r.fingerprint))
+            .item("replica", s(&r.replica))
+            .item("not_before", n(r.not_before.unix_timestamp()))
+            .item("not_after", n(r.not_after.unix_timestamp()))
+            .item("der", AttributeValue::B(Blob::new(r.der.clone())))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", "key")
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.as_service_error() {
+                Some(s) if s.is_conditional_check_failed_exception() => Ok(()),
+                _ => Err(sdk_error("PutItem", e)),
+            })
+    }
+
+    /// A strongly consistent Scan of the (small) meta table, keeping the intermediates.
+    pub(super) async fn intermediates(&self) -> Result<Vec<IntermediateRecord>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.meta)
+                .consistent_read(true)
+                .filter_expression("begins_with(#key, :prefix)")
+                .expression_attribute_names("#key", "key")
+                .expression_attribute_values(":prefix", s(INTERMEDIATE_PREFIX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan", e))?;
+            for item in page.items() {
+                out.push(intermediate_from(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    pub(super) async fn revoke(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
+        let key = format!("{INTERMEDIATE_PREFIX}{fingerprint}");
+        let update = Update::builder()
+            .table_name(&self.meta)
+            .key("key", s(&key))
+            .update_expression("SET revoked_at = :at")
+            .condition_expression("attribute_exists(#key) AND attribute_not_exists(revoked_at)")
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_values(":at", n(at.unix_timestamp()))
+            .build()
+            .map_err(|e| Error::internal("intermediate update", e))?;
+        let writes = vec![TransactWriteItem::builder().update(update).build(), self.epoch_bump()?];
+        if let Err(failure) = self.transact(writes).await {
+            if !failure.failed_condition(0) {
+                return Err(failure.into_error());
+            }
+        }
+        let item = self
+            .get_item(&self.meta, "key", &key)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("intermediate {fingerprint}")))?;
+        let record = intermediate_from(&item)?;
+        match record.revoked_at {
+            Some(when) if when == time_from(at.unix_timestamp())? => Ok(record),
+            _ => Err(Error::FailedPrecondition(format!("intermediate {fingerprint} is already revoked"))),
+        }
+    }
+}
+
+fn intermediate_from(item: &Item) -> Result<IntermediateRecord> {
+    let der = match item.get("der") {
+        Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
+        _ => return Err(Error::internal("corrupt item in dynamodb store", "intermediate without der")),
+    };
+    Ok(IntermediateRecord {
+        fingerprint: get_s(item, "fingerprint")?.to_owned(),
+        replica: get_s(item, "replica")?.to_owned(),
+        not_before: time_from(get_n(item, "not_before")?)?,
+        not_after: time_from(get_n(item, "not_after")?)?,
+        der,
+        revoked_at: item.get("revoked_at").map(|_| get_n(item, "revoked_at").and_then(time_from)).transpose()?,
+    })
+}

@@ -1,0 +1,86 @@
+//! The CA's own records: the claim (fingerprint and certificate) and the replica intermediates.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use time::OffsetDateTime;
+
+use super::rows::{bump_epoch, corrupt, sql_err, timestamp};
+use crate::error::{Error, Result};
+use crate::model::IntermediateRecord;
+use crate::store::CaClaim;
+
+pub(super) fn claim(conn: &Connection, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
+    let on_conflict = if replace { "UPDATE SET value = excluded.value" } else { "NOTHING" };
+    let inserted = conn
+        .execute(
+            &format!("INSERT INTO settings (key, value) VALUES ('ca_fingerprint', ?1) ON CONFLICT (key) DO {on_conflict}"),
+            [&claim.fingerprint],
+        )
+        .map_err(sql_err)?;
+    if inserted > 0 {
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES ('ca_certificate', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [&claim.certificate_pem],
+        )
+        .map_err(sql_err)?;
+    }
+    let setting = |key: &str| {
+        conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get::<_, String>(0))
+            .optional()
+            .map_err(sql_err)
+    };
+    Ok(CaClaim {
+        fingerprint: setting("ca_fingerprint")?.ok_or_else(|| corrupt("CA claim vanished"))?,
+        certificate_pem: setting("ca_certificate")?.unwrap_or_default(),
+    })
+}
+
+pub(super) fn record(conn: &Connection, r: &IntermediateRecord) -> Result<()> {
+    conn.execute(
+        "INSERT INTO intermediates (fingerprint, replica, not_before, not_after, der, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL) ON CONFLICT (fingerprint) DO NOTHING",
+        params![r.fingerprint, r.replica, r.not_before.unix_timestamp(), r.not_after.unix_timestamp(), r.der],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+const COLUMNS: &str = "fingerprint, replica, not_before, not_after, der, revoked_at";
+
+pub(super) fn list(conn: &Connection) -> Result<Vec<IntermediateRecord>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM intermediates")).map_err(sql_err)?;
+    let rows = stmt.query_map([], from_row).map_err(sql_err)?;
+    rows.map(|r| r.map_err(sql_err)?).collect()
+}
+
+pub(super) fn revoke(conn: &Connection, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
+    let select = format!("SELECT {COLUMNS} FROM intermediates WHERE fingerprint = ?1");
+    let found = conn.query_row(&select, [fingerprint], from_row).optional().map_err(sql_err)?.transpose()?;
+    match found {
+        None => return Err(Error::NotFound(format!("intermediate {fingerprint}"))),
+        Some(r) if r.revoked_at.is_some() => {
+            return Err(Error::FailedPrecondition(format!("intermediate {fingerprint} is already revoked")));
+        }
+        Some(_) => {}
+    }
+    conn.execute("UPDATE intermediates SET revoked_at = ?2 WHERE fingerprint = ?1", params![fingerprint, at.unix_timestamp()])
+        .map_err(sql_err)?;
+    bump_epoch(conn)?;
+    conn.query_row(&select, [fingerprint], from_row).map_err(sql_err)?
+}
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<IntermediateRecord>> {
+    let (fingerprint, replica, not_before, not_after): (String, String, i64, i64) =
+        (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+    let (der, revoked_at): (Vec<u8>, Option<i64>) = (row.get(4)?, row.get(5)?);
+    Ok((|| {
+        Ok(IntermediateRecord {
+            fingerprint,
+            replica,
+            not_before: timestamp(not_before)?,
+            not_after: timestamp(not_after)?,
+            der,
+            revoked_at: revoked_at.map(timestamp).transpose()?,
+        })
+    })())
+}
