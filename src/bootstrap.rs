@@ -37,7 +37,7 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     files::create_private_dir(dir.root())?;
     let mut created = Vec::new();
 
-    let (root, made) = establish_root(&dir, &config.ca_key, store.as_ref(), config.force, true).await?;
+    let (root, made) = establish_root(&dir, &config.ca_key, store.as_ref(), config.force, true, config.intermediates).await?;
     if made {
         created.push(format!("CA certificate {} (key {})", dir.ca_cert().display(), config.ca_key));
     }
@@ -118,6 +118,7 @@ pub async fn establish_root(
     store: &dyn Store,
     force: bool,
     create_key: bool,
+    intermediates: bool,
 ) -> Result<(Root, bool)> {
     let file_key = match key {
         KeyUri::File(path) => Some(path.clone()),
@@ -143,7 +144,7 @@ pub async fn establish_root(
         Some(pem) => (Root::load(&pem, signer.clone())?, false),
         None => {
             let signer = signer.clone();
-            let root = tokio::task::spawn_blocking(move || Root::create(signer, "principald CA", CA_VALIDITY))
+            let root = tokio::task::spawn_blocking(move || Root::create(signer, "principald CA", CA_VALIDITY, intermediates))
                 .await
                 .map_err(|e| Error::internal("create CA", e))?;
             (root?, true)

@@ -19,7 +19,7 @@ use crate::store::dynamodb::DynamoConfig;
 
 mod ca;
 mod duration;
-pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, ReplicaArgs};
+pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, IntermediateMode, ReplicaArgs};
 pub use duration::parse_duration;
 
 /// Exit code for bad configuration (EX_USAGE).
@@ -242,6 +242,8 @@ pub struct BootstrapConfig {
     pub force: bool,
     /// Where the CA's root key lives.
     pub ca_key: crate::pki::signer::KeyUri,
+    /// Leaves are signed through replica intermediates (the root then gets path length 1).
+    pub intermediates: bool,
 }
 
 /// Validated serve settings.
@@ -267,6 +269,8 @@ pub struct ServeConfig {
     pub replica_id: String,
     /// Signing window of one issuing intermediate.
     pub intermediate_lifetime: Duration,
+    /// Whether leaves are signed through a per-replica intermediate (else by the root key).
+    pub intermediates: bool,
 }
 
 impl IdentityArgs {
@@ -301,6 +305,7 @@ impl BootstrapArgs {
             profile_server: self.profile_server.clone(),
             force: self.force,
             ca_key: self.ca.validate(&self.data.data_dir)?,
+            intermediates: self.ca.use_intermediates(&self.ca.validate(&self.data.data_dir)?),
         })
     }
 }
@@ -331,6 +336,7 @@ impl ServeArgs {
             profile_server: format!("https://{profile_host}:{}", self.listen.port()),
             force: false,
             ca_key: self.ca.validate(&self.data.data_dir)?,
+            intermediates: self.ca.use_intermediates(&self.ca.validate(&self.data.data_dir)?),
         };
         if self.listen == self.health_listen && self.listen.port() != 0 {
             return Err(Error::InvalidArgument("--listen and --health-listen must differ".into()));
@@ -338,6 +344,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             replica_id: self.replica.replica_id()?,
             intermediate_lifetime: self.replica.intermediate_lifetime()?,
+            intermediates: bootstrap.intermediates,
             data_dir: self.data.data_dir.clone(),
             store,
             identity,

@@ -26,12 +26,16 @@ const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// The replica's CA, with a first intermediate recorded in the store.
 pub async fn start(config: &ServeConfig, store: &Arc<dyn Store>, dir: &DataDir) -> Result<Arc<CertificateAuthority>> {
     let (root, _) =
-        crate::bootstrap::establish_root(dir, &config.bootstrap.ca_key, store.as_ref(), false, false).await?;
+        crate::bootstrap::establish_root(dir, &config.bootstrap.ca_key, store.as_ref(), false, false, config.intermediates)
+            .await?;
     let longest_leaf = config.cert_validity.values().copied().chain([DEFAULT_CERT_VALIDITY]).max().unwrap_or_default();
     let policy = IntermediatePolicy {
         lifetime: time::Duration::try_from(config.intermediate_lifetime).map_err(|e| Error::internal("lifetime", e))?,
         longest_leaf: time::Duration::try_from(longest_leaf).map_err(|e| Error::internal("validity", e))?,
     };
+    if !config.intermediates {
+        return Ok(Arc::new(CertificateAuthority::direct(root)));
+    }
     let replica = config.replica_id.clone();
     let ca = tokio::task::spawn_blocking(move || CertificateAuthority::with_intermediate(root, &replica, policy))
         .await

@@ -178,7 +178,8 @@ async fn first_start(
     if dir.ca_cert().exists() {
         if file_key.as_ref().is_some_and(|k| !k.exists()) {
             return Err(Error::FailedPrecondition(format!(
-                "{} holds the CA certificate but not its key {}: restore the key; refusing to create a new CA",
+                "{} holds only half of the CA (ca.pem without its key {}): restore the key; refusing to create a \
+                 new CA",
                 dir.root().display(),
                 config.bootstrap.ca_key
             )));

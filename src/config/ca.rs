@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::error::Error;
 use crate::pki::signer::KeyUri;
@@ -16,6 +16,10 @@ pub struct CaArgs {
     /// pkcs11:token=LABEL;object=LABEL?pin-source=file:PATH (RFC 7512).
     #[arg(long, env = "PRINCIPALD_CA_KEY")]
     pub ca_key: Option<String>,
+    /// Sign leaves through a per-replica in-memory intermediate (auto: when the CA key is in KMS or an HSM). A root
+    /// bootstrapped without them has path length 0 and always signs leaves itself.
+    #[arg(long, env = "PRINCIPALD_INTERMEDIATES", value_enum, default_value_t = IntermediateMode::Auto)]
+    pub intermediates: IntermediateMode,
 }
 
 impl CaArgs {
@@ -27,14 +31,35 @@ impl CaArgs {
     }
 }
 
+/// Whether leaves are signed by a per-replica in-memory intermediate or by the root key itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IntermediateMode {
+    /// Intermediates when the root key is in KMS or an HSM (signing speed and availability must not depend on it);
+    /// the root signs directly when it is a local file.
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ReplicaArgs {
+
     /// This replica's name in the intermediates it signs with (default: the host name).
     #[arg(long, env = "PRINCIPALD_REPLICA_ID")]
     pub replica_id: Option<String>,
     /// How long one in-memory issuing intermediate signs before the root replaces it (at 2/3 of this).
     #[arg(long, env = "PRINCIPALD_INTERMEDIATE_LIFETIME", default_value = "24h")]
     pub intermediate_lifetime: String,
+}
+
+impl CaArgs {
+    pub fn use_intermediates(&self, key: &KeyUri) -> bool {
+        match self.intermediates {
+            IntermediateMode::Auto => !matches!(key, KeyUri::File(_)),
+            IntermediateMode::Always => true,
+            IntermediateMode::Never => false,
+        }
+    }
 }
 
 impl ReplicaArgs {

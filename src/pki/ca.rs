@@ -34,9 +34,15 @@ pub struct Root {
 }
 
 impl Root {
-    /// A new self-signed root for `signer`'s key. Blocking (the signer may be remote).
-    pub fn create(signer: Arc<dyn Signer>, common_name: &str, validity: Duration) -> Result<Self, Error> {
-        let params = profile::ca_certificate(common_name, validity);
+    /// A new self-signed root for `signer`'s key; with `intermediates` it may sign intermediates (path length 1),
+    /// else only leaves (0). Blocking (the signer may be remote).
+    pub fn create(
+        signer: Arc<dyn Signer>,
+        common_name: &str,
+        validity: Duration,
+        intermediates: bool,
+    ) -> Result<Self, Error> {
+        let params = profile::ca_certificate(common_name, validity, u8::from(intermediates));
         let cert = params.self_signed(&RcgenKey(signer.clone())).map_err(|e| Error::internal("self-sign CA", e))?;
         Self::load(&cert.pem(), signer)
     }
@@ -177,7 +183,7 @@ impl CertificateAuthority {
 
     /// A new self-signed CA with a fresh in-memory P-256 key (tests and tools).
     pub fn generate(common_name: &str, validity: Duration) -> Result<Self, Error> {
-        Ok(Self::direct(Root::create(crate::pki::signer::in_memory()?, common_name, validity)?))
+        Ok(Self::direct(Root::create(crate::pki::signer::in_memory()?, common_name, validity, false)?))
     }
 
     /// The key signing leaves now.

@@ -14,13 +14,13 @@ use crate::pki::oid::IdentityOids;
 /// Certificates start this long before they are issued, to tolerate clock skew between hosts.
 pub const BACKDATE: Duration = Duration::seconds(60);
 
-/// The CA's own (root) certificate: path length 1 (it signs replica intermediates, they sign leaves), key usage
-/// keyCertSign and cRLSign.
-pub fn ca_certificate(common_name: &str, validity: Duration) -> CertificateParams {
+/// The CA's own (root) certificate: path length 1 when it signs replica intermediates (which sign leaves), 0 when it
+/// signs leaves itself; key usage keyCertSign and cRLSign.
+pub fn ca_certificate(common_name: &str, validity: Duration, path_len: u8) -> CertificateParams {
     let now = crate::model::now();
     let mut params = CertificateParams::default();
     params.distinguished_name = name(common_name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_before = now - BACKDATE;
     params.not_after = now + validity;

@@ -140,7 +140,7 @@ impl TestServer {
             .await
             .expect("issue certificate")
             .into_inner();
-        Credentials { ca_pem: issued.ca_chain_pem, cert_pem: issued.certificate_pem, key_pem: key.serialize_pem() }
+        Credentials { ca_pem: issued.ca_chain_pem, cert_pem: issued.certificate_chain_pem, key_pem: key.serialize_pem() }
     }
 
     /// Signs `params` with the server's CA directly: a certificate the CA vouches for but the store never recorded.
