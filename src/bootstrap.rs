@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::files;
 use crate::model::{Principal, PrincipalStatus, PrincipalType, now, sha256_hex};
 use crate::pki::ca::{CertificateAuthority, Root};
-use crate::pki::signer::{self, KeyUri};
 use crate::pki::leaf;
+use crate::pki::signer::{self, KeyUri};
 use crate::store::{CaClaim, Store};
 
 /// The CA lives ten years.
@@ -37,7 +37,8 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     files::create_private_dir(dir.root())?;
     let mut created = Vec::new();
 
-    let (root, made) = establish_root(&dir, &config.ca_key, store.as_ref(), config.force, true, config.intermediates).await?;
+    let (root, made) =
+        establish_root(&dir, &config.ca_key, store.as_ref(), config.force, true, config.intermediates).await?;
     if made {
         created.push(format!("CA certificate {} (key {})", dir.ca_cert().display(), config.ca_key));
     }
@@ -124,10 +125,8 @@ pub async fn establish_root(
         KeyUri::File(path) => Some(path.clone()),
         _ => None,
     };
-    if force {
-        if let Some(path) = &file_key {
-            let _ = std::fs::remove_file(path);
-        }
+    if force && let Some(path) = &file_key {
+        let _ = std::fs::remove_file(path);
     }
     let key_existed = file_key.as_ref().is_none_or(|p| p.exists());
     let cleanup = |wrote_cert: bool| {
@@ -144,9 +143,10 @@ pub async fn establish_root(
         Some(pem) => (Root::load(&pem, signer.clone())?, false),
         None => {
             let signer = signer.clone();
-            let root = tokio::task::spawn_blocking(move || Root::create(signer, "principald CA", CA_VALIDITY, intermediates))
-                .await
-                .map_err(|e| Error::internal("create CA", e))?;
+            let root =
+                tokio::task::spawn_blocking(move || Root::create(signer, "principald CA", CA_VALIDITY, intermediates))
+                    .await
+                    .map_err(|e| Error::internal("create CA", e))?;
             (root?, true)
         }
     };
@@ -178,11 +178,9 @@ pub async fn establish_root(
         }
     };
     let write = std::fs::read_to_string(dir.ca_cert()).ok().as_deref() != Some(root.cert_pem());
-    if write {
-        if let Err(e) = files::write_public(&dir.ca_cert(), root.cert_pem().as_bytes()) {
-            cleanup(true);
-            return Err(e);
-        }
+    if write && let Err(e) = files::write_public(&dir.ca_cert(), root.cert_pem().as_bytes()) {
+        cleanup(true);
+        return Err(e);
     }
     Ok((root, made && recorded.fingerprint == claim.fingerprint))
 }

@@ -25,9 +25,15 @@ const CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// The replica's CA, with a first intermediate recorded in the store.
 pub async fn start(config: &ServeConfig, store: &Arc<dyn Store>, dir: &DataDir) -> Result<Arc<CertificateAuthority>> {
-    let (root, _) =
-        crate::bootstrap::establish_root(dir, &config.bootstrap.ca_key, store.as_ref(), false, false, config.intermediates)
-            .await?;
+    let (root, _) = crate::bootstrap::establish_root(
+        dir,
+        &config.bootstrap.ca_key,
+        store.as_ref(),
+        false,
+        false,
+        config.intermediates,
+    )
+    .await?;
     let longest_leaf = config.cert_validity.values().copied().chain([DEFAULT_CERT_VALIDITY]).max().unwrap_or_default();
     let policy = IntermediatePolicy {
         lifetime: time::Duration::try_from(config.intermediate_lifetime).map_err(|e| Error::internal("lifetime", e))?,
@@ -68,6 +74,7 @@ impl Keeper {
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
                 _ = tokio::time::sleep(CHECK_EVERY) => {}
+                _ = self.ca.rotation_requested() => {}
             }
         }
     }
@@ -75,12 +82,13 @@ impl Keeper {
     /// Every replica's unexpired, unrevoked intermediate, for completing leaf-only client chains.
     pub async fn refresh(&self) -> Result<()> {
         let at = now();
-        let live = self.store.list_intermediates().await?.into_iter().filter(|i| i.revoked_at.is_none() && i.not_after > at);
+        let live =
+            self.store.list_intermediates().await?.into_iter().filter(|i| i.revoked_at.is_none() && i.not_after > at);
         let mut ders: Vec<CertificateDer<'static>> = live.map(|i| CertificateDer::from(i.der)).collect();
-        if let Some(own) = &self.ca.issuing().record {
-            if !ders.iter().any(|d| d.as_ref() == own.der.as_slice()) {
-                ders.push(CertificateDer::from(own.der.clone()));
-            }
+        if let Some(own) = &self.ca.issuing().record
+            && !ders.iter().any(|d| d.as_ref() == own.der.as_slice())
+        {
+            ders.push(CertificateDer::from(own.der.clone()));
         }
         self.known.set(ders);
         Ok(())

@@ -6,6 +6,7 @@
 //! and never skips the invalidation that must follow it. Certificate operations live in [`certificates`].
 
 mod certificates;
+mod intermediates;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,11 +54,11 @@ impl Issued {
     pub fn new(record: CertificateRecord, ca_chain_pem: String) -> Self {
         let certificate_pem = crate::pki::leaf::pem_of(&record.der);
         // Everything but the last (the root) is presented after the leaf.
-        let intermediates: Vec<&str> =
-            ca_chain_pem.split_inclusive("-----END CERTIFICATE-----\n").collect::<Vec<_>>().split_last().map_or(
-                Vec::new(),
-                |(_, rest)| rest.to_vec(),
-            );
+        let intermediates: Vec<&str> = ca_chain_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(Vec::new(), |(_, rest)| rest.to_vec());
         let certificate_chain_pem = format!("{certificate_pem}{}", intermediates.concat());
         Self { record, certificate_pem, ca_chain_pem, certificate_chain_pem }
     }

@@ -61,7 +61,6 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let known = Arc::new(tls::KnownIntermediates::default());
     let tls = tls::server_config_completing(ca.cert_der(), server_cert.clone(), config.allow_tls12, known.clone())?;
 
-
     let authenticator = Arc::new(Authenticator::new(
         store.clone(),
         config.identity.oids.clone(),

@@ -188,8 +188,8 @@ fn issue(dir: &DataDir, ca: &CertificateAuthority, provider: &CryptoProvider, na
     let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| Error::internal("server key", e))?;
     let mut chain = vec![cert.der().clone()];
     chain.extend(intermediate.map(CertificateDer::from));
-    let certified = CertifiedKey::from_der(chain, der, provider)
-        .map_err(|e| Error::internal("server certificate", e))?;
+    let certified =
+        CertifiedKey::from_der(chain, der, provider).map_err(|e| Error::internal("server certificate", e))?;
     Ok(Current { key: Arc::new(certified), names: names.to_vec(), not_before, not_after })
 }
 

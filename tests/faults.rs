@@ -1,7 +1,7 @@
 //! DynamoDB going away and coming back while clients call: RPCs fail fast with UNAVAILABLE (never hang, never
 //! INTERNAL), /readyz turns 503, acknowledged writes survive, and service resumes without a restart. (That a refused
 //! transaction writes nothing is the store conformance suite's job.)
-//! Uses its own DynamoDB Local instance (file-backed, so data survives the stop) through scripts/dynamodb-local.
+//! Uses its own DynamoDB Local instance (file-backed, so data survives the stop) through scripts/test-services.
 
 mod common;
 
@@ -23,17 +23,18 @@ struct LocalDynamo {
 
 impl LocalDynamo {
     fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dynamodb-local")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-services")
     }
 
     fn run(&self, args: &[&str]) -> String {
         let out = Command::new(Self::script())
             .args(args)
-            .env("PRINCIPALD_DYNAMODB_STATE", self.state.path())
+            .arg("dynamodb")
+            .env("PRINCIPALD_TEST_SERVICES_STATE", self.state.path())
             .env("PRINCIPALD_DYNAMODB_DB_PATH", self.state.path().join("db"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "dynamodb-local {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "test-services {args:?} dynamodb: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -53,13 +54,17 @@ impl LocalDynamo {
     }
 
     fn restart(&self) {
-        self.run(&["start", &self.port.to_string()]);
+        // A file-backed instance comes back on the same port.
+        assert_eq!(self.run(&["start"]), self.endpoint());
     }
 }
 
 impl Drop for LocalDynamo {
     fn drop(&mut self) {
-        let _ = Command::new(Self::script()).arg("stop").env("PRINCIPALD_DYNAMODB_STATE", self.state.path()).output();
+        let _ = Command::new(Self::script())
+            .args(["stop", "dynamodb"])
+            .env("PRINCIPALD_TEST_SERVICES_STATE", self.state.path())
+            .output();
     }
 }
 

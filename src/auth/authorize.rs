@@ -162,6 +162,8 @@ impl MethodPolicy {
             .allow_method(svc, "RevokeCertificate", p(CERTIFICATE_REVOKE))
             .allow_method(svc, "GetCertificate", p(CERTIFICATE_READ))
             .allow_method(svc, "ListCertificates", p(CERTIFICATE_READ))
+            .allow_method(svc, "ListIntermediates", p(CERTIFICATE_READ))
+            .allow_method(svc, "RevokeIntermediate", p(CERTIFICATE_REVOKE))
             .allow_service("grpc.health.v1.Health", Anonymous)
             .allow_service("grpc.reflection.v1.ServerReflection", Anonymous)
             .allow_service("grpc.reflection.v1alpha.ServerReflection", Anonymous)

@@ -43,7 +43,6 @@ pub enum IntermediateMode {
 
 #[derive(Args, Debug, Clone)]
 pub struct ReplicaArgs {
-
     /// This replica's name in the intermediates it signs with (default: the host name).
     #[arg(long, env = "PRINCIPALD_REPLICA_ID")]
     pub replica_id: Option<String>,

@@ -153,6 +153,7 @@ pub struct CertificateAuthority {
     replica: String,
     policy: Option<IntermediatePolicy>,
     issuing: RwLock<Arc<Issuing>>,
+    rotate: tokio::sync::Notify,
 }
 
 impl CertificateAuthority {
@@ -167,7 +168,7 @@ impl CertificateAuthority {
             not_after: root.not_after,
             rotate_at: None,
         });
-        Self { root, replica: String::new(), policy: None, issuing: RwLock::new(issuing) }
+        Self { root, replica: String::new(), policy: None, issuing: RwLock::new(issuing), rotate: Default::default() }
     }
 
     /// A serving replica's CA: the root signs a first intermediate for `replica` now. Blocking (the root may be
@@ -178,7 +179,13 @@ impl CertificateAuthority {
             return Ok(Self::direct(root));
         }
         let first = sign_intermediate(&root, replica, policy)?;
-        Ok(Self { root, replica: replica.to_owned(), policy: Some(policy), issuing: RwLock::new(Arc::new(first)) })
+        Ok(Self {
+            root,
+            replica: replica.to_owned(),
+            policy: Some(policy),
+            issuing: RwLock::new(Arc::new(first)),
+            rotate: Default::default(),
+        })
     }
 
     /// A new self-signed CA with a fresh in-memory P-256 key (tests and tools).
@@ -205,7 +212,8 @@ impl CertificateAuthority {
     /// Whether the current intermediate should be replaced (due, or `revoked` names it).
     pub fn rotation_due(&self, at: OffsetDateTime, revoked: impl Fn(&str) -> bool) -> bool {
         let issuing = self.issuing();
-        issuing.rotate_at.is_some_and(|due| at >= due) || (!issuing.fingerprint().is_empty() && revoked(issuing.fingerprint()))
+        issuing.rotate_at.is_some_and(|due| at >= due)
+            || (!issuing.fingerprint().is_empty() && revoked(issuing.fingerprint()))
     }
 
     /// Signs a replacement intermediate with the root (blocking) without installing it: record it in the store first,
@@ -213,6 +221,16 @@ impl CertificateAuthority {
     pub fn next_intermediate(&self) -> Result<Issuing, Error> {
         let policy = self.policy.ok_or_else(|| Error::internal("rotate", "this CA signs with its root directly"))?;
         sign_intermediate(&self.root, &self.replica, policy)
+    }
+
+    /// Asks the keeper to check for a rotation now (an intermediate was revoked).
+    pub fn request_rotation(&self) {
+        self.rotate.notify_one();
+    }
+
+    /// Resolves when [`request_rotation`](Self::request_rotation) was called.
+    pub async fn rotation_requested(&self) {
+        self.rotate.notified().await;
     }
 
     pub fn install(&self, next: Issuing) {

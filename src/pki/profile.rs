@@ -30,7 +30,11 @@ pub fn ca_certificate(common_name: &str, validity: Duration, path_len: u8) -> Ce
 
 /// A replica's issuing intermediate: path length 0 (leaves only), named for the replica and its serial so every
 /// intermediate has a distinct subject.
-pub fn intermediate_certificate(replica: &str, not_before: OffsetDateTime, not_after: OffsetDateTime) -> CertificateParams {
+pub fn intermediate_certificate(
+    replica: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> CertificateParams {
     let serial = random_serial();
     let tag: String = serial.as_ref().iter().take(4).map(|b| format!("{b:02x}")).collect();
     let mut params = CertificateParams::default();

@@ -107,6 +107,7 @@ impl Registry {
         validity: Duration,
         generation: u64,
     ) -> Result<Issued> {
+        self.check_issuing()?;
         let IssuedLeaf { record, chain_pem, .. } =
             leaf::issue_client(&self.ca, &self.identity, kind, id, &csr.public_key, validity, generation)?;
         Ok(Issued::new(record, chain_pem))
@@ -123,7 +124,8 @@ impl Registry {
         }
         let intermediates = self.store.list_intermediates().await?;
         let known = intermediates.iter().find(|i| i.fingerprint == issuer);
-        let known = known.ok_or_else(|| Error::internal("certificate chain", format!("intermediate {issuer} unknown")))?;
+        let known =
+            known.ok_or_else(|| Error::internal("certificate chain", format!("intermediate {issuer} unknown")))?;
         Ok(format!("{}{}", leaf::pem_of(&known.der), self.ca.cert_pem()))
     }
 

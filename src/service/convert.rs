@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 
 use crate::error::Error;
 use crate::model::{
-    self, CertificateRecord, CertificateStatus, Principal, PrincipalStatus, PrincipalType, RevocationReason,
+    self, CertificateRecord, CertificateStatus, IntermediateRecord, Principal, PrincipalStatus, PrincipalType,
+    RevocationReason,
 };
 use crate::proto;
 
@@ -113,5 +114,17 @@ pub fn certificate_to_wire(c: CertificateRecord) -> proto::Certificate {
         certificate_pem: crate::pki::leaf::pem_of(&c.der),
         revoke_time: c.revocation.map(|r| timestamp(r.at)),
         revocation_reason: c.revocation.map_or(0, |r| i32::from(r.reason.code())),
+        issuer_sha256_fingerprint: c.issuer,
+    }
+}
+
+pub fn intermediate_to_wire(i: IntermediateRecord) -> proto::Intermediate {
+    proto::Intermediate {
+        certificate_pem: crate::pki::leaf::pem_of(&i.der),
+        sha256_fingerprint: i.fingerprint,
+        replica: i.replica,
+        not_before: Some(timestamp(i.not_before)),
+        not_after: Some(timestamp(i.not_after)),
+        revoke_time: i.revoked_at.map(timestamp),
     }
 }

@@ -145,4 +145,19 @@ impl PrincipalService for PrincipalApi {
             next_page_token: page.next_token.unwrap_or_default(),
         }))
     }
+
+    async fn list_intermediates(
+        &self,
+        request: Request<pb::ListIntermediatesRequest>,
+    ) -> Reply<pb::ListIntermediatesResponse> {
+        let all = self.registry.list_intermediates(request.into_inner().include_expired).await?;
+        Ok(Response::new(pb::ListIntermediatesResponse {
+            intermediates: all.into_iter().map(intermediate_to_wire).collect(),
+        }))
+    }
+
+    async fn revoke_intermediate(&self, request: Request<pb::RevokeIntermediateRequest>) -> Reply<pb::Intermediate> {
+        let revoked = self.registry.revoke_intermediate(&request.into_inner().sha256_fingerprint).await?;
+        Ok(Response::new(intermediate_to_wire(revoked)))
+    }
 }

@@ -8,7 +8,8 @@ use time::OffsetDateTime;
 
 use crate::error::Result;
 use crate::model::{
-    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
+    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
+    Serial,
 };
 
 pub mod conformance;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use principald::error::Result;
-use principald::model::{CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial};
+use principald::model::{
+    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
+};
 use principald::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store};
 use time::OffsetDateTime;
 

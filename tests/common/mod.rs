@@ -4,6 +4,7 @@
 
 pub mod counting;
 pub mod dynamo;
+pub mod signers;
 
 use std::path::{Path, PathBuf};
 
@@ -67,7 +68,7 @@ impl TestServer {
         principald::install_crypto_provider();
         let running = server::start(config.clone()).await.expect("server starts");
         let dir = DataDir::new(&config.data_dir);
-        let ca = principald::bootstrap::load_ca(&dir).unwrap();
+        let ca = load_ca(&config).await;
         let profile = client::Profile::load(&dir.profile(&config.bootstrap.admin_id)).unwrap();
         let url = format!("https://127.0.0.1:{}", running.grpc_addr.port());
         Self {
@@ -140,7 +141,11 @@ impl TestServer {
             .await
             .expect("issue certificate")
             .into_inner();
-        Credentials { ca_pem: issued.ca_chain_pem, cert_pem: issued.certificate_chain_pem, key_pem: key.serialize_pem() }
+        Credentials {
+            ca_pem: issued.ca_chain_pem,
+            cert_pem: issued.certificate_chain_pem,
+            key_pem: key.serialize_pem(),
+        }
     }
 
     /// Signs `params` with the server's CA directly: a certificate the CA vouches for but the store never recorded.
@@ -151,6 +156,15 @@ impl TestServer {
     pub fn ca_pem(&self) -> String {
         self.ca.cert_pem().to_owned()
     }
+}
+
+/// The CA of a data dir whose key lives wherever `config` says (file, KMS, token), signing with the root directly.
+pub async fn load_ca(config: &ServeConfig) -> CertificateAuthority {
+    let pem = std::fs::read_to_string(DataDir::new(&config.data_dir).ca_cert()).unwrap();
+    let key = config.bootstrap.ca_key.clone();
+    let signer =
+        tokio::task::spawn_blocking(move || principald::pki::signer::open(&key, false)).await.unwrap().unwrap();
+    CertificateAuthority::direct(principald::pki::ca::Root::load(&pem, signer).unwrap())
 }
 
 pub fn mint_with(ca: &CertificateAuthority, params: &CertificateParams) -> Credentials {

@@ -380,7 +380,7 @@ async fn fill(data: &Path, n: u64) {
                 revocation: None,
                 generation: 0,
                 renewal: None,
-        issuer: String::new(),
+                issuer: String::new(),
             });
             principals.push(Principal {
                 id,

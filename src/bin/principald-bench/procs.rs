@@ -196,6 +196,18 @@ impl PrincipalService for BareApi {
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
+    async fn list_intermediates(
+        &self,
+        _: Request<pb::ListIntermediatesRequest>,
+    ) -> Result<Response<pb::ListIntermediatesResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn revoke_intermediate(
+        &self,
+        _: Request<pb::RevokeIntermediateRequest>,
+    ) -> Result<Response<pb::Intermediate>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
 }
 
 /// `bare-server` mode: serve the baseline until killed.

@@ -15,8 +15,24 @@ use crate::error::{Error, Result};
 /// KMS signs at most this many bytes of RAW message; a certificate's to-be-signed part is far smaller.
 const MAX_RAW_MESSAGE: usize = 4096;
 
+/// KMS calls run here: one small runtime for the process, never dropped (a runtime cannot be dropped from async code,
+/// where a key may well be dropped).
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime);
+    }
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("kms")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal("KMS runtime", e))?;
+    Ok(RUNTIME.get_or_init(|| built))
+}
+
 pub struct KmsKey {
-    runtime: tokio::runtime::Runtime,
+    runtime: &'static tokio::runtime::Runtime,
     client: Client,
     key_id: String,
     arn: String,
@@ -28,13 +44,13 @@ impl KmsKey {
     /// Adopts `key_id`, or with `create` and an `alias/NAME` that does not exist yet, creates a key and the alias. Two
     /// bootstraps racing on one alias end with one key: the loser of CreateAlias schedules its own key for deletion.
     pub fn open(key_id: &str, create: bool) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::internal("KMS runtime", e))?;
-        let client = runtime.block_on(async {
-            Client::new(&aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await)
-        });
+        off_runtime(|| Self::open_here(key_id, create))
+    }
+
+    fn open_here(key_id: &str, create: bool) -> Result<Self> {
+        let runtime = runtime()?;
+        let client = runtime
+            .block_on(async { Client::new(&aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await) });
         let arn = runtime.block_on(resolve(&client, key_id, create))?;
         let public = runtime
             .block_on(client.get_public_key().key_id(&arn).send())
@@ -109,6 +125,16 @@ fn unavailable(key_id: &str, call: &str, e: impl std::error::Error) -> Error {
     Error::Unavailable(format!("KMS {call} on {key_id}: {}", aws_sdk_kms::error::DisplayErrorContext(e)))
 }
 
+/// Runs `f` (which blocks on this key's own runtime) on a thread of its own when the caller is inside an async
+/// runtime, where blocking on another runtime is not allowed. Root signatures are rare (a few per day), so a thread
+/// per call costs nothing that matters.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| scope.spawn(f).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+}
+
 impl Signer for KmsKey {
     fn spki_der(&self) -> &[u8] {
         &self.spki
@@ -130,7 +156,8 @@ impl Signer for KmsKey {
             .message_type(MessageType::Raw)
             .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
             .send();
-        let answer = self.runtime.block_on(request).map_err(|e| unavailable(&self.key_id, "Sign", e))?;
+        let answer =
+            off_runtime(|| self.runtime.block_on(request).map_err(|e| unavailable(&self.key_id, "Sign", e)))?;
         answer
             .signature()
             .map(|s| s.as_ref().to_vec())

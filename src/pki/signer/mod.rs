@@ -57,9 +57,7 @@ pub fn in_memory() -> Result<Arc<dyn Signer>> {
 
 /// Opens `uri` on a blocking thread, from async code.
 pub async fn open_async(uri: KeyUri, create: bool) -> Result<Arc<dyn Signer>> {
-    tokio::task::spawn_blocking(move || open(&uri, create))
-        .await
-        .map_err(|e| Error::internal("open CA key", e))?
+    tokio::task::spawn_blocking(move || open(&uri, create)).await.map_err(|e| Error::internal("open CA key", e))?
 }
 
 /// Adapts a [`Signer`] to rcgen, so rcgen can sign certificates with it.

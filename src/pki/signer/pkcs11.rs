@@ -13,7 +13,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 
 use super::Signer;
-use super::uri::{Pkcs11Uri, PinSource};
+use super::uri::{PinSource, Pkcs11Uri};
 use crate::error::{Error, Result};
 
 /// Where Debian's softhsm2 package puts its module, used when neither the URI nor `PRINCIPALD_PKCS11_MODULE` names one.
@@ -43,7 +43,11 @@ impl TokenKey {
         let context = Pkcs11::new(&module).map_err(|e| {
             Error::FailedPrecondition(format!("cannot load the PKCS#11 module {}: {e}", module.display()))
         })?;
-        context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(|e| fail("initialize", e))?;
+        // Several keys (or a bootstrap and then a server) in one process share the library's one initialization.
+        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(fail("initialize", e)),
+        }
         let slot = context
             .get_slots_with_token()
             .map_err(|e| fail("list slots", e))?
@@ -77,7 +81,9 @@ fn read_pin(source: &PinSource) -> Result<String> {
     let pin = match source {
         PinSource::Value(v) => v.clone(),
         PinSource::File(path) => std::fs::read_to_string(path)
-            .map_err(|e| Error::FailedPrecondition(format!("cannot read the PKCS#11 PIN file {}: {e}", path.display())))?
+            .map_err(|e| {
+                Error::FailedPrecondition(format!("cannot read the PKCS#11 PIN file {}: {e}", path.display()))
+            })?
             .trim_end_matches(['\r', '\n'])
             .to_owned(),
         PinSource::Env => std::env::var("PRINCIPALD_PKCS11_PIN").map_err(|_| {
@@ -145,11 +151,7 @@ fn generate(session: &Session, label: &[u8]) -> cryptoki::error::Result<ObjectHa
 
 /// The uncompressed point of the public key that belongs to `private` (same label and id). CKA_EC_POINT holds it
 /// wrapped in a DER OCTET STRING.
-fn public_point(
-    session: &Session,
-    private: ObjectHandle,
-    label: &[u8],
-) -> cryptoki::error::Result<Result<Vec<u8>>> {
+fn public_point(session: &Session, private: ObjectHandle, label: &[u8]) -> cryptoki::error::Result<Result<Vec<u8>>> {
     let id = id_of(session, private)?;
     let mut template = vec![
         Attribute::Class(ObjectClass::PUBLIC_KEY),

@@ -160,7 +160,9 @@ mod tests {
             KeyUri::AwsKms { key_id: "alias/principald-ca".into() }
         );
         let KeyUri::Pkcs11(p) =
-            "pkcs11:token=prin%20cipald;object=root?module-path=/usr/lib/x.so&pin-source=file:/run/pin".parse().unwrap()
+            "pkcs11:token=prin%20cipald;object=root?module-path=/usr/lib/x.so&pin-source=file:/run/pin"
+                .parse()
+                .unwrap()
         else {
             panic!("not pkcs11")
         };
@@ -172,7 +174,8 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_use_and_never_echoes_a_pin() {
-        for bad in ["", "file:", "awskms:", "http://x", "pkcs11:object=a", "pkcs11:token=t", "pkcs11:token=t;object=%zz"]
+        for bad in
+            ["", "file:", "awskms:", "http://x", "pkcs11:object=a", "pkcs11:token=t", "pkcs11:token=t;object=%zz"]
         {
             assert!(bad.parse::<KeyUri>().is_err(), "{bad:?} accepted");
         }

@@ -101,20 +101,19 @@ impl DynamoStore {
             .build()
             .map_err(|e| Error::internal("intermediate update", e))?;
         let writes = vec![TransactWriteItem::builder().update(update).build(), self.epoch_bump()?];
-        if let Err(failure) = self.transact(writes).await {
-            if !failure.failed_condition(0) {
-                return Err(failure.into_error());
-            }
-        }
+        let refused = match self.transact(writes).await {
+            Ok(()) => false,
+            Err(failure) if failure.failed_condition(0) => true,
+            Err(failure) => return Err(failure.into_error()),
+        };
         let item = self
             .get_item(&self.meta, "key", &key)
             .await?
             .ok_or_else(|| Error::NotFound(format!("intermediate {fingerprint}")))?;
-        let record = intermediate_from(&item)?;
-        match record.revoked_at {
-            Some(when) if when == time_from(at.unix_timestamp())? => Ok(record),
-            _ => Err(Error::FailedPrecondition(format!("intermediate {fingerprint} is already revoked"))),
+        if refused {
+            return Err(Error::FailedPrecondition(format!("intermediate {fingerprint} is already revoked")));
         }
+        intermediate_from(&item)
     }
 }
 

@@ -29,7 +29,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::model::{CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial};
+use crate::model::{
+    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
+};
 use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store, errors};
 use items::{Item, n, s};
 use writes::{EPOCH_KEY, Sweep};

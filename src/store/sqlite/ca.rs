@@ -12,7 +12,9 @@ pub(super) fn claim(conn: &Connection, claim: &CaClaim, replace: bool) -> Result
     let on_conflict = if replace { "UPDATE SET value = excluded.value" } else { "NOTHING" };
     let inserted = conn
         .execute(
-            &format!("INSERT INTO settings (key, value) VALUES ('ca_fingerprint', ?1) ON CONFLICT (key) DO {on_conflict}"),
+            &format!(
+                "INSERT INTO settings (key, value) VALUES ('ca_fingerprint', ?1) ON CONFLICT (key) DO {on_conflict}"
+            ),
             [&claim.fingerprint],
         )
         .map_err(sql_err)?;
@@ -63,8 +65,11 @@ pub(super) fn revoke(conn: &Connection, fingerprint: &str, at: OffsetDateTime) -
         }
         Some(_) => {}
     }
-    conn.execute("UPDATE intermediates SET revoked_at = ?2 WHERE fingerprint = ?1", params![fingerprint, at.unix_timestamp()])
-        .map_err(sql_err)?;
+    conn.execute(
+        "UPDATE intermediates SET revoked_at = ?2 WHERE fingerprint = ?1",
+        params![fingerprint, at.unix_timestamp()],
+    )
+    .map_err(sql_err)?;
     bump_epoch(conn)?;
     conn.query_row(&select, [fingerprint], from_row).map_err(sql_err)?
 }

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial,
+    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
+    Serial,
 };
 use crate::store::page_token::{self, Backend};
 use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store, errors};

@@ -1,0 +1,279 @@
+//! The CA root key outside the process: in AWS KMS (moto's server) and on a PKCS#11 token (SoftHSM2). Each test
+//! bootstraps and serves with the key there, issues over mTLS, and checks with openssl that the leaf chains through
+//! the replica's in-memory intermediate to the root. With `PRINCIPALD_TEST_STORE=dynamodb` the store is DynamoDB Local.
+
+mod common;
+
+use std::process::Command;
+
+use common::TestServer;
+use common::signers::{kms_key_uri, pkcs11_key_uri, pkcs11_tool_args};
+use principald::client::Credentials;
+use principald::proto as pb;
+use tonic::Code;
+
+/// Splits PEM text into its certificates (each with its END line).
+fn pems(text: &str) -> Vec<String> {
+    text.split_inclusive("-----END CERTIFICATE-----\n").filter(|p| p.contains("BEGIN")).map(str::to_owned).collect()
+}
+
+/// `openssl verify` of `leaf` against `root` only, with `untrusted` intermediates; (accepted, output).
+fn openssl_verify(root: &str, untrusted: Option<&str>, leaf: &str) -> (bool, String) {
+    let (_d1, root) = common::temp_file("root.pem", root);
+    let (_d2, leaf) = common::temp_file("leaf.pem", leaf);
+    let mut command = Command::new("openssl");
+    command.args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"]).arg(&root);
+    let _d3 = untrusted.map(|pem| {
+        let (dir, path) = common::temp_file("intermediate.pem", pem);
+        command.arg("-untrusted").arg(&path);
+        dir
+    });
+    let out = command.arg(&leaf).output().expect("openssl is installed");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success() && text.contains(": OK"), text)
+}
+
+fn openssl_text(pem: &str) -> String {
+    let (_d, path) = common::temp_file("c.pem", pem);
+    let out = Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn issue(server: &TestServer, id: &str) -> (pb::IssueCertificateResponse, String) {
+    let (key, csr) = common::key_and_csr();
+    let issued = server
+        .admin()
+        .await
+        .issue_certificate(pb::IssueCertificateRequest {
+            principal_id: id.into(),
+            csr: csr.into_bytes(),
+            validity_seconds: 0,
+        })
+        .await
+        .expect("issue over mTLS")
+        .into_inner();
+    (issued, key.serialize_pem())
+}
+
+async fn who_am_i(server: &TestServer, credentials: &Credentials) -> Result<pb::WhoAmIResponse, tonic::Status> {
+    let channel =
+        principald::client::endpoint(&server.url, credentials).unwrap().connect().await.expect("TLS connects");
+    pb::principal_service_client::PrincipalServiceClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Bootstrap and serve with `uri`, issue over mTLS, verify the chain with openssl, authenticate with it (and with the
+/// leaf alone), find the intermediate recorded, revoke it, and see the replica move to a new one.
+async fn end_to_end(uri: &str) {
+    let server = TestServer::start_with(&["--ca-key", uri, "--replica-id", "replica-a"]).await;
+    assert!(!server.data_dir.join("ca.key").exists(), "the root key never touches the data dir");
+    let root = std::fs::read_to_string(server.data_dir.join("ca.pem")).unwrap();
+    assert!(openssl_text(&root).contains("CA:TRUE, pathlen:1"), "a root that signs intermediates");
+
+    server
+        .admin()
+        .await
+        .create_principal(pb::CreatePrincipalRequest {
+            id: "w1".into(),
+            r#type: pb::PrincipalType::Worker.into(),
+            description: String::new(),
+            email: None,
+        })
+        .await
+        .unwrap();
+    let (issued, key_pem) = issue(&server, "w1").await;
+    let chain = pems(&issued.ca_chain_pem);
+    assert_eq!(chain.len(), 2, "issuer chain: intermediate, then root");
+    assert_eq!(chain[1], root, "the chain ends at the root clients trust");
+    let intermediate = &chain[0];
+    let text = openssl_text(intermediate);
+    assert!(text.contains("CA:TRUE, pathlen:0") && text.contains("replica-a"), "{text}");
+    assert_eq!(issued.certificate_chain_pem, format!("{}{intermediate}", issued.certificate_pem));
+
+    let (ok, out) = openssl_verify(&root, Some(intermediate), &issued.certificate_pem);
+    assert!(ok, "leaf -> replica intermediate -> root: {out}");
+    let (ok, out) = openssl_verify(&root, None, &issued.certificate_pem);
+    assert!(!ok, "the root did not sign the leaf itself: {out}");
+
+    // Authenticates with the chain, and with the leaf alone (the server completes the chain).
+    let chained =
+        Credentials { ca_pem: root.clone(), cert_pem: issued.certificate_chain_pem.clone(), key_pem: key_pem.clone() };
+    let leaf_only = Credentials { ca_pem: root.clone(), cert_pem: issued.certificate_pem.clone(), key_pem };
+    assert_eq!(who_am_i(&server, &chained).await.unwrap().principal_id, "w1");
+    assert_eq!(who_am_i(&server, &leaf_only).await.unwrap().principal_id, "w1");
+
+    // The chain is on record: which replica's intermediate signed what.
+    let mut admin = server.admin().await;
+    let listed = admin.list_intermediates(pb::ListIntermediatesRequest::default()).await.unwrap().into_inner();
+    let certificate = issued.certificate.clone().unwrap();
+    let recorded = listed.intermediates.iter().find(|i| i.sha256_fingerprint == certificate.issuer_sha256_fingerprint);
+    let recorded = recorded.expect("the issuing intermediate is recorded");
+    assert_eq!(recorded.replica, "replica-a");
+    assert_eq!(recorded.certificate_pem, *intermediate);
+
+    // A compromised replica's intermediate is revoked: what it signed stops working, the replica moves on.
+    let revoked = admin
+        .revoke_intermediate(pb::RevokeIntermediateRequest { sha256_fingerprint: recorded.sha256_fingerprint.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoke_time.is_some());
+    let refused = who_am_i(&server, &chained).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let again = admin
+        .revoke_intermediate(pb::RevokeIntermediateRequest { sha256_fingerprint: recorded.sha256_fingerprint.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let fresh = loop {
+        match server
+            .admin()
+            .await
+            .issue_certificate(pb::IssueCertificateRequest {
+                principal_id: "w1".into(),
+                csr: common::key_and_csr().1.into_bytes(),
+                validity_seconds: 0,
+            })
+            .await
+        {
+            Ok(issued) => break issued.into_inner(),
+            Err(status) if status.code() == Code::Unavailable && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("no issuance after the intermediate was revoked: {status:?}"),
+        }
+    };
+    let new_issuer = fresh.certificate.unwrap().issuer_sha256_fingerprint;
+    assert_ne!(new_issuer, recorded.sha256_fingerprint, "a new intermediate signs");
+    let new_chain = pems(&fresh.ca_chain_pem);
+    let (ok, out) = openssl_verify(&root, Some(&new_chain[0]), &fresh.certificate_pem);
+    assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_rooted_issuance_chains_through_the_replica_intermediate() {
+    let Some(uri) = kms_key_uri() else { return };
+    end_to_end(&uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsm_rooted_issuance_chains_through_the_replica_intermediate() {
+    let Some(uri) = pkcs11_key_uri() else { return };
+    end_to_end(&uri).await;
+}
+
+/// A second replica with the same key and store but an empty data dir adopts the CA from the store, signs its own
+/// intermediate, and certificates it issues authenticate at the first replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_the_kms_key_joins_from_the_store_alone() {
+    let Some(uri) = kms_key_uri() else { return };
+    let a = TestServer::start_with(&["--ca-key", &uri, "--replica-id", "replica-a"]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = common::serve_config(&tmp.path().join("b"), &["--ca-key", &uri, "--replica-id", "replica-b"]);
+    config.store = a.config().store.clone();
+    config.bootstrap.store = a.config().store.clone();
+    let running = principald::server::start(config.clone()).await.expect("replica b starts from the store");
+    assert!(running.bootstrapped_profile.is_none(), "no second bootstrap");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("b/ca.pem")).unwrap(),
+        std::fs::read_to_string(a.data_dir.join("ca.pem")).unwrap(),
+        "one CA"
+    );
+    // Replica b issues (admin credentials from a work at b: same root).
+    let b_url = format!("https://127.0.0.1:{}", running.grpc_addr.port());
+    let channel = principald::client::endpoint(&b_url, &a.admin).unwrap().connect().await.unwrap();
+    let mut b_admin = pb::principal_service_client::PrincipalServiceClient::new(channel);
+    b_admin
+        .create_principal(pb::CreatePrincipalRequest {
+            id: "w2".into(),
+            r#type: pb::PrincipalType::Worker.into(),
+            description: String::new(),
+            email: None,
+        })
+        .await
+        .unwrap();
+    let (key, csr) = common::key_and_csr();
+    let issued = b_admin
+        .issue_certificate(pb::IssueCertificateRequest {
+            principal_id: "w2".into(),
+            csr: csr.into_bytes(),
+            validity_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(openssl_text(&pems(&issued.ca_chain_pem)[0]).contains("replica-b"));
+    let credentials =
+        Credentials { ca_pem: a.ca_pem(), cert_pem: issued.certificate_chain_pem, key_pem: key.serialize_pem() };
+    assert_eq!(who_am_i(&a, &credentials).await.unwrap().principal_id, "w2", "b's certificate works at a");
+    running.shutdown().await;
+}
+
+/// Two bootstraps of one empty store with one KMS alias, at once: one key, one CA certificate, both succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bootstraps_with_one_kms_alias_agree_on_one_ca() {
+    let Some(uri) = kms_key_uri() else { return };
+    principald::install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let store_config = if common::dynamo::e2e_on_dynamodb() {
+        principald::store::StoreConfig::Dynamodb(common::dynamo::fresh_config().await.unwrap())
+    } else {
+        common::serve_config(&tmp.path().join("a"), &[]).store
+    };
+    let store = store_config.open().await.unwrap();
+    let configs: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let mut config = common::serve_config(&tmp.path().join(name), &["--ca-key", &uri]).bootstrap;
+            config.admin_id = format!("admin-{name}").parse().unwrap();
+            config
+        })
+        .collect();
+    let (a, b) = tokio::join!(
+        principald::bootstrap::run(&configs[0], store.clone()),
+        principald::bootstrap::run(&configs[1], store.clone())
+    );
+    a.expect("bootstrap a");
+    b.expect("bootstrap b");
+    let ca_a = std::fs::read_to_string(tmp.path().join("a/ca.pem")).unwrap();
+    assert_eq!(ca_a, std::fs::read_to_string(tmp.path().join("b/ca.pem")).unwrap(), "one CA certificate");
+    // Idempotent: again changes nothing.
+    let again = principald::bootstrap::run(&configs[0], store.clone()).await.unwrap();
+    assert!(again.created.is_empty(), "{:?}", again.created);
+    assert_eq!(std::fs::read_to_string(tmp.path().join("a/ca.pem")).unwrap(), ca_a);
+}
+
+/// An HSM key made by the operator's own tools (opensc's pkcs11-tool) is adopted, not duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_adopts_a_key_generated_on_the_token() {
+    let Some(uri) = pkcs11_key_uri() else { return };
+    let label = uri.split("object=").nth(1).unwrap().split('?').next().unwrap().to_owned();
+    let out = Command::new("pkcs11-tool")
+        .args(pkcs11_tool_args())
+        .args(["--keypairgen", "--key-type", "EC:prime256v1", "--id", "01", "--label", &label])
+        .output()
+        .expect("pkcs11-tool (opensc) is installed");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let server = TestServer::start_with(&["--ca-key", &uri]).await;
+    server.admin().await.who_am_i(pb::WhoAmIRequest {}).await.expect("admin works");
+    let listing = Command::new("pkcs11-tool")
+        .args(pkcs11_tool_args())
+        .args(["--list-objects", "--type", "privkey"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(listing.matches(&format!("label:      {label}")).count(), 1, "one key with the label: {listing}");
+    // The root certificate is for that key: the token's public key is the certificate's.
+    let out = Command::new("pkcs11-tool")
+        .args(pkcs11_tool_args())
+        .args(["--read-object", "--type", "pubkey", "--label", &label])
+        .output()
+        .unwrap();
+    let root = std::fs::read_to_string(server.data_dir.join("ca.pem")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from(pem::parse(root).unwrap().into_contents());
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_eq!(out.stdout, cert.public_key().raw, "the CA certificate holds the token's key");
+}
