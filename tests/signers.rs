@@ -277,3 +277,57 @@ async fn bootstrap_adopts_a_key_generated_on_the_token() {
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     assert_eq!(out.stdout, cert.public_key().raw, "the CA certificate holds the token's key");
 }
+
+async fn principalctl(profile: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_principalctl"));
+    command
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("PRINCIPALCTL_PROFILE")
+        .env_remove("PRINCIPALCTL_SERVER");
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The operator's and the worker's commands with an HSM-rooted CA: a profile presents leaf + intermediate and trusts
+/// the root only; renewal keeps that shape; `ca intermediates` / `ca revoke-intermediate` work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principalctl_profiles_carry_the_chain_and_trust_the_root_only() {
+    let Some(uri) = pkcs11_key_uri() else { return };
+    let server = TestServer::start_with(&["--ca-key", &uri, "--replica-id", "replica-a"]).await;
+    let admin = server.data_dir.join("profiles/admin");
+    let work = tempfile::tempdir().unwrap();
+    let worker = work.path().join("w1");
+    let root = std::fs::read_to_string(server.data_dir.join("ca.pem")).unwrap();
+    assert!(principalctl(&admin, &["principal", "create", "w1", "--type", "worker"]).await.0);
+    let (ok, out) = principalctl(&admin, &["cert", "issue", "w1", "--out", worker.to_str().unwrap()]).await;
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read_to_string(worker.join("ca.pem")).unwrap(), root, "the profile trusts the root only");
+    for step in ["issued", "renewed"] {
+        let profile: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(worker.join("profile.json")).unwrap()).unwrap();
+        let chain = std::fs::read_to_string(worker.join(profile["cert"].as_str().unwrap())).unwrap();
+        let certs = pems(&chain);
+        assert_eq!(certs.len(), 2, "{step}: the profile presents leaf + intermediate");
+        let (ok, out) = openssl_verify(&root, Some(&certs[1]), &certs[0]);
+        assert!(ok, "{step}: {out}");
+        let (ok, out) = principalctl(&worker, &["whoami"]).await;
+        assert!(ok && out.contains("w1"), "{step}: {out}");
+        if step == "issued" {
+            let (ok, out) = principalctl(&worker, &["cert", "renew"]).await;
+            assert!(ok, "{out}");
+        }
+    }
+    let (ok, out) = principalctl(&admin, &["-o", "json", "ca", "intermediates"]).await;
+    assert!(ok, "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let fingerprint = listed[0]["sha256_fingerprint"].as_str().unwrap().to_owned();
+    assert_eq!(listed[0]["replica"], "replica-a");
+    let (ok, out) = principalctl(&admin, &["ca", "revoke-intermediate", &fingerprint]).await;
+    assert!(ok && out.contains("revoked intermediate"), "{out}");
+    let (ok, out) = principalctl(&worker, &["whoami"]).await;
+    assert!(!ok, "a certificate of the revoked intermediate is refused: {out}");
+    let (ok, out) = principalctl(&admin, &["ca", "revoke-intermediate", "not-a-fingerprint"]).await;
+    assert!(!ok && out.contains("64 hex digits"), "{out}");
+}

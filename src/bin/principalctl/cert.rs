@@ -183,8 +183,8 @@ async fn issue(
             .map_err(|e| e.to_string())
     };
     write("key.pem", &key.serialize_pem(), true)?;
-    write("cert.pem", &issued.certificate_pem, false)?;
-    write("ca.pem", &issued.ca_chain_pem, false)?;
+    write("cert.pem", presented_chain(&issued), false)?;
+    write("ca.pem", root_of(&issued.ca_chain_pem), false)?;
     let file = ProfileFile {
         server: ctx.server.clone(),
         ca_cert: "ca.pem".into(),
@@ -282,13 +282,13 @@ async fn renew_once(
         message: rpc::explain(server, &status),
     })?;
     let issued = issued.into_inner();
-    let certificate = issued.certificate.unwrap_or_default();
+    let certificate = issued.certificate.clone().unwrap_or_default();
     let tag: String = certificate.serial.chars().take(16).collect();
     let (cert_name, key_name) = (format!("cert-{tag}.pem"), format!("key-{tag}.pem"));
     let io = |e: principald::error::Error| RenewError { message: e.to_string(), permanent: true };
     files::write_private(&dir.join(&key_name), key.serialize_pem().as_bytes()).map_err(io)?;
-    files::write_public(&dir.join(&cert_name), issued.certificate_pem.as_bytes()).map_err(io)?;
-    files::write_public(&profile.ca_cert_path(), issued.ca_chain_pem.as_bytes()).map_err(io)?;
+    files::write_public(&dir.join(&cert_name), presented_chain(&issued).as_bytes()).map_err(io)?;
+    files::write_public(&profile.ca_cert_path(), root_of(&issued.ca_chain_pem).as_bytes()).map_err(io)?;
     let file = ProfileFile { cert: cert_name, key: key_name, ..profile.file.clone() };
     Profile::save(dir, &file).map_err(io)?;
     let _ = std::fs::remove_file(dir.join(PENDING_KEY));
@@ -378,4 +378,15 @@ fn serial_of(path: &Path) -> Result<String, String> {
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// What the profile presents in TLS: the leaf and its intermediate (servers before intermediates send the leaf only).
+fn presented_chain(issued: &pb::IssueCertificateResponse) -> &str {
+    if issued.certificate_chain_pem.is_empty() { &issued.certificate_pem } else { &issued.certificate_chain_pem }
+}
+
+/// The root, the last certificate of an issuer chain: the only certificate a profile trusts.
+fn root_of(chain: &str) -> &str {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    chain.rfind(BEGIN).map_or(chain, |at| &chain[at..])
 }

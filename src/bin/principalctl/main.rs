@@ -1,6 +1,7 @@
 //! principalctl: the command line for principald. Operators manage principals and certificates; every principal can
 //! check who it is and renew its own certificate (once, from cron, or continuously with `--watch`).
 
+mod ca;
 mod cert;
 mod output;
 mod principal;
@@ -39,6 +40,9 @@ enum Command {
     /// Issue, renew, inspect and revoke certificates.
     #[command(subcommand)]
     Cert(cert::Command),
+    /// Inspect and revoke the replica intermediates that sign certificates.
+    #[command(subcommand)]
+    Ca(ca::Command),
 }
 
 fn main() -> ExitCode {
@@ -71,5 +75,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Principal(command) => principal::run(&ctx, command).await,
         Command::Cert(command) => cert::run(&ctx, command).await,
+        Command::Ca(command) => ca::run(&ctx, command).await,
     }
 }

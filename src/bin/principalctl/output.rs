@@ -71,6 +71,7 @@ pub fn certificate_json(c: &pb::Certificate) -> Value {
         "not_before": time(&c.not_before),
         "not_after": time(&c.not_after),
         "sha256_fingerprint": c.sha256_fingerprint,
+        "issuer_sha256_fingerprint": c.issuer_sha256_fingerprint,
         "revoke_time": if revoked { Value::from(time(&c.revoke_time)) } else { Value::Null },
         "revocation_reason": if revoked { Value::from(revocation_reason(c.revocation_reason)) } else { Value::Null },
     })

@@ -156,8 +156,7 @@ impl Signer for KmsKey {
             .message_type(MessageType::Raw)
             .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
             .send();
-        let answer =
-            off_runtime(|| self.runtime.block_on(request).map_err(|e| unavailable(&self.key_id, "Sign", e)))?;
+        let answer = off_runtime(|| self.runtime.block_on(request).map_err(|e| unavailable(&self.key_id, "Sign", e)))?;
         answer
             .signature()
             .map(|s| s.as_ref().to_vec())
