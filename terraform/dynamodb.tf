@@ -1,0 +1,105 @@
+# The tables of migrations/dynamodb, one to one (tests/terraform.rs compares them): keys, attributes, indexes and TTL.
+# principald finds them by prefix: PRINCIPALD_DYNAMODB_TABLE_PREFIX = "NAME-".
+
+resource "aws_dynamodb_table" "principals" {
+  name                        = "${var.name}-principals"
+  billing_mode                = "PAY_PER_REQUEST"
+  hash_key                    = "id"
+  deletion_protection_enabled = var.deletion_protection
+
+  attribute {
+    name = "id"
+    type = "S"
+  }
+
+  attribute {
+    name = "type_shard"
+    type = "S"
+  }
+
+  global_secondary_index {
+    name            = "by_type_shard"
+    hash_key        = "type_shard"
+    range_key       = "id"
+    projection_type = "ALL"
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = aws_kms_key.data.arn
+  }
+
+  tags = var.tags
+}
+
+resource "aws_dynamodb_table" "certificates" {
+  name                        = "${var.name}-certificates"
+  billing_mode                = "PAY_PER_REQUEST"
+  hash_key                    = "serial"
+  deletion_protection_enabled = var.deletion_protection
+
+  attribute {
+    name = "serial"
+    type = "S"
+  }
+
+  attribute {
+    name = "principal_id"
+    type = "S"
+  }
+
+  attribute {
+    name = "issued_key"
+    type = "S"
+  }
+
+  global_secondary_index {
+    name            = "by_principal"
+    hash_key        = "principal_id"
+    range_key       = "issued_key"
+    projection_type = "ALL"
+  }
+
+  ttl {
+    attribute_name = "expires_at"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = aws_kms_key.data.arn
+  }
+
+  tags = var.tags
+}
+
+resource "aws_dynamodb_table" "meta" {
+  name                        = "${var.name}-meta"
+  billing_mode                = "PAY_PER_REQUEST"
+  hash_key                    = "key"
+  deletion_protection_enabled = var.deletion_protection
+
+  attribute {
+    name = "key"
+    type = "S"
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = aws_kms_key.data.arn
+  }
+
+  tags = var.tags
+}

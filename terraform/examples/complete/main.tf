@@ -1,0 +1,79 @@
+# A deployment into an existing VPC: three replicas behind an internal NLB, the CA key in KMS, DynamoDB tables.
+#
+#   terraform init && terraform apply -var vpc_id=vpc-... -var 'private_subnet_ids=["subnet-a","subnet-b"]' \
+#     -var 'client_cidrs=["10.0.0.0/8"]' -var image=111122223333.dkr.ecr.eu-west-1.amazonaws.com/principald:1.0.0
+
+terraform {
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.40"
+    }
+  }
+}
+
+provider "aws" {
+  region = var.region
+}
+
+variable "region" {
+  description = "AWS region of the deployment."
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "vpc_id" {
+  description = "The existing VPC."
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Private subnets, at least two availability zones."
+  type        = list(string)
+}
+
+variable "client_cidrs" {
+  description = "Networks of workers and operators."
+  type        = list(string)
+}
+
+variable "image" {
+  description = "principald image in ECR."
+  type        = string
+}
+
+module "principald" {
+  source = "../.."
+
+  name                     = "principald"
+  vpc_id                   = var.vpc_id
+  private_subnet_ids       = var.private_subnet_ids
+  load_balancer_subnet_ids = var.private_subnet_ids
+  internal                 = true
+  client_cidrs             = var.client_cidrs
+  image                    = var.image
+  replicas                 = 3
+  cert_validity            = "worker=24h,service=7d,user=8h"
+  server_names             = ["principald.internal.example.com"]
+
+  tags = {
+    service = "principald"
+  }
+}
+
+output "endpoint" {
+  description = "Where principalctl profiles point."
+  value       = module.principald.endpoint
+}
+
+output "ca_key_uri" {
+  description = "Pass to `principald bootstrap --ca-key`."
+  value       = module.principald.ca_key_uri
+}
+
+output "table_prefix" {
+  description = "Pass to `principald bootstrap --dynamodb-table-prefix`."
+  value       = module.principald.table_prefix
+}

@@ -1,0 +1,103 @@
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
+  }
+}
+
+# What principald itself may do, and nothing more. tests/terraform.rs checks that the DynamoDB and KMS actions here are
+# exactly the calls the code makes while serving (table creation and key creation are `migrate` / `bootstrap` work
+# that Terraform does instead).
+resource "aws_iam_role" "task" {
+  name               = "${var.name}-task"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = var.tags
+}
+
+locals {
+  tables = [aws_dynamodb_table.principals.arn, aws_dynamodb_table.certificates.arn, aws_dynamodb_table.meta.arn]
+}
+
+data "aws_iam_policy_document" "task" {
+  statement {
+    sid = "Tables"
+    actions = [
+      "dynamodb:ConditionCheckItem",
+      "dynamodb:DescribeTable",
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:Scan",
+      "dynamodb:TransactWriteItems",
+      "dynamodb:UpdateItem",
+    ]
+    resources = local.tables
+  }
+
+  statement {
+    sid       = "Indexes"
+    actions   = ["dynamodb:Query"]
+    resources = [for table in local.tables : "${table}/index/*"]
+  }
+
+  statement {
+    sid       = "SignWithTheCaKey"
+    actions   = ["kms:Sign"]
+    resources = [aws_kms_key.ca.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:SigningAlgorithm"
+      values   = ["ECDSA_SHA_256"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "kms:MessageType"
+      values   = ["RAW"]
+    }
+  }
+
+  statement {
+    sid       = "ReadTheCaKey"
+    actions   = ["kms:DescribeKey", "kms:GetPublicKey"]
+    resources = [aws_kms_key.ca.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "task" {
+  name   = "principald"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task.json
+}
+
+# What ECS needs to start the task: pull the image, write logs, read the configured secrets.
+resource "aws_iam_role" "execution" {
+  name               = "${var.name}-execution"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  role       = aws_iam_role.execution.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+data "aws_iam_policy_document" "execution_secrets" {
+  statement {
+    sid       = "ReadConfiguredSecrets"
+    actions   = ["ssm:GetParameters", "secretsmanager:GetSecretValue"]
+    resources = length(var.secrets) > 0 ? values(var.secrets) : ["arn:${data.aws_partition.current.partition}:ssm:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:parameter/${var.name}/*"]
+  }
+}
+
+resource "aws_iam_role_policy" "execution_secrets" {
+  name   = "secrets"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution_secrets.json
+}

@@ -1,0 +1,118 @@
+# Clients -> NLB (TCP, TLS passthrough) -> replicas. An NLB or ALB *TLS* listener would terminate TLS and principald
+# would never see the client certificate it authenticates by: the listener must be TCP.
+
+resource "aws_security_group" "nlb" {
+  name        = "${var.name}-nlb"
+  description = "principald NLB: the gRPC listener, from client networks"
+  vpc_id      = var.vpc_id
+  tags        = var.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "nlb_clients" {
+  for_each          = toset(var.client_cidrs)
+  security_group_id = aws_security_group.nlb.id
+  description       = "gRPC over mTLS from ${each.value}"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.listener_port
+  to_port           = var.listener_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "nlb_grpc" {
+  security_group_id            = aws_security_group.nlb.id
+  description                  = "to the replicas' gRPC port"
+  referenced_security_group_id = aws_security_group.service.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.grpc_port
+  to_port                      = var.grpc_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "nlb_health" {
+  security_group_id            = aws_security_group.nlb.id
+  description                  = "health checks to the replicas' /readyz"
+  referenced_security_group_id = aws_security_group.service.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.health_port
+  to_port                      = var.health_port
+}
+
+resource "aws_security_group" "service" {
+  name        = "${var.name}-service"
+  description = "principald replicas: gRPC from the NLB (carrying clients), health from the NLB only"
+  vpc_id      = var.vpc_id
+  tags        = var.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "service_grpc" {
+  security_group_id            = aws_security_group.service.id
+  description                  = "gRPC over mTLS from clients, through the NLB"
+  referenced_security_group_id = aws_security_group.nlb.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.grpc_port
+  to_port                      = var.grpc_port
+}
+
+resource "aws_vpc_security_group_ingress_rule" "service_health" {
+  security_group_id            = aws_security_group.service.id
+  description                  = "plain-HTTP health checks from the NLB only"
+  referenced_security_group_id = aws_security_group.nlb.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.health_port
+  to_port                      = var.health_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "service_https" {
+  security_group_id = aws_security_group.service.id
+  description       = "HTTPS to AWS APIs (DynamoDB, KMS, ECR, CloudWatch Logs) via NAT or VPC endpoints"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_lb" "this" {
+  #checkov:skip=CKV_AWS_91:NLB access logs cover TLS listeners only; with TCP passthrough principald logs every refused connection and request itself
+  name                             = var.name
+  load_balancer_type               = "network"
+  internal                         = var.internal
+  subnets                          = var.load_balancer_subnet_ids
+  security_groups                  = [aws_security_group.nlb.id]
+  enable_cross_zone_load_balancing = true
+  enable_deletion_protection       = var.deletion_protection
+  tags                             = var.tags
+}
+
+resource "aws_lb_target_group" "grpc" {
+  name                 = "${var.name}-grpc"
+  port                 = var.grpc_port
+  protocol             = "TCP"
+  target_type          = "ip"
+  vpc_id               = var.vpc_id
+  deregistration_delay = 30
+
+  health_check {
+    protocol            = "HTTP"
+    port                = tostring(var.health_port)
+    path                = "/readyz"
+    matcher             = "200"
+    interval            = 10
+    healthy_threshold   = 2
+    unhealthy_threshold = 2
+  }
+
+  tags = var.tags
+}
+
+# TCP passthrough on purpose: principald terminates TLS itself and authenticates by the client certificate.
+resource "aws_lb_listener" "grpc" {
+  load_balancer_arn = aws_lb.this.arn
+  port              = var.listener_port
+  protocol          = "TCP"
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.grpc.arn
+  }
+
+  tags = var.tags
+}

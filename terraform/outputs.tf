@@ -1,0 +1,44 @@
+output "endpoint" {
+  description = "What clients and principalctl profiles connect to: https://NLB_DNS_NAME:LISTENER_PORT."
+  value       = "https://${aws_lb.this.dns_name}:${var.listener_port}"
+}
+
+output "nlb_dns_name" {
+  description = "DNS name of the network load balancer (point a Route 53 alias at it and add the name to server_names)."
+  value       = aws_lb.this.dns_name
+}
+
+output "ca_key_uri" {
+  description = "The CA key as principald names it (PRINCIPALD_CA_KEY): use it for `principald bootstrap`."
+  value       = local.ca_key_uri
+}
+
+output "ca_key_arn" {
+  description = "ARN of the KMS key holding the CA root."
+  value       = aws_kms_key.ca.arn
+}
+
+output "table_prefix" {
+  description = "PRINCIPALD_DYNAMODB_TABLE_PREFIX of this deployment."
+  value       = "${var.name}-"
+}
+
+output "table_arns" {
+  description = "ARNs of the principals, certificates and meta tables."
+  value       = local.tables
+}
+
+output "task_role_arn" {
+  description = "The replicas' IAM role (least privilege: the tables and the CA key only)."
+  value       = aws_iam_role.task.arn
+}
+
+output "service_security_group_id" {
+  description = "Security group of the replicas."
+  value       = aws_security_group.service.id
+}
+
+output "log_group" {
+  description = "CloudWatch log group of the replicas."
+  value       = aws_cloudwatch_log_group.this.name
+}

@@ -1,0 +1,131 @@
+variable "name" {
+  description = "Name of the deployment: prefix of every resource and of the DynamoDB tables (NAME-principals, ...)."
+  type        = string
+  default     = "principald"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}$", var.name))
+    error_message = "name: 2-31 characters, lowercase letters, digits and '-', starting with a letter."
+  }
+}
+
+variable "vpc_id" {
+  description = "The existing VPC to deploy into."
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Subnets of the replicas (private; they reach DynamoDB and KMS through NAT or VPC endpoints)."
+  type        = list(string)
+}
+
+variable "load_balancer_subnet_ids" {
+  description = "Subnets of the network load balancer (public ones for an internet-facing NLB)."
+  type        = list(string)
+}
+
+variable "internal" {
+  description = "Whether the NLB is internal (reachable from inside the VPC and peered networks only)."
+  type        = bool
+  default     = true
+}
+
+variable "client_cidrs" {
+  description = "Networks allowed to reach the gRPC port through the NLB (workers, operators)."
+  type        = list(string)
+}
+
+variable "image" {
+  description = "principald container image (built from the repository's Dockerfile), e.g. ECR_URL:TAG."
+  type        = string
+}
+
+variable "replicas" {
+  description = "Number of ECS tasks. Each signs with its own in-memory intermediate."
+  type        = number
+  default     = 3
+}
+
+variable "cpu" {
+  description = "Fargate CPU units per task."
+  type        = number
+  default     = 1024
+}
+
+variable "memory" {
+  description = "Fargate memory (MiB) per task."
+  type        = number
+  default     = 2048
+}
+
+variable "listener_port" {
+  description = "Port of the NLB's TCP listener that clients connect to."
+  type        = number
+  default     = 443
+}
+
+variable "grpc_port" {
+  description = "principald's gRPC mTLS port in the task."
+  type        = number
+  default     = 8443
+}
+
+variable "health_port" {
+  description = "principald's plain-HTTP health port in the task (/healthz, /readyz)."
+  type        = number
+  default     = 8080
+}
+
+variable "server_names" {
+  description = "Extra DNS names in the replicas' server certificates (a Route 53 name in front of the NLB). The NLB's DNS name is always included."
+  type        = list(string)
+  default     = []
+}
+
+variable "cert_validity" {
+  description = "Client certificate validity per type, as principald's --cert-validity (e.g. \"worker=24h,user=8h\"); empty for the default 30 days."
+  type        = string
+  default     = ""
+}
+
+variable "intermediate_lifetime" {
+  description = "Signing window of each replica's in-memory intermediate (replaced at 2/3 of it)."
+  type        = string
+  default     = "24h"
+}
+
+variable "secrets" {
+  description = "Extra environment variables for principald from SSM Parameter Store or Secrets Manager: name => parameter or secret ARN (e.g. PRINCIPALD_PERMISSIONS_FILE contents are not secrets; a PKCS#11 PIN is)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "log_retention_days" {
+  description = "Retention of the replicas' CloudWatch logs."
+  type        = number
+  default     = 365
+}
+
+variable "deletion_protection" {
+  description = "Protect the tables and the NLB from deletion (turn off only to tear down a test deployment)."
+  type        = bool
+  default     = true
+}
+
+variable "ca_key_deletion_window_days" {
+  description = "Waiting period before a scheduled deletion of the CA key takes effect."
+  type        = number
+  default     = 30
+}
+
+variable "ca_key_administrators" {
+  description = "IAM principal ARNs allowed to administer the CA key (not to sign with it). Empty: the account root."
+  type        = list(string)
+  default     = []
+}
+
+variable "tags" {
+  description = "Tags for every resource."
+  type        = map(string)
+  default     = {}
+}
