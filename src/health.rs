@@ -151,6 +151,12 @@ async fn check(store: &dyn Store, ca: &CertificateAuthority, server_cert: &Serve
     if server_cert.not_after() <= now {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: server certificate expired\n");
     }
+    if ca.issuing().not_after <= now {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: issuing intermediate expired (the CA key is unreachable)\n",
+        );
+    }
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
         Ok(Err(error)) => {

@@ -20,8 +20,14 @@ use crate::server_cert::ServerCertificate;
 use crate::store::Store;
 use crate::tls::KnownIntermediates;
 
-/// How often the keeper checks for a due or revoked intermediate and refreshes the known intermediates.
+/// How often the keeper checks whether its intermediate is due or revoked (in memory: the revoked set is kept current
+/// by the revocation follower).
 const CHECK_EVERY: Duration = Duration::from_secs(10);
+/// How often the list of every replica's intermediates is re-read (a Scan of the small meta table on DynamoDB), and
+/// long-expired records are pruned.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// Intermediate records are kept as long as the certificates they signed: this long after they expire.
+const RETENTION: time::Duration = crate::store::dynamodb::items::EXPIRED_RETENTION;
 
 /// The replica's CA, with a first intermediate recorded in the store.
 pub async fn start(config: &ServeConfig, store: &Arc<dyn Store>, dir: &DataDir) -> Result<Arc<CertificateAuthority>> {
@@ -64,9 +70,18 @@ pub struct Keeper {
 impl Keeper {
     /// Refreshes the known intermediates once (call before serving), then keeps going until `shutdown`.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut refreshed: Option<std::time::Instant> = None;
         loop {
-            if let Err(error) = self.refresh().await {
-                tracing::warn!(%error, "cannot refresh the issuing intermediates; will retry");
+            if refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY) {
+                match self.refresh().await {
+                    Ok(()) => refreshed = Some(std::time::Instant::now()),
+                    Err(error) => tracing::warn!(%error, "cannot refresh the issuing intermediates; will retry"),
+                }
+                match self.store.forget_intermediates(now() - RETENTION).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "forgot intermediates expired past retention"),
+                    Err(error) => tracing::debug!(%error, "cannot prune expired intermediates; will retry"),
+                }
             }
             if let Err(error) = self.rotate_if_due().await {
                 tracing::warn!(%error, "cannot replace the issuing intermediate; the current one stays in use");

@@ -17,7 +17,7 @@ resource "aws_cloudwatch_log_group" "this" {
 }
 
 locals {
-  data_dir = "/var/lib/principald"
+  data_dir = "/var/lib/principald/data"
   environment = {
     PRINCIPALD_STORE                  = "dynamodb"
     PRINCIPALD_DYNAMODB_TABLE_PREFIX  = "${var.name}-"

@@ -31,6 +31,7 @@ data "aws_iam_policy_document" "task" {
     sid = "Tables"
     actions = [
       "dynamodb:ConditionCheckItem",
+      "dynamodb:DeleteItem",
       "dynamodb:DescribeTable",
       "dynamodb:GetItem",
       "dynamodb:PutItem",

@@ -132,14 +132,7 @@ impl Authenticator {
     /// Re-reads which issuing intermediates are revoked. Call before dropping the cache after an intermediate was
     /// revoked ([`RevocationFollower`](crate::auth::RevocationFollower) does, whenever the epoch moves).
     pub async fn refresh_revoked_issuers(&self) -> Result<()> {
-        let revoked = self
-            .store
-            .list_intermediates()
-            .await?
-            .into_iter()
-            .filter(|i| i.revoked_at.is_some())
-            .map(|i| i.fingerprint)
-            .collect();
+        let revoked = self.store.revoked_intermediates().await?.into_iter().collect();
         *self.revoked_issuers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(revoked);
         Ok(())
     }

@@ -301,3 +301,46 @@ impl fmt::Debug for CertificateAuthority {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica_ca(lifetime: Duration, longest_leaf: Duration) -> CertificateAuthority {
+        let root =
+            Root::create(crate::pki::signer::in_memory().unwrap(), "test root", Duration::days(3650), true).unwrap();
+        CertificateAuthority::with_intermediate(root, "r1", IntermediatePolicy { lifetime, longest_leaf }).unwrap()
+    }
+
+    #[test]
+    fn an_intermediate_outlives_every_leaf_it_signs_and_is_replaced_at_two_thirds() {
+        let before = now();
+        let ca = replica_ca(Duration::hours(24), Duration::days(30));
+        let issuing = ca.issuing();
+        let record = issuing.record.clone().unwrap();
+        // A leaf signed at the very end of the window still ends before its issuer.
+        assert!(issuing.not_after >= before + Duration::hours(24) + Duration::days(30));
+        assert_eq!(record.not_after, issuing.not_after);
+        let due = issuing.rotate_at.unwrap();
+        assert!(due >= before + Duration::hours(16) && due <= now() + Duration::hours(16));
+        assert!(!ca.rotation_due(due - Duration::seconds(1), |_| false));
+        assert!(ca.rotation_due(due, |_| false));
+        assert!(ca.rotation_due(now(), |fp| fp == record.fingerprint), "a revoked intermediate is replaced at once");
+        let next = ca.next_intermediate().unwrap();
+        assert_ne!(next.fingerprint(), record.fingerprint);
+        ca.install(next);
+        assert_ne!(ca.issuing().fingerprint(), record.fingerprint);
+    }
+
+    #[test]
+    fn an_intermediate_never_outlives_its_root_and_roots_without_path_length_sign_directly() {
+        let root = Root::create(crate::pki::signer::in_memory().unwrap(), "short", Duration::days(2), true).unwrap();
+        let policy = IntermediatePolicy { lifetime: Duration::hours(24), longest_leaf: Duration::days(30) };
+        let ca = CertificateAuthority::with_intermediate(root, "r1", policy).unwrap();
+        assert!(ca.issuing().not_after <= ca.not_after());
+        let leaf_only =
+            Root::create(crate::pki::signer::in_memory().unwrap(), "old", Duration::days(2), false).unwrap();
+        let ca = CertificateAuthority::with_intermediate(leaf_only, "r1", policy).unwrap();
+        assert!(ca.issuing().record.is_none(), "path length 0: the root signs leaves");
+    }
+}

@@ -186,6 +186,14 @@ pub trait Store: Send + Sync + 'static {
     /// and the server forgets none (auditors need them for as long as the certificates they signed are kept).
     async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>>;
 
+    /// Fingerprints of the revoked intermediates: one strongly consistent read of a small record (replicas read it
+    /// whenever the revocation epoch moves).
+    async fn revoked_intermediates(&self) -> Result<std::collections::BTreeSet<String>>;
+
+    /// Deletes the records of intermediates that expired before `expired_before` (every certificate they signed has
+    /// expired and is gone from the store by then); returns how many. Keeps the listing (read by every replica) small.
+    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32>;
+
     /// Revokes an intermediate (every certificate it signed is void from then on) and raises the revocation epoch in
     /// the same write. `NotFound` if unknown, `FailedPrecondition` if already revoked.
     async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord>;

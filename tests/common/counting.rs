@@ -105,6 +105,12 @@ impl Store for CountingStore {
     async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>> {
         self.inner.list_intermediates().await
     }
+    async fn revoked_intermediates(&self) -> Result<std::collections::BTreeSet<String>> {
+        self.inner.revoked_intermediates().await
+    }
+    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32> {
+        self.inner.forget_intermediates(expired_before).await
+    }
     async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
         self.inner.revoke_intermediate(fingerprint, at).await
     }

@@ -11,6 +11,7 @@ mod load;
 mod procs;
 mod report;
 mod revocation;
+mod rooted;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +47,10 @@ struct Cli {
     /// Only these figure groups (a, b, c, d, opt, e); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also measure issuance with the root key in AWS KMS (this URI, e.g. awskms:alias/bench; AWS_ENDPOINT_URL_KMS
+    /// points at moto) and/or on a PKCS#11 token (pkcs11: URI), against a key file in the same run (group k).
+    #[arg(long = "rooted", value_name = "KEY_URI")]
+    rooted: Vec<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
@@ -123,6 +128,22 @@ async fn main() {
             }
             scale_targets(&mut rows, &cli.scale);
         }
+    }
+    if !cli.rooted.is_empty() && wanted("k") {
+        eprintln!("== issuance with the root key outside the process");
+        let roots: Vec<(String, String)> = cli
+            .rooted
+            .iter()
+            .map(|uri| {
+                let label = if uri.starts_with("awskms:") { "AWS KMS" } else { "a PKCS#11 token" };
+                (label.to_owned(), uri.clone())
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for _ in 0..=roots.len() {
+            stores.push(crate::store_args(&cli).await);
+        }
+        rooted::rooted(&mut rows, tmp.path(), &roots, stores, cli.duration).await;
     }
     report::print(&rows);
     let json = report::to_json(&rows, machine());

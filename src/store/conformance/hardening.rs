@@ -212,6 +212,18 @@ pub async fn intermediates_are_recorded_and_revoked_once(store: Arc<dyn Store>) 
     assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
     let listed = store.list_intermediates().await.unwrap();
     assert_eq!(listed.iter().filter(|r| r.revoked_at.is_some()).count(), 1);
+    assert_eq!(store.revoked_intermediates().await.unwrap().into_iter().collect::<Vec<_>>(), ["aa"]);
+
+    let old = IntermediateRecord { not_after: at - time::Duration::days(40), ..record("dd") };
+    store.record_intermediate(&old).await.unwrap();
+    assert_eq!(
+        store.forget_intermediates(at - time::Duration::days(30)).await.unwrap(),
+        1,
+        "only the long-expired one"
+    );
+    let mut left: Vec<String> = store.list_intermediates().await.unwrap().into_iter().map(|r| r.fingerprint).collect();
+    left.sort();
+    assert_eq!(left, ["aa", "bb"]);
 }
 
 pub async fn interrupted_sweeps_are_finished(store: Arc<dyn Store>) {

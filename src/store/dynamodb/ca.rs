@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use time::OffsetDateTime;
 
 use super::items::{Item, get_n, get_s, n, opt_s, s, time_from};
-use super::writes::CA_KEY;
+use super::writes::{CA_KEY, EPOCH_KEY};
 use super::{DynamoStore, sdk_error};
 use crate::error::{Error, Result};
 use crate::model::IntermediateRecord;
@@ -89,6 +89,39 @@ impl DynamoStore {
         }
     }
 
+    pub(super) async fn revoked(&self) -> Result<std::collections::BTreeSet<String>> {
+        let item = self.get_item(&self.meta, "key", EPOCH_KEY).await?;
+        Ok(match item.as_ref().and_then(|i| i.get("revoked_intermediates")) {
+            Some(AttributeValue::Ss(set)) => set.iter().cloned().collect(),
+            _ => Default::default(),
+        })
+    }
+
+    /// Conditional deletes (a record is removed only if it is still expired), so replicas racing here are harmless.
+    pub(super) async fn forget(&self, expired_before: OffsetDateTime) -> Result<u32> {
+        let mut deleted = 0;
+        for record in self.intermediates().await? {
+            if record.not_after >= expired_before {
+                continue;
+            }
+            let delete = self
+                .client
+                .delete_item()
+                .table_name(&self.meta)
+                .key("key", s(&format!("{INTERMEDIATE_PREFIX}{}", record.fingerprint)))
+                .condition_expression("not_after < :cutoff")
+                .expression_attribute_values(":cutoff", n(expired_before.unix_timestamp()))
+                .send()
+                .await;
+            match delete {
+                Ok(_) => deleted += 1,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(sdk_error("DeleteItem", e)),
+            }
+        }
+        Ok(deleted)
+    }
+
     pub(super) async fn revoke(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
         let key = format!("{INTERMEDIATE_PREFIX}{fingerprint}");
         let update = Update::builder()
@@ -100,7 +133,19 @@ impl DynamoStore {
             .expression_attribute_values(":at", n(at.unix_timestamp()))
             .build()
             .map_err(|e| Error::internal("intermediate update", e))?;
-        let writes = vec![TransactWriteItem::builder().update(update).build(), self.epoch_bump()?];
+        // The epoch item also lists revoked intermediates, so replicas learn them from one GetItem, not a Scan.
+        let epoch = Update::builder()
+            .table_name(&self.meta)
+            .key("key", s(EPOCH_KEY))
+            .update_expression("ADD epoch :one, revoked_intermediates :fingerprint")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":fingerprint", AttributeValue::Ss(vec![fingerprint.to_owned()]))
+            .build()
+            .map_err(|e| Error::internal("epoch update", e))?;
+        let writes = vec![
+            TransactWriteItem::builder().update(update).build(),
+            TransactWriteItem::builder().update(epoch).build(),
+        ];
         let refused = match self.transact(writes).await {
             Ok(()) => false,
             Err(failure) if failure.failed_condition(0) => true,

@@ -341,6 +341,14 @@ impl Store for DynamoStore {
         self.intermediates().await
     }
 
+    async fn revoked_intermediates(&self) -> Result<std::collections::BTreeSet<String>> {
+        self.revoked().await
+    }
+
+    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32> {
+        self.forget(expired_before).await
+    }
+
     async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
         self.revoke(fingerprint, at).await
     }

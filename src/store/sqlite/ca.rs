@@ -55,6 +55,20 @@ pub(super) fn list(conn: &Connection) -> Result<Vec<IntermediateRecord>> {
     rows.map(|r| r.map_err(sql_err)?).collect()
 }
 
+pub(super) fn revoked(conn: &Connection) -> Result<std::collections::BTreeSet<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT fingerprint FROM intermediates WHERE revoked_at IS NOT NULL").map_err(sql_err)?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sql_err)?;
+    rows.map(|r| r.map_err(sql_err)).collect()
+}
+
+pub(super) fn forget(conn: &Connection, expired_before: OffsetDateTime) -> Result<u32> {
+    let deleted = conn
+        .execute("DELETE FROM intermediates WHERE not_after < ?1", [expired_before.unix_timestamp()])
+        .map_err(sql_err)?;
+    Ok(u32::try_from(deleted).unwrap_or(u32::MAX))
+}
+
 pub(super) fn revoke(conn: &Connection, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
     let select = format!("SELECT {COLUMNS} FROM intermediates WHERE fingerprint = ?1");
     let found = conn.query_row(&select, [fingerprint], from_row).optional().map_err(sql_err)?.transpose()?;

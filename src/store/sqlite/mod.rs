@@ -341,6 +341,14 @@ impl Store for SqliteStore {
         self.read(ca::list).await
     }
 
+    async fn revoked_intermediates(&self) -> Result<std::collections::BTreeSet<String>> {
+        self.read(ca::revoked).await
+    }
+
+    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32> {
+        self.write(move |conn| ca::forget(conn, expired_before)).await
+    }
+
     async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
         let fingerprint = fingerprint.to_owned();
         self.write(move |conn| ca::revoke(conn, &fingerprint, at)).await
