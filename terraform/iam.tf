@@ -15,7 +15,8 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 
 # What principald itself may do, and nothing more. tests/terraform.rs checks that the DynamoDB and KMS actions here are
 # exactly the calls the code makes while serving (table creation and key creation are `migrate` / `bootstrap` work
-# that Terraform does instead).
+# that Terraform does instead). TransactWriteItems has no IAM action of its own: it is authorized through the
+# PutItem, UpdateItem and ConditionCheckItem of its items.
 resource "aws_iam_role" "task" {
   name               = "${var.name}-task"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
@@ -36,7 +37,6 @@ data "aws_iam_policy_document" "task" {
       "dynamodb:GetItem",
       "dynamodb:PutItem",
       "dynamodb:Scan",
-      "dynamodb:TransactWriteItems",
       "dynamodb:UpdateItem",
     ]
     resources = local.tables
