@@ -43,14 +43,19 @@ pub struct KmsKey {
 impl KmsKey {
     /// Adopts `key_id`, or with `create` and an `alias/NAME` that does not exist yet, creates a key and the alias. Two
     /// bootstraps racing on one alias end with one key: the loser of CreateAlias schedules its own key for deletion.
-    pub fn open(key_id: &str, create: bool) -> Result<Self> {
-        off_runtime(|| Self::open_here(key_id, create))
+    pub fn open(key_id: &str, region: Option<&str>, create: bool) -> Result<Self> {
+        off_runtime(|| Self::open_here(key_id, region, create))
     }
 
-    fn open_here(key_id: &str, create: bool) -> Result<Self> {
+    fn open_here(key_id: &str, region: Option<&str>, create: bool) -> Result<Self> {
         let runtime = runtime()?;
-        let client = runtime
-            .block_on(async { Client::new(&aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await) });
+        let client = runtime.block_on(async {
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            if let Some(region) = region {
+                loader = loader.region(aws_config::Region::new(region.to_owned()));
+            }
+            Client::new(&loader.load().await)
+        });
         let arn = runtime.block_on(resolve(&client, key_id, create))?;
         let public = runtime
             .block_on(client.get_public_key().key_id(&arn).send())

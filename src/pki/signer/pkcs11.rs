@@ -61,9 +61,22 @@ impl TokenKey {
             Err(e) => return Err(Error::FailedPrecondition(format!("{name}: login refused: {e}"))),
         }
         let label = uri.object.as_bytes().to_vec();
-        let key = match find_keys(&session, ObjectClass::PRIVATE_KEY, &label).map_err(|e| fail("find key", e))? {
+        let found = find_keys(&session, ObjectClass::PRIVATE_KEY, &label).map_err(|e| fail("find key", e))?;
+        let found = match &uri.id {
+            None => found,
+            Some(wanted) => {
+                let mut matching = Vec::new();
+                for key in found {
+                    if id_of(&session, key).map_err(|e| fail("read key id", e))? == *wanted {
+                        matching.push(key);
+                    }
+                }
+                matching
+            }
+        };
+        let key = match found {
             keys if !keys.is_empty() => oldest(&session, keys).map_err(|e| fail("read key id", e))?,
-            _ if create => generate(&session, &label).map_err(|e| fail("generate key pair", e))?,
+            _ if create => generate(&session, &label, uri.id.clone()).map_err(|e| fail("generate key pair", e))?,
             _ => {
                 return Err(Error::FailedPrecondition(format!(
                     "{name}: no private key with that label (bootstrap creates it)"
@@ -117,9 +130,12 @@ fn oldest(session: &Session, keys: Vec<ObjectHandle>) -> cryptoki::error::Result
 
 /// Generates a token key pair (private part sensitive and non-extractable) with `label` and a random id. If another
 /// process generated one with the same label meanwhile, the one with the lowest id is kept and ours is destroyed.
-fn generate(session: &Session, label: &[u8]) -> cryptoki::error::Result<ObjectHandle> {
-    let mut id = vec![0u8; 16];
-    aws_lc_rs::rand::fill(&mut id).expect("operating system random number generator failed");
+fn generate(session: &Session, label: &[u8], id: Option<Vec<u8>>) -> cryptoki::error::Result<ObjectHandle> {
+    let id = id.unwrap_or_else(|| {
+        let mut id = vec![0u8; 16];
+        aws_lc_rs::rand::fill(&mut id).expect("operating system random number generator failed");
+        id
+    });
     let public = [
         Attribute::Token(true),
         Attribute::Private(false),

@@ -10,7 +10,12 @@ use crate::error::Error;
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeyUri {
     File(PathBuf),
-    AwsKms { key_id: String },
+    /// `awskms:KEY` or step-ca's `awskms:key-id=KEY;region=REGION`; the region of a key ARN is used when none is
+    /// given, else the standard AWS environment's.
+    AwsKms {
+        key_id: String,
+        region: Option<String>,
+    },
     Pkcs11(Pkcs11Uri),
 }
 
@@ -19,8 +24,10 @@ pub enum KeyUri {
 pub struct Pkcs11Uri {
     /// Token label (`token=`): slot numbers move between restarts, labels do not.
     pub token: String,
-    /// Key label (`object=`).
+    /// Key label (`object=`); bootstrap gives a key it creates this label.
     pub object: String,
+    /// Key id (`id=`, percent-encoded bytes), narrowing the search when given.
+    pub id: Option<Vec<u8>>,
     /// The PKCS#11 library (`module-path=`); `PRINCIPALD_PKCS11_MODULE` or SoftHSM2's usual path otherwise.
     pub module_path: Option<PathBuf>,
     pub pin: PinSource,
@@ -47,12 +54,32 @@ impl FromStr for KeyUri {
             }
             return Ok(Self::File(PathBuf::from(path.strip_prefix("//").unwrap_or(path))));
         }
-        if let Some(key_id) = s.strip_prefix("awskms:") {
-            let key_id = key_id.strip_prefix("///").unwrap_or(key_id);
+        if let Some(rest) = s.strip_prefix("awskms:") {
+            let rest = rest.strip_prefix("///").unwrap_or(rest);
+            let (mut key_id, mut region) = (rest.to_owned(), None);
+            if rest.starts_with("key-id=") || rest.starts_with("region=") {
+                key_id = String::new();
+                for attr in rest.split(';').filter(|a| !a.is_empty()) {
+                    match attr.split_once('=') {
+                        Some(("key-id", v)) => key_id = v.to_owned(),
+                        Some(("region", v)) if !v.is_empty() => region = Some(v.to_owned()),
+                        Some(("profile", _)) => {}
+                        _ => return Err(bad(&format!("unknown awskms attribute {attr:?}"))),
+                    }
+                }
+            }
             if key_id.is_empty() || key_id.len() > 2048 || key_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(bad("awskms: needs a key id, key ARN, alias/NAME or alias ARN"));
             }
-            return Ok(Self::AwsKms { key_id: key_id.to_owned() });
+            // arn:aws:kms:REGION:ACCOUNT:key/ID names its region.
+            let region = region.or_else(|| {
+                key_id
+                    .strip_prefix("arn:")
+                    .and_then(|arn| arn.split(':').nth(2))
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned)
+            });
+            return Ok(Self::AwsKms { key_id, region });
         }
         if let Some(rest) = s.strip_prefix("pkcs11:") {
             return parse_pkcs11(rest).map(Self::Pkcs11).map_err(|why| bad(&why));
@@ -63,14 +90,14 @@ impl FromStr for KeyUri {
 
 fn parse_pkcs11(rest: &str) -> Result<Pkcs11Uri, String> {
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (mut token, mut object, mut module_path, mut pin) = (None, None, None, PinSource::Env);
+    let (mut token, mut object, mut id, mut module_path, mut pin) = (None, None, None, None, PinSource::Env);
     for attr in path.split(';').filter(|a| !a.is_empty()) {
-        let (k, v) = attr.split_once('=').ok_or_else(|| format!("attribute {attr:?} has no value"))?;
-        let v = percent_decode(v)?;
+        let (k, raw) = attr.split_once('=').ok_or_else(|| format!("attribute {attr:?} has no value"))?;
         match k {
-            "token" => token = Some(v),
-            "object" => object = Some(v),
-            "type" if v == "private" => {}
+            "token" => token = Some(percent_decode(raw)?),
+            "object" => object = Some(percent_decode(raw)?),
+            "id" => id = Some(percent_decode_bytes(raw)?),
+            "type" if raw == "private" => {}
             "type" => return Err("type must be private".into()),
             // Other path attributes (manufacturer, model, serial, id, slot-*) narrow nothing we need.
             _ => {}
@@ -91,10 +118,14 @@ fn parse_pkcs11(rest: &str) -> Result<Pkcs11Uri, String> {
     }
     let token = token.filter(|t| !t.is_empty()).ok_or("token= (the token label) is required")?;
     let object = object.filter(|o| !o.is_empty()).ok_or("object= (the key label) is required")?;
-    Ok(Pkcs11Uri { token, object, module_path, pin })
+    Ok(Pkcs11Uri { token, object, id, module_path, pin })
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
+    String::from_utf8(percent_decode_bytes(s)?).map_err(|_| "percent escapes are not UTF-8".into())
+}
+
+fn percent_decode_bytes(s: &str) -> Result<Vec<u8>, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -108,7 +139,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "percent escapes are not UTF-8".into())
+    Ok(out)
 }
 
 /// The URI with any `pin-value` removed.
@@ -126,7 +157,7 @@ impl fmt::Display for KeyUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::File(path) => write!(f, "file:{}", path.display()),
-            Self::AwsKms { key_id } => write!(f, "awskms:{key_id}"),
+            Self::AwsKms { key_id, .. } => write!(f, "awskms:{key_id}"),
             Self::Pkcs11(p) => write!(f, "pkcs11:token={};object={}", p.token, p.object),
         }
     }
@@ -157,8 +188,19 @@ mod tests {
         assert_eq!("file:./data/ca.key".parse::<KeyUri>().unwrap(), KeyUri::File("./data/ca.key".into()));
         assert_eq!(
             "awskms:alias/principald-ca".parse::<KeyUri>().unwrap(),
-            KeyUri::AwsKms { key_id: "alias/principald-ca".into() }
+            KeyUri::AwsKms { key_id: "alias/principald-ca".into(), region: None }
         );
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(
+            format!("awskms:{arn}").parse::<KeyUri>().unwrap(),
+            KeyUri::AwsKms { key_id: arn.into(), region: Some("eu-west-1".into()) }
+        );
+        assert_eq!(
+            "awskms:key-id=alias/ca;region=us-east-2".parse::<KeyUri>().unwrap(),
+            KeyUri::AwsKms { key_id: "alias/ca".into(), region: Some("us-east-2".into()) }
+        );
+        let KeyUri::Pkcs11(p) = "pkcs11:token=t;object=o;id=%01%ff".parse().unwrap() else { panic!("not pkcs11") };
+        assert_eq!(p.id, Some(vec![1, 255]));
         let KeyUri::Pkcs11(p) =
             "pkcs11:token=prin%20cipald;object=root?module-path=/usr/lib/x.so&pin-source=file:/run/pin"
                 .parse()
