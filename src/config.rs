@@ -21,6 +21,7 @@ mod ca;
 mod duration;
 pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, IntermediateMode, ReplicaArgs};
 pub use duration::parse_duration;
+use duration::{nonzero, parse_duration_flag};
 
 /// Exit code for bad configuration (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
@@ -414,17 +415,6 @@ fn cert_validity(entries: &[String]) -> Result<HashMap<PrincipalType, Duration>,
         map.insert(kind, validity);
     }
     Ok(map)
-}
-
-pub(crate) fn parse_duration_flag(flag: &str, value: &str) -> Result<Duration, Error> {
-    parse_duration(value).map_err(|e| Error::InvalidArgument(format!("invalid {flag} {value:?}: {e}")))
-}
-
-fn nonzero(d: Duration, flag: &str) -> Result<Duration, Error> {
-    if d.is_zero() {
-        return Err(Error::InvalidArgument(format!("{flag} must be greater than zero")));
-    }
-    Ok(d)
 }
 
 #[cfg(test)]

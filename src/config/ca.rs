@@ -80,7 +80,7 @@ impl ReplicaArgs {
     }
 
     pub fn intermediate_lifetime(&self) -> Result<Duration, Error> {
-        let lifetime = super::parse_duration_flag("--intermediate-lifetime", &self.intermediate_lifetime)?;
+        let lifetime = super::duration::parse_duration_flag("--intermediate-lifetime", &self.intermediate_lifetime)?;
         if lifetime < Duration::from_secs(600) || lifetime > Duration::from_secs(90 * 24 * 3600) {
             return Err(Error::InvalidArgument("--intermediate-lifetime must be between 10m and 90d".into()));
         }

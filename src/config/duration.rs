@@ -33,6 +33,18 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A duration flag's value, or an error naming the flag.
+pub(crate) fn parse_duration_flag(flag: &str, value: &str) -> Result<Duration, crate::error::Error> {
+    parse_duration(value).map_err(|e| crate::error::Error::InvalidArgument(format!("invalid {flag} {value:?}: {e}")))
+}
+
+pub(crate) fn nonzero(d: Duration, flag: &str) -> Result<Duration, crate::error::Error> {
+    if d.is_zero() {
+        return Err(crate::error::Error::InvalidArgument(format!("{flag} must be greater than zero")));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
