@@ -212,10 +212,8 @@ async fn a_replica_with_the_kms_key_joins_from_the_store_alone() {
     running.shutdown().await;
 }
 
-/// Two bootstraps of one empty store with one KMS alias, at once: one key, one CA certificate, both succeed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_bootstraps_with_one_kms_alias_agree_on_one_ca() {
-    let Some(uri) = kms_key_uri() else { return };
+/// Two bootstraps of one empty store with one key URI, at once: one key, one CA certificate, both succeed.
+async fn concurrent_bootstraps_agree(uri: &str) {
     principald::install_crypto_provider();
     let tmp = tempfile::tempdir().unwrap();
     let store_config = if common::dynamo::e2e_on_dynamodb() {
@@ -227,7 +225,7 @@ async fn concurrent_bootstraps_with_one_kms_alias_agree_on_one_ca() {
     let configs: Vec<_> = ["a", "b"]
         .iter()
         .map(|name| {
-            let mut config = common::serve_config(&tmp.path().join(name), &["--ca-key", &uri]).bootstrap;
+            let mut config = common::serve_config(&tmp.path().join(name), &["--ca-key", uri]).bootstrap;
             config.admin_id = format!("admin-{name}").parse().unwrap();
             config
         })
@@ -244,6 +242,26 @@ async fn concurrent_bootstraps_with_one_kms_alias_agree_on_one_ca() {
     let again = principald::bootstrap::run(&configs[0], store.clone()).await.unwrap();
     assert!(again.created.is_empty(), "{:?}", again.created);
     assert_eq!(std::fs::read_to_string(tmp.path().join("a/ca.pem")).unwrap(), ca_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bootstraps_with_one_kms_alias_agree_on_one_ca() {
+    let Some(uri) = kms_key_uri() else { return };
+    concurrent_bootstraps_agree(&uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bootstraps_with_one_token_label_agree_on_one_key_and_ca() {
+    let Some(uri) = pkcs11_key_uri() else { return };
+    concurrent_bootstraps_agree(&uri).await;
+    let label = uri.split("object=").nth(1).unwrap().split('?').next().unwrap().to_owned();
+    let listing = Command::new("pkcs11-tool")
+        .args(pkcs11_tool_args())
+        .args(["--list-objects", "--type", "privkey"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(listing.matches(&format!("label:      {label}\n")).count(), 1, "one key with the label: {listing}");
 }
 
 /// An HSM key made by the operator's own tools (opensc's pkcs11-tool) is adopted, not duplicated.

@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 
 /// Where Debian's softhsm2 package puts its module, used when neither the URI nor `PRINCIPALD_PKCS11_MODULE` names one.
 const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// How long a new key's creator waits for a concurrent creator's key before choosing between them.
+const GENERATION_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
 /// DER OBJECT IDENTIFIER prime256v1, the CKA_EC_PARAMS of a P-256 key.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
@@ -154,6 +156,9 @@ fn generate(session: &Session, label: &[u8], id: Option<Vec<u8>>) -> cryptoki::e
         Attribute::Id(id.clone()),
     ];
     let (public_handle, private_handle) = session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
+    // Another process that looked for the label at the same moment may be generating too: give its key time to appear,
+    // then every process keeps the same one (the lowest id). Only a key's own creator destroys it.
+    std::thread::sleep(GENERATION_SETTLE);
     let keys = find_keys(session, ObjectClass::PRIVATE_KEY, label)?;
     let keep = oldest(session, keys)?;
     if keep != private_handle {
