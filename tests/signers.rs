@@ -349,3 +349,17 @@ async fn principalctl_profiles_carry_the_chain_and_trust_the_root_only() {
     let (ok, out) = principalctl(&admin, &["ca", "revoke-intermediate", "not-a-fingerprint"]).await;
     assert!(!ok && out.contains("64 hex digits"), "{out}");
 }
+
+/// `--intermediates never`: the KMS root signs every leaf itself (each issuance is a KMS call, off the async workers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_root_can_sign_leaves_itself_when_asked() {
+    let Some(uri) = kms_key_uri() else { return };
+    let server = TestServer::start_with(&["--ca-key", &uri, "--intermediates", "never"]).await;
+    let root = std::fs::read_to_string(server.data_dir.join("ca.pem")).unwrap();
+    assert!(openssl_text(&root).contains("CA:TRUE, pathlen:0"), "a root that signs leaves only");
+    let credentials = server.enroll("w1", pb::PrincipalType::Worker).await;
+    assert_eq!(pems(&credentials.ca_pem), [root.clone()], "no intermediate");
+    let (ok, out) = openssl_verify(&root, None, &credentials.cert_pem);
+    assert!(ok, "{out}");
+    assert_eq!(who_am_i(&server, &credentials).await.unwrap().principal_id, "w1");
+}

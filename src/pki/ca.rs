@@ -111,6 +111,8 @@ pub struct Issuing {
     pub not_after: OffsetDateTime,
     /// When a replacement is due (never for the root).
     pub rotate_at: Option<OffsetDateTime>,
+    /// Signing blocks on KMS or a token (the root signs leaves itself and is remote).
+    pub remote: bool,
 }
 
 impl Issuing {
@@ -167,6 +169,7 @@ impl CertificateAuthority {
             intermediate_pem: String::new(),
             not_after: root.not_after,
             rotate_at: None,
+            remote: root.signer.is_remote(),
         });
         Self { root, replica: String::new(), policy: None, issuing: RwLock::new(issuing), rotate: Default::default() }
     }
@@ -199,13 +202,18 @@ impl CertificateAuthority {
     }
 
     /// Signs `params` for `public_key` with the current issuing key; returns the certificate and that key's description.
+    /// When that key is remote (a root in KMS or on a token signing leaves itself) and the caller is on a
+    /// multi-threaded runtime, the runtime is told this thread blocks, so other tasks move elsewhere meanwhile.
     pub fn sign(
         &self,
         params: &CertificateParams,
         public_key: &impl PublicKeyData,
     ) -> Result<(rcgen::Certificate, Arc<Issuing>), Error> {
         let issuing = self.issuing();
-        let cert = params.signed_by(public_key, &issuing.issuer).map_err(|e| Error::internal("sign certificate", e))?;
+        let sign = || params.signed_by(public_key, &issuing.issuer).map_err(|e| Error::internal("sign certificate", e));
+        let on_workers = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let cert = if issuing.remote && on_workers { tokio::task::block_in_place(sign)? } else { sign()? };
         Ok((cert, issuing))
     }
 
@@ -289,6 +297,7 @@ fn sign_intermediate(root: &Root, replica: &str, policy: IntermediatePolicy) -> 
         record: Some(record),
         not_after,
         rotate_at: Some(rotate_at),
+        remote: false,
     })
 }
 

@@ -64,6 +64,10 @@ impl Signer for FileKey {
         self.path.clone()
     }
 
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     fn exportable_pem(&self) -> Option<String> {
         Some(self.key.serialize_pem())
     }

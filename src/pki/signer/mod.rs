@@ -33,6 +33,10 @@ pub trait Signer: Send + Sync + fmt::Debug {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>>;
     /// The key's URI with secrets (PINs) left out, for logs and errors.
     fn describe(&self) -> String;
+    /// Whether signing leaves this process (KMS, a token): such calls block for milliseconds or more.
+    fn is_remote(&self) -> bool {
+        true
+    }
     /// The key as PEM PKCS#8 if it is a file key (bootstrap writes it); `None` for keys that never leave their home.
     fn exportable_pem(&self) -> Option<String> {
         None
