@@ -363,3 +363,34 @@ async fn a_kms_root_can_sign_leaves_itself_when_asked() {
     assert!(ok, "{out}");
     assert_eq!(who_am_i(&server, &credentials).await.unwrap().principal_id, "w1");
 }
+
+/// The binary, as an operator runs it: `principald bootstrap --ca-key awskms:... --kms-endpoint URL`, twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principald_bootstrap_with_a_kms_key_from_the_command_line() {
+    let Some(uri) = kms_key_uri() else { return };
+    let endpoint = std::env::var("PRINCIPALD_TEST_KMS_ENDPOINT").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = |data: std::path::PathBuf, uri: String, endpoint: String| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_principald"));
+        command
+            .args(["bootstrap", "--data-dir"])
+            .arg(data)
+            .args(["--ca-key", &uri, "--kms-endpoint", &endpoint])
+            .env_remove("AWS_ENDPOINT_URL_KMS")
+            .env_remove("AWS_ENDPOINT_URL");
+        command.output().unwrap()
+    };
+    let (d, u, e) = (data.clone(), uri.clone(), endpoint.clone());
+    let first = tokio::task::spawn_blocking(move || run(d, u, e)).await.unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&first.stdout), String::from_utf8_lossy(&first.stderr));
+    assert!(first.status.success() && text.contains("CA certificate"), "{text}");
+    assert!(data.join("ca.pem").exists() && !data.join("ca.key").exists(), "the key stays in KMS");
+    assert!(!text.contains("BEGIN"), "no key material in the output: {text}");
+    let (d, u, e) = (data.clone(), uri.clone(), endpoint.clone());
+    let second = tokio::task::spawn_blocking(move || run(d, u, e)).await.unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&second.stdout), String::from_utf8_lossy(&second.stderr));
+    assert!(second.status.success() && text.contains("nothing changed"), "{text}");
+    let bad = tokio::task::spawn_blocking(move || run(data, "awskms:".into(), endpoint)).await.unwrap();
+    assert_eq!(bad.status.code(), Some(64), "a malformed key URI is a configuration error");
+}

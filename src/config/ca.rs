@@ -16,6 +16,9 @@ pub struct CaArgs {
     /// pkcs11:token=LABEL;object=LABEL?pin-source=file:PATH (RFC 7512).
     #[arg(long, env = "PRINCIPALD_CA_KEY")]
     pub ca_key: Option<String>,
+    /// AWS KMS endpoint override for an awskms: key (a local KMS, a VPC endpoint); AWS_ENDPOINT_URL_KMS works too.
+    #[arg(long, env = "PRINCIPALD_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
     /// Sign leaves through a per-replica in-memory intermediate (auto: when the CA key is in KMS or an HSM). A root
     /// bootstrapped without them has path length 0 and always signs leaves itself.
     #[arg(long, env = "PRINCIPALD_INTERMEDIATES", value_enum, default_value_t = IntermediateMode::Auto)]
@@ -24,10 +27,17 @@ pub struct CaArgs {
 
 impl CaArgs {
     pub fn validate(&self, data_dir: &std::path::Path) -> Result<KeyUri, Error> {
-        match &self.ca_key {
-            Some(uri) => uri.parse(),
-            None => Ok(KeyUri::File(crate::datadir::DataDir::new(data_dir).ca_key())),
+        let mut uri = match &self.ca_key {
+            Some(uri) => uri.parse()?,
+            None => KeyUri::File(crate::datadir::DataDir::new(data_dir).ca_key()),
+        };
+        if let (KeyUri::AwsKms { endpoint: endpoint @ None, .. }, Some(flag)) = (&mut uri, &self.kms_endpoint) {
+            if !flag.starts_with("http://") && !flag.starts_with("https://") {
+                return Err(Error::InvalidArgument(format!("invalid --kms-endpoint {flag:?}: an http(s) URL")));
+            }
+            *endpoint = Some(flag.clone());
         }
+        Ok(uri)
     }
 }
 

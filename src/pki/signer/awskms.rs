@@ -43,16 +43,19 @@ pub struct KmsKey {
 impl KmsKey {
     /// Adopts `key_id`, or with `create` and an `alias/NAME` that does not exist yet, creates a key and the alias. Two
     /// bootstraps racing on one alias end with one key: the loser of CreateAlias schedules its own key for deletion.
-    pub fn open(key_id: &str, region: Option<&str>, create: bool) -> Result<Self> {
-        off_runtime(|| Self::open_here(key_id, region, create))
+    pub fn open(key_id: &str, region: Option<&str>, endpoint: Option<&str>, create: bool) -> Result<Self> {
+        off_runtime(|| Self::open_here(key_id, region, endpoint, create))
     }
 
-    fn open_here(key_id: &str, region: Option<&str>, create: bool) -> Result<Self> {
+    fn open_here(key_id: &str, region: Option<&str>, endpoint: Option<&str>, create: bool) -> Result<Self> {
         let runtime = runtime()?;
         let client = runtime.block_on(async {
             let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
             if let Some(region) = region {
                 loader = loader.region(aws_config::Region::new(region.to_owned()));
+            }
+            if let Some(endpoint) = endpoint {
+                loader = loader.endpoint_url(endpoint);
             }
             Client::new(&loader.load().await)
         });

@@ -49,7 +49,9 @@ pub trait Signer: Send + Sync + fmt::Debug {
 pub fn open(uri: &KeyUri, create: bool) -> Result<Arc<dyn Signer>> {
     Ok(match uri {
         KeyUri::File(path) => Arc::new(file::FileKey::open(path, create)?),
-        KeyUri::AwsKms { key_id, region } => Arc::new(awskms::KmsKey::open(key_id, region.as_deref(), create)?),
+        KeyUri::AwsKms { key_id, region, endpoint } => {
+            Arc::new(awskms::KmsKey::open(key_id, region.as_deref(), endpoint.as_deref(), create)?)
+        }
         KeyUri::Pkcs11(p) => Arc::new(pkcs11::TokenKey::open(p, create)?),
     })
 }

@@ -15,6 +15,8 @@ pub enum KeyUri {
     AwsKms {
         key_id: String,
         region: Option<String>,
+        /// Endpoint override (`endpoint=` or `--kms-endpoint`); the SDK also honours `AWS_ENDPOINT_URL_KMS`.
+        endpoint: Option<String>,
     },
     Pkcs11(Pkcs11Uri),
 }
@@ -56,15 +58,18 @@ impl FromStr for KeyUri {
         }
         if let Some(rest) = s.strip_prefix("awskms:") {
             let rest = rest.strip_prefix("///").unwrap_or(rest);
-            let (mut key_id, mut region) = (rest.to_owned(), None);
-            if rest.starts_with("key-id=") || rest.starts_with("region=") {
+            let (mut key_id, mut region, mut endpoint) = (rest.to_owned(), None, None);
+            if ["key-id=", "region=", "endpoint="].iter().any(|a| rest.starts_with(a)) {
                 key_id = String::new();
                 for attr in rest.split(';').filter(|a| !a.is_empty()) {
                     match attr.split_once('=') {
                         Some(("key-id", v)) => key_id = v.to_owned(),
                         Some(("region", v)) if !v.is_empty() => region = Some(v.to_owned()),
+                        Some(("endpoint", v)) if v.starts_with("http") => {
+                            endpoint = Some(percent_decode(v).map_err(|why| bad(&why))?)
+                        }
                         Some(("profile", _)) => {}
-                        _ => return Err(bad(&format!("unknown awskms attribute {attr:?}"))),
+                        _ => return Err(bad(&format!("unknown or empty awskms attribute {attr:?}"))),
                     }
                 }
             }
@@ -79,7 +84,7 @@ impl FromStr for KeyUri {
                     .filter(|r| !r.is_empty())
                     .map(str::to_owned)
             });
-            return Ok(Self::AwsKms { key_id, region });
+            return Ok(Self::AwsKms { key_id, region, endpoint });
         }
         if let Some(rest) = s.strip_prefix("pkcs11:") {
             return parse_pkcs11(rest).map(Self::Pkcs11).map_err(|why| bad(&why));
@@ -188,16 +193,20 @@ mod tests {
         assert_eq!("file:./data/ca.key".parse::<KeyUri>().unwrap(), KeyUri::File("./data/ca.key".into()));
         assert_eq!(
             "awskms:alias/principald-ca".parse::<KeyUri>().unwrap(),
-            KeyUri::AwsKms { key_id: "alias/principald-ca".into(), region: None }
+            KeyUri::AwsKms { key_id: "alias/principald-ca".into(), region: None, endpoint: None }
         );
         let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
         assert_eq!(
             format!("awskms:{arn}").parse::<KeyUri>().unwrap(),
-            KeyUri::AwsKms { key_id: arn.into(), region: Some("eu-west-1".into()) }
+            KeyUri::AwsKms { key_id: arn.into(), region: Some("eu-west-1".into()), endpoint: None }
         );
         assert_eq!(
-            "awskms:key-id=alias/ca;region=us-east-2".parse::<KeyUri>().unwrap(),
-            KeyUri::AwsKms { key_id: "alias/ca".into(), region: Some("us-east-2".into()) }
+            "awskms:key-id=alias/ca;region=us-east-2;endpoint=http://127.0.0.1:5000".parse::<KeyUri>().unwrap(),
+            KeyUri::AwsKms {
+                key_id: "alias/ca".into(),
+                region: Some("us-east-2".into()),
+                endpoint: Some("http://127.0.0.1:5000".into())
+            }
         );
         let KeyUri::Pkcs11(p) = "pkcs11:token=t;object=o;id=%01%ff".parse().unwrap() else { panic!("not pkcs11") };
         assert_eq!(p.id, Some(vec![1, 255]));
