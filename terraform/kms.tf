@@ -46,7 +46,7 @@ data "aws_iam_policy_document" "ca_key" {
     resources = ["*"]
     principals {
       type        = "AWS"
-      identifiers = [aws_iam_role.task.arn]
+      identifiers = concat([aws_iam_role.task.arn], var.ca_key_signers)
     }
     condition {
       test     = "StringEquals"
@@ -66,7 +66,7 @@ data "aws_iam_policy_document" "ca_key" {
     resources = ["*"]
     principals {
       type        = "AWS"
-      identifiers = [aws_iam_role.task.arn]
+      identifiers = concat([aws_iam_role.task.arn], var.ca_key_signers)
     }
   }
 }

@@ -124,6 +124,12 @@ variable "ca_key_administrators" {
   default     = []
 }
 
+variable "ca_key_signers" {
+  description = "Extra IAM principal ARNs that may sign with the CA key (RAW ECDSA_SHA_256 only), e.g. the operator role that runs `principald bootstrap` and root rotation. The replicas' task role is always allowed."
+  type        = list(string)
+  default     = []
+}
+
 variable "tags" {
   description = "Tags for every resource."
   type        = map(string)

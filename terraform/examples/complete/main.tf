@@ -1,7 +1,8 @@
 # A deployment into an existing VPC: three replicas behind an internal NLB, the CA key in KMS, DynamoDB tables.
 #
 #   terraform init && terraform apply -var vpc_id=vpc-... -var 'private_subnet_ids=["subnet-a","subnet-b"]' \
-#     -var 'client_cidrs=["10.0.0.0/8"]' -var image=111122223333.dkr.ecr.eu-west-1.amazonaws.com/principald:1.0.0
+#     -var 'client_cidrs=["10.0.0.0/8"]' -var image=111122223333.dkr.ecr.eu-west-1.amazonaws.com/principald:1.0.0 \
+#     -var operator_role_arn=arn:aws:iam::111122223333:role/ca-operators
 
 terraform {
   required_version = ">= 1.5.0"
@@ -39,6 +40,11 @@ variable "client_cidrs" {
   type        = list(string)
 }
 
+variable "operator_role_arn" {
+  description = "The role that runs `principald bootstrap` (it signs the CA certificate and the first admin's with the CA key)."
+  type        = string
+}
+
 variable "image" {
   description = "principald image in ECR."
   type        = string
@@ -57,6 +63,7 @@ module "principald" {
   replicas                 = 3
   cert_validity            = "worker=24h,service=7d,user=8h"
   server_names             = ["principald.internal.example.com"]
+  ca_key_signers           = [var.operator_role_arn]
 
   tags = {
     service = "principald"
