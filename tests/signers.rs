@@ -394,3 +394,41 @@ async fn principald_bootstrap_with_a_kms_key_from_the_command_line() {
     let bad = tokio::task::spawn_blocking(move || run(data, "awskms:".into(), endpoint)).await.unwrap();
     assert_eq!(bad.status.code(), Some(64), "a malformed key URI is a configuration error");
 }
+
+/// Keys principald cannot use are refused with a message that says why, and never echo a PIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_keys_are_refused_clearly() {
+    use principald::pki::signer::{self, KeyUri};
+    let open = |uri: String| async move {
+        let uri: KeyUri = uri.parse().unwrap();
+        signer::open_async(uri, false).await.map(|_| ()).unwrap_err().to_string()
+    };
+    if let Some(uri) = pkcs11_key_uri() {
+        let missing = open(uri.clone()).await;
+        assert!(missing.contains("no private key with that label"), "{missing}");
+        let other_token = open(uri.replace("token=principald-test", "token=no-such-token")).await;
+        assert!(other_token.contains("no PKCS#11 token labelled"), "{other_token}");
+        let wrong_pin = uri.split('?').next().unwrap().to_owned() + "?pin-value=99999999";
+        let refused = open(wrong_pin).await;
+        assert!(refused.contains("login refused") && !refused.contains("99999999"), "{refused}");
+    }
+    if let Some(uri) = kms_key_uri() {
+        let missing = open(uri).await;
+        assert!(missing.contains("does not exist"), "{missing}");
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+        let kms = aws_sdk_kms::Client::new(&config);
+        for (spec, usage, expected) in [
+            (
+                aws_sdk_kms::types::KeySpec::SymmetricDefault,
+                aws_sdk_kms::types::KeyUsageType::EncryptDecrypt,
+                "SIGN_VERIFY",
+            ),
+            (aws_sdk_kms::types::KeySpec::Rsa2048, aws_sdk_kms::types::KeyUsageType::SignVerify, "P-256"),
+        ] {
+            let key = kms.create_key().key_spec(spec).key_usage(usage).send().await.unwrap();
+            let id = key.key_metadata().unwrap().key_id().to_owned();
+            let refused = open(format!("awskms:{id}")).await;
+            assert!(refused.contains(expected), "{refused}");
+        }
+    }
+}
