@@ -4,7 +4,6 @@
 mod common;
 
 use std::io::Read;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -19,17 +18,7 @@ fn admin_profile(server: &TestServer) -> std::path::PathBuf {
     server.data_dir.join("profiles").join("admin")
 }
 
-/// Runs principalctl with `profile` on a blocking thread (the server runs on this test's runtime).
-async fn ctl(profile: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new(PRINCIPALCTL);
-    command
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env_remove("PRINCIPALCTL_PROFILE")
-        .env_remove("PRINCIPALCTL_SERVER");
-    tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
-}
+use common::principalctl as ctl;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

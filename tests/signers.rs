@@ -6,8 +6,8 @@ mod common;
 
 use std::process::Command;
 
-use common::TestServer;
 use common::signers::{kms_key_uri, pkcs11_key_uri, pkcs11_tool_args};
+use common::{TestServer, openssl_verify};
 use principald::client::Credentials;
 use principald::proto as pb;
 use tonic::Code;
@@ -15,22 +15,6 @@ use tonic::Code;
 /// Splits PEM text into its certificates (each with its END line).
 fn pems(text: &str) -> Vec<String> {
     text.split_inclusive("-----END CERTIFICATE-----\n").filter(|p| p.contains("BEGIN")).map(str::to_owned).collect()
-}
-
-/// `openssl verify` of `leaf` against `root` only, with `untrusted` intermediates; (accepted, output).
-fn openssl_verify(root: &str, untrusted: Option<&str>, leaf: &str) -> (bool, String) {
-    let (_d1, root) = common::temp_file("root.pem", root);
-    let (_d2, leaf) = common::temp_file("leaf.pem", leaf);
-    let mut command = Command::new("openssl");
-    command.args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"]).arg(&root);
-    let _d3 = untrusted.map(|pem| {
-        let (dir, path) = common::temp_file("intermediate.pem", pem);
-        command.arg("-untrusted").arg(&path);
-        dir
-    });
-    let out = command.arg(&leaf).output().expect("openssl is installed");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success() && text.contains(": OK"), text)
 }
 
 fn openssl_text(pem: &str) -> String {
@@ -297,14 +281,7 @@ async fn bootstrap_adopts_a_key_generated_on_the_token() {
 }
 
 async fn principalctl(profile: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_principalctl"));
-    command
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env_remove("PRINCIPALCTL_PROFILE")
-        .env_remove("PRINCIPALCTL_SERVER");
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let out = common::principalctl(profile, args).await;
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -431,4 +408,41 @@ async fn unusable_keys_are_refused_clearly() {
             assert!(refused.contains(expected), "{refused}");
         }
     }
+}
+
+/// Two `principald bootstrap` processes creating the same token label at once end with one key, which both use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_creating_one_token_label_end_with_one_key() {
+    let Some(uri) = pkcs11_key_uri() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let spawn = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_principald"))
+            .args(["bootstrap", "--data-dir"])
+            .arg(tmp.path().join(name))
+            .args(["--ca-key", &uri])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    for child in [a, b] {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let key_of = |name: &str| {
+        let pem = std::fs::read_to_string(tmp.path().join(name).join("ca.pem")).unwrap();
+        let der = pem::parse(pem).unwrap().into_contents();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        cert.public_key().raw.to_vec()
+    };
+    assert_eq!(key_of("a"), key_of("b"), "both CAs are for the one key left on the token");
+    let label = uri.split("object=").nth(1).unwrap().split('?').next().unwrap().to_owned();
+    let listing = Command::new("pkcs11-tool")
+        .args(pkcs11_tool_args())
+        .args(["--list-objects", "--type", "privkey"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert_eq!(listing.matches(&format!("label:      {label}\n")).count(), 1, "{listing}");
 }

@@ -190,18 +190,40 @@ pub fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Runs principalctl (the binary of this build) with `profile` on a blocking thread, so a server on the test's
+/// runtime keeps running; the environment's principalctl settings are cleared.
+pub async fn principalctl(profile: &Path, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_principalctl"));
+    command
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("PRINCIPALCTL_PROFILE")
+        .env_remove("PRINCIPALCTL_SERVER");
+    tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
+}
+
 /// `openssl verify` of `cert_pem` against `ca_pem` for TLS client use; panics with openssl's output on failure.
 pub fn openssl_verify_client(ca_pem: &str, cert_pem: &str) {
+    let (ok, text) = openssl_verify(ca_pem, None, cert_pem);
+    assert!(ok, "openssl verify failed: {text}");
+}
+
+/// `openssl verify -x509_strict -purpose sslclient` of the leaf `cert_pem` against the trusted `ca_pem`, with
+/// `untrusted` intermediates; (accepted, openssl's output).
+pub fn openssl_verify(ca_pem: &str, untrusted: Option<&str>, cert_pem: &str) -> (bool, String) {
     let (_d1, ca) = temp_file("ca.pem", ca_pem);
     let (_d2, cert) = temp_file("cert.pem", cert_pem);
-    let out = std::process::Command::new("openssl")
-        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
-        .arg(&ca)
-        .arg(&cert)
-        .output()
-        .expect("openssl is installed");
+    let mut command = std::process::Command::new("openssl");
+    command.args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"]).arg(&ca);
+    let _d3 = untrusted.map(|pem| {
+        let (dir, path) = temp_file("untrusted.pem", pem);
+        command.arg("-untrusted").arg(&path);
+        dir
+    });
+    let out = command.arg(&cert).output().expect("openssl is installed");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains(": OK"), "openssl verify failed: {text}");
+    (out.status.success() && text.contains(": OK"), text)
 }
 
 /// A `principald serve` process started by a test, with the addresses it logged.

@@ -24,8 +24,8 @@ const GENERATION_SETTLE: std::time::Duration = std::time::Duration::from_millis(
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
 pub struct TokenKey {
-    // Field order matters: the session closes before the library is finalized.
-    session: Mutex<Session>,
+    /// `None` only while dropping (the session closes under the process-wide lock).
+    session: Mutex<Option<Session>>,
     key: ObjectHandle,
     _context: Pkcs11,
     name: String,
@@ -42,14 +42,11 @@ impl TokenKey {
             .clone()
             .or_else(|| std::env::var_os("PRINCIPALD_PKCS11_MODULE").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE));
-        let context = Pkcs11::new(&module).map_err(|e| {
-            Error::FailedPrecondition(format!("cannot load the PKCS#11 module {}: {e}", module.display()))
-        })?;
-        // Several keys (or a bootstrap and then a server) in one process share the library's one initialization.
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(fail("initialize", e)),
-        }
+        let _one_at_a_time = TOKEN_CALLS.lock().unwrap_or_else(|p| p.into_inner());
+        // Looking for the key and creating it must be one step for every process of this host, or two bootstraps
+        // starting together could each create a key with the label.
+        let _creating = if create { Some(host_lock(&module, uri)?) } else { None };
+        let context = context_for(&module)?;
         let slot = context
             .get_slots_with_token()
             .map_err(|e| fail("list slots", e))?
@@ -88,8 +85,44 @@ impl TokenKey {
         let point = public_point(&session, key, &label).map_err(|e| fail("read public key", e))??;
         let spki = super::spki_of_point(&point);
         super::point_of_spki(&spki)?;
-        Ok(Self { session: Mutex::new(session), key, _context: context, name, spki, point })
+        Ok(Self { session: Mutex::new(Some(session)), key, _context: context, name, spki, point })
     }
+}
+
+/// PKCS#11 calls of this process, one at a time: they are rare (opening a key, a few signatures a day), and modules
+/// differ in how much concurrency across sessions they really support.
+static TOKEN_CALLS: Mutex<()> = Mutex::new(());
+
+/// One loaded, initialized library per module path for the whole process (C_Initialize once; never finalized, so
+/// keys opened earlier stay usable).
+fn context_for(module: &std::path::Path) -> Result<Pkcs11> {
+    static CONTEXTS: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+    let mut contexts = CONTEXTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, context)) = contexts.iter().find(|(path, _)| path == module) {
+        return Ok(context.clone());
+    }
+    let context = Pkcs11::new(module)
+        .map_err(|e| Error::FailedPrecondition(format!("cannot load the PKCS#11 module {}: {e}", module.display())))?;
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(Error::Unavailable(format!("PKCS#11 module {}: initialize: {e}", module.display()))),
+    }
+    contexts.push((module.to_owned(), context.clone()));
+    Ok(context)
+}
+
+/// An exclusive lock, for this host, on creating `uri`'s key (released when the file is dropped).
+fn host_lock(module: &std::path::Path, uri: &Pkcs11Uri) -> Result<std::fs::File> {
+    let tag = crate::model::sha256_hex(format!("{}\n{}\n{}", module.display(), uri.token, uri.object).as_bytes());
+    let path = std::env::temp_dir().join(format!("principald-pkcs11-{}.lock", &tag[..16]));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    file.lock().map_err(|e| Error::Unavailable(format!("cannot lock {}: {e}", path.display())))?;
+    Ok(file)
 }
 
 fn read_pin(source: &PinSource) -> Result<String> {
@@ -156,8 +189,9 @@ fn generate(session: &Session, label: &[u8], id: Option<Vec<u8>>) -> cryptoki::e
         Attribute::Id(id.clone()),
     ];
     let (public_handle, private_handle) = session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
-    // Another process that looked for the label at the same moment may be generating too: give its key time to appear,
-    // then every process keeps the same one (the lowest id). Only a key's own creator destroys it.
+    // Processes of this host create one at a time (`host_lock`); one on another host (a network HSM) may be generating
+    // too: give its key time to appear, then every process keeps the same one (the lowest id). Only a key's creator
+    // destroys it.
     std::thread::sleep(GENERATION_SETTLE);
     let keys = find_keys(session, ObjectClass::PRIVATE_KEY, label)?;
     let keep = oldest(session, keys)?;
@@ -215,7 +249,9 @@ impl Signer for TokenKey {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message);
         let raw = {
+            let _one_at_a_time = TOKEN_CALLS.lock().unwrap_or_else(|p| p.into_inner());
             let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let session = session.as_ref().ok_or_else(|| Error::internal("PKCS#11", "session closed"))?;
             session
                 .sign(&Mechanism::Ecdsa, self.key, digest.as_ref())
                 .map_err(|e| Error::Unavailable(format!("{}: sign: {e}", self.name)))?
@@ -225,6 +261,13 @@ impl Signer for TokenKey {
 
     fn describe(&self) -> String {
         self.name.clone()
+    }
+}
+
+impl Drop for TokenKey {
+    fn drop(&mut self) {
+        let _one_at_a_time = TOKEN_CALLS.lock().unwrap_or_else(|p| p.into_inner());
+        drop(self.session.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
 
