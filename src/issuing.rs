@@ -68,8 +68,12 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// Refreshes the known intermediates once (call before serving), then keeps going until `shutdown`.
+    /// Keeps the intermediate fresh until `shutdown` (call [`refresh`](Self::refresh) once before serving). A CA
+    /// whose root signs leaves itself has nothing to keep.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        if self.ca.issuing().record.is_none() {
+            return;
+        }
         let mut refreshed: Option<std::time::Instant> = None;
         loop {
             if refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY) {
