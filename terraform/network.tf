@@ -38,18 +38,20 @@ resource "aws_vpc_security_group_egress_rule" "nlb_health" {
 
 resource "aws_security_group" "service" {
   name        = "${var.name}-service"
-  description = "principald replicas: gRPC from the NLB (carrying clients), health from the NLB only"
+  description = "principald replicas: gRPC from the client networks (through the NLB), health from the NLB only"
   vpc_id      = var.vpc_id
   tags        = var.tags
 }
 
+# The target group preserves client addresses (principald logs who was refused), so replicas see the clients' own IPs.
 resource "aws_vpc_security_group_ingress_rule" "service_grpc" {
-  security_group_id            = aws_security_group.service.id
-  description                  = "gRPC over mTLS from clients, through the NLB"
-  referenced_security_group_id = aws_security_group.nlb.id
-  ip_protocol                  = "tcp"
-  from_port                    = var.grpc_port
-  to_port                      = var.grpc_port
+  for_each          = toset(var.client_cidrs)
+  security_group_id = aws_security_group.service.id
+  description       = "gRPC over mTLS from ${each.value}, through the NLB"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.grpc_port
+  to_port           = var.grpc_port
 }
 
 resource "aws_vpc_security_group_ingress_rule" "service_health" {
@@ -89,6 +91,7 @@ resource "aws_lb_target_group" "grpc" {
   target_type          = "ip"
   vpc_id               = var.vpc_id
   deregistration_delay = 30
+  preserve_client_ip   = true
 
   health_check {
     protocol            = "HTTP"
