@@ -1,7 +1,7 @@
 //! The data directory's layout: which file holds what.
 //!
 //! ```text
-//! DIR/ca.pem  ca.key (0600)            the CA
+//! DIR/ca.pem  ca.key (0600)            the CA (ca.key only for a file key; KMS and HSM keys stay where they are)
 //! DIR/server.pem  server.key (0600)    the gRPC listener's certificate
 //! DIR/principald.db                    the SQLite store
 //! DIR/profiles/ADMIN/                  principalctl profile of the first admin (profile.json, ca.pem, cert.pem, key.pem)
@@ -47,10 +47,5 @@ impl DataDir {
 
     pub fn profile(&self, admin: &PrincipalId) -> PathBuf {
         self.root.join("profiles").join(admin.as_str())
-    }
-
-    /// Whether the CA exists (the mark of a bootstrapped directory).
-    pub fn has_ca(&self) -> bool {
-        self.ca_cert().exists() && self.ca_key().exists()
     }
 }

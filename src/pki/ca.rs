@@ -83,10 +83,6 @@ impl Root {
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
-
-    pub fn signer(&self) -> &Arc<dyn Signer> {
-        &self.signer
-    }
 }
 
 /// How long one replica intermediate signs, and the longest leaf it may sign.
@@ -245,10 +241,6 @@ impl CertificateAuthority {
         *self.issuing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
     }
 
-    pub fn root(&self) -> &Root {
-        &self.root
-    }
-
     /// The root certificate: what clients trust.
     pub fn cert_pem(&self) -> &str {
         &self.root.cert_pem
@@ -261,10 +253,6 @@ impl CertificateAuthority {
     /// When the root expires.
     pub fn not_after(&self) -> OffsetDateTime {
         self.root.not_after
-    }
-
-    pub fn replica(&self) -> &str {
-        &self.replica
     }
 }
 

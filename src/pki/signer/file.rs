@@ -67,10 +67,6 @@ impl Signer for FileKey {
     fn is_remote(&self) -> bool {
         false
     }
-
-    fn exportable_pem(&self) -> Option<String> {
-        Some(self.key.serialize_pem())
-    }
 }
 
 impl std::fmt::Debug for FileKey {

@@ -37,10 +37,6 @@ pub trait Signer: Send + Sync + fmt::Debug {
     fn is_remote(&self) -> bool {
         true
     }
-    /// The key as PEM PKCS#8 if it is a file key (bootstrap writes it); `None` for keys that never leave their home.
-    fn exportable_pem(&self) -> Option<String> {
-        None
-    }
 }
 
 /// Opens the key `uri` names. With `create`, a key that does not exist yet is created (KMS: a key and the alias;
