@@ -51,16 +51,15 @@ pub struct Issued {
 }
 
 impl Issued {
-    pub fn new(record: CertificateRecord, ca_chain_pem: String) -> Self {
+    /// `intermediate_pem` is the intermediate that signed `record` ("" when the root did); `root_pem` the root.
+    pub fn new(record: CertificateRecord, intermediate_pem: &str, root_pem: &str) -> Self {
         let certificate_pem = crate::pki::leaf::pem_of(&record.der);
-        // Everything but the last (the root) is presented after the leaf.
-        let intermediates: Vec<&str> = ca_chain_pem
-            .split_inclusive("-----END CERTIFICATE-----\n")
-            .collect::<Vec<_>>()
-            .split_last()
-            .map_or(Vec::new(), |(_, rest)| rest.to_vec());
-        let certificate_chain_pem = format!("{certificate_pem}{}", intermediates.concat());
-        Self { record, certificate_pem, ca_chain_pem, certificate_chain_pem }
+        Self {
+            certificate_chain_pem: format!("{certificate_pem}{intermediate_pem}"),
+            ca_chain_pem: format!("{intermediate_pem}{root_pem}"),
+            certificate_pem,
+            record,
+        }
     }
 }
 

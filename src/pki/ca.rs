@@ -99,9 +99,8 @@ pub struct Issuing {
     issuer: Issuer<'static, IssuingKey>,
     /// The intermediate as recorded in the store; `None` when the root signs leaves directly.
     pub record: Option<IntermediateRecord>,
-    /// PEM of the issuer chain, leaf's issuer first, root last.
-    pub chain_pem: String,
-    /// PEM of the intermediate ("" when the root signs): what a TLS peer presents after its leaf.
+    /// PEM of the intermediate ("" when the root signs): what a TLS peer presents after its leaf, and what comes
+    /// before the root in an issuer chain.
     pub intermediate_pem: String,
     /// No leaf signed by this key may end later than this.
     pub not_after: OffsetDateTime,
@@ -161,7 +160,6 @@ impl CertificateAuthority {
             issuer: Issuer::from_ca_cert_der(&root.cert_der, IssuingKey::Root(RcgenKey(root.signer.clone())))
                 .expect("the root certificate parsed once already"),
             record: None,
-            chain_pem: root.cert_pem.clone(),
             intermediate_pem: String::new(),
             not_after: root.not_after,
             rotate_at: None,
@@ -280,7 +278,6 @@ fn sign_intermediate(root: &Root, replica: &str, policy: IntermediatePolicy) -> 
     tracing::info!(replica, fingerprint = %record.fingerprint, %not_after, %rotate_at, "issuing intermediate signed");
     Ok(Issuing {
         issuer,
-        chain_pem: format!("{}{}", pem_of(&der), root.cert_pem),
         intermediate_pem: pem_of(&der),
         record: Some(record),
         not_after,

@@ -15,8 +15,8 @@ use crate::pki::profile;
 pub struct IssuedLeaf {
     pub record: CertificateRecord,
     pub pem: String,
-    /// Its issuer chain, PEM, issuer first and root last.
-    pub chain_pem: String,
+    /// The intermediate that signed it, PEM ("" when the root did).
+    pub intermediate_pem: String,
 }
 
 /// PEM (LF line endings) of a DER certificate.
@@ -69,5 +69,5 @@ pub fn issue_client(
         renewal: None,
         issuer: issuing.fingerprint().to_owned(),
     };
-    Ok(IssuedLeaf { record, pem: cert.pem(), chain_pem: issuing.chain_pem.clone() })
+    Ok(IssuedLeaf { record, pem: cert.pem(), intermediate_pem: issuing.intermediate_pem.clone() })
 }

@@ -95,8 +95,8 @@ impl Registry {
                 parent.serial, record.serial
             )));
         }
-        let ca_chain_pem = self.chain_of(&record.issuer).await?;
-        Ok(Issued::new(record, ca_chain_pem))
+        let intermediate_pem = self.intermediate_pem(&record.issuer).await?;
+        Ok(Issued::new(record, &intermediate_pem, self.ca.cert_pem()))
     }
 
     fn sign(
@@ -108,25 +108,25 @@ impl Registry {
         generation: u64,
     ) -> Result<Issued> {
         self.check_issuing()?;
-        let IssuedLeaf { record, chain_pem, .. } =
+        let IssuedLeaf { record, intermediate_pem, .. } =
             leaf::issue_client(&self.ca, &self.identity, kind, id, &csr.public_key, validity, generation)?;
-        Ok(Issued::new(record, chain_pem))
+        Ok(Issued::new(record, &intermediate_pem, self.ca.cert_pem()))
     }
 
-    /// The issuer chain (PEM, issuer first, root last) of a certificate signed by the intermediate `issuer`.
-    async fn chain_of(&self, issuer: &str) -> Result<String> {
+    /// The PEM of the intermediate with fingerprint `issuer` ("" for the root).
+    async fn intermediate_pem(&self, issuer: &str) -> Result<String> {
         let current = self.ca.issuing();
         if issuer == current.fingerprint() {
-            return Ok(current.chain_pem.clone());
+            return Ok(current.intermediate_pem.clone());
         }
         if issuer.is_empty() {
-            return Ok(self.ca.cert_pem().to_owned());
+            return Ok(String::new());
         }
         let intermediates = self.store.list_intermediates().await?;
         let known = intermediates.iter().find(|i| i.fingerprint == issuer);
         let known =
             known.ok_or_else(|| Error::internal("certificate chain", format!("intermediate {issuer} unknown")))?;
-        Ok(format!("{}{}", leaf::pem_of(&known.der), self.ca.cert_pem()))
+        Ok(leaf::pem_of(&known.der))
     }
 
     /// The validity to issue: the type's maximum, or less if requested; a request outside `MIN_VALIDITY..=max` is
