@@ -23,8 +23,9 @@ pub enum Error {
     /// The caller is known but lacks a permission.
     #[error("{0}")]
     PermissionDenied(String),
-    /// The store cannot be reached or is overloaded; retrying later may work. Internal detail, not for callers.
-    #[error("store unavailable: {0}")]
+    /// A dependency (the store, or the CA key in KMS or an HSM) cannot be reached or is overloaded, or this replica
+    /// is replacing its issuing intermediate; retrying later may work. Internal detail, not for callers.
+    #[error("unavailable: {0}")]
     Unavailable(String),
     /// A bug or corrupt data. Internal detail, not for callers.
     #[error("internal error: {0}")]
@@ -52,8 +53,8 @@ impl From<Error> for tonic::Status {
             Error::Unauthenticated(m) => Status::unauthenticated(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "store unavailable");
-                Status::unavailable("the server's store is unavailable; retry later")
+                tracing::warn!(error = %detail, "unavailable");
+                Status::unavailable("the server cannot reach its store or CA key right now; retry later")
             }
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
