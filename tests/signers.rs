@@ -40,12 +40,7 @@ async fn issue(server: &TestServer, id: &str) -> (pb::IssueCertificateResponse, 
 }
 
 async fn who_am_i(server: &TestServer, credentials: &Credentials) -> Result<pb::WhoAmIResponse, tonic::Status> {
-    let channel =
-        principald::client::endpoint(&server.url, credentials).unwrap().connect().await.expect("TLS connects");
-    pb::principal_service_client::PrincipalServiceClient::new(channel)
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .map(|r| r.into_inner())
+    server.client(credentials).await.who_am_i(pb::WhoAmIRequest {}).await.map(|r| r.into_inner())
 }
 
 /// Bootstrap and serve with `uri`, issue over mTLS, verify the chain with openssl, authenticate with it (and with the
