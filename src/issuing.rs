@@ -27,7 +27,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// long-expired records are pruned.
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// Intermediate records are kept as long as the certificates they signed: this long after they expire.
-const RETENTION: time::Duration = crate::store::dynamodb::items::EXPIRED_RETENTION;
+const RETENTION: time::Duration = crate::store::EXPIRED_RETENTION;
 
 /// The replica's CA, with a first intermediate recorded in the store.
 pub async fn start(config: &ServeConfig, store: &Arc<dyn Store>, dir: &DataDir) -> Result<Arc<CertificateAuthority>> {
@@ -74,11 +74,12 @@ impl Keeper {
         if self.ca.issuing().record.is_none() {
             return;
         }
-        let mut refreshed: Option<std::time::Instant> = None;
+        // The server refreshed once before serving; the first prune comes with the next refresh.
+        let mut refreshed = std::time::Instant::now();
         loop {
-            if refreshed.is_none_or(|at| at.elapsed() >= REFRESH_EVERY) {
+            if refreshed.elapsed() >= REFRESH_EVERY {
                 match self.refresh().await {
-                    Ok(()) => refreshed = Some(std::time::Instant::now()),
+                    Ok(()) => refreshed = std::time::Instant::now(),
                     Err(error) => tracing::warn!(%error, "cannot refresh the issuing intermediates; will retry"),
                 }
                 match self.store.forget_intermediates(now() - RETENTION).await {

@@ -211,6 +211,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 }
 
+/// How long records of expired certificates (and of the intermediates that signed them) are kept.
+pub const EXPIRED_RETENTION: time::Duration = time::Duration::days(30);
+
 /// The CA a store belongs to: the hex SHA-256 of its certificate's DER, and the certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaClaim {

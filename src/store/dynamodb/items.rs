@@ -14,9 +14,9 @@ pub type Item = HashMap<String, AttributeValue>;
 /// Principals are spread over this many index partitions per type, so no single index key takes every write.
 pub const TYPE_SHARDS: u64 = 8;
 
-/// Certificate items live this long after they expire, then DynamoDB's TTL deletes them (which can lag by up to
-/// 48 hours, so reads treat items past `expires_at` as gone).
-pub const EXPIRED_RETENTION: time::Duration = time::Duration::days(30);
+/// Certificate items live [`EXPIRED_RETENTION`] after they expire, then DynamoDB's TTL deletes them (which can lag by
+/// up to 48 hours, so reads treat items past `expires_at` as gone).
+pub use crate::store::EXPIRED_RETENTION;
 
 /// The index partition of a principal: `<type>#<shard>`, shard from a stable hash of the id.
 pub fn type_shard(kind: &str, id: &PrincipalId) -> String {
