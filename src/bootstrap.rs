@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rcgen::KeyPair;
 
+use crate::audit::{AuditEvent, Origin, Recorder, kind};
 use crate::client::{Profile, ProfileFile};
 use crate::config::BootstrapConfig;
 use crate::datadir::DataDir;
@@ -58,18 +59,23 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
     match store.get_principal(admin).await? {
         None => {
             let at = now();
+            let details = serde_json::json!({ "type": PrincipalType::Admin.as_str() });
+            let event = bootstrap_event(kind::PRINCIPAL_CREATED, admin.as_str(), details);
             store
-                .create_principal(&Principal {
-                    id: admin.clone(),
-                    kind: PrincipalType::Admin,
-                    status: PrincipalStatus::Active,
-                    description: "first admin, created by bootstrap".into(),
-                    email: None,
-                    status_reason: None,
-                    created_at: at,
-                    updated_at: at,
-                    generation: 0,
-                })
+                .create_principal(
+                    &Principal {
+                        id: admin.clone(),
+                        kind: PrincipalType::Admin,
+                        status: PrincipalStatus::Active,
+                        description: "first admin, created by bootstrap".into(),
+                        email: None,
+                        status_reason: None,
+                        created_at: at,
+                        updated_at: at,
+                        generation: 0,
+                    },
+                    event.as_ref(),
+                )
                 .await?;
             created.push(format!("admin principal {admin}"));
         }
@@ -90,7 +96,14 @@ pub async fn run(config: &BootstrapConfig, store: Arc<dyn Store>) -> Result<Outc
         let generation = store.get_principal(admin).await?.map_or(0, |p| p.generation);
         let issued =
             leaf::issue_client(&ca, &config.identity, PrincipalType::Admin, admin, &key, ADMIN_VALIDITY, generation)?;
-        store.insert_certificate(&issued.record).await?;
+        let details = serde_json::json!({
+            "principal": admin.as_str(),
+            "type": PrincipalType::Admin.as_str(),
+            "not_after": issued.record.not_after.unix_timestamp(),
+            "issuer": issued.record.issuer,
+        });
+        let event = bootstrap_event(kind::CERTIFICATE_ISSUED, issued.record.serial.as_str(), details);
+        store.insert_certificate(&issued.record, event.as_ref()).await?;
         files::write_private(&profile_dir.join("key.pem"), key.serialize_pem().as_bytes())?;
         files::write_public(&profile_dir.join("cert.pem"), issued.pem.as_bytes())?;
         files::write_public(&profile_dir.join("ca.pem"), ca.cert_pem().as_bytes())?;
@@ -151,7 +164,9 @@ pub async fn establish_root(
         }
     };
     let claim = CaClaim { fingerprint: sha256_hex(candidate.cert_der()), certificate_pem: candidate.cert_pem().into() };
-    let recorded = match store.claim_ca(&claim, force).await {
+    let details = serde_json::json!({ "key": key.to_string(), "replace": force });
+    let event = bootstrap_event(kind::CA_CLAIMED, &claim.fingerprint, details);
+    let recorded = match store.claim_ca(&claim, force, event.as_ref()).await {
         Ok(recorded) => recorded,
         Err(e) => {
             cleanup(false);
@@ -192,4 +207,9 @@ pub fn load_ca(dir: &DataDir) -> Result<CertificateAuthority> {
         .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", dir.ca_cert().display())))?;
     let signer = signer::open(&KeyUri::File(dir.ca_key()), false)?;
     Ok(CertificateAuthority::direct(Root::load(&pem, signer)?))
+}
+
+/// An event of bootstrap (or of a replica establishing the root), made by principald itself.
+fn bootstrap_event(what: &str, target: &str, details: serde_json::Value) -> Option<AuditEvent> {
+    Recorder::new("bootstrap", true).event(&Origin::system("bootstrap"), what, target, details)
 }

@@ -121,6 +121,7 @@ impl StoreArgs {
                 Ok(StoreConfig::Dynamodb(DynamoConfig {
                     table_prefix: prefix.clone(),
                     endpoint: self.dynamodb_endpoint.clone(),
+                    replica: String::new(),
                 }))
             }
         }
@@ -228,6 +229,13 @@ pub struct ServeArgs {
     /// Used only when serve bootstraps an empty data dir.
     #[arg(long, env = "PRINCIPALD_ADMIN_ID", default_value = "admin")]
     pub admin_id: String,
+    /// Record every change in the audit log, in the same atomic write as the change. `off` exists only to measure
+    /// what auditing costs (BENCHMARKS.md); a server running with it off logs a warning at start.
+    #[arg(long, env = "PRINCIPALD_AUDIT", default_value = "on", value_parser = ["on", "off"])]
+    pub audit: String,
+    /// How often refused requests are written to the audit log, one event per source address and reason.
+    #[arg(long, env = "PRINCIPALD_AUDIT_REFUSALS_EVERY", default_value = "60s")]
+    pub audit_refusals_every: String,
 }
 
 /// Validated bootstrap settings.
@@ -272,6 +280,10 @@ pub struct ServeConfig {
     pub intermediate_lifetime: Duration,
     /// Whether leaves are signed through a per-replica intermediate (else by the root key).
     pub intermediates: bool,
+    /// Whether changes are recorded in the audit log.
+    pub audit: bool,
+    /// How often aggregated refusals are written to the audit log.
+    pub audit_refusals_every: Duration,
 }
 
 impl IdentityArgs {
@@ -318,7 +330,11 @@ impl ServeArgs {
             Some(path) => PermissionTable::builtin_extended_by(path)?,
             None => PermissionTable::builtin(),
         };
-        let store = self.store.validate(&self.data.data_dir)?;
+        let mut store = self.store.validate(&self.data.data_dir)?;
+        let replica_id = self.replica.replica_id()?;
+        if let StoreConfig::Dynamodb(dynamo) = &mut store {
+            dynamo.replica.clone_from(&replica_id);
+        }
         // The bootstrapped admin profile points at the listen address; a specific IP must then be in the certificate.
         let mut names = self.server_names.clone();
         let profile_host = match self.listen.ip() {
@@ -343,7 +359,12 @@ impl ServeArgs {
             return Err(Error::InvalidArgument("--listen and --health-listen must differ".into()));
         }
         Ok(ServeConfig {
-            replica_id: self.replica.replica_id()?,
+            replica_id,
+            audit: self.audit == "on",
+            audit_refusals_every: nonzero(
+                parse_duration_flag("--audit-refusals-every", &self.audit_refusals_every)?,
+                "--audit-refusals-every",
+            )?,
             intermediate_lifetime: self.replica.intermediate_lifetime()?,
             intermediates: bootstrap.intermediates,
             data_dir: self.data.data_dir.clone(),

@@ -10,10 +10,12 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
 
+use crate::audit::{AuditEvent, Origin, Recorder, kind};
 use crate::auth::Authenticator;
 use crate::config::{DEFAULT_CERT_VALIDITY, ServeConfig};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
+use crate::model::IntermediateRecord;
 use crate::model::now;
 use crate::pki::ca::{CertificateAuthority, IntermediatePolicy};
 use crate::server_cert::ServerCertificate;
@@ -53,7 +55,8 @@ pub async fn start(config: &ServeConfig, store: &Arc<dyn Store>, dir: &DataDir) 
         .await
         .map_err(|e| Error::internal("sign intermediate", e))??;
     if let Some(record) = &ca.issuing().record {
-        store.record_intermediate(record).await?;
+        let recorder = Recorder::new(&config.replica_id, config.audit);
+        store.record_intermediate(record, intermediate_event(&recorder, record).as_ref()).await?;
     }
     Ok(Arc::new(ca))
 }
@@ -65,6 +68,7 @@ pub struct Keeper {
     pub authenticator: Arc<Authenticator>,
     pub server_cert: Arc<ServerCertificate>,
     pub known: Arc<KnownIntermediates>,
+    pub audit: Recorder,
 }
 
 impl Keeper {
@@ -125,7 +129,7 @@ impl Keeper {
             .await
             .map_err(|e| Error::internal("sign intermediate", e))??;
         if let Some(record) = &next.record {
-            self.store.record_intermediate(record).await?;
+            self.store.record_intermediate(record, intermediate_event(&self.audit, record).as_ref()).await?;
         }
         self.ca.install(next);
         let server_cert = self.server_cert.clone();
@@ -135,4 +139,14 @@ impl Keeper {
         self.refresh().await?;
         Ok(true)
     }
+}
+
+/// The audit event of a replica starting to sign with `record`.
+fn intermediate_event(recorder: &Recorder, record: &IntermediateRecord) -> Option<AuditEvent> {
+    let details = serde_json::json!({
+        "replica": record.replica,
+        "not_before": record.not_before.unix_timestamp(),
+        "not_after": record.not_after.unix_timestamp(),
+    });
+    recorder.event(&Origin::system("intermediate-rotation"), kind::INTERMEDIATE_CREATED, &record.fingerprint, details)
 }

@@ -6,6 +6,7 @@
 //! handlers ([`service`]) -> the domain ([`registry`]) -> [`pki`] and [`store`]. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod client;

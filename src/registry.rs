@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::{Origin, Recorder, kind};
 use crate::auth::{Authenticator, Caller};
 use crate::error::{Error, Result};
 use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Serial, now};
@@ -71,6 +72,7 @@ pub struct Registry {
     validity: HashMap<PrincipalType, Duration>,
     default_validity: Duration,
     authenticator: Arc<Authenticator>,
+    audit: Recorder,
 }
 
 impl Registry {
@@ -81,11 +83,12 @@ impl Registry {
         validity: HashMap<PrincipalType, Duration>,
         default_validity: Duration,
         authenticator: Arc<Authenticator>,
+        audit: Recorder,
     ) -> Self {
-        Self { store, ca, identity, validity, default_validity, authenticator }
+        Self { store, ca, identity, validity, default_validity, authenticator, audit }
     }
 
-    pub async fn create_principal(&self, new: NewPrincipal) -> Result<Principal> {
+    pub async fn create_principal(&self, origin: &Origin, new: NewPrincipal) -> Result<Principal> {
         if new.description.chars().count() > MAX_DESCRIPTION {
             return Err(Error::InvalidArgument(format!("description is longer than {MAX_DESCRIPTION} characters")));
         }
@@ -109,8 +112,10 @@ impl Registry {
             updated_at: at,
             generation: 0,
         };
-        self.store.create_principal(&principal).await?;
-        tracing::info!(principal = %principal.id, kind = %principal.kind, "principal created");
+        let details = serde_json::json!({ "type": principal.kind.as_str() });
+        let event = self.audit.event(origin, kind::PRINCIPAL_CREATED, principal.id.as_str(), details);
+        self.store.create_principal(&principal, event.as_ref()).await?;
+        tracing::info!(principal = %principal.id, kind = %principal.kind, by = %origin.actor.principal_id, "principal created");
         Ok(principal)
     }
 
@@ -123,17 +128,20 @@ impl Registry {
     }
 
     /// ACTIVE -> SUSPENDED. Callers cannot suspend themselves (that would lock out the last admin by accident).
-    pub async fn suspend(&self, caller: &Caller, id: &PrincipalId, reason: &str) -> Result<Principal> {
+    pub async fn suspend(&self, origin: &Origin, id: &PrincipalId, reason: &str) -> Result<Principal> {
+        let caller = authenticated(origin)?;
         refuse_self(caller, id, "suspend")?;
         if reason.chars().count() > MAX_DESCRIPTION {
             return Err(Error::InvalidArgument(format!("reason is longer than {MAX_DESCRIPTION} characters")));
         }
         let reason = Some(reason).filter(|r| !r.is_empty()).map(str::to_owned);
+        let details = serde_json::json!({ "reason": reason });
+        let event = self.audit.event(origin, kind::PRINCIPAL_SUSPENDED, id.as_str(), details);
         let (store, target) = (self.store.clone(), id.clone());
         let principal = self
             .withdraw(Withdrawn::Principal(id.clone()), async move {
-                let from = [PrincipalStatus::Active];
-                store.transition_principal(&target, &from, PrincipalStatus::Suspended, reason.as_deref(), now()).await
+                let (from, to) = ([PrincipalStatus::Active], PrincipalStatus::Suspended);
+                store.transition_principal(&target, &from, to, reason.as_deref(), now(), event.as_ref()).await
             })
             .await?;
         tracing::info!(principal = %id, by = %caller.id, "principal suspended");
@@ -141,11 +149,11 @@ impl Registry {
     }
 
     /// SUSPENDED -> ACTIVE.
-    pub async fn activate(&self, caller: &Caller, id: &PrincipalId) -> Result<Principal> {
-        let principal = self
-            .store
-            .transition_principal(id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, now())
-            .await?;
+    pub async fn activate(&self, origin: &Origin, id: &PrincipalId) -> Result<Principal> {
+        let caller = authenticated(origin)?;
+        let event = self.audit.event(origin, kind::PRINCIPAL_ACTIVATED, id.as_str(), serde_json::json!({}));
+        let (from, to) = ([PrincipalStatus::Suspended], PrincipalStatus::Active);
+        let principal = self.store.transition_principal(id, &from, to, None, now(), event.as_ref()).await?;
         // Remembered refusals ("suspended") must not outlive the suspension.
         self.authenticator.forget_principal(id);
         tracing::info!(principal = %id, by = %caller.id, "principal activated");
@@ -154,11 +162,15 @@ impl Registry {
 
     /// Soft delete: DELETED and the revocation floor raised in one write, then every certificate revoked (a sweep
     /// that a repeated delete or [`finish_sweeps`](Self::finish_sweeps) completes if it is interrupted).
-    pub async fn delete(&self, caller: &Caller, id: &PrincipalId) -> Result<(Principal, u32)> {
+    pub async fn delete(&self, origin: &Origin, id: &PrincipalId) -> Result<(Principal, u32)> {
+        let caller = authenticated(origin)?;
         refuse_self(caller, id, "delete")?;
+        let event = self.audit.event(origin, kind::PRINCIPAL_DELETED, id.as_str(), serde_json::json!({}));
         let (store, target) = (self.store.clone(), id.clone());
         let (principal, revoked) = self
-            .withdraw(Withdrawn::Principal(id.clone()), async move { store.delete_principal(&target, now()).await })
+            .withdraw(Withdrawn::Principal(id.clone()), async move {
+                store.delete_principal(&target, now(), event.as_ref()).await
+            })
             .await?;
         tracing::info!(principal = %id, by = %caller.id, revoked, "principal deleted");
         Ok((principal, revoked))
@@ -218,6 +230,11 @@ impl Registry {
 enum Withdrawn {
     Principal(PrincipalId),
     Certificate(Serial),
+}
+
+/// The authenticated caller behind `origin`; changes principald makes itself never reach these rules.
+fn authenticated(origin: &Origin) -> Result<&Caller> {
+    origin.caller.as_deref().ok_or_else(|| Error::Unauthenticated("request was not authenticated".into()))
 }
 
 fn refuse_self(caller: &Caller, id: &PrincipalId, verb: &str) -> Result<()> {

@@ -14,6 +14,9 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
+use crate::audit::Recorder;
+use crate::audit::reader::AuditReader;
+use crate::audit::refusals::Refusals;
 use crate::auth::{AuthLayer, Authenticator, MethodPolicy};
 use crate::config::{DEFAULT_CERT_VALIDITY, ServeConfig};
 use crate::datadir::DataDir;
@@ -69,12 +72,17 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     ));
     // Certificates of revoked intermediates are refused from the first request on.
     authenticator.refresh_revoked_issuers().await?;
+    let recorder = Recorder::new(&config.replica_id, config.audit);
+    if !config.audit {
+        tracing::warn!("the audit log is off (--audit off): changes are not recorded");
+    }
     let keeper = crate::issuing::Keeper {
         ca: ca.clone(),
         store: store.clone(),
         authenticator: authenticator.clone(),
         server_cert: server_cert.clone(),
         known,
+        audit: recorder.clone(),
     };
     keeper.refresh().await?;
     let follower = crate::auth::RevocationFollower::new(store.clone(), authenticator.clone(), config.revocation_poll);
@@ -85,7 +93,9 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         config.cert_validity.clone(),
         DEFAULT_CERT_VALIDITY,
         authenticator.clone(),
+        recorder.clone(),
     ));
+    let refusals = Arc::new(Refusals::default());
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -111,9 +121,9 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
         .timeout(RPC_TIMEOUT)
         .layer(crate::limits::OversizeLayer::new(MAX_REQUEST_BYTES))
-        .layer(AuthLayer::new(authenticator, MethodPolicy::principald()))
+        .layer(AuthLayer::new(authenticator, MethodPolicy::principald()).counting_refusals(refusals.clone()))
         .add_service(
-            PrincipalServiceServer::new(PrincipalApi::new(registry.clone()))
+            PrincipalServiceServer::new(PrincipalApi::new(registry.clone(), AuditReader::new(store.clone())))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
@@ -127,6 +137,13 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let grpc_health = tokio::spawn(follow_readiness(readiness, reporter, shutdown_rx.clone()));
     let epoch = follower.spawn(wait_for(shutdown_rx.clone()));
     let sweeps = tokio::spawn(finish_sweeps(registry, shutdown_rx.clone()));
+    let refused = tokio::spawn(record_refusals(
+        refusals,
+        store.clone(),
+        recorder,
+        config.audit_refusals_every,
+        shutdown_rx.clone(),
+    ));
 
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
@@ -149,6 +166,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         intermediates.abort();
         epoch.abort();
         sweeps.abort();
+        // The last refusals counted go to the audit log before the process ends.
+        let _ = tokio::time::timeout(Duration::from_secs(2), refused).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     });
     info!(grpc = %grpc_addr, health = %health_addr, data_dir = %dir.root().display(), "principald serving");
@@ -262,6 +281,32 @@ async fn finish_sweeps(registry: Arc<Registry>, shutdown: watch::Receiver<bool>)
         tokio::select! {
             _ = wait_for(shutdown.clone()) => return,
             _ = tokio::time::sleep(SWEEP_CHECK) => {}
+        }
+    }
+}
+
+/// Writes the refused requests counted by the auth layer to the audit log, one event per source address and reason
+/// and interval (and once more at shutdown).
+async fn record_refusals(
+    refusals: Arc<Refusals>,
+    store: Arc<dyn crate::store::Store>,
+    recorder: Recorder,
+    every: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = wait_for(shutdown.clone()) => true,
+            _ = tokio::time::sleep(every) => false,
+        };
+        let events = refusals.drain(&recorder, every.as_secs());
+        if !events.is_empty()
+            && let Err(error) = store.append_audit(&events).await
+        {
+            warn!(%error, events = events.len(), "cannot record refused requests in the audit log");
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -103,3 +103,50 @@ resource "aws_dynamodb_table" "meta" {
 
   tags = var.tags
 }
+
+# The audit log: one item per event (chain + seq), hash-chained; the task role may only append and read it.
+resource "aws_dynamodb_table" "audit" {
+  name                        = "${var.name}-audit"
+  billing_mode                = "PAY_PER_REQUEST"
+  hash_key                    = "chain"
+  range_key                   = "seq"
+  deletion_protection_enabled = var.deletion_protection
+
+  attribute {
+    name = "chain"
+    type = "S"
+  }
+
+  attribute {
+    name = "seq"
+    type = "N"
+  }
+
+  attribute {
+    name = "shard"
+    type = "S"
+  }
+
+  attribute {
+    name = "id"
+    type = "S"
+  }
+
+  global_secondary_index {
+    name            = "by_time"
+    hash_key        = "shard"
+    range_key       = "id"
+    projection_type = "ALL"
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = aws_kms_key.data.arn
+  }
+
+  tags = var.tags
+}

@@ -48,6 +48,13 @@ data "aws_iam_policy_document" "task" {
     resources = [for table in local.tables : "${table}/index/*"]
   }
 
+  # Append and read only: the service cannot update or delete audit events (their chain heads live in meta).
+  statement {
+    sid       = "AuditLogAppendAndRead"
+    actions   = ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"]
+    resources = [aws_dynamodb_table.audit.arn, "${aws_dynamodb_table.audit.arn}/index/*"]
+  }
+
   statement {
     sid       = "SignWithTheCaKey"
     actions   = ["kms:Sign"]

@@ -24,8 +24,8 @@ output "table_prefix" {
 }
 
 output "table_arns" {
-  description = "ARNs of the principals, certificates and meta tables."
-  value       = local.tables
+  description = "ARNs of the principals, certificates, meta and audit tables."
+  value       = concat(local.tables, [aws_dynamodb_table.audit.arn])
 }
 
 output "task_role_arn" {

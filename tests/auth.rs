@@ -140,7 +140,7 @@ async fn certificate_expiring_on_an_open_connection_stops_authenticating() {
         0,
     )
     .unwrap();
-    store.insert_certificate(&leaf.record).await.unwrap();
+    store.insert_certificate(&leaf.record, None).await.unwrap();
     let creds = Credentials { ca_pem: server.ca_pem(), cert_pem: leaf.pem, key_pem: key.serialize_pem() };
     let mut client = server.client(&creds).await;
     client.who_am_i(pb::WhoAmIRequest {}).await.expect("valid at first");

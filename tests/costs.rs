@@ -49,7 +49,7 @@ async fn worker(f: &Fixture, id: &str) -> Vec<u8> {
         updated_at: at,
         generation: 0,
     };
-    f.store.create_principal(&principal).await.unwrap();
+    f.store.create_principal(&principal, None).await.unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let leaf = principald::pki::leaf::issue_client(
         &f.ca,
@@ -61,7 +61,7 @@ async fn worker(f: &Fixture, id: &str) -> Vec<u8> {
         0,
     )
     .unwrap();
-    f.store.insert_certificate(&leaf.record).await.unwrap();
+    f.store.insert_certificate(&leaf.record, None).await.unwrap();
     leaf.record.der
 }
 
@@ -75,7 +75,7 @@ async fn a_revoked_certificate_hammering_the_server_reads_the_store_once() {
     let f = fixture(Duration::ZERO);
     let der = worker(&f, "w1").await;
     let serial = principald::auth::peer::PeerIdentity::from_der(&Default::default(), &der).unwrap().serial;
-    f.store.revoke_certificate(&serial, RevocationReason::KeyCompromise, now()).await.unwrap();
+    f.store.revoke_certificate(&serial, RevocationReason::KeyCompromise, now(), None).await.unwrap();
     let auth = authenticator(&f);
     let before = f.store.reads();
     for _ in 0..500 {
@@ -127,8 +127,10 @@ async fn a_cancelled_suspension_still_invalidates_the_cache_when_its_write_lands
     let auth = authenticator(&f);
     auth.authenticate(&der).await.expect("valid and now cached");
     let store: Arc<dyn Store> = f.store.clone();
+    let recorder = principald::audit::Recorder::new("test", true);
+    let validity = Duration::from_secs(3600);
     let registry =
-        Registry::new(store, f.ca.clone(), f.identity.clone(), HashMap::new(), Duration::from_secs(3600), auth.clone());
+        Registry::new(store, f.ca.clone(), f.identity.clone(), HashMap::new(), validity, auth.clone(), recorder);
     let admin = Caller {
         id: "admin".parse().unwrap(),
         kind: PrincipalType::Admin,
@@ -136,6 +138,7 @@ async fn a_cancelled_suspension_still_invalidates_the_cache_when_its_write_lands
         not_after: now() + time::Duration::hours(1),
         permissions: Arc::new(Default::default()),
     };
+    let admin = principald::audit::Origin::request(Arc::new(admin), None, None, "/test");
     // The client gives up while the write is still in flight.
     let target = "w1".parse().unwrap();
     let cancelled = tokio::time::timeout(Duration::from_millis(50), registry.suspend(&admin, &target, ""));

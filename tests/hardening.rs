@@ -198,7 +198,7 @@ async fn two_replicas_bootstrapping_one_empty_store_at_once_end_with_one_ca() {
     assert!(!loser.1.data_dir.join("ca.key").exists(), "the loser keeps no CA: {}", loser.0);
     let ca = principald::bootstrap::load_ca(&principald::datadir::DataDir::new(&winner.1.data_dir)).unwrap();
     let probe = principald::store::CaClaim { fingerprint: "probe".into(), certificate_pem: String::new() };
-    let recorded = store.open().await.unwrap().claim_ca(&probe, false).await.unwrap();
+    let recorded = store.open().await.unwrap().claim_ca(&probe, false, None).await.unwrap();
     assert_eq!(recorded.fingerprint, principald::model::sha256_hex(ca.cert_der()), "the store records the winner's CA");
     assert_eq!(recorded.certificate_pem, ca.cert_pem(), "with its certificate");
     winner.0.shutdown().await;

@@ -14,8 +14,11 @@ principald::store_conformance_tests!(match dynamo::fresh_config().await {
 #[tokio::test]
 async fn migrate_creates_tables_indexes_and_ttl_once() {
     let Some(endpoint) = dynamo::endpoint() else { return };
-    let config =
-        StoreConfig::Dynamodb(DynamoConfig { table_prefix: dynamo::unique_prefix(), endpoint: Some(endpoint) });
+    let config = StoreConfig::Dynamodb(DynamoConfig {
+        table_prefix: dynamo::unique_prefix(),
+        endpoint: Some(endpoint),
+        replica: "test".into(),
+    });
     let first = config.migrate().await.unwrap();
     assert!(first.iter().any(|c| c.contains("created table") && c.ends_with("principals")), "{first:?}");
     assert!(first.iter().any(|c| c.contains("certificates")), "{first:?}");
@@ -28,7 +31,8 @@ async fn migrate_creates_tables_indexes_and_ttl_once() {
 #[tokio::test]
 async fn serve_refuses_missing_tables_and_names_them() {
     let Some(endpoint) = dynamo::endpoint() else { return };
-    let config = DynamoConfig { table_prefix: dynamo::unique_prefix(), endpoint: Some(endpoint) };
+    let config =
+        DynamoConfig { table_prefix: dynamo::unique_prefix(), endpoint: Some(endpoint), replica: "test".into() };
     let error = DynamoStore::connect(&config).await.err().expect("no tables yet");
     let message = error.to_string();
     for table in ["principals", "certificates", "meta"] {

@@ -23,8 +23,8 @@ async fn writes_are_read_back_after_reopening_the_file() {
     let c = principald::store::conformance::certificate("0a", &p, p.created_at);
     {
         let store = SqliteStore::open(&path).unwrap();
-        store.create_principal(&p).await.unwrap();
-        store.insert_certificate(&c).await.unwrap();
+        store.create_principal(&p, None).await.unwrap();
+        store.insert_certificate(&c, None).await.unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.get_principal(&p.id).await.unwrap(), Some(p));

@@ -242,6 +242,11 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
             assert!(!action.contains('*'), "no wildcard actions: {action}");
             if action.starts_with("kms:") {
                 assert_eq!(resources, "[\"${aws_kms_key.ca.arn}\"]", "{action} on the CA key only");
+            } else if resources.contains("aws_dynamodb_table.audit") {
+                assert!(
+                    ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"].contains(&action.as_str()),
+                    "the audit log is append-and-read only, not {action}"
+                );
             } else {
                 assert!(
                     resources.contains("local.tables"),

@@ -23,6 +23,8 @@ pub mod permission {
     pub const CERTIFICATE_REVOKE: &str = "certificate.revoke";
     /// Renew one's own certificate.
     pub const CERTIFICATE_RENEW_SELF: &str = "certificate.renew-self";
+    /// Read the audit log (ListAuditEvents, WatchAuditEvents, ListAuditChains).
+    pub const AUDIT_READ: &str = "audit.read";
 }
 
 /// What an RPC requires of its caller.
@@ -54,6 +56,7 @@ impl PermissionTable {
             CERTIFICATE_ISSUE,
             CERTIFICATE_REVOKE,
             CERTIFICATE_RENEW_SELF,
+            AUDIT_READ,
         ];
         let grants = PrincipalType::ALL
             .into_iter()
@@ -164,6 +167,9 @@ impl MethodPolicy {
             .allow_method(svc, "ListCertificates", p(CERTIFICATE_READ))
             .allow_method(svc, "ListIntermediates", p(CERTIFICATE_READ))
             .allow_method(svc, "RevokeIntermediate", p(CERTIFICATE_REVOKE))
+            .allow_method(svc, "ListAuditEvents", p(AUDIT_READ))
+            .allow_method(svc, "WatchAuditEvents", p(AUDIT_READ))
+            .allow_method(svc, "ListAuditChains", p(AUDIT_READ))
             .allow_service("grpc.health.v1.Health", Anonymous)
             .allow_service("grpc.reflection.v1.ServerReflection", Anonymous)
             .allow_service("grpc.reflection.v1alpha.ServerReflection", Anonymous)

@@ -19,6 +19,7 @@ use tonic::codegen::http::{Request, Response};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
+use crate::audit::refusals::Refusals;
 use crate::auth::{Authenticator, Caller, MethodPolicy, Requirement};
 use crate::error::Error;
 use crate::ratelog::{RateLimitedLog, sanitize};
@@ -29,11 +30,18 @@ pub struct AuthLayer {
     authenticator: Arc<Authenticator>,
     policy: Arc<MethodPolicy>,
     refusals: Arc<RateLimitedLog>,
+    audit: Option<Arc<Refusals>>,
 }
 
 impl AuthLayer {
     pub fn new(authenticator: Arc<Authenticator>, policy: MethodPolicy) -> Self {
-        Self { authenticator, policy: Arc::new(policy), refusals: Arc::new(RateLimitedLog::default()) }
+        Self { authenticator, policy: Arc::new(policy), refusals: Arc::new(RateLimitedLog::default()), audit: None }
+    }
+
+    /// Also counts refused requests per source address and reason in `refusals` (for the audit log).
+    pub fn counting_refusals(mut self, refusals: Arc<Refusals>) -> Self {
+        self.audit = Some(refusals);
+        self
     }
 }
 
@@ -46,6 +54,7 @@ impl<S> Layer<S> for AuthLayer {
             authenticator: self.authenticator.clone(),
             policy: self.policy.clone(),
             refusals: self.refusals.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -57,6 +66,7 @@ pub struct AuthService<S> {
     authenticator: Arc<Authenticator>,
     policy: Arc<MethodPolicy>,
     refusals: Arc<RateLimitedLog>,
+    audit: Option<Arc<Refusals>>,
 }
 
 impl<S, B> Service<Request<B>> for AuthService<S>
@@ -77,9 +87,10 @@ where
         // The clone is ready only if polled; use the instance `poll_ready` prepared and leave the clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (authenticator, policy, refusals) =
-            (self.authenticator.clone(), self.policy.clone(), self.refusals.clone());
+        let (authenticator, policy, refusals, audit) =
+            (self.authenticator.clone(), self.policy.clone(), self.refusals.clone(), self.audit.clone());
         let leaf = leaf_certificate(&request);
+        let peer = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr());
         let path = request.uri().path().to_owned();
         Box::pin(async move {
             // Looked up once per request. What needs no identity is served without authenticating (and without a
@@ -94,6 +105,14 @@ where
                     inner.call(request).await
                 }
                 Err(error) => {
+                    let reason = match &error {
+                        Error::Unauthenticated(_) => Some("unauthenticated"),
+                        Error::PermissionDenied(_) => Some("permission_denied"),
+                        _ => None,
+                    };
+                    if let (Some(audit), Some(reason)) = (&audit, reason) {
+                        audit.record(peer.map(|a| a.ip()), reason, &error.to_string());
+                    }
                     if let Some(refused) = refusals.tick() {
                         tracing::info!(
                             refused,

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use super::{Issued, MIN_VALIDITY, Registry, Withdrawn};
-use crate::auth::Caller;
+use super::{Issued, MIN_VALIDITY, Registry, Withdrawn, authenticated};
+use crate::audit::{Origin, kind};
 use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Renewal, RevocationReason, Serial,
@@ -23,7 +23,7 @@ impl Registry {
     /// Issues a certificate for an ACTIVE principal from a CSR; only the CSR's public key is used.
     pub async fn issue(
         &self,
-        caller: &Caller,
+        origin: &Origin,
         id: &PrincipalId,
         csr: &[u8],
         validity: Option<Duration>,
@@ -40,13 +40,15 @@ impl Registry {
         let validity = self.validity(principal.kind, validity, None)?;
         let issued = self.sign(principal.kind, id, &csr, validity, principal.generation)?;
         // The store re-checks, in the same write, that the principal is still ACTIVE with this type and generation.
-        self.store.insert_certificate(&issued.record).await?;
-        tracing::info!(principal = %id, serial = %issued.record.serial, by = %caller.id, "certificate issued");
+        let event = self.certificate_event(origin, kind::CERTIFICATE_ISSUED, &issued.record, None);
+        self.store.insert_certificate(&issued.record, event.as_ref()).await?;
+        tracing::info!(principal = %id, serial = %issued.record.serial, by = %origin.actor.principal_id, "certificate issued");
         Ok(issued)
     }
 
     /// Issues the caller a new certificate with its own id and type, replacing the one it calls with (once).
-    pub async fn renew(&self, caller: &Caller, csr: &[u8], validity: Option<Duration>) -> Result<Issued> {
+    pub async fn renew(&self, origin: &Origin, csr: &[u8], validity: Option<Duration>) -> Result<Issued> {
+        let caller = authenticated(origin)?;
         let csr = ValidatedCsr::parse(csr)?;
         let key = sha256_hex(&csr.spki_der);
         // Both strongly consistent point reads, side by side.
@@ -57,7 +59,8 @@ impl Registry {
         }
         let validity = self.validity(caller.kind, validity, Some(&parent))?;
         let issued = self.sign(caller.kind, &caller.id, &csr, validity, principal.generation)?;
-        match self.store.insert_renewal(&parent.serial, &issued.record, &key).await {
+        let event = self.certificate_event(origin, kind::CERTIFICATE_RENEWED, &issued.record, Some(&parent.serial));
+        match self.store.insert_renewal(&parent.serial, &issued.record, &key, event.as_ref()).await {
             Ok(()) => {}
             // A concurrent renewal of the same certificate won: answer as if this request were its retry.
             Err(Error::AlreadyExists(message)) => {
@@ -97,6 +100,25 @@ impl Registry {
         }
         let intermediate_pem = self.intermediate_pem(&record.issuer).await?;
         Ok(Issued::new(record, &intermediate_pem, self.ca.cert_pem()))
+    }
+
+    fn certificate_event(
+        &self,
+        origin: &Origin,
+        what: &str,
+        record: &CertificateRecord,
+        previous: Option<&Serial>,
+    ) -> Option<crate::audit::AuditEvent> {
+        let mut details = serde_json::json!({
+            "principal": record.principal_id.as_str(),
+            "type": record.principal_type.as_str(),
+            "not_after": record.not_after.unix_timestamp(),
+            "issuer": record.issuer,
+        });
+        if let Some(previous) = previous {
+            details["previous"] = previous.as_str().into();
+        }
+        self.audit.event(origin, what, record.serial.as_str(), details)
     }
 
     fn sign(
@@ -165,10 +187,11 @@ impl Registry {
     /// included, are void at once), then sweeps them. A retry completes a sweep an earlier attempt left unfinished.
     pub async fn revoke(
         &self,
-        caller: &Caller,
+        origin: &Origin,
         serial: &Serial,
         reason: RevocationReason,
     ) -> Result<CertificateRecord> {
+        let caller = authenticated(origin)?;
         if *serial == caller.serial {
             return Err(Error::FailedPrecondition(
                 "this is the certificate you are calling with; revoke it from another admin's session".into(),
@@ -183,12 +206,14 @@ impl Registry {
                     .into(),
             ));
         }
+        let details = serde_json::json!({ "principal": record.principal_id.as_str(), "reason": reason.as_str() });
+        let event = self.audit.event(origin, kind::CERTIFICATE_REVOKED, serial.as_str(), details);
         let (store, target, owner) = (self.store.clone(), serial.clone(), record.principal_id.clone());
         let withdrawn =
             if compromise { Withdrawn::Principal(owner.clone()) } else { Withdrawn::Certificate(serial.clone()) };
         let record = self
             .withdraw(withdrawn, async move {
-                let record = match store.revoke_certificate(&target, reason, now()).await {
+                let record = match store.revoke_certificate(&target, reason, now(), event.as_ref()).await {
                     Ok(record) => record,
                     Err(Error::FailedPrecondition(_)) if compromise => {
                         let record = store

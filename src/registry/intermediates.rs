@@ -1,5 +1,6 @@
 //! Operators' view of the replica intermediates: listing them, and revoking a compromised replica's one.
 
+use crate::audit::{Origin, kind};
 use crate::error::{Error, Result};
 use crate::model::{IntermediateRecord, now};
 use crate::registry::Registry;
@@ -17,19 +18,20 @@ impl Registry {
     /// Revokes the intermediate with this fingerprint (64 hex digits): the certificates it signed stop
     /// authenticating (here at once, on other replicas with the revocation epoch), and the replica holding it signs
     /// no further certificate with it and switches to a new intermediate.
-    pub async fn revoke_intermediate(&self, fingerprint: &str) -> Result<IntermediateRecord> {
+    pub async fn revoke_intermediate(&self, origin: &Origin, fingerprint: &str) -> Result<IntermediateRecord> {
         let fingerprint = fingerprint.trim().to_ascii_lowercase();
         if fingerprint.len() != 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::InvalidArgument(
                 "invalid sha256_fingerprint: 64 hex digits (see ListIntermediates)".into(),
             ));
         }
+        let event = self.audit.event(origin, kind::INTERMEDIATE_REVOKED, &fingerprint, serde_json::json!({}));
         let store = self.store.clone();
         let authenticator = self.authenticator.clone();
         let ca = self.ca.clone();
         // Like every withdrawal: runs to the end in its own task, so a cancelled request cannot skip the refresh.
         tokio::spawn(async move {
-            let result = store.revoke_intermediate(&fingerprint, now()).await;
+            let result = store.revoke_intermediate(&fingerprint, now(), event.as_ref()).await;
             let refreshed = authenticator.refresh_revoked_issuers().await;
             authenticator.forget_all();
             if ca.issuing().fingerprint() == fingerprint {

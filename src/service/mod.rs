@@ -1,6 +1,7 @@
 //! The gRPC surface: thin handlers ([`principal`]) that parse the request, call the [`Registry`](crate::registry)
 //! and convert the answer ([`convert`]). Errors become statuses through the one mapping in [`crate::error`].
 
+pub mod audit;
 pub mod convert;
 pub mod principal;
 

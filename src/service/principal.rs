@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::audit::reader::{AuditReader, Position};
 use crate::auth::Caller;
 use crate::proto::principal_service_server::PrincipalService;
 use crate::proto::{self as pb};
 use crate::registry::{self, Issued, NewPrincipal, Registry};
+use crate::service::audit::{self, origin};
 use crate::service::convert::*;
 use crate::store::PrincipalFilter;
 
@@ -16,11 +18,12 @@ use crate::store::PrincipalFilter;
 #[derive(Clone)]
 pub struct PrincipalApi {
     registry: Arc<Registry>,
+    audit: AuditReader,
 }
 
 impl PrincipalApi {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+    pub fn new(registry: Arc<Registry>, audit: AuditReader) -> Self {
+        Self { registry, audit }
     }
 }
 
@@ -49,6 +52,7 @@ impl PrincipalService for PrincipalApi {
     }
 
     async fn create_principal(&self, request: Request<pb::CreatePrincipalRequest>) -> Reply<pb::Principal> {
+        let origin = origin(&request, "CreatePrincipal")?;
         let r = request.into_inner();
         let new = NewPrincipal {
             id: principal_id(&r.id)?,
@@ -56,7 +60,7 @@ impl PrincipalService for PrincipalApi {
             description: r.description,
             email: r.email,
         };
-        Ok(Response::new(principal_to_wire(self.registry.create_principal(new).await?)))
+        Ok(Response::new(principal_to_wire(self.registry.create_principal(&origin, new).await?)))
     }
 
     async fn get_principal(&self, request: Request<pb::GetPrincipalRequest>) -> Reply<pb::Principal> {
@@ -76,15 +80,15 @@ impl PrincipalService for PrincipalApi {
     }
 
     async fn suspend_principal(&self, request: Request<pb::SuspendPrincipalRequest>) -> Reply<pb::Principal> {
-        let caller = Caller::from_request(&request)?;
+        let origin = origin(&request, "SuspendPrincipal")?;
         let r = request.into_inner();
-        let principal = self.registry.suspend(&caller, &principal_id(&r.id)?, &r.reason).await?;
+        let principal = self.registry.suspend(&origin, &principal_id(&r.id)?, &r.reason).await?;
         Ok(Response::new(principal_to_wire(principal)))
     }
 
     async fn activate_principal(&self, request: Request<pb::ActivatePrincipalRequest>) -> Reply<pb::Principal> {
-        let caller = Caller::from_request(&request)?;
-        let principal = self.registry.activate(&caller, &principal_id(&request.get_ref().id)?).await?;
+        let origin = origin(&request, "ActivatePrincipal")?;
+        let principal = self.registry.activate(&origin, &principal_id(&request.get_ref().id)?).await?;
         Ok(Response::new(principal_to_wire(principal)))
     }
 
@@ -92,8 +96,8 @@ impl PrincipalService for PrincipalApi {
         &self,
         request: Request<pb::DeletePrincipalRequest>,
     ) -> Reply<pb::DeletePrincipalResponse> {
-        let caller = Caller::from_request(&request)?;
-        let (principal, revoked) = self.registry.delete(&caller, &principal_id(&request.get_ref().id)?).await?;
+        let origin = origin(&request, "DeletePrincipal")?;
+        let (principal, revoked) = self.registry.delete(&origin, &principal_id(&request.get_ref().id)?).await?;
         Ok(Response::new(pb::DeletePrincipalResponse {
             principal: Some(principal_to_wire(principal)),
             revoked_certificates: revoked,
@@ -104,10 +108,10 @@ impl PrincipalService for PrincipalApi {
         &self,
         request: Request<pb::IssueCertificateRequest>,
     ) -> Reply<pb::IssueCertificateResponse> {
-        let caller = Caller::from_request(&request)?;
+        let origin = origin(&request, "IssueCertificate")?;
         let r = request.into_inner();
         let issued =
-            self.registry.issue(&caller, &principal_id(&r.principal_id)?, &r.csr, validity(r.validity_seconds)).await?;
+            self.registry.issue(&origin, &principal_id(&r.principal_id)?, &r.csr, validity(r.validity_seconds)).await?;
         Ok(Response::new(issued_to_wire(issued)))
     }
 
@@ -115,16 +119,16 @@ impl PrincipalService for PrincipalApi {
         &self,
         request: Request<pb::RenewCertificateRequest>,
     ) -> Reply<pb::IssueCertificateResponse> {
-        let caller = Caller::from_request(&request)?;
+        let origin = origin(&request, "RenewCertificate")?;
         let r = request.into_inner();
-        let issued = self.registry.renew(&caller, &r.csr, validity(r.validity_seconds)).await?;
+        let issued = self.registry.renew(&origin, &r.csr, validity(r.validity_seconds)).await?;
         Ok(Response::new(issued_to_wire(issued)))
     }
 
     async fn revoke_certificate(&self, request: Request<pb::RevokeCertificateRequest>) -> Reply<pb::Certificate> {
-        let caller = Caller::from_request(&request)?;
+        let origin = origin(&request, "RevokeCertificate")?;
         let r = request.into_inner();
-        let record = self.registry.revoke(&caller, &serial(&r.serial)?, revocation_reason(r.reason)?).await?;
+        let record = self.registry.revoke(&origin, &serial(&r.serial)?, revocation_reason(r.reason)?).await?;
         Ok(Response::new(certificate_to_wire(record)))
     }
 
@@ -157,7 +161,49 @@ impl PrincipalService for PrincipalApi {
     }
 
     async fn revoke_intermediate(&self, request: Request<pb::RevokeIntermediateRequest>) -> Reply<pb::Intermediate> {
-        let revoked = self.registry.revoke_intermediate(&request.into_inner().sha256_fingerprint).await?;
+        let origin = origin(&request, "RevokeIntermediate")?;
+        let revoked = self.registry.revoke_intermediate(&origin, &request.into_inner().sha256_fingerprint).await?;
         Ok(Response::new(intermediate_to_wire(revoked)))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Reply<pb::ListAuditEventsResponse> {
+        let r = request.into_inner();
+        let filter = audit::filter_from_wire(&r)?;
+        let page = self.audit.list(&filter, &registry::page_request(r.page_size, &r.page_token)?).await?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: page.items.into_iter().map(|e| audit::event_to_wire(e, String::new())).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        }))
+    }
+
+    type WatchAuditEventsStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::AuditEvent, Status>> + Send + 'static>>;
+
+    async fn watch_audit_events(
+        &self,
+        request: Request<pb::WatchAuditEventsRequest>,
+    ) -> Reply<Self::WatchAuditEventsStream> {
+        let r = request.into_inner();
+        let from = match (r.position.is_empty(), r.from_now) {
+            (true, true) => Position::at(&self.audit.heads().await?),
+            _ => Position::decode(&r.position)?,
+        };
+        let events = tokio_stream::wrappers::ReceiverStream::new(self.audit.watch(from, r.follow));
+        let events = tokio_stream::StreamExt::map(events, |item| match item {
+            Ok((event, position)) => Ok(audit::event_to_wire(event, position)),
+            Err(error) => Err(Status::from(error)),
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn list_audit_chains(
+        &self,
+        _request: Request<pb::ListAuditChainsRequest>,
+    ) -> Reply<pb::ListAuditChainsResponse> {
+        let heads = self.audit.heads().await?;
+        Ok(Response::new(pb::ListAuditChainsResponse { chains: heads.into_iter().map(audit::head_to_wire).collect() }))
     }
 }

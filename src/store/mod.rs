@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::Result;
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
@@ -85,7 +86,11 @@ pub struct Page<T> {
     pub next_token: Option<String>,
 }
 
-/// The store contract. All methods are safe to call concurrently. A method that returns `Ok` after a write has made
+/// The store contract. All methods are safe to call concurrently.
+///
+/// Audit: every method that takes `audit: Option<&AuditEvent>` appends that event to the audit log in the same
+/// atomic write as its change, or writes neither; a call that changes nothing (an error, an idempotent repeat)
+/// records nothing. The store places the event in one of its chains ([`crate::audit::chain`]). A method that returns `Ok` after a write has made
 /// that write durable: a crash right after cannot lose it. A method that returns `Err` has changed nothing.
 ///
 /// Errors: `NotFound` and `FailedPrecondition` describe the data; `Unavailable` means the backend could not be
@@ -95,7 +100,7 @@ pub struct Page<T> {
 pub trait Store: Send + Sync + 'static {
     /// Creates `principal`. `AlreadyExists` if its id exists in any status (ids of deleted principals are never
     /// reused, so old certificates can never match a new principal).
-    async fn create_principal(&self, principal: &Principal) -> Result<()>;
+    async fn create_principal(&self, principal: &Principal, audit: Option<&AuditEvent>) -> Result<()>;
 
     /// The principal with this id in any status, `Ok(None)` if there is none. Strongly consistent: it sees every
     /// write acknowledged before the call.
@@ -115,6 +120,7 @@ pub trait Store: Send + Sync + 'static {
         to: PrincipalStatus,
         reason: Option<&str>,
         at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
     ) -> Result<Principal>;
 
     /// Sets the principal DELETED (from ACTIVE or SUSPENDED) and raises its generation in one atomic write, which
@@ -123,13 +129,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`finish_sweeps`](Self::finish_sweeps) or a repeated call completes if it is interrupted). Returns the principal
     /// and how many certificates it revoked. `NotFound` if there is no such principal; `FailedPrecondition` if it is
     /// already deleted (after finishing any sweep of it that was interrupted).
-    async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)>;
+    async fn delete_principal(
+        &self,
+        id: &PrincipalId,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(Principal, u32)>;
 
     /// Records an issued certificate, in the same atomic write that checks its principal exists, is ACTIVE, has
     /// `cert.principal_type` and is still at `cert.generation`. `NotFound` if the principal does not exist;
     /// `FailedPrecondition` if it is not active, has another type or its generation moved; `AlreadyExists` if the
     /// serial is taken.
-    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()>;
+    async fn insert_certificate(&self, cert: &CertificateRecord, audit: Option<&AuditEvent>) -> Result<()>;
 
     /// Records `cert` as the one renewal of `parent`, for the public key whose SPKI hashes to `key_sha256`: in one
     /// atomic write that checks everything [`insert_certificate`](Self::insert_certificate) checks, and that the
@@ -137,7 +148,13 @@ pub trait Store: Send + Sync + 'static {
     /// has not been renewed; it marks the parent renewed. So a revocation committed first always wins, and a
     /// certificate renews at most once. `NotFound` if the parent is unknown; `FailedPrecondition` if it is revoked,
     /// void or another principal's; `AlreadyExists` if it was renewed already (read it to see by what).
-    async fn insert_renewal(&self, parent: &Serial, cert: &CertificateRecord, key_sha256: &str) -> Result<()>;
+    async fn insert_renewal(
+        &self,
+        parent: &Serial,
+        cert: &CertificateRecord,
+        key_sha256: &str,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()>;
 
     /// Revokes every unrevoked certificate of the principal at `at` for `reason` (earlier revocations keep their time
     /// and reason), raises the principal's generation first and advances the revocation epoch. Returns how many it
@@ -171,16 +188,17 @@ pub trait Store: Send + Sync + 'static {
         serial: &Serial,
         reason: RevocationReason,
         at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
     ) -> Result<CertificateRecord>;
 
     /// The CA this store belongs to, recording `claim` first if none is recorded yet. Exactly one CA is ever
     /// recorded, however many processes call this at once; a caller whose fingerprint differs from the answer must not
     /// serve this store. With `replace` (`bootstrap --force`, which replaces the CA on purpose) `claim` is recorded
     /// whatever was there. Stores claimed before the certificate was kept answer with an empty `certificate_pem`.
-    async fn claim_ca(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim>;
+    async fn claim_ca(&self, claim: &CaClaim, replace: bool, audit: Option<&AuditEvent>) -> Result<CaClaim>;
 
     /// Records a replica's issuing intermediate (before it signs anything). Recording the same one again is a no-op.
-    async fn record_intermediate(&self, intermediate: &IntermediateRecord) -> Result<()>;
+    async fn record_intermediate(&self, intermediate: &IntermediateRecord, audit: Option<&AuditEvent>) -> Result<()>;
 
     /// Every recorded intermediate, revoked ones included, in no particular order. Small: a few per replica and day,
     /// and the server forgets none (auditors need them for as long as the certificates they signed are kept).
@@ -196,7 +214,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes an intermediate (every certificate it signed is void from then on) and raises the revocation epoch in
     /// the same write. `NotFound` if unknown, `FailedPrecondition` if already revoked.
-    async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord>;
+    async fn revoke_intermediate(
+        &self,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<IntermediateRecord>;
 
     /// Finishes every certificate sweep that an interrupted deletion or key-compromise revocation left behind; returns
     /// how many certificates it revoked. Servers call it in the background; backends whose sweeps are atomic return 0.
@@ -206,6 +229,19 @@ pub trait Store: Send + Sync + 'static {
     /// other than ACTIVE, `delete_principal`, `revoke_all_certificates`) increases, by any process using this store, in the same atomic write.
     /// Strongly consistent. Replicas poll it to know when to drop cached authentication results.
     async fn revocation_epoch(&self) -> Result<u64>;
+
+    /// Appends events that record no change of the store (aggregated refusals), each in its chain.
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+
+    /// Events matching `filter`, ordered by id (time) ascending, one page at a time.
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<Recorded>>;
+
+    /// Every chain's head (last position and hash). Strongly consistent.
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>>;
+
+    /// Up to `limit` events of `chain` after position `after`, in position order. Strongly consistent: every event
+    /// up to a head read before the call is returned.
+    async fn audit_chain(&self, chain: &str, after: u64, limit: u32) -> Result<Vec<Recorded>>;
 
     /// `Ok` if the backend answers a trivial read now. Used by readiness checks.
     async fn ping(&self) -> Result<()>;

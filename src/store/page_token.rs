@@ -87,6 +87,14 @@ pub fn invalid(why: &str) -> Error {
     ))
 }
 
+/// What a page token of an audit listing is bound to: its filter.
+pub fn audit_listing(filter: &crate::audit::AuditFilter) -> String {
+    format!(
+        "audit|{:?}|{:?}|{:?}|{:?}|{:?}",
+        filter.since_ms, filter.until_ms, filter.actor, filter.target, filter.kind
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

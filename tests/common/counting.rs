@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use principald::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use principald::error::Result;
 use principald::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
@@ -38,8 +39,8 @@ impl CountingStore {
 
 #[async_trait]
 impl Store for CountingStore {
-    async fn create_principal(&self, principal: &Principal) -> Result<()> {
-        self.inner.create_principal(principal).await
+    async fn create_principal(&self, principal: &Principal, audit: Option<&AuditEvent>) -> Result<()> {
+        self.inner.create_principal(principal, audit).await
     }
     async fn get_principal(&self, id: &PrincipalId) -> Result<Option<Principal>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
@@ -55,18 +56,30 @@ impl Store for CountingStore {
         to: PrincipalStatus,
         reason: Option<&str>,
         at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
     ) -> Result<Principal> {
         tokio::time::sleep(self.transition_delay).await;
-        self.inner.transition_principal(id, from, to, reason, at).await
+        self.inner.transition_principal(id, from, to, reason, at, audit).await
     }
-    async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
-        self.inner.delete_principal(id, at).await
+    async fn delete_principal(
+        &self,
+        id: &PrincipalId,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(Principal, u32)> {
+        self.inner.delete_principal(id, at, audit).await
     }
-    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
-        self.inner.insert_certificate(cert).await
+    async fn insert_certificate(&self, cert: &CertificateRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        self.inner.insert_certificate(cert, audit).await
     }
-    async fn insert_renewal(&self, parent: &Serial, cert: &CertificateRecord, key_sha256: &str) -> Result<()> {
-        self.inner.insert_renewal(parent, cert, key_sha256).await
+    async fn insert_renewal(
+        &self,
+        parent: &Serial,
+        cert: &CertificateRecord,
+        key_sha256: &str,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        self.inner.insert_renewal(parent, cert, key_sha256, audit).await
     }
     async fn revoke_all_certificates(
         &self,
@@ -93,14 +106,15 @@ impl Store for CountingStore {
         serial: &Serial,
         reason: RevocationReason,
         at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
     ) -> Result<CertificateRecord> {
-        self.inner.revoke_certificate(serial, reason, at).await
+        self.inner.revoke_certificate(serial, reason, at, audit).await
     }
-    async fn claim_ca(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
-        self.inner.claim_ca(claim, replace).await
+    async fn claim_ca(&self, claim: &CaClaim, replace: bool, audit: Option<&AuditEvent>) -> Result<CaClaim> {
+        self.inner.claim_ca(claim, replace, audit).await
     }
-    async fn record_intermediate(&self, intermediate: &IntermediateRecord) -> Result<()> {
-        self.inner.record_intermediate(intermediate).await
+    async fn record_intermediate(&self, intermediate: &IntermediateRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        self.inner.record_intermediate(intermediate, audit).await
     }
     async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>> {
         self.inner.list_intermediates().await
@@ -111,8 +125,25 @@ impl Store for CountingStore {
     async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32> {
         self.inner.forget_intermediates(expired_before).await
     }
-    async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
-        self.inner.revoke_intermediate(fingerprint, at).await
+    async fn revoke_intermediate(
+        &self,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<IntermediateRecord> {
+        self.inner.revoke_intermediate(fingerprint, at, audit).await
+    }
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        self.inner.append_audit(events).await
+    }
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<Recorded>> {
+        self.inner.list_audit(filter, page).await
+    }
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>> {
+        self.inner.audit_heads().await
+    }
+    async fn audit_chain(&self, chain: &str, after: u64, limit: u32) -> Result<Vec<Recorded>> {
+        self.inner.audit_chain(chain, after, limit).await
     }
     async fn finish_sweeps(&self) -> Result<u32> {
         self.inner.finish_sweeps().await

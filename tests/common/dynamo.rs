@@ -32,7 +32,8 @@ pub fn unique_prefix() -> String {
 
 /// Fresh, migrated tables on `endpoint`.
 pub async fn fresh_config_at(endpoint: &str) -> DynamoConfig {
-    let config = DynamoConfig { table_prefix: unique_prefix(), endpoint: Some(endpoint.to_owned()) };
+    let config =
+        DynamoConfig { table_prefix: unique_prefix(), endpoint: Some(endpoint.to_owned()), replica: "test".into() };
     StoreConfig::Dynamodb(config.clone()).migrate().await.expect("migrate DynamoDB Local");
     config
 }

@@ -162,6 +162,7 @@ async fn store_args(cli: &Cli) -> Vec<String> {
     let config = principald::store::StoreConfig::Dynamodb(principald::store::dynamodb::DynamoConfig {
         table_prefix: prefix.clone(),
         endpoint: Some(endpoint.clone()),
+        replica: "bench".into(),
     });
     config.migrate().await.expect("migrate DynamoDB");
     vec![

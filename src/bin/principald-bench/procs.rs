@@ -196,6 +196,25 @@ impl PrincipalService for BareApi {
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
+    async fn list_audit_events(
+        &self,
+        _: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    type WatchAuditEventsStream = tokio_stream::Empty<Result<pb::AuditEvent, Status>>;
+    async fn watch_audit_events(
+        &self,
+        _: Request<pb::WatchAuditEventsRequest>,
+    ) -> Result<Response<Self::WatchAuditEventsStream>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn list_audit_chains(
+        &self,
+        _: Request<pb::ListAuditChainsRequest>,
+    ) -> Result<Response<pb::ListAuditChainsResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
     async fn list_intermediates(
         &self,
         _: Request<pb::ListIntermediatesRequest>,

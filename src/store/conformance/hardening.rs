@@ -21,28 +21,28 @@ async fn cert(store: &Arc<dyn Store>, s: &str) -> CertificateRecord {
 pub async fn renewal_is_recorded_once_and_needs_an_unrevoked_current_parent(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
     let other = principal("w2", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
-    store.create_principal(&other).await.unwrap();
-    store.insert_certificate(&certificate("01", &p, t0())).await.unwrap();
-    store.insert_renewal(&serial("01"), &certificate("02", &p, t0()), "k1").await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&other, None).await.unwrap();
+    store.insert_certificate(&certificate("01", &p, t0()), None).await.unwrap();
+    store.insert_renewal(&serial("01"), &certificate("02", &p, t0()), "k1", None).await.unwrap();
     let renewal = cert(&store, "01").await.renewal.expect("parent marked renewed");
     assert_eq!((renewal.serial.as_str(), renewal.key_sha256.as_str()), ("02", "k1"));
     assert_eq!(cert(&store, "02").await.renewal, None);
 
-    let again = store.insert_renewal(&serial("01"), &certificate("03", &p, t0()), "k2").await;
+    let again = store.insert_renewal(&serial("01"), &certificate("03", &p, t0()), "k2", None).await;
     assert!(matches!(again, Err(Error::AlreadyExists(_))), "{again:?}");
     assert_eq!(store.get_certificate(&serial("03")).await.unwrap(), None, "a refused renewal stores nothing");
 
-    store.insert_certificate(&certificate("04", &p, t0())).await.unwrap();
-    store.revoke_certificate(&serial("04"), RevocationReason::Superseded, t0()).await.unwrap();
-    let revoked = store.insert_renewal(&serial("04"), &certificate("05", &p, t0()), "k1").await;
+    store.insert_certificate(&certificate("04", &p, t0()), None).await.unwrap();
+    store.revoke_certificate(&serial("04"), RevocationReason::Superseded, t0(), None).await.unwrap();
+    let revoked = store.insert_renewal(&serial("04"), &certificate("05", &p, t0()), "k1", None).await;
     assert!(matches!(revoked, Err(Error::FailedPrecondition(_))), "{revoked:?}");
     assert_eq!(store.get_certificate(&serial("05")).await.unwrap(), None);
 
-    store.insert_certificate(&certificate("06", &other, t0())).await.unwrap();
-    let foreign = store.insert_renewal(&serial("06"), &certificate("07", &p, t0()), "k1").await;
+    store.insert_certificate(&certificate("06", &other, t0()), None).await.unwrap();
+    let foreign = store.insert_renewal(&serial("06"), &certificate("07", &p, t0()), "k1", None).await;
     assert!(matches!(foreign, Err(Error::FailedPrecondition(_))), "{foreign:?}");
-    let unknown = store.insert_renewal(&serial("99"), &certificate("08", &p, t0()), "k1").await;
+    let unknown = store.insert_renewal(&serial("99"), &certificate("08", &p, t0()), "k1", None).await;
     assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
     for s in ["07", "08"] {
         assert_eq!(store.get_certificate(&serial(s)).await.unwrap(), None);
@@ -51,24 +51,24 @@ pub async fn renewal_is_recorded_once_and_needs_an_unrevoked_current_parent(stor
 
 pub async fn key_compromise_voids_every_certificate_in_the_revoking_write(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     for s in ["01", "02", "03"] {
-        store.insert_certificate(&certificate(s, &p, t0())).await.unwrap();
+        store.insert_certificate(&certificate(s, &p, t0()), None).await.unwrap();
     }
-    store.revoke_certificate(&serial("01"), RevocationReason::KeyCompromise, t0()).await.unwrap();
+    store.revoke_certificate(&serial("01"), RevocationReason::KeyCompromise, t0(), None).await.unwrap();
     let after = store.get_principal(&p.id).await.unwrap().unwrap();
     assert!(after.generation > p.generation, "the floor rose with the revocation");
     // Before any sweep: void for authentication and renewal alike.
     for s in ["02", "03"] {
         assert!(cert(&store, s).await.is_void_for(&after), "{s} is void");
     }
-    let renewal = store.insert_renewal(&serial("02"), &certificate("04", &p, t0()), "k").await;
+    let renewal = store.insert_renewal(&serial("02"), &certificate("04", &p, t0()), "k", None).await;
     assert!(matches!(renewal, Err(Error::FailedPrecondition(_))), "{renewal:?}");
-    let stale = store.insert_certificate(&certificate("05", &p, t0())).await;
+    let stale = store.insert_certificate(&certificate("05", &p, t0()), None).await;
     assert!(matches!(stale, Err(Error::FailedPrecondition(_))), "issued under the old generation: {stale:?}");
     let mut fresh = certificate("06", &p, t0());
     fresh.generation = after.generation;
-    store.insert_certificate(&fresh).await.unwrap();
+    store.insert_certificate(&fresh, None).await.unwrap();
     assert!(!cert(&store, "06").await.is_void_for(&after), "certificates issued after the floor are valid");
     store.revoke_all_certificates(&p.id, RevocationReason::KeyCompromise, t0()).await.unwrap();
     for s in ["02", "03"] {
@@ -78,20 +78,20 @@ pub async fn key_compromise_voids_every_certificate_in_the_revoking_write(store:
 
 pub async fn suspension_and_deletion_raise_the_floor(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
-    store.insert_certificate(&certificate("01", &p, t0())).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
+    store.insert_certificate(&certificate("01", &p, t0()), None).await.unwrap();
     let suspended = store
-        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0())
+        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0(), None)
         .await
         .unwrap();
     assert!(suspended.generation > p.generation);
     let active = store
-        .transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, t0())
+        .transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, t0(), None)
         .await
         .unwrap();
     assert_eq!(active.generation, suspended.generation, "activation restores no old certificate");
     assert!(cert(&store, "01").await.is_void_for(&active));
-    let (deleted, _) = store.delete_principal(&p.id, t0()).await.unwrap();
+    let (deleted, _) = store.delete_principal(&p.id, t0(), None).await.unwrap();
     assert!(deleted.generation > active.generation);
 }
 
@@ -100,20 +100,20 @@ pub async fn suspension_and_deletion_raise_the_floor(store: Arc<dyn Store>) {
 pub async fn renewals_racing_key_compromise_leave_no_live_descendant(store: Arc<dyn Store>) {
     for round in 0..12u32 {
         let p = principal(&format!("race{round}"), PrincipalType::Worker);
-        store.create_principal(&p).await.unwrap();
+        store.create_principal(&p, None).await.unwrap();
         let parent = format!("{:02x}{:02x}", round, 0);
-        store.insert_certificate(&certificate(&parent, &p, t0())).await.unwrap();
+        store.insert_certificate(&certificate(&parent, &p, t0()), None).await.unwrap();
         let mut tasks = Vec::new();
         for attempt in 1..=3u32 {
             let (store, p, parent) = (store.clone(), p.clone(), parent.clone());
             tasks.push(tokio::spawn(async move {
                 let child = certificate(&format!("{round:02x}{attempt:02x}"), &p, t0());
-                let _ = store.insert_renewal(&serial(&parent), &child, &format!("k{attempt}")).await;
+                let _ = store.insert_renewal(&serial(&parent), &child, &format!("k{attempt}"), None).await;
             }));
         }
         let (revoker, id, target) = (store.clone(), p.id.clone(), parent.clone());
         tasks.push(tokio::spawn(async move {
-            revoker.revoke_certificate(&serial(&target), RevocationReason::KeyCompromise, t0()).await.unwrap();
+            revoker.revoke_certificate(&serial(&target), RevocationReason::KeyCompromise, t0(), None).await.unwrap();
         }));
         for task in tasks {
             task.await.unwrap();
@@ -137,9 +137,9 @@ pub async fn renewals_racing_key_compromise_leave_no_live_descendant(store: Arc<
 pub async fn page_tokens_from_elsewhere_are_invalid_arguments(store: Arc<dyn Store>) {
     for i in 0..3 {
         let p = principal(&format!("w{i}"), PrincipalType::Worker);
-        store.create_principal(&p).await.unwrap();
+        store.create_principal(&p, None).await.unwrap();
         for s in 0..3 {
-            store.insert_certificate(&certificate(&format!("{i:02x}{s:02x}"), &p, t0())).await.unwrap();
+            store.insert_certificate(&certificate(&format!("{i:02x}{s:02x}"), &p, t0()), None).await.unwrap();
         }
     }
     let all = PrincipalFilter::default();
@@ -171,7 +171,7 @@ pub async fn the_first_ca_claim_wins(store: Arc<dyn Store>) {
         .map(|i| {
             let store = store.clone();
             let mine = claim(format!("{i:064x}"));
-            tokio::spawn(async move { store.claim_ca(&mine, false).await.unwrap() })
+            tokio::spawn(async move { store.claim_ca(&mine, false, None).await.unwrap() })
         })
         .collect();
     let mut answers = Vec::new();
@@ -180,9 +180,17 @@ pub async fn the_first_ca_claim_wins(store: Arc<dyn Store>) {
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "one CA recorded: {answers:?}");
     assert_eq!(answers[0].certificate_pem, format!("certificate {}", answers[0].fingerprint), "with its certificate");
-    assert_eq!(store.claim_ca(&claim("f".repeat(64)), false).await.unwrap(), answers[0], "later claims see the first");
-    assert_eq!(store.claim_ca(&claim("e".repeat(64)), true).await.unwrap(), claim("e".repeat(64)), "forced: replaced");
-    assert_eq!(store.claim_ca(&claim("f".repeat(64)), false).await.unwrap(), claim("e".repeat(64)));
+    assert_eq!(
+        store.claim_ca(&claim("f".repeat(64)), false, None).await.unwrap(),
+        answers[0],
+        "later claims see the first"
+    );
+    assert_eq!(
+        store.claim_ca(&claim("e".repeat(64)), true, None).await.unwrap(),
+        claim("e".repeat(64)),
+        "forced: replaced"
+    );
+    assert_eq!(store.claim_ca(&claim("f".repeat(64)), false, None).await.unwrap(), claim("e".repeat(64)));
 }
 
 pub async fn intermediates_are_recorded_and_revoked_once(store: Arc<dyn Store>) {
@@ -195,27 +203,27 @@ pub async fn intermediates_are_recorded_and_revoked_once(store: Arc<dyn Store>) 
         der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
         revoked_at: None,
     };
-    store.record_intermediate(&record("aa")).await.unwrap();
-    store.record_intermediate(&record("aa")).await.unwrap();
-    store.record_intermediate(&record("bb")).await.unwrap();
+    store.record_intermediate(&record("aa"), None).await.unwrap();
+    store.record_intermediate(&record("aa"), None).await.unwrap();
+    store.record_intermediate(&record("bb"), None).await.unwrap();
     let mut listed = store.list_intermediates().await.unwrap();
     listed.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     assert_eq!(listed, vec![record("aa"), record("bb")]);
 
     let epoch = store.revocation_epoch().await.unwrap();
-    let revoked = store.revoke_intermediate("aa", at).await.unwrap();
+    let revoked = store.revoke_intermediate("aa", at, None).await.unwrap();
     assert_eq!(revoked.revoked_at.map(|t| t.unix_timestamp()), Some(at.unix_timestamp()));
     assert!(store.revocation_epoch().await.unwrap() > epoch, "revoking an intermediate moves the epoch");
-    let again = store.revoke_intermediate("aa", at).await;
+    let again = store.revoke_intermediate("aa", at, None).await;
     assert!(matches!(again, Err(Error::FailedPrecondition(_))), "{again:?}");
-    let unknown = store.revoke_intermediate("cc", at).await;
+    let unknown = store.revoke_intermediate("cc", at, None).await;
     assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
     let listed = store.list_intermediates().await.unwrap();
     assert_eq!(listed.iter().filter(|r| r.revoked_at.is_some()).count(), 1);
     assert_eq!(store.revoked_intermediates().await.unwrap().into_iter().collect::<Vec<_>>(), ["aa"]);
 
     let old = IntermediateRecord { not_after: at - time::Duration::days(40), ..record("dd") };
-    store.record_intermediate(&old).await.unwrap();
+    store.record_intermediate(&old, None).await.unwrap();
     assert_eq!(
         store.forget_intermediates(at - time::Duration::days(30)).await.unwrap(),
         1,
@@ -228,12 +236,12 @@ pub async fn intermediates_are_recorded_and_revoked_once(store: Arc<dyn Store>) 
 
 pub async fn interrupted_sweeps_are_finished(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     for s in ["01", "02", "03"] {
-        store.insert_certificate(&certificate(s, &p, t0())).await.unwrap();
+        store.insert_certificate(&certificate(s, &p, t0()), None).await.unwrap();
     }
     // The revoking write alone, as if the process died before sweeping.
-    store.revoke_certificate(&serial("01"), RevocationReason::KeyCompromise, t0()).await.unwrap();
+    store.revoke_certificate(&serial("01"), RevocationReason::KeyCompromise, t0(), None).await.unwrap();
     store.finish_sweeps().await.unwrap();
     for s in ["02", "03"] {
         let revocation = cert(&store, s).await.revocation.expect("swept");

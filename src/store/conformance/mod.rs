@@ -87,24 +87,24 @@ fn page(size: u32, token: Option<String>) -> PageRequest {
 
 pub async fn principal_round_trips(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     assert_eq!(store.get_principal(&p.id).await.unwrap(), Some(p));
     let mut no_email = principal("u1", PrincipalType::User);
     no_email.email = None;
-    store.create_principal(&no_email).await.unwrap();
+    store.create_principal(&no_email, None).await.unwrap();
     assert_eq!(store.get_principal(&no_email.id).await.unwrap(), Some(no_email));
 }
 
 pub async fn duplicate_principal_is_refused_and_changes_nothing(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let mut other = principal("w1", PrincipalType::Admin);
     other.description = "impostor".into();
-    assert!(matches!(store.create_principal(&other).await, Err(Error::AlreadyExists(_))));
+    assert!(matches!(store.create_principal(&other, None).await, Err(Error::AlreadyExists(_))));
     assert_eq!(store.get_principal(&p.id).await.unwrap(), Some(p.clone()));
     // Ids of deleted principals are never reused.
-    store.delete_principal(&p.id, t0()).await.unwrap();
-    assert!(matches!(store.create_principal(&p).await, Err(Error::AlreadyExists(_))));
+    store.delete_principal(&p.id, t0(), None).await.unwrap();
+    assert!(matches!(store.create_principal(&p, None).await, Err(Error::AlreadyExists(_))));
 }
 
 pub async fn unknown_ids_are_none(store: Arc<dyn Store>) {
@@ -112,13 +112,20 @@ pub async fn unknown_ids_are_none(store: Arc<dyn Store>) {
     assert_eq!(store.get_certificate(&"abcd".parse().unwrap()).await.unwrap(), None);
     assert!(matches!(
         store
-            .transition_principal(&id("nobody"), &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0())
+            .transition_principal(
+                &id("nobody"),
+                &[PrincipalStatus::Active],
+                PrincipalStatus::Suspended,
+                None,
+                t0(),
+                None
+            )
             .await,
         Err(Error::NotFound(_))
     ));
-    assert!(matches!(store.delete_principal(&id("nobody"), t0()).await, Err(Error::NotFound(_))));
+    assert!(matches!(store.delete_principal(&id("nobody"), t0(), None).await, Err(Error::NotFound(_))));
     assert!(matches!(
-        store.revoke_certificate(&"abcd".parse().unwrap(), RevocationReason::Unspecified, t0()).await,
+        store.revoke_certificate(&"abcd".parse().unwrap(), RevocationReason::Unspecified, t0(), None).await,
         Err(Error::NotFound(_))
     ));
     let empty = store.list_certificates(&id("nobody"), true, &page(10, None)).await.unwrap();
@@ -128,7 +135,7 @@ pub async fn unknown_ids_are_none(store: Arc<dyn Store>) {
 pub async fn principals_list_in_id_order_across_pages(store: Arc<dyn Store>) {
     let mut ids: Vec<String> = (0..25).map(|i| format!("p{:02}", (i * 7) % 25)).collect();
     for i in &ids {
-        store.create_principal(&principal(i, PrincipalType::Worker)).await.unwrap();
+        store.create_principal(&principal(i, PrincipalType::Worker), None).await.unwrap();
     }
     ids.sort();
     let mut seen = Vec::new();
@@ -152,10 +159,17 @@ pub async fn principal_filters_apply(store: Arc<dyn Store>) {
         ("w2", PrincipalType::Worker),
         ("s1", PrincipalType::Service),
     ] {
-        store.create_principal(&principal(name, kind)).await.unwrap();
+        store.create_principal(&principal(name, kind), None).await.unwrap();
     }
     store
-        .transition_principal(&id("w2"), &[PrincipalStatus::Active], PrincipalStatus::Suspended, Some("why"), t0())
+        .transition_principal(
+            &id("w2"),
+            &[PrincipalStatus::Active],
+            PrincipalStatus::Suspended,
+            Some("why"),
+            t0(),
+            None,
+        )
         .await
         .unwrap();
     let list = |kind, status| {
@@ -174,21 +188,29 @@ pub async fn principal_filters_apply(store: Arc<dyn Store>) {
 
 pub async fn transitions_check_the_current_status(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let later = t0() + Duration::hours(1);
     let s = store
-        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, Some("laptop lost"), later)
+        .transition_principal(
+            &p.id,
+            &[PrincipalStatus::Active],
+            PrincipalStatus::Suspended,
+            Some("laptop lost"),
+            later,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(
         (s.status, s.status_reason.as_deref(), s.updated_at, s.created_at),
         (PrincipalStatus::Suspended, Some("laptop lost"), later, t0())
     );
-    let again =
-        store.transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, later).await;
+    let again = store
+        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, later, None)
+        .await;
     assert!(matches!(again, Err(Error::FailedPrecondition(ref m)) if m.contains("suspended")), "{again:?}");
     let a = store
-        .transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, later)
+        .transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, later, None)
         .await
         .unwrap();
     assert_eq!((a.status, a.status_reason.as_deref()), (PrincipalStatus::Active, None));
@@ -198,15 +220,15 @@ pub async fn transitions_check_the_current_status(store: Arc<dyn Store>) {
 pub async fn delete_revokes_every_certificate_atomically(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
     let other = principal("w2", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
-    store.create_principal(&other).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&other, None).await.unwrap();
     for (i, serial) in ["01", "02", "03"].iter().enumerate() {
-        store.insert_certificate(&certificate(serial, &p, t0() + Duration::minutes(i as i64))).await.unwrap();
+        store.insert_certificate(&certificate(serial, &p, t0() + Duration::minutes(i as i64)), None).await.unwrap();
     }
-    store.insert_certificate(&certificate("04", &other, t0())).await.unwrap();
-    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Superseded, t0()).await.unwrap();
+    store.insert_certificate(&certificate("04", &other, t0()), None).await.unwrap();
+    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Superseded, t0(), None).await.unwrap();
     let at = t0() + Duration::days(1);
-    let (deleted, revoked) = store.delete_principal(&p.id, at).await.unwrap();
+    let (deleted, revoked) = store.delete_principal(&p.id, at, None).await.unwrap();
     assert_eq!((deleted.status, revoked), (PrincipalStatus::Deleted, 2));
     assert!(deleted.generation > p.generation, "deletion raises the revocation floor");
     let first = store.get_certificate(&"01".parse().unwrap()).await.unwrap().unwrap().revocation.unwrap();
@@ -216,26 +238,29 @@ pub async fn delete_revokes_every_certificate_atomically(store: Arc<dyn Store>) 
         assert_eq!((r.at, r.reason), (at, RevocationReason::CessationOfOperation));
     }
     assert_eq!(store.get_certificate(&"04".parse().unwrap()).await.unwrap().unwrap().revocation, None);
-    assert!(matches!(store.delete_principal(&p.id, at).await, Err(Error::FailedPrecondition(_))));
+    assert!(matches!(store.delete_principal(&p.id, at, None).await, Err(Error::FailedPrecondition(_))));
     assert!(matches!(
-        store.transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, at).await,
+        store.transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, at, None).await,
         Err(Error::FailedPrecondition(_))
     ));
 }
 
 pub async fn certificates_need_an_active_principal_of_the_same_type(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let ghost = principal("ghost", PrincipalType::Worker);
-    assert!(matches!(store.insert_certificate(&certificate("01", &ghost, t0())).await, Err(Error::NotFound(_))));
+    assert!(matches!(store.insert_certificate(&certificate("01", &ghost, t0()), None).await, Err(Error::NotFound(_))));
     let mut wrong_type = certificate("02", &p, t0());
     wrong_type.principal_type = PrincipalType::Admin;
-    assert!(matches!(store.insert_certificate(&wrong_type).await, Err(Error::FailedPrecondition(_))));
+    assert!(matches!(store.insert_certificate(&wrong_type, None).await, Err(Error::FailedPrecondition(_))));
     store
-        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0())
+        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0(), None)
         .await
         .unwrap();
-    assert!(matches!(store.insert_certificate(&certificate("03", &p, t0())).await, Err(Error::FailedPrecondition(_))));
+    assert!(matches!(
+        store.insert_certificate(&certificate("03", &p, t0()), None).await,
+        Err(Error::FailedPrecondition(_))
+    ));
     for serial in ["01", "02", "03"] {
         assert_eq!(
             store.get_certificate(&serial.parse().unwrap()).await.unwrap(),
@@ -247,30 +272,30 @@ pub async fn certificates_need_an_active_principal_of_the_same_type(store: Arc<d
 
 pub async fn certificate_round_trips_and_serials_are_unique(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let c = certificate("0a1b", &p, t0());
-    store.insert_certificate(&c).await.unwrap();
+    store.insert_certificate(&c, None).await.unwrap();
     assert_eq!(store.get_certificate(&c.serial).await.unwrap(), Some(c.clone()));
     let mut dup = certificate("0a1b", &p, t0() + Duration::hours(1));
     dup.der = vec![1, 2, 3];
-    assert!(matches!(store.insert_certificate(&dup).await, Err(Error::AlreadyExists(_))));
+    assert!(matches!(store.insert_certificate(&dup, None).await, Err(Error::AlreadyExists(_))));
     assert_eq!(store.get_certificate(&c.serial).await.unwrap(), Some(c));
 }
 
 pub async fn certificates_list_newest_first_across_pages(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
     let other = principal("w2", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
-    store.create_principal(&other).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&other, None).await.unwrap();
     let mut expected = Vec::new();
     for i in 0..12u8 {
         // Pairs share a not_before, so the serial must break ties.
         let c = certificate(&format!("{:02x}", i + 1), &p, t0() + Duration::minutes(i64::from(i / 2)));
-        store.insert_certificate(&c).await.unwrap();
+        store.insert_certificate(&c, None).await.unwrap();
         expected.push(c.serial.clone());
     }
-    store.insert_certificate(&certificate("ff", &other, t0())).await.unwrap();
-    store.revoke_certificate(&"05".parse().unwrap(), RevocationReason::Superseded, t0()).await.unwrap();
+    store.insert_certificate(&certificate("ff", &other, t0()), None).await.unwrap();
+    store.revoke_certificate(&"05".parse().unwrap(), RevocationReason::Superseded, t0(), None).await.unwrap();
     expected.reverse();
     let collect = |include_revoked: bool| {
         let (store, owner) = (store.clone(), p.id.clone());
@@ -293,24 +318,24 @@ pub async fn certificates_list_newest_first_across_pages(store: Arc<dyn Store>) 
 
 pub async fn revocation_happens_once(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let c = certificate("01", &p, t0());
-    store.insert_certificate(&c).await.unwrap();
+    store.insert_certificate(&c, None).await.unwrap();
     let at = t0() + Duration::hours(2);
-    let revoked = store.revoke_certificate(&c.serial, RevocationReason::KeyCompromise, at).await.unwrap();
+    let revoked = store.revoke_certificate(&c.serial, RevocationReason::KeyCompromise, at, None).await.unwrap();
     assert_eq!(revoked.revocation.map(|r| (r.at, r.reason)), Some((at, RevocationReason::KeyCompromise)));
-    let again = store.revoke_certificate(&c.serial, RevocationReason::Superseded, at + Duration::hours(1)).await;
+    let again = store.revoke_certificate(&c.serial, RevocationReason::Superseded, at + Duration::hours(1), None).await;
     assert!(matches!(again, Err(Error::FailedPrecondition(_))), "{again:?}");
     assert_eq!(store.get_certificate(&c.serial).await.unwrap(), Some(revoked));
 }
 
 pub async fn concurrent_inserts_are_all_kept(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
     let tasks: Vec<_> = (0..64u32)
         .map(|i| {
             let (store, c) = (store.clone(), certificate(&format!("{:04x}", i + 1), &p, t0()));
-            tokio::spawn(async move { store.insert_certificate(&c).await })
+            tokio::spawn(async move { store.insert_certificate(&c, None).await })
         })
         .collect();
     for t in tasks {
@@ -323,45 +348,45 @@ pub async fn concurrent_inserts_are_all_kept(store: Arc<dyn Store>) {
 pub async fn withdrawals_advance_the_revocation_epoch(store: Arc<dyn Store>) {
     let start = store.revocation_epoch().await.unwrap();
     let p = principal("w1", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
-    store.insert_certificate(&certificate("01", &p, t0())).await.unwrap();
-    store.insert_certificate(&certificate("02", &p, t0())).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
+    store.insert_certificate(&certificate("01", &p, t0()), None).await.unwrap();
+    store.insert_certificate(&certificate("02", &p, t0()), None).await.unwrap();
     assert_eq!(store.revocation_epoch().await.unwrap(), start, "creation and issuance withdraw nothing");
     let mut last = start;
     let mut advanced = |now: u64, what: &str| {
         assert!(now > last, "{what} must advance the epoch ({last} -> {now})");
         last = now;
     };
-    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::KeyCompromise, t0()).await.unwrap();
+    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::KeyCompromise, t0(), None).await.unwrap();
     advanced(store.revocation_epoch().await.unwrap(), "revoke");
     store
-        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0())
+        .transition_principal(&p.id, &[PrincipalStatus::Active], PrincipalStatus::Suspended, None, t0(), None)
         .await
         .unwrap();
     advanced(store.revocation_epoch().await.unwrap(), "suspend");
     store
-        .transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, t0())
+        .transition_principal(&p.id, &[PrincipalStatus::Suspended], PrincipalStatus::Active, None, t0(), None)
         .await
         .unwrap();
     let after_activate = store.revocation_epoch().await.unwrap();
-    store.delete_principal(&p.id, t0()).await.unwrap();
+    store.delete_principal(&p.id, t0(), None).await.unwrap();
     assert!(store.revocation_epoch().await.unwrap() > after_activate, "delete must advance the epoch");
     // A refused withdrawal changes nothing.
     let before = store.revocation_epoch().await.unwrap();
-    assert!(store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Unspecified, t0()).await.is_err());
+    assert!(store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Unspecified, t0(), None).await.is_err());
     assert_eq!(store.revocation_epoch().await.unwrap(), before);
 }
 
 pub async fn revoke_all_revokes_only_that_principals_certificates(store: Arc<dyn Store>) {
     let p = principal("w1", PrincipalType::Worker);
     let other = principal("w2", PrincipalType::Worker);
-    store.create_principal(&p).await.unwrap();
-    store.create_principal(&other).await.unwrap();
+    store.create_principal(&p, None).await.unwrap();
+    store.create_principal(&other, None).await.unwrap();
     for serial in ["01", "02", "03"] {
-        store.insert_certificate(&certificate(serial, &p, t0())).await.unwrap();
+        store.insert_certificate(&certificate(serial, &p, t0()), None).await.unwrap();
     }
-    store.insert_certificate(&certificate("04", &other, t0())).await.unwrap();
-    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Superseded, t0()).await.unwrap();
+    store.insert_certificate(&certificate("04", &other, t0()), None).await.unwrap();
+    store.revoke_certificate(&"01".parse().unwrap(), RevocationReason::Superseded, t0(), None).await.unwrap();
     let before = store.revocation_epoch().await.unwrap();
     let at = t0() + Duration::hours(1);
     assert_eq!(store.revoke_all_certificates(&p.id, RevocationReason::KeyCompromise, at).await.unwrap(), 2);

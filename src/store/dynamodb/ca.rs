@@ -2,12 +2,13 @@
 //! intermediate (`intermediate#<fingerprint>`).
 
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use time::OffsetDateTime;
 
 use super::items::{Item, get_n, get_s, n, opt_s, s, time_from};
 use super::writes::{CA_KEY, EPOCH_KEY};
 use super::{DynamoStore, sdk_error};
+use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::model::IntermediateRecord;
 use crate::store::CaClaim;
@@ -15,10 +16,8 @@ use crate::store::CaClaim;
 const INTERMEDIATE_PREFIX: &str = "intermediate#";
 
 impl DynamoStore {
-    pub(super) async fn claim(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
-        let mut put = self
-            .client
-            .put_item()
+    pub(super) async fn claim(&self, claim: &CaClaim, replace: bool, audit: Option<&AuditEvent>) -> Result<CaClaim> {
+        let mut put = Put::builder()
             .table_name(&self.meta)
             .item("key", s(CA_KEY))
             .item("fingerprint", s(&claim.fingerprint))
@@ -26,10 +25,11 @@ impl DynamoStore {
         if !replace {
             put = put.condition_expression("attribute_not_exists(#key)").expression_attribute_names("#key", "key");
         }
-        match put.send().await {
-            Ok(_) => return Ok(claim.clone()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-            Err(e) => return Err(sdk_error("PutItem", e)),
+        let put = put.build().map_err(|e| Error::internal("ca put", e))?;
+        match self.transact_audited(vec![TransactWriteItem::builder().put(put).build()], audit).await {
+            Ok(()) => return Ok(claim.clone()),
+            Err(failure) if failure.failed_condition(0) => {}
+            Err(failure) => return Err(failure.into_error()),
         }
         let item = self
             .get_item(&self.meta, "key", CA_KEY)
@@ -41,9 +41,9 @@ impl DynamoStore {
         })
     }
 
-    pub(super) async fn record(&self, r: &IntermediateRecord) -> Result<()> {
-        self.client
-            .put_item()
+    /// Records `r` (once: a repeat changes nothing and records no event).
+    pub(super) async fn record(&self, r: &IntermediateRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        let put = Put::builder()
             .table_name(&self.meta)
             .item("key", s(&format!("{INTERMEDIATE_PREFIX}{}", r.fingerprint)))
             .item("fingerprint", s(&r.fingerprint))
@@ -53,17 +53,21 @@ impl DynamoStore {
             .item("der", AttributeValue::B(Blob::new(r.der.clone())))
             .condition_expression("attribute_not_exists(#key)")
             .expression_attribute_names("#key", "key")
-            .send()
-            .await
-            .map(|_| ())
-            .or_else(|e| match e.as_service_error() {
-                Some(s) if s.is_conditional_check_failed_exception() => Ok(()),
-                _ => Err(sdk_error("PutItem", e)),
-            })
+            .build()
+            .map_err(|e| Error::internal("intermediate put", e))?;
+        match self.transact_audited(vec![TransactWriteItem::builder().put(put).build()], audit).await {
+            Err(failure) if !failure.failed_condition(0) => Err(failure.into_error()),
+            _ => Ok(()),
+        }
     }
 
-    /// A strongly consistent Scan of the (small) meta table, keeping the intermediates.
+    /// The intermediates, from a strongly consistent Scan of the (small) meta table.
     pub(super) async fn intermediates(&self) -> Result<Vec<IntermediateRecord>> {
+        self.scan_meta(INTERMEDIATE_PREFIX).await?.iter().map(intermediate_from).collect()
+    }
+
+    /// Every meta item whose key starts with `prefix` (strongly consistent Scan; the meta table stays small).
+    pub(super) async fn scan_meta(&self, prefix: &str) -> Result<Vec<Item>> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
@@ -74,14 +78,12 @@ impl DynamoStore {
                 .consistent_read(true)
                 .filter_expression("begins_with(#key, :prefix)")
                 .expression_attribute_names("#key", "key")
-                .expression_attribute_values(":prefix", s(INTERMEDIATE_PREFIX))
+                .expression_attribute_values(":prefix", s(prefix))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| sdk_error("Scan", e))?;
-            for item in page.items() {
-                out.push(intermediate_from(item)?);
-            }
+            out.extend(page.items().iter().cloned());
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => return Ok(out),
@@ -122,7 +124,12 @@ impl DynamoStore {
         Ok(deleted)
     }
 
-    pub(super) async fn revoke(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
+    pub(super) async fn revoke(
+        &self,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<IntermediateRecord> {
         let key = format!("{INTERMEDIATE_PREFIX}{fingerprint}");
         let update = Update::builder()
             .table_name(&self.meta)
@@ -146,7 +153,7 @@ impl DynamoStore {
             TransactWriteItem::builder().update(update).build(),
             TransactWriteItem::builder().update(epoch).build(),
         ];
-        let refused = match self.transact(writes).await {
+        let refused = match self.transact_audited(writes, audit).await {
             Ok(()) => false,
             Err(failure) if failure.failed_condition(0) => true,
             Err(failure) => return Err(failure.into_error()),

@@ -10,6 +10,7 @@
 //! - Expired certificates carry a TTL attribute and are filtered on read, since TTL deletion can lag.
 //! - Every call has timeouts and bounded retries; outages surface as `Error::Unavailable`, never as a hang.
 
+mod audit;
 mod ca;
 pub mod items;
 mod listing;
@@ -28,6 +29,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
@@ -45,6 +47,8 @@ pub struct DynamoConfig {
     pub table_prefix: String,
     /// Endpoint override (DynamoDB Local, VPC endpoints); the standard AWS endpoint when `None`.
     pub endpoint: Option<String>,
+    /// Names this process's audit chains (`<replica>/<k>`); servers use their replica id.
+    pub replica: String,
 }
 
 /// DynamoDB-backed [`Store`].
@@ -54,6 +58,8 @@ pub struct DynamoStore {
     principals: String,
     certificates: String,
     meta: String,
+    audit: String,
+    chains: std::sync::Arc<audit::Chains>,
 }
 
 impl DynamoStore {
@@ -80,16 +86,18 @@ impl DynamoStore {
     pub async fn connect(config: &DynamoConfig) -> Result<Self> {
         let client = Self::client(config).await;
         schema::check(&client, &config.table_prefix).await?;
-        Ok(Self::with_client(client, &config.table_prefix))
+        Ok(Self::with_client(client, &config.table_prefix, &config.replica))
     }
 
     /// A store over `client` without checking the schema.
-    pub fn with_client(client: Client, prefix: &str) -> Self {
+    pub fn with_client(client: Client, prefix: &str, replica: &str) -> Self {
         Self {
             client,
             principals: format!("{prefix}principals"),
             certificates: format!("{prefix}certificates"),
             meta: format!("{prefix}meta"),
+            audit: format!("{prefix}audit"),
+            chains: std::sync::Arc::new(audit::Chains::new(replica)),
         }
     }
 
@@ -113,21 +121,19 @@ impl DynamoStore {
 
 #[async_trait]
 impl Store for DynamoStore {
-    async fn create_principal(&self, principal: &Principal) -> Result<()> {
-        let result = self
-            .client
-            .put_item()
+    async fn create_principal(&self, principal: &Principal, audit: Option<&AuditEvent>) -> Result<()> {
+        let put = Put::builder()
             .table_name(&self.principals)
             .set_item(Some(items::principal_item(principal)))
             .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+            .build()
+            .map_err(|e| Error::internal("put", e))?;
+        match self.transact_audited(vec![TransactWriteItem::builder().put(put).build()], audit).await {
+            Ok(()) => Ok(()),
+            Err(failure) if failure.failed_condition(0) => {
                 Err(Error::AlreadyExists(format!("principal {:?}", principal.id.as_str())))
             }
-            Err(e) => Err(sdk_error("PutItem", e)),
+            Err(failure) => Err(failure.into_error()),
         }
     }
 
@@ -146,6 +152,7 @@ impl Store for DynamoStore {
         to: PrincipalStatus,
         reason: Option<&str>,
         at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
     ) -> Result<Principal> {
         let placeholders: Vec<String> = (0..from.len()).map(|i| format!(":from{i}")).collect();
         let mut update = Update::builder()
@@ -179,7 +186,7 @@ impl Store for DynamoStore {
         if to != PrincipalStatus::Active {
             writes.push(self.epoch_bump()?);
         }
-        if let Err(failure) = self.transact(writes).await {
+        if let Err(failure) = self.transact_audited(writes, audit).await {
             if !failure.failed_condition(0) {
                 return Err(failure.into_error());
             }
@@ -189,7 +196,12 @@ impl Store for DynamoStore {
         self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))
     }
 
-    async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
+    async fn delete_principal(
+        &self,
+        id: &PrincipalId,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(Principal, u32)> {
         // The status change and the floor withdraw access atomically (authentication and issuance both require ACTIVE
         // and a current generation); the certificates are then revoked from the index by a recorded sweep.
         let sweep = Sweep { principal: id.clone(), reason: RevocationReason::CessationOfOperation };
@@ -206,7 +218,7 @@ impl Store for DynamoStore {
             .map_err(|e| Error::internal("update", e))?;
         let writes =
             vec![TransactWriteItem::builder().update(delete).build(), writes::epoch_bump(&self.meta, Some(&sweep))?];
-        if let Err(failure) = self.transact(writes).await {
+        if let Err(failure) = self.transact_audited(writes, audit).await {
             if failure.failed_condition(0) {
                 let current = self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))?;
                 if current.status == PrincipalStatus::Deleted {
@@ -242,11 +254,11 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
+    async fn insert_certificate(&self, cert: &CertificateRecord, audit: Option<&AuditEvent>) -> Result<()> {
         let check =
             writes::principal_issuable(&self.principals, &cert.principal_id, cert.principal_type, cert.generation)?;
         let writes = vec![check, self.put_certificate(cert)?];
-        match self.transact(writes).await {
+        match self.transact_audited(writes, audit).await {
             Ok(()) => Ok(()),
             Err(failure) if failure.failed_condition(0) => Err(self.why_not_issuable(cert).await),
             Err(failure) if failure.failed_condition(1) => {
@@ -256,14 +268,20 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn insert_renewal(&self, parent: &Serial, cert: &CertificateRecord, key_sha256: &str) -> Result<()> {
+    async fn insert_renewal(
+        &self,
+        parent: &Serial,
+        cert: &CertificateRecord,
+        key_sha256: &str,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
         let (owner, generation) = (&cert.principal_id, cert.generation);
         let writes = vec![
             writes::principal_issuable(&self.principals, owner, cert.principal_type, generation)?,
             writes::mark_renewed(&self.certificates, parent, owner, generation, &cert.serial, key_sha256)?,
             self.put_certificate(cert)?,
         ];
-        match self.transact(writes).await {
+        match self.transact_audited(writes, audit).await {
             Ok(()) => Ok(()),
             Err(failure) if failure.failed_condition(0) => Err(self.why_not_issuable(cert).await),
             Err(failure) if failure.failed_condition(1) => {
@@ -302,6 +320,7 @@ impl Store for DynamoStore {
         serial: &Serial,
         reason: RevocationReason,
         at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
     ) -> Result<CertificateRecord> {
         let mut writes = Vec::with_capacity(3);
         if reason == RevocationReason::KeyCompromise {
@@ -317,7 +336,7 @@ impl Store for DynamoStore {
             writes.push(writes::revoke(&self.certificates, serial, None, reason, at)?);
             writes.push(self.epoch_bump()?);
         }
-        if let Err(failure) = self.transact(writes).await {
+        if let Err(failure) = self.transact_audited(writes, audit).await {
             if !failure.failed_condition(0) {
                 return Err(failure.into_error());
             }
@@ -329,12 +348,12 @@ impl Store for DynamoStore {
         self.get_certificate(serial).await?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
     }
 
-    async fn claim_ca(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
-        self.claim(claim, replace).await
+    async fn claim_ca(&self, claim: &CaClaim, replace: bool, audit: Option<&AuditEvent>) -> Result<CaClaim> {
+        self.claim(claim, replace, audit).await
     }
 
-    async fn record_intermediate(&self, intermediate: &IntermediateRecord) -> Result<()> {
-        self.record(intermediate).await
+    async fn record_intermediate(&self, intermediate: &IntermediateRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        self.record(intermediate, audit).await
     }
 
     async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>> {
@@ -349,8 +368,29 @@ impl Store for DynamoStore {
         self.forget(expired_before).await
     }
 
-    async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
-        self.revoke(fingerprint, at).await
+    async fn revoke_intermediate(
+        &self,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<IntermediateRecord> {
+        self.revoke(fingerprint, at, audit).await
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        self.append_events(events).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<Recorded>> {
+        self.list_events(filter, page).await
+    }
+
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>> {
+        self.heads().await
+    }
+
+    async fn audit_chain(&self, chain: &str, after: u64, limit: u32) -> Result<Vec<Recorded>> {
+        self.chain_after(chain, after, limit).await
     }
 
     async fn finish_sweeps(&self) -> Result<u32> {

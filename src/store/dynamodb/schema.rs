@@ -17,6 +17,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_principals.json", include_str!("../../../migrations/dynamodb/0001_principals.json")),
     ("0002_certificates.json", include_str!("../../../migrations/dynamodb/0002_certificates.json")),
     ("0003_meta.json", include_str!("../../../migrations/dynamodb/0003_meta.json")),
+    ("0004_audit.json", include_str!("../../../migrations/dynamodb/0004_audit.json")),
 ];
 
 /// How long `migrate` waits for a table or index to become ACTIVE.
@@ -279,7 +280,7 @@ mod tests {
     fn definitions_parse_and_keep_items_small() {
         let defs = definitions().unwrap();
         let names: Vec<&str> = defs.iter().map(|d| d.table_name.as_str()).collect();
-        assert_eq!(names, ["principals", "certificates", "meta"]);
+        assert_eq!(names, ["principals", "certificates", "meta", "audit"]);
         for def in &defs {
             for key in def.key_schema.iter().chain(def.global_secondary_indexes.iter().flat_map(|i| &i.key_schema)) {
                 assert!(

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::model::IntermediateRecord;
 use crate::store::CaClaim;
 
-pub(super) fn claim(conn: &Connection, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
+/// The recorded claim, and whether it is `claim` recorded by this call.
+pub(super) fn claim(conn: &Connection, claim: &CaClaim, replace: bool) -> Result<(CaClaim, bool)> {
     let on_conflict = if replace { "UPDATE SET value = excluded.value" } else { "NOTHING" };
     let inserted = conn
         .execute(
@@ -31,20 +32,23 @@ pub(super) fn claim(conn: &Connection, claim: &CaClaim, replace: bool) -> Result
             .optional()
             .map_err(sql_err)
     };
-    Ok(CaClaim {
+    let recorded = CaClaim {
         fingerprint: setting("ca_fingerprint")?.ok_or_else(|| corrupt("CA claim vanished"))?,
         certificate_pem: setting("ca_certificate")?.unwrap_or_default(),
-    })
+    };
+    Ok((recorded, inserted > 0))
 }
 
-pub(super) fn record(conn: &Connection, r: &IntermediateRecord) -> Result<()> {
-    conn.execute(
-        "INSERT INTO intermediates (fingerprint, replica, not_before, not_after, der, revoked_at)
+/// Records `r`; `false` if it was recorded already.
+pub(super) fn record(conn: &Connection, r: &IntermediateRecord) -> Result<bool> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO intermediates (fingerprint, replica, not_before, not_after, der, revoked_at)
          VALUES (?1, ?2, ?3, ?4, ?5, NULL) ON CONFLICT (fingerprint) DO NOTHING",
-        params![r.fingerprint, r.replica, r.not_before.unix_timestamp(), r.not_after.unix_timestamp(), r.der],
-    )
-    .map_err(sql_err)?;
-    Ok(())
+            params![r.fingerprint, r.replica, r.not_before.unix_timestamp(), r.not_after.unix_timestamp(), r.der],
+        )
+        .map_err(sql_err)?;
+    Ok(inserted > 0)
 }
 
 const COLUMNS: &str = "fingerprint, replica, not_before, not_after, der, revoked_at";

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod audit;
 mod ca;
 mod rows;
 mod writer;
@@ -20,6 +21,7 @@ use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
@@ -110,9 +112,13 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_principal(&self, principal: &Principal) -> Result<()> {
-        let p = principal.clone();
-        self.write(move |conn| insert_principal(conn, &p)).await
+    async fn create_principal(&self, principal: &Principal, audit: Option<&AuditEvent>) -> Result<()> {
+        let (p, event) = (principal.clone(), audit.cloned());
+        self.write(move |conn| {
+            insert_principal(conn, &p)?;
+            audit::append(conn, event.as_ref())
+        })
+        .await
     }
 
     async fn get_principal(&self, id: &PrincipalId) -> Result<Option<Principal>> {
@@ -164,8 +170,9 @@ impl Store for SqliteStore {
         to: PrincipalStatus,
         reason: Option<&str>,
         at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
     ) -> Result<Principal> {
-        let (id, from, reason) = (id.clone(), from.to_vec(), reason.map(str::to_owned));
+        let (id, from, reason, event) = (id.clone(), from.to_vec(), reason.map(str::to_owned), audit.cloned());
         self.write(move |conn| {
             let current = select_principal(conn, &id)?.ok_or_else(|| errors::principal_not_found(&id))?;
             if !from.contains(&current.status) {
@@ -180,14 +187,20 @@ impl Store for SqliteStore {
                 raise_generation(conn, &id)?;
                 bump_epoch(conn)?;
             }
+            audit::append(conn, event.as_ref())?;
             let updated = select_principal(conn, &id)?.ok_or_else(|| errors::principal_not_found(&id))?;
             Ok(updated)
         })
         .await
     }
 
-    async fn delete_principal(&self, id: &PrincipalId, at: OffsetDateTime) -> Result<(Principal, u32)> {
-        let id = id.clone();
+    async fn delete_principal(
+        &self,
+        id: &PrincipalId,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(Principal, u32)> {
+        let (id, event) = (id.clone(), audit.cloned());
         self.write(move |conn| {
             let current = select_principal(conn, &id)?.ok_or_else(|| errors::principal_not_found(&id))?;
             if current.status == PrincipalStatus::Deleted {
@@ -200,23 +213,31 @@ impl Store for SqliteStore {
             )
             .map_err(sql_err)?;
             let revoked = revoke_all(conn, &id, RevocationReason::CessationOfOperation, at)?;
+            audit::append(conn, event.as_ref())?;
             let updated = select_principal(conn, &id)?.ok_or_else(|| errors::principal_not_found(&id))?;
             Ok((updated, revoked))
         })
         .await
     }
 
-    async fn insert_certificate(&self, cert: &CertificateRecord) -> Result<()> {
-        let c = cert.clone();
+    async fn insert_certificate(&self, cert: &CertificateRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        let (c, event) = (cert.clone(), audit.cloned());
         self.write(move |conn| {
             issuable_principal(conn, &c)?;
-            insert_certificate_row(conn, &c)
+            insert_certificate_row(conn, &c)?;
+            audit::append(conn, event.as_ref())
         })
         .await
     }
 
-    async fn insert_renewal(&self, parent: &Serial, cert: &CertificateRecord, key_sha256: &str) -> Result<()> {
-        let (parent, c, key) = (parent.clone(), cert.clone(), key_sha256.to_owned());
+    async fn insert_renewal(
+        &self,
+        parent: &Serial,
+        cert: &CertificateRecord,
+        key_sha256: &str,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        let (parent, c, key, event) = (parent.clone(), cert.clone(), key_sha256.to_owned(), audit.cloned());
         self.write(move |conn| {
             let principal = issuable_principal(conn, &c)?;
             let previous =
@@ -228,7 +249,7 @@ impl Store for SqliteStore {
                 params![parent.as_str(), c.serial.as_str(), key],
             )
             .map_err(sql_err)?;
-            Ok(())
+            audit::append(conn, event.as_ref())
         })
         .await
     }
@@ -292,8 +313,9 @@ impl Store for SqliteStore {
         serial: &Serial,
         reason: RevocationReason,
         at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
     ) -> Result<CertificateRecord> {
-        let serial = serial.clone();
+        let (serial, event) = (serial.clone(), audit.cloned());
         self.write(move |conn| {
             let current =
                 select_certificate(conn, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
@@ -310,6 +332,7 @@ impl Store for SqliteStore {
                 // Raises the floor and revokes the rest in this same write: nothing is left for a sweep.
                 revoke_all(conn, &current.principal_id, reason, at.unix_timestamp())?;
             }
+            audit::append(conn, event.as_ref())?;
             let updated =
                 select_certificate(conn, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
             Ok(updated)
@@ -327,14 +350,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn claim_ca(&self, claim: &CaClaim, replace: bool) -> Result<CaClaim> {
-        let claim = claim.clone();
-        self.write(move |conn| ca::claim(conn, &claim, replace)).await
+    async fn claim_ca(&self, claim: &CaClaim, replace: bool, audit: Option<&AuditEvent>) -> Result<CaClaim> {
+        let (claim, event) = (claim.clone(), audit.cloned());
+        self.write(move |conn| {
+            let (recorded, claimed) = ca::claim(conn, &claim, replace)?;
+            audit::append(conn, event.as_ref().filter(|_| claimed))?;
+            Ok(recorded)
+        })
+        .await
     }
 
-    async fn record_intermediate(&self, intermediate: &IntermediateRecord) -> Result<()> {
-        let intermediate = intermediate.clone();
-        self.write(move |conn| ca::record(conn, &intermediate)).await
+    async fn record_intermediate(&self, intermediate: &IntermediateRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        let (intermediate, event) = (intermediate.clone(), audit.cloned());
+        self.write(move |conn| {
+            let recorded = ca::record(conn, &intermediate)?;
+            audit::append(conn, event.as_ref().filter(|_| recorded))
+        })
+        .await
     }
 
     async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>> {
@@ -349,9 +381,38 @@ impl Store for SqliteStore {
         self.write(move |conn| ca::forget(conn, expired_before)).await
     }
 
-    async fn revoke_intermediate(&self, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {
-        let fingerprint = fingerprint.to_owned();
-        self.write(move |conn| ca::revoke(conn, &fingerprint, at)).await
+    async fn revoke_intermediate(
+        &self,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<IntermediateRecord> {
+        let (fingerprint, event) = (fingerprint.to_owned(), audit.cloned());
+        self.write(move |conn| {
+            let revoked = ca::revoke(conn, &fingerprint, at)?;
+            audit::append(conn, event.as_ref())?;
+            Ok(revoked)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        let events = events.to_vec();
+        self.write(move |conn| events.iter().try_for_each(|e| audit::append(conn, Some(e)))).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<Recorded>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |conn| audit::list(conn, &filter, &page)).await
+    }
+
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>> {
+        self.read(audit::heads).await
+    }
+
+    async fn audit_chain(&self, chain: &str, after: u64, limit: u32) -> Result<Vec<Recorded>> {
+        let chain = chain.to_owned();
+        self.read(move |conn| audit::chain_after(conn, &chain, after, limit)).await
     }
 
     /// Every sweep commits in the write that starts it: there is never anything left to finish.
