@@ -194,13 +194,26 @@ pub fn uuid_v7() -> String {
     uuid_v7_at(now_ms())
 }
 
-/// A UUIDv7 of millisecond `ms`: 48 bits of Unix milliseconds, version, 74 random bits; lowercase, hyphenated.
+/// A UUIDv7 of millisecond `ms` (RFC 9562): 48 bits of Unix milliseconds, version, a 12-bit counter that keeps the
+/// ids of this process strictly increasing (method 1 of section 6.2), variant, 62 random bits; lowercase, hyphenated.
 pub fn uuid_v7_at(ms: i64) -> String {
+    static LAST: std::sync::Mutex<(u64, u16)> = std::sync::Mutex::new((0, 0));
+    let (ms, counter) = {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let ms = u64::try_from(ms).unwrap_or(0);
+        *last = if ms > last.0 {
+            (ms, 0)
+        } else if last.1 < 0x0fff {
+            (last.0, last.1 + 1)
+        } else {
+            (last.0 + 1, 0)
+        };
+        *last
+    };
     let mut bytes = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    let ms = u64::try_from(ms).unwrap_or(0);
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    bytes[6] = 0x70 | (bytes[6] & 0x0f);
+    bytes[6..8].copy_from_slice(&(0x7000 | counter).to_be_bytes());
     bytes[8] = 0x80 | (bytes[8] & 0x3f);
     let hex = crate::model::hex(&bytes);
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
@@ -220,9 +233,9 @@ mod tests {
     #[test]
     fn uuid_v7_is_time_ordered_and_well_formed() {
         let a = uuid_v7();
+        let ids: Vec<String> = (0..10_000).map(|_| uuid_v7()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing within a process");
         std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = uuid_v7();
-        assert!(a < b, "{a} {b}");
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "7");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));

@@ -11,7 +11,9 @@ use crate::model::{
 };
 use crate::store::{PageRequest, PrincipalFilter, Store};
 
+mod audit;
 mod hardening;
+pub use audit::*;
 pub use hardening::*;
 
 /// Expands to one `#[tokio::test]` per conformance check; `$make` is an async expression yielding a fresh empty
@@ -28,7 +30,9 @@ macro_rules! store_conformance_tests {
             renewal_is_recorded_once_and_needs_an_unrevoked_current_parent, key_compromise_voids_every_certificate_in_the_revoking_write,
             suspension_and_deletion_raise_the_floor, renewals_racing_key_compromise_leave_no_live_descendant,
             page_tokens_from_elsewhere_are_invalid_arguments, the_first_ca_claim_wins, interrupted_sweeps_are_finished,
-            intermediates_are_recorded_and_revoked_once);
+            intermediates_are_recorded_and_revoked_once, audit_events_commit_with_their_change_or_not_at_all,
+            ca_claims_and_intermediates_record_one_event_each, audit_chains_hold_together_under_concurrent_writers,
+            audit_listings_filter_and_page);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

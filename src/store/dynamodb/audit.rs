@@ -215,7 +215,7 @@ impl DynamoStore {
         let low = match (after, filter.since_ms) {
             (Some(after), _) => format!("{after}\u{0}"),
             (None, Some(since)) => crate::audit::uuid_v7_floor(since),
-            (None, None) => String::new(),
+            (None, None) => "0".to_owned(),
         };
         let high = filter.until_ms.map_or_else(|| "~".to_owned(), crate::audit::uuid_v7_floor);
         let mut out = Vec::new();
@@ -226,7 +226,8 @@ impl DynamoStore {
                 .query()
                 .table_name(&self.audit)
                 .index_name("by_time")
-                .key_condition_expression("shard = :shard AND id BETWEEN :low AND :high")
+                .key_condition_expression("#shard = :shard AND id BETWEEN :low AND :high")
+                .expression_attribute_names("#shard", "shard")
                 .expression_attribute_values(":shard", s(&shard.to_string()))
                 .expression_attribute_values(":low", s(&low))
                 .expression_attribute_values(":high", s(&high))
