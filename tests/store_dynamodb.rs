@@ -40,3 +40,55 @@ async fn serve_refuses_missing_tables_and_names_them() {
     }
     assert!(message.contains("principald migrate"), "{message}");
 }
+
+/// Edits, deletions and reorderings made directly in the audit table are found by verification, at their position.
+#[tokio::test]
+async fn audit_tampering_in_the_table_is_found_at_its_position() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use principald::store::conformance::{first_break, five_chained_events};
+    let Some(endpoint) = dynamo::endpoint() else { return };
+    #[derive(Clone, Copy, Debug)]
+    enum Tamper {
+        Edit,
+        Delete,
+        Swap,
+        DropNewest,
+    }
+    for (tamper, position) in [(Tamper::Edit, 2), (Tamper::Delete, 3), (Tamper::Swap, 2), (Tamper::DropNewest, 5)] {
+        let config = dynamo::fresh_config_at(&endpoint).await;
+        let store = DynamoStore::connect(&config).await.unwrap();
+        let chain = five_chained_events(&store).await;
+        let client = DynamoStore::client(&config).await;
+        let table = format!("{}audit", config.table_prefix);
+        let key = |seq: u64| {
+            std::collections::HashMap::from([
+                ("chain".to_owned(), AttributeValue::S(chain.clone())),
+                ("seq".to_owned(), AttributeValue::N(seq.to_string())),
+            ])
+        };
+        let get = |seq: u64| {
+            let (client, table, key) = (client.clone(), table.clone(), key(seq));
+            async move { client.get_item().table_name(table).set_key(Some(key)).send().await.unwrap().item.unwrap() }
+        };
+        match tamper {
+            Tamper::Edit => {
+                let mut item = get(2).await;
+                item.insert("target".into(), AttributeValue::S("someone-else".into()));
+                client.put_item().table_name(&table).set_item(Some(item)).send().await.unwrap();
+            }
+            Tamper::Delete | Tamper::DropNewest => {
+                let seq = if matches!(tamper, Tamper::Delete) { 3 } else { 5 };
+                client.delete_item().table_name(&table).set_key(Some(key(seq))).send().await.unwrap();
+            }
+            Tamper::Swap => {
+                let (mut two, mut three) = (get(2).await, get(3).await);
+                two.insert("seq".into(), AttributeValue::N("3".into()));
+                three.insert("seq".into(), AttributeValue::N("2".into()));
+                for item in [two, three] {
+                    client.put_item().table_name(&table).set_item(Some(item)).send().await.unwrap();
+                }
+            }
+        }
+        assert_eq!(first_break(&store).await, Some(position), "{tamper:?}");
+    }
+}

@@ -39,3 +39,28 @@ async fn migrations_apply_once() {
     // Re-opening applies nothing twice (a second CREATE TABLE would fail).
     SqliteStore::open(&path).unwrap().ping().await.unwrap();
 }
+
+/// Edits, deletions and reorderings made directly in the database file are found by verification, at their position.
+#[tokio::test]
+async fn audit_tampering_in_the_file_is_found_at_its_position() {
+    use principald::store::conformance::{first_break, five_chained_events};
+    let tampers: [(&str, u64); 5] = [
+        ("UPDATE audit_events SET target = 'someone-else' WHERE seq = 2", 2),
+        ("UPDATE audit_events SET details = '{\"n\":2}' WHERE seq = 4", 4),
+        ("DELETE FROM audit_events WHERE seq = 3", 3),
+        (
+            "UPDATE audit_events SET seq = -seq WHERE seq IN (2, 3); \
+          UPDATE audit_events SET seq = 5 + seq WHERE seq IN (-2, -3)",
+            2,
+        ),
+        ("DELETE FROM audit_events WHERE seq = 5", 5),
+    ];
+    for (sql, position) in tampers {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("principald.db");
+        let store = SqliteStore::open(&path).unwrap();
+        five_chained_events(&store).await;
+        rusqlite::Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+        assert_eq!(first_break(&store).await, Some(position), "{sql}");
+    }
+}

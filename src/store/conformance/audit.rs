@@ -180,3 +180,24 @@ pub async fn audit_listings_filter_and_page(store: Arc<dyn Store>) {
     let foreign = PageRequest { size: 4, token: Some("not-a-token".into()) };
     assert!(s.list_audit(&AuditFilter::default(), &foreign).await.is_err());
 }
+
+/// Writes five events into one chain (sequentially, so a single-writer chain holds all of them: SQLite has one chain,
+/// DynamoDB uses the first free one) and returns that chain's name. For tamper tests that then edit the store.
+pub async fn five_chained_events(store: &dyn Store) -> String {
+    for i in 0..5 {
+        let p = principal(&format!("t{i}"), PrincipalType::Worker);
+        store.create_principal(&p, Some(&event(kind::PRINCIPAL_CREATED, p.id.as_str()))).await.unwrap();
+    }
+    let heads = store.audit_heads().await.unwrap();
+    let head = heads.iter().max_by_key(|h| h.seq).expect("a chain");
+    assert_eq!(head.seq, 5, "sequential writes share a chain: {heads:?}");
+    let (_, report) = read_and_verify(store).await;
+    assert!(report.broken.is_empty(), "intact before tampering: {:?}", report.broken);
+    head.chain.clone()
+}
+
+/// The first broken position that verification finds, after tampering.
+pub async fn first_break(store: &dyn Store) -> Option<u64> {
+    let (_, report) = read_and_verify(store).await;
+    report.broken.first().map(|b| b.seq)
+}

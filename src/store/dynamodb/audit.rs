@@ -46,16 +46,14 @@ impl Chains {
         }
     }
 
-    /// A free chain if there is one, else the next in turn once it is free.
+    /// The first free chain (so a lightly loaded process appends to few chains), else the next in turn once free.
     async fn acquire(&self) -> (usize, MutexGuard<'_, Option<ChainHead>>) {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for offset in 0..CHAINS {
-            let index = (start + offset) % CHAINS;
-            if let Ok(guard) = self.heads[index].try_lock() {
+        for (index, head) in self.heads.iter().enumerate() {
+            if let Ok(guard) = head.try_lock() {
                 return (index, guard);
             }
         }
-        let index = start % CHAINS;
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % CHAINS;
         (index, self.heads[index].lock().await)
     }
 }
