@@ -1,6 +1,7 @@
 //! principalctl: the command line for principald. Operators manage principals and certificates; every principal can
 //! check who it is and renew its own certificate (once, from cron, or continuously with `--watch`).
 
+mod audit;
 mod ca;
 mod cert;
 mod output;
@@ -43,6 +44,9 @@ enum Command {
     /// Inspect and revoke the replica intermediates that sign certificates.
     #[command(subcommand)]
     Ca(ca::Command),
+    /// List, watch and verify the audit log.
+    #[command(subcommand)]
+    Audit(audit::Command),
 }
 
 fn main() -> ExitCode {
@@ -76,5 +80,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Principal(command) => principal::run(&ctx, command).await,
         Command::Cert(command) => cert::run(&ctx, command).await,
         Command::Ca(command) => ca::run(&ctx, command).await,
+        Command::Audit(command) => audit::run(&ctx, command).await,
     }
 }
