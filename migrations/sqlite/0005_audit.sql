@@ -25,8 +25,6 @@ CREATE TABLE audit_events (
     UNIQUE (chain, seq)
 ) STRICT;
 
-CREATE INDEX audit_events_by_actor ON audit_events (actor_id, id);
-CREATE INDEX audit_events_by_target ON audit_events (target, id);
 
 CREATE TABLE audit_chains (
     chain TEXT PRIMARY KEY,

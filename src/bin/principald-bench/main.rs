@@ -6,12 +6,12 @@
 //! target/release/principald-bench --store dynamodb --dynamodb-endpoint http://127.0.0.1:8000
 //! ```
 
+mod compare;
 mod issuance;
 mod load;
 mod procs;
 mod report;
 mod revocation;
-mod rooted;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,7 +44,7 @@ struct Cli {
     /// Principal counts for the scale figures (embedded store); empty to skip them.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
     scale: Vec<u64>,
-    /// Only these figure groups (a, b, c, d, opt, e); all when empty.
+    /// Only these figure groups (a, b, c, d, opt, e, k, l); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also measure issuance with the root key in AWS KMS (this URI, e.g. awskms:alias/bench; AWS_ENDPOINT_URL_KMS
@@ -131,24 +131,29 @@ async fn main() {
     }
     if !cli.rooted.is_empty() && wanted("k") {
         eprintln!("== issuance with the root key outside the process");
-        let roots: Vec<(String, String)> = cli
-            .rooted
-            .iter()
-            .map(|uri| {
-                let label = if uri.starts_with("awskms:") { "AWS KMS" } else { "a PKCS#11 token" };
-                (label.to_owned(), uri.clone())
-            })
-            .collect();
-        let mut stores = Vec::new();
-        for _ in 0..=roots.len() {
-            stores.push(crate::store_args(&cli).await);
-        }
-        rooted::rooted(&mut rows, tmp.path(), &roots, stores, cli.duration).await;
+        let variants = compare::rooted(&cli.rooted);
+        let stores = fresh_stores(&cli, variants.len()).await;
+        compare::compare(&mut rows, "k", tmp.path(), &variants, stores, cli.duration).await;
+    }
+    if wanted("l") {
+        eprintln!("== issuance with and without the audit log");
+        let variants = compare::audit();
+        let stores = fresh_stores(&cli, variants.len()).await;
+        compare::compare(&mut rows, "l", tmp.path(), &variants, stores, cli.duration).await;
     }
     report::print(&rows);
     let json = report::to_json(&rows, machine());
     std::fs::write(&cli.out, serde_json::to_string_pretty(&json).unwrap()).expect("write results");
     eprintln!("results written to {}", cli.out.display());
+}
+
+/// One fresh store per server (fresh tables on DynamoDB; SQLite stores live in each server's data dir).
+async fn fresh_stores(cli: &Cli, n: usize) -> Vec<Vec<String>> {
+    let mut stores = Vec::new();
+    for _ in 0..n {
+        stores.push(store_args(cli).await);
+    }
+    stores
 }
 
 async fn store_args(cli: &Cli) -> Vec<String> {

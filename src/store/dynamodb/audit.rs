@@ -22,7 +22,7 @@ use crate::store::page_token::{self, Backend};
 use crate::store::{Page, PageRequest};
 
 /// Chains per process.
-pub const CHAINS: usize = 8;
+pub const CHAINS: usize = 64;
 /// Shards of the `by_time` index (its partition key), so no index partition takes every event.
 pub const TIME_SHARDS: u32 = 8;
 const HEAD_PREFIX: &str = "audit#";
