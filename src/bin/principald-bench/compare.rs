@@ -96,8 +96,8 @@ pub async fn compare(
         let value = rate(totals);
         rows.push(
             Row::new(group, name(&variant.label), value, "cert/s")
-                .baseline(&format!("same, {} (same run)", variants[0].label), first)
-                .target(&format!("within 10% of the {} figure", variants[0].label), value >= 0.9 * first)
+                .baseline(format!("same, {} (same run)", variants[0].label), first)
+                .target(format!("within 10% of the {} figure", variants[0].label), value >= 0.9 * first)
                 .note(format!("{} errors", totals.1)),
         );
     }
