@@ -17,8 +17,10 @@ use crate::pki::oid::DEFAULT_IDENTITY_ARC;
 use crate::store::StoreConfig;
 use crate::store::dynamodb::DynamoConfig;
 
+mod accountability;
 mod ca;
 mod duration;
+pub use accountability::{AccountabilityArgs, AccountabilityConfig};
 pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, IntermediateMode, ReplicaArgs};
 pub use duration::parse_duration;
 use duration::{nonzero, parse_duration_flag};
@@ -182,6 +184,8 @@ pub struct ServeArgs {
     pub ca: CaArgs,
     #[command(flatten)]
     pub replica: ReplicaArgs,
+    #[command(flatten)]
+    pub accountability: AccountabilityArgs,
     /// Address of the gRPC mTLS listener.
     #[arg(long, env = "PRINCIPALD_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
@@ -229,13 +233,6 @@ pub struct ServeArgs {
     /// Used only when serve bootstraps an empty data dir.
     #[arg(long, env = "PRINCIPALD_ADMIN_ID", default_value = "admin")]
     pub admin_id: String,
-    /// Record every change in the audit log, in the same atomic write as the change. `off` exists only to measure
-    /// what auditing costs (BENCHMARKS.md); a server running with it off logs a warning at start.
-    #[arg(long, env = "PRINCIPALD_AUDIT", default_value = "on", value_parser = ["on", "off"])]
-    pub audit: String,
-    /// How often refused requests are written to the audit log, one event per source address and reason.
-    #[arg(long, env = "PRINCIPALD_AUDIT_REFUSALS_EVERY", default_value = "60s")]
-    pub audit_refusals_every: String,
 }
 
 /// Validated bootstrap settings.
@@ -280,10 +277,8 @@ pub struct ServeConfig {
     pub intermediate_lifetime: Duration,
     /// Whether leaves are signed through a per-replica intermediate (else by the root key).
     pub intermediates: bool,
-    /// Whether changes are recorded in the audit log.
-    pub audit: bool,
-    /// How often aggregated refusals are written to the audit log.
-    pub audit_refusals_every: Duration,
+    /// Audit log and CRLs.
+    pub accountability: AccountabilityConfig,
 }
 
 impl IdentityArgs {
@@ -360,11 +355,7 @@ impl ServeArgs {
         }
         Ok(ServeConfig {
             replica_id,
-            audit: self.audit == "on",
-            audit_refusals_every: nonzero(
-                parse_duration_flag("--audit-refusals-every", &self.audit_refusals_every)?,
-                "--audit-refusals-every",
-            )?,
+            accountability: self.accountability.validate()?,
             intermediate_lifetime: self.replica.intermediate_lifetime()?,
             intermediates: bootstrap.intermediates,
             data_dir: self.data.data_dir.clone(),

@@ -1,5 +1,6 @@
 //! Plain-HTTP health for load balancers, on its own port: `GET /healthz` (the process is alive) and `GET /readyz`
-//! (the store answers, the CA and the server certificate are unexpired: 200, otherwise 503).
+//! (the store answers, the CA and the server certificate are unexpired: 200, otherwise 503). The same listener
+//! serves what relying parties and monitoring fetch without credentials (CRLs, metrics), routed by their modules.
 //!
 //! The listener is exposed to whoever reaches the port, so it defends itself: a cap on open connections (beyond it a
 //! new connection is closed at once), a deadline for reading request headers (slowloris), one request per connection
@@ -78,12 +79,18 @@ impl Readiness {
     }
 }
 
-/// Serves the health endpoints on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, readiness: Readiness, shutdown: impl Future<Output = ()> + Send + 'static) {
+/// Serves the health endpoints, and `routes` (CRLs, metrics) beside them, on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    readiness: Readiness,
+    routes: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(readiness.verdict);
+        .with_state(readiness.verdict)
+        .merge(routes);
     tokio::select! {
         _ = shutdown => {}
         _ = accept_loop(listener, app) => {}

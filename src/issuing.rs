@@ -31,8 +31,14 @@ const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// Intermediate records are kept as long as the certificates they signed: this long after they expire.
 const RETENTION: time::Duration = crate::store::EXPIRED_RETENTION;
 
-/// The replica's CA, with a first intermediate recorded in the store.
-pub async fn start(config: &ServeConfig, store: &Arc<dyn Store>, dir: &DataDir) -> Result<Arc<CertificateAuthority>> {
+/// The replica's CA, with a first intermediate recorded in the store; what the root signs names CRLs under
+/// `crl_base`.
+pub async fn start(
+    config: &ServeConfig,
+    store: &Arc<dyn Store>,
+    dir: &DataDir,
+    crl_base: String,
+) -> Result<Arc<CertificateAuthority>> {
     let (root, _) = crate::bootstrap::establish_root(
         dir,
         &config.bootstrap.ca_key,
@@ -42,6 +48,7 @@ pub async fn start(config: &ServeConfig, store: &Arc<dyn Store>, dir: &DataDir) 
         config.intermediates,
     )
     .await?;
+    let root = root.publishing_crls_at(Some(crl_base));
     let longest_leaf = config.cert_validity.values().copied().chain([DEFAULT_CERT_VALIDITY]).max().unwrap_or_default();
     let policy = IntermediatePolicy {
         lifetime: time::Duration::try_from(config.intermediate_lifetime).map_err(|e| Error::internal("lifetime", e))?,
@@ -55,7 +62,7 @@ pub async fn start(config: &ServeConfig, store: &Arc<dyn Store>, dir: &DataDir) 
         .await
         .map_err(|e| Error::internal("sign intermediate", e))??;
     if let Some(record) = &ca.issuing().record {
-        let recorder = Recorder::new(&config.replica_id, config.audit);
+        let recorder = Recorder::new(&config.replica_id, config.accountability.audit);
         store.record_intermediate(record, intermediate_event(&recorder, record).as_ref()).await?;
     }
     Ok(Arc::new(ca))

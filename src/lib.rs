@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod client;
 pub mod config;
+pub mod crl;
 pub mod datadir;
 pub mod error;
 pub mod files;

@@ -152,6 +152,15 @@ impl Serial {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The big-endian bytes (always whole: serials hold an even number of hex digits).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0
+            .as_bytes()
+            .chunks(2)
+            .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+            .collect()
+    }
 }
 
 impl FromStr for Serial {

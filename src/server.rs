@@ -19,6 +19,7 @@ use crate::audit::reader::AuditReader;
 use crate::audit::refusals::Refusals;
 use crate::auth::{AuthLayer, Authenticator, MethodPolicy};
 use crate::config::{DEFAULT_CERT_VALIDITY, ServeConfig};
+use crate::crl::CrlPublisher;
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::health::Readiness;
@@ -59,7 +60,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let grpc_addr = grpc_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
     let health_addr = health_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
     let bootstrapped_profile = first_start(&config, &dir, &store, grpc_addr).await?;
-    let ca = crate::issuing::start(&config, &store, &dir).await?;
+    let crl_base = config.accountability.crl_url.clone().unwrap_or_else(|| http_base(health_addr));
+    let ca = crate::issuing::start(&config, &store, &dir, crl_base).await?;
     let server_cert = ServerCertificate::load(&dir, ca.clone(), &config.bootstrap.server_names)?;
     let known = Arc::new(tls::KnownIntermediates::default());
     let tls = tls::server_config_completing(ca.cert_der(), server_cert.clone(), config.allow_tls12, known.clone())?;
@@ -72,8 +74,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     ));
     // Certificates of revoked intermediates are refused from the first request on.
     authenticator.refresh_revoked_issuers().await?;
-    let recorder = Recorder::new(&config.replica_id, config.audit);
-    if !config.audit {
+    let recorder = Recorder::new(&config.replica_id, config.accountability.audit);
+    if !config.accountability.audit {
         tracing::warn!("the audit log is off (--audit off): changes are not recorded");
     }
     let keeper = crate::issuing::Keeper {
@@ -96,6 +98,10 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         recorder.clone(),
     ));
     let refusals = Arc::new(Refusals::default());
+    let crls = CrlPublisher::new(store.clone(), ca.clone(), config.accountability.crl_validity);
+    if let Some(crls) = &crls {
+        crls.refresh().await?;
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -123,15 +129,26 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .layer(crate::limits::OversizeLayer::new(MAX_REQUEST_BYTES))
         .layer(AuthLayer::new(authenticator, MethodPolicy::principald()).counting_refusals(refusals.clone()))
         .add_service(
-            PrincipalServiceServer::new(PrincipalApi::new(registry.clone(), AuditReader::new(store.clone())))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            PrincipalServiceServer::new(PrincipalApi::new(
+                registry.clone(),
+                AuditReader::new(store.clone()),
+                crls.clone(),
+            ))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1.max_decoding_message_size(MAX_REQUEST_BYTES))
         .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(incoming, wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
-    let http = tokio::spawn(crate::health::serve(health_listener, readiness.clone(), wait_for(shutdown_rx.clone())));
+    let http_routes = crate::crl::routes(crls.clone());
+    let http = tokio::spawn(crate::health::serve(
+        health_listener,
+        readiness.clone(),
+        http_routes,
+        wait_for(shutdown_rx.clone()),
+    ));
+    let crl_task = crls.clone().map(|crls| tokio::spawn(crls.run(shutdown_rx.clone())));
     let rotation = tokio::spawn(rotate_server_certificate(server_cert, shutdown_rx.clone()));
     let intermediates = tokio::spawn(keeper.run(shutdown_rx.clone()));
     let grpc_health = tokio::spawn(follow_readiness(readiness, reporter, shutdown_rx.clone()));
@@ -141,7 +158,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         refusals,
         store.clone(),
         recorder,
-        config.audit_refusals_every,
+        config.accountability.audit_refusals_every,
         shutdown_rx.clone(),
     ));
 
@@ -166,6 +183,9 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         intermediates.abort();
         epoch.abort();
         sweeps.abort();
+        if let Some(task) = &crl_task {
+            task.abort();
+        }
         // The last refusals counted go to the audit log before the process ends.
         let _ = tokio::time::timeout(Duration::from_secs(2), refused).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
@@ -282,6 +302,15 @@ async fn finish_sweeps(registry: Arc<Registry>, shutdown: watch::Receiver<bool>)
             _ = wait_for(shutdown.clone()) => return,
             _ = tokio::time::sleep(SWEEP_CHECK) => {}
         }
+    }
+}
+
+/// `http://HOST:PORT` of a listening address (`localhost` for a wildcard address).
+fn http_base(addr: SocketAddr) -> String {
+    match addr.ip() {
+        ip if ip.is_unspecified() => format!("http://localhost:{}", addr.port()),
+        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", addr.port()),
+        ip => format!("http://{ip}:{}", addr.port()),
     }
 }
 

@@ -57,11 +57,25 @@ resource "aws_dynamodb_table" "certificates" {
     type = "S"
   }
 
+  attribute {
+    name = "revoked_partition"
+    type = "S"
+  }
+
   global_secondary_index {
     name            = "by_principal"
     hash_key        = "principal_id"
     range_key       = "issued_key"
     projection_type = "ALL"
+  }
+
+  # Sparse: only revoked certificates carry revoked_partition. CRLs are built from it, one partition at a time.
+  global_secondary_index {
+    name               = "by_revocation"
+    hash_key           = "revoked_partition"
+    range_key          = "serial"
+    projection_type    = "INCLUDE"
+    non_key_attributes = ["revoked_at", "revocation_reason", "not_after", "expires_at", "issuer"]
   }
 
   ttl {

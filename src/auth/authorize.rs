@@ -170,6 +170,7 @@ impl MethodPolicy {
             .allow_method(svc, "ListAuditEvents", p(AUDIT_READ))
             .allow_method(svc, "WatchAuditEvents", p(AUDIT_READ))
             .allow_method(svc, "ListAuditChains", p(AUDIT_READ))
+            .allow_method(svc, "GetCrl", Authenticated)
             .allow_service("grpc.health.v1.Health", Anonymous)
             .allow_service("grpc.reflection.v1.ServerReflection", Anonymous)
             .allow_service("grpc.reflection.v1alpha.ServerReflection", Anonymous)

@@ -31,6 +31,8 @@ pub struct Root {
     not_after: OffsetDateTime,
     /// Path length allows an intermediate below it (roots made before intermediates have path length 0).
     signs_intermediates: bool,
+    /// Where this root's CRLs are published (`BASE/crl/P.crl`); what it signs names them when set.
+    crl_base: Option<String>,
 }
 
 impl Root {
@@ -73,7 +75,14 @@ impl Root {
             cert_der: cert_der.into_owned(),
             not_after,
             signs_intermediates: constraints.path_len_constraint.is_none_or(|n| n >= 1),
+            crl_base: None,
         })
+    }
+
+    /// The root, naming CRLs under `base` (e.g. `http://ca.example.com:8080`) in what it signs from now on.
+    pub fn publishing_crls_at(mut self, base: Option<String>) -> Self {
+        self.crl_base = base;
+        self
     }
 
     pub fn cert_der(&self) -> &CertificateDer<'static> {
@@ -211,6 +220,26 @@ impl CertificateAuthority {
         Ok((cert, issuing))
     }
 
+    /// The CRL distribution point a leaf with `serial` gets: set when the root signs leaves itself and publishes CRLs
+    /// (a replica intermediate's key does not outlive the replica, so it cannot keep a CRL current).
+    pub fn leaf_distribution_point(&self, serial: &rcgen::SerialNumber) -> Option<rcgen::CrlDistributionPoint> {
+        let base = self.root.crl_base.as_deref()?;
+        self.issuing().record.is_none().then(|| crate::pki::crl::distribution_point(base, serial))
+    }
+
+    /// Where the root's CRLs are published, if they are.
+    pub fn crl_base(&self) -> Option<&str> {
+        self.root.crl_base.as_deref()
+    }
+
+    /// Signs a CRL with the root key; DER. Blocking when the root is in KMS or on a token.
+    pub fn sign_crl(&self, params: &rcgen::CertificateRevocationListParams) -> Result<Vec<u8>, Error> {
+        let crl = params.signed_by(&self.root.issuer).map_err(|e| {
+            Error::Unavailable(format!("the CA key {} could not sign a CRL: {e}", self.root.signer.describe()))
+        })?;
+        Ok(crl.der().to_vec())
+    }
+
     /// Whether the current intermediate should be replaced (due, or `revoked` names it).
     pub fn rotation_due(&self, at: OffsetDateTime, revoked: impl Fn(&str) -> bool) -> bool {
         let issuing = self.issuing();
@@ -260,7 +289,10 @@ fn sign_intermediate(root: &Root, replica: &str, policy: IntermediatePolicy) -> 
         .map_err(|e| Error::internal("generate intermediate key", e))?;
     let at = now();
     let not_after = (at + policy.lifetime + policy.longest_leaf + profile::BACKDATE).min(root.not_after);
-    let params = profile::intermediate_certificate(replica, at - profile::BACKDATE, not_after);
+    let mut params = profile::intermediate_certificate(replica, at - profile::BACKDATE, not_after);
+    if let (Some(base), Some(serial)) = (&root.crl_base, &params.serial_number) {
+        params.crl_distribution_points = vec![crate::pki::crl::distribution_point(base, serial)];
+    }
     let cert = params.signed_by(&key, &root.issuer).map_err(|e| {
         Error::Unavailable(format!("the CA key {} could not sign an intermediate: {e}", root.signer.describe()))
     })?;

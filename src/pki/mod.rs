@@ -1,6 +1,7 @@
 //! The X.509 side: the CA, what it writes into certificates, validated CSRs and the identity extensions.
 
 pub mod ca;
+pub mod crl;
 pub mod csr;
 pub mod identity;
 pub mod leaf;

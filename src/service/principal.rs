@@ -7,6 +7,8 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::reader::{AuditReader, Position};
 use crate::auth::Caller;
+use crate::crl::CrlPublisher;
+use crate::error::Error;
 use crate::proto::principal_service_server::PrincipalService;
 use crate::proto::{self as pb};
 use crate::registry::{self, Issued, NewPrincipal, Registry};
@@ -19,11 +21,12 @@ use crate::store::PrincipalFilter;
 pub struct PrincipalApi {
     registry: Arc<Registry>,
     audit: AuditReader,
+    crls: Option<Arc<CrlPublisher>>,
 }
 
 impl PrincipalApi {
-    pub fn new(registry: Arc<Registry>, audit: AuditReader) -> Self {
-        Self { registry, audit }
+    pub fn new(registry: Arc<Registry>, audit: AuditReader, crls: Option<Arc<CrlPublisher>>) -> Self {
+        Self { registry, audit, crls }
     }
 }
 
@@ -197,6 +200,27 @@ impl PrincipalService for PrincipalApi {
             Err(error) => Err(Status::from(error)),
         });
         Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn get_crl(&self, request: Request<pb::GetCrlRequest>) -> Reply<pb::Crl> {
+        let name = &request.get_ref().partition;
+        let partition = crate::pki::crl::parse_partition(name).ok_or_else(|| {
+            Error::InvalidArgument(
+                "invalid partition: one lowercase hex digit, 0 to f (see the certificate's CRL distribution point)"
+                    .into(),
+            )
+        })?;
+        let crl = self.crls.as_ref().and_then(|c| c.get(partition));
+        let crl = crl.ok_or_else(|| Error::Unavailable("CRLs are not published yet".into()))?;
+        Ok(Response::new(pb::Crl {
+            partition: crate::pki::crl::partition_name(partition),
+            der: crl.der.clone(),
+            number: crl.number,
+            this_update: Some(timestamp(crl.this_update)),
+            next_update: Some(timestamp(crl.next_update)),
+            url: crl.url.clone(),
+            entries: u32::try_from(crl.entries).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn list_audit_chains(

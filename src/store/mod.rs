@@ -12,6 +12,7 @@ use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
     Serial,
 };
+use crate::pki::crl::RevokedEntry;
 
 pub mod conformance;
 pub mod dynamodb;
@@ -229,6 +230,10 @@ pub trait Store: Send + Sync + 'static {
     /// other than ACTIVE, `delete_principal`, `revoke_all_certificates`) increases, by any process using this store, in the same atomic write.
     /// Strongly consistent. Replicas poll it to know when to drop cached authentication results.
     async fn revocation_epoch(&self) -> Result<u64>;
+
+    /// The revoked certificates of CRL partition `partition` (see [`crate::pki::crl`]) that have not expired at
+    /// `at`, ordered by serial. Read from an index of revoked certificates: the cost follows the revoked, not all.
+    async fn revoked_certificates(&self, partition: u8, at: OffsetDateTime) -> Result<Vec<RevokedEntry>>;
 
     /// Appends events that record no change of the store (aggregated refusals), each in its chain.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;

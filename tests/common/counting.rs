@@ -133,6 +133,13 @@ impl Store for CountingStore {
     ) -> Result<IntermediateRecord> {
         self.inner.revoke_intermediate(fingerprint, at, audit).await
     }
+    async fn revoked_certificates(
+        &self,
+        partition: u8,
+        at: OffsetDateTime,
+    ) -> Result<Vec<principald::pki::crl::RevokedEntry>> {
+        self.inner.revoked_certificates(partition, at).await
+    }
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
         self.inner.append_audit(events).await
     }

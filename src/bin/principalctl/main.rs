@@ -4,6 +4,7 @@
 mod audit;
 mod ca;
 mod cert;
+mod crl;
 mod output;
 mod principal;
 mod rpc;
@@ -44,6 +45,9 @@ enum Command {
     /// Inspect and revoke the replica intermediates that sign certificates.
     #[command(subcommand)]
     Ca(ca::Command),
+    /// Fetch the CA's certificate revocation lists.
+    #[command(subcommand)]
+    Crl(crl::Command),
     /// List, watch and verify the audit log.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -81,5 +85,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Cert(command) => cert::run(&ctx, command).await,
         Command::Ca(command) => ca::run(&ctx, command).await,
         Command::Audit(command) => audit::run(&ctx, command).await,
+        Command::Crl(command) => crl::run(&ctx, command).await,
     }
 }

@@ -12,8 +12,10 @@ use crate::model::{
 use crate::store::{PageRequest, PrincipalFilter, Store};
 
 mod audit;
+mod crl;
 mod hardening;
 pub use audit::*;
+pub use crl::*;
 pub use hardening::*;
 
 /// Expands to one `#[tokio::test]` per conformance check; `$make` is an async expression yielding a fresh empty
@@ -32,7 +34,7 @@ macro_rules! store_conformance_tests {
             page_tokens_from_elsewhere_are_invalid_arguments, the_first_ca_claim_wins, interrupted_sweeps_are_finished,
             intermediates_are_recorded_and_revoked_once, audit_events_commit_with_their_change_or_not_at_all,
             ca_claims_and_intermediates_record_one_event_each, audit_chains_hold_together_under_concurrent_writers,
-            audit_listings_filter_and_page);
+            audit_listings_filter_and_page, revoked_certificates_are_read_by_partition_while_unexpired);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -76,6 +76,8 @@ pub fn certificate_item(c: &CertificateRecord) -> Item {
     if let Some(r) = c.revocation {
         item.insert("revoked_at".into(), n(r.at.unix_timestamp()));
         item.insert("revocation_reason".into(), n(i64::from(r.reason.code())));
+        let partition = crate::pki::crl::partition_of(&c.serial);
+        item.insert("revoked_partition".into(), s(&crate::pki::crl::partition_name(partition)));
     }
     item.insert("generation".into(), n_u64(c.generation));
     if let Some(r) = &c.renewal {
@@ -207,4 +209,19 @@ mod tests {
             (0..200).map(|i| type_shard("worker", &format!("w{i}").parse().unwrap())).collect();
         assert_eq!(shards.len() as u64, TYPE_SHARDS);
     }
+}
+
+/// A revoked certificate as the `by_revocation` index projects it.
+pub fn revoked_entry_from(item: &Item) -> Result<crate::pki::crl::RevokedEntry> {
+    let code = get_n(item, "revocation_reason")?;
+    Ok(crate::pki::crl::RevokedEntry {
+        serial: get_s(item, "serial")?.parse().map_err(corrupt)?,
+        revoked_at: time_from(get_n(item, "revoked_at")?)?,
+        reason: u8::try_from(code)
+            .ok()
+            .and_then(RevocationReason::from_code)
+            .ok_or_else(|| corrupt(format!("revocation reason {code}")))?,
+        not_after: time_from(get_n(item, "not_after")?)?,
+        issuer: opt_s(item, "issuer").unwrap_or_default().to_owned(),
+    })
 }

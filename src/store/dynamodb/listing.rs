@@ -168,3 +168,37 @@ impl DynamoStore {
         }
     }
 }
+
+impl DynamoStore {
+    /// One CRL partition from the sparse `by_revocation` index (only revoked certificates carry its key).
+    pub(super) async fn revoked_in_partition(
+        &self,
+        partition: u8,
+        at: time::OffsetDateTime,
+    ) -> Result<Vec<crate::pki::crl::RevokedEntry>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.certificates)
+                .index_name("by_revocation")
+                .key_condition_expression("revoked_partition = :partition")
+                .filter_expression("not_after > :at")
+                .expression_attribute_values(":partition", items::s(&crate::pki::crl::partition_name(partition)))
+                .expression_attribute_values(":at", items::n(at.unix_timestamp()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in page.items() {
+                out.push(items::revoked_entry_from(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(out),
+            }
+        }
+    }
+}

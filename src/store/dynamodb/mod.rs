@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
 };
+use crate::pki::crl::RevokedEntry;
 use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store, errors};
 use items::{Item, n, s};
 use writes::{EPOCH_KEY, Sweep};
@@ -375,6 +376,10 @@ impl Store for DynamoStore {
         audit: Option<&AuditEvent>,
     ) -> Result<IntermediateRecord> {
         self.revoke(fingerprint, at, audit).await
+    }
+
+    async fn revoked_certificates(&self, partition: u8, at: OffsetDateTime) -> Result<Vec<RevokedEntry>> {
+        self.revoked_in_partition(partition, at).await
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {

@@ -137,9 +137,13 @@ pub fn revoke(
     let mut update = Update::builder()
         .table_name(certificates)
         .key("serial", s(serial.as_str()))
-        .update_expression("SET revoked_at = :at, revocation_reason = :reason")
+        .update_expression("SET revoked_at = :at, revocation_reason = :reason, revoked_partition = :partition")
         .expression_attribute_values(":at", n(at.unix_timestamp()))
-        .expression_attribute_values(":reason", n(i64::from(reason.code())));
+        .expression_attribute_values(":reason", n(i64::from(reason.code())))
+        .expression_attribute_values(
+            ":partition",
+            s(&crate::pki::crl::partition_name(crate::pki::crl::partition_of(serial))),
+        );
     update = match owner {
         Some(owner) => update
             .condition_expression(
@@ -164,10 +168,12 @@ pub fn revoke_if_unrevoked(
         .key("serial", s(serial.as_str()))
         .condition_expression("attribute_exists(serial)")
         .update_expression(
-            "SET revoked_at = if_not_exists(revoked_at, :at), revocation_reason = if_not_exists(revocation_reason, :reason)",
+            "SET revoked_at = if_not_exists(revoked_at, :at), revocation_reason = if_not_exists(revocation_reason, :reason), \
+             revoked_partition = :partition",
         )
         .expression_attribute_values(":at", n(at.unix_timestamp()))
-        .expression_attribute_values(":reason", n(i64::from(reason.code())));
+        .expression_attribute_values(":reason", n(i64::from(reason.code())))
+        .expression_attribute_values(":partition", s(&crate::pki::crl::partition_name(crate::pki::crl::partition_of(serial))));
     Ok(TransactWriteItem::builder().update(built("revoke update", update.build())?).build())
 }
 

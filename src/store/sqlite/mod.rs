@@ -27,6 +27,7 @@ use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
     Serial,
 };
+use crate::pki::crl::RevokedEntry;
 use crate::store::page_token::{self, Backend};
 use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store, errors};
 use rows::*;
@@ -394,6 +395,10 @@ impl Store for SqliteStore {
             Ok(revoked)
         })
         .await
+    }
+
+    async fn revoked_certificates(&self, partition: u8, at: OffsetDateTime) -> Result<Vec<RevokedEntry>> {
+        self.read(move |conn| revoked_in_partition(conn, partition, at)).await
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {

@@ -185,3 +185,39 @@ pub(super) fn sql_err(e: rusqlite::Error) -> Error {
         _ => Error::internal("sqlite", e),
     }
 }
+
+/// The unexpired revoked certificates of one CRL partition (the last hex digit of the serial), by serial.
+pub(super) fn revoked_in_partition(
+    conn: &Connection,
+    partition: u8,
+    at: OffsetDateTime,
+) -> Result<Vec<crate::pki::crl::RevokedEntry>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT serial, revoked_at, revocation_reason, not_after, issuer FROM certificates
+             WHERE revoked_at IS NOT NULL AND substr(serial, -1) = ?1 AND not_after > ?2 ORDER BY serial",
+        )
+        .map_err(sql_err)?;
+    let name = crate::pki::crl::partition_name(partition);
+    let rows = stmt
+        .query_map(params![name, at.unix_timestamp()], |row| {
+            let (serial, revoked_at, reason, not_after, issuer): (String, i64, i64, i64, String) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?);
+            Ok((serial, revoked_at, reason, not_after, issuer))
+        })
+        .map_err(sql_err)?;
+    rows.map(|row| {
+        let (serial, revoked_at, reason, not_after, issuer) = row.map_err(sql_err)?;
+        Ok(crate::pki::crl::RevokedEntry {
+            serial: serial.parse().map_err(corrupt)?,
+            revoked_at: timestamp(revoked_at)?,
+            reason: u8::try_from(reason)
+                .ok()
+                .and_then(RevocationReason::from_code)
+                .ok_or_else(|| corrupt(format!("revocation reason {reason}")))?,
+            not_after: timestamp(not_after)?,
+            issuer,
+        })
+    })
+    .collect()
+}
