@@ -183,6 +183,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// A revoked certificate as the `by_revocation` index projects it.
+pub fn revoked_entry_from(item: &Item) -> Result<crate::pki::crl::RevokedEntry> {
+    let code = get_n(item, "revocation_reason")?;
+    Ok(crate::pki::crl::RevokedEntry {
+        serial: get_s(item, "serial")?.parse().map_err(corrupt)?,
+        revoked_at: time_from(get_n(item, "revoked_at")?)?,
+        reason: u8::try_from(code)
+            .ok()
+            .and_then(RevocationReason::from_code)
+            .ok_or_else(|| corrupt(format!("revocation reason {code}")))?,
+        not_after: time_from(get_n(item, "not_after")?)?,
+        issuer: opt_s(item, "issuer").unwrap_or_default().to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,19 +224,4 @@ mod tests {
             (0..200).map(|i| type_shard("worker", &format!("w{i}").parse().unwrap())).collect();
         assert_eq!(shards.len() as u64, TYPE_SHARDS);
     }
-}
-
-/// A revoked certificate as the `by_revocation` index projects it.
-pub fn revoked_entry_from(item: &Item) -> Result<crate::pki::crl::RevokedEntry> {
-    let code = get_n(item, "revocation_reason")?;
-    Ok(crate::pki::crl::RevokedEntry {
-        serial: get_s(item, "serial")?.parse().map_err(corrupt)?,
-        revoked_at: time_from(get_n(item, "revoked_at")?)?,
-        reason: u8::try_from(code)
-            .ok()
-            .and_then(RevocationReason::from_code)
-            .ok_or_else(|| corrupt(format!("revocation reason {code}")))?,
-        not_after: time_from(get_n(item, "not_after")?)?,
-        issuer: opt_s(item, "issuer").unwrap_or_default().to_owned(),
-    })
 }
