@@ -18,6 +18,7 @@ pub mod files;
 pub mod health;
 pub mod issuing;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod pki;
 pub mod ratelog;

@@ -23,6 +23,9 @@ use crate::crl::CrlPublisher;
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::health::Readiness;
+use crate::metrics::grpc::MetricsLayer;
+use crate::metrics::store::MeteredStore;
+use crate::metrics::{Metrics, Scrape};
 use crate::proto::principal_service_server::PrincipalServiceServer;
 use crate::registry::Registry;
 use crate::server_cert::ServerCertificate;
@@ -54,7 +57,8 @@ impl Running {
 pub async fn start(config: ServeConfig) -> Result<Running> {
     let dir = DataDir::new(&config.data_dir);
     crate::files::create_private_dir(dir.root())?;
-    let store = config.store.open().await?;
+    let metrics = Metrics::new();
+    let store = MeteredStore::wrap(config.store.open().await?, metrics.clone());
     let grpc_listener = bind(config.listen, "--listen").await?;
     let health_listener = bind(config.health_listen, "--health-listen").await?;
     let grpc_addr = grpc_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
@@ -66,12 +70,15 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let known = Arc::new(tls::KnownIntermediates::default());
     let tls = tls::server_config_completing(ca.cert_der(), server_cert.clone(), config.allow_tls12, known.clone())?;
 
-    let authenticator = Arc::new(Authenticator::new(
-        store.clone(),
-        config.identity.oids.clone(),
-        config.permissions.clone(),
-        config.auth_cache_ttl,
-    ));
+    let authenticator = Arc::new(
+        Authenticator::new(
+            store.clone(),
+            config.identity.oids.clone(),
+            config.permissions.clone(),
+            config.auth_cache_ttl,
+        )
+        .with_metrics(metrics.clone()),
+    );
     // Certificates of revoked intermediates are refused from the first request on.
     authenticator.refresh_revoked_issuers().await?;
     let recorder = Recorder::new(&config.replica_id, config.accountability.audit);
@@ -116,7 +123,15 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .build_v1alpha()
         .map_err(|e| Error::internal("reflection", e))?;
 
-    let (incoming, accept) = tls::incoming(grpc_listener, tls, config.connection_limits, wait_for(shutdown_rx.clone()));
+    let (incoming, accept) = tls::incoming_counted(
+        grpc_listener,
+        tls,
+        config.connection_limits,
+        Some(metrics.clone()),
+        wait_for(shutdown_rx.clone()),
+    );
+    let policy = MethodPolicy::principald();
+    let rpc_metrics = MetricsLayer::new(metrics.clone(), &policy.method_paths());
     let grpc = tonic::transport::Server::builder()
         // Bounds on what one client can hold open; RPCs that outlive the timeout are cancelled, never left hanging.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
@@ -126,8 +141,9 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .max_connection_age_grace(RPC_TIMEOUT)
         .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
         .timeout(RPC_TIMEOUT)
+        .layer(rpc_metrics)
         .layer(crate::limits::OversizeLayer::new(MAX_REQUEST_BYTES))
-        .layer(AuthLayer::new(authenticator, MethodPolicy::principald()).counting_refusals(refusals.clone()))
+        .layer(AuthLayer::new(authenticator, policy).counting_refusals(refusals.clone()))
         .add_service(
             PrincipalServiceServer::new(PrincipalApi::new(
                 registry.clone(),
@@ -141,7 +157,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(incoming, wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
-    let http_routes = crate::crl::routes(crls.clone());
+    let scrape = Scrape { metrics, readiness: readiness.clone(), ca: ca.clone(), server_cert: server_cert.clone() };
+    let http_routes = crate::crl::routes(crls.clone()).merge(crate::metrics::routes(Arc::new(scrape)));
     let http = tokio::spawn(crate::health::serve(
         health_listener,
         readiness.clone(),

@@ -12,16 +12,16 @@
 //! principal hammering the server costs no store read per request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use quick_cache::UnitWeighter;
 use quick_cache::sync::Cache;
-use quick_cache::sync::DefaultLifecycle;
 
 use crate::auth::peer::PeerIdentity;
 use crate::auth::{Caller, PermissionTable};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::model::{PrincipalId, PrincipalStatus, Serial};
 use crate::pki::oid::IdentityOids;
 use crate::store::Store;
@@ -39,12 +39,26 @@ pub struct Authenticator {
     cache: AuthCache,
     /// Fingerprints of revoked issuing intermediates: certificates they signed are refused.
     revoked_issuers: std::sync::RwLock<Arc<std::collections::HashSet<String>>>,
+    /// Where cache hits, misses and evictions (and, through the layer, outcomes) are counted, once set.
+    metrics: Arc<OnceLock<Arc<Metrics>>>,
 }
 
 impl Authenticator {
     /// `ttl` bounds how long another replica's change can go unnoticed here; zero disables caching.
     pub fn new(store: Arc<dyn Store>, oids: IdentityOids, permissions: PermissionTable, ttl: Duration) -> Self {
-        Self { store, oids, permissions, cache: AuthCache::new(ttl), revoked_issuers: Default::default() }
+        let metrics = Arc::new(OnceLock::new());
+        let cache = AuthCache::new(ttl, CountEvictions(metrics.clone()));
+        Self { store, oids, permissions, cache, revoked_issuers: Default::default(), metrics }
+    }
+
+    /// Counts cache hits, misses and evictions, and authentication outcomes, in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        let _ = self.metrics.set(metrics);
+        self
+    }
+
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.get()
     }
 
     /// Authenticates the holder of `leaf_der`, a client certificate that TLS has already verified against the CA.
@@ -52,7 +66,11 @@ impl Authenticator {
     pub async fn authenticate(&self, leaf_der: &[u8]) -> Result<Arc<Caller>> {
         let now = crate::model::now();
         // Keyed by the certificate's bytes, so a cache hit needs no X.509 parsing (the largest cost of this path).
-        match self.cache.get(leaf_der) {
+        let cached = self.cache.get(leaf_der);
+        if let Some(metrics) = self.metrics.get() {
+            metrics.cache(if cached.is_some() { "hit" } else { "miss" });
+        }
+        match cached {
             Some(Cached::Allowed { caller, not_before, not_after }) => {
                 crate::auth::peer::check_validity(not_before, not_after, now)?;
                 return Ok(caller);
@@ -177,8 +195,23 @@ struct CacheEntry {
     expires: Instant,
 }
 
-type EntryCache =
-    Cache<Box<[u8]>, CacheEntry, UnitWeighter, BuildSignatureHasher, DefaultLifecycle<Box<[u8]>, CacheEntry>>;
+type EntryCache = Cache<Box<[u8]>, CacheEntry, UnitWeighter, BuildSignatureHasher, CountEvictions>;
+
+/// Counts evictions (the cache is full) once metrics are set.
+#[derive(Clone)]
+struct CountEvictions(Arc<OnceLock<Arc<Metrics>>>);
+
+impl quick_cache::Lifecycle<Box<[u8]>, CacheEntry> for CountEvictions {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _: &mut (), _: Box<[u8]>, _: CacheEntry) {
+        if let Some(metrics) = self.0.get() {
+            metrics.cache("eviction");
+        }
+    }
+}
 
 /// Certificate (DER) -> verdict, bounded, with TTLs and a generation counter (see the module docs).
 struct AuthCache {
@@ -219,14 +252,9 @@ impl std::hash::Hasher for SignatureHasher {
 }
 
 impl AuthCache {
-    fn new(ttl: Duration) -> Self {
-        let entries = Cache::with(
-            MAX_CACHE_ENTRIES,
-            MAX_CACHE_ENTRIES as u64,
-            UnitWeighter,
-            BuildSignatureHasher,
-            DefaultLifecycle::default(),
-        );
+    fn new(ttl: Duration, lifecycle: CountEvictions) -> Self {
+        let entries =
+            Cache::with(MAX_CACHE_ENTRIES, MAX_CACHE_ENTRIES as u64, UnitWeighter, BuildSignatureHasher, lifecycle);
         Self { ttl, generation: AtomicU64::new(0), entries, forget_lock: Mutex::new(()) }
     }
 

@@ -146,6 +146,13 @@ impl MethodPolicy {
         self
     }
 
+    /// The method paths named one by one (not whole services), sorted: what metrics report by name.
+    pub fn method_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self.methods.keys().filter(|p| !p.ends_with("/*")).cloned().collect();
+        paths.sort();
+        paths
+    }
+
     /// principald's own table: PrincipalService, gRPC health and reflection.
     pub fn principald() -> Self {
         use Requirement::{Anonymous, Authenticated, Permission};

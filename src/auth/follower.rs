@@ -55,6 +55,9 @@ impl RevocationFollower {
                         tracing::debug!(epoch, "revocation epoch moved: authentication cache dropped");
                     }
                     last = Some(epoch);
+                    if let Some(metrics) = self.authenticator.metrics() {
+                        metrics.epoch_read();
+                    }
                 }
                 // Cached results still expire with their TTL; readiness reports the outage.
                 Err(error) => tracing::debug!(%error, "cannot read the revocation epoch"),

@@ -99,7 +99,11 @@ where
             if requirement == Some(&Requirement::Anonymous) {
                 return inner.call(request).await;
             }
-            match check(&authenticator, requirement, leaf, &path).await {
+            let checked = check(&authenticator, requirement, leaf, &path).await;
+            if let Some(metrics) = authenticator.metrics() {
+                metrics.auth(outcome(&checked));
+            }
+            match checked {
                 Ok(caller) => {
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
@@ -126,6 +130,29 @@ where
             }
         })
     }
+}
+
+/// An authentication outcome as a bounded label.
+fn outcome<T>(result: &Result<T, Error>) -> &'static str {
+    let message = match result {
+        Ok(_) => return "ok",
+        Err(Error::PermissionDenied(_)) => return "permission_denied",
+        Err(Error::Unavailable(_)) => return "store_unavailable",
+        Err(Error::Unauthenticated(message)) => message,
+        Err(_) => return "error",
+    };
+    const REASONS: [(&str, &str); 9] = [
+        ("no client certificate", "no_certificate"),
+        ("has been revoked", "revoked"),
+        ("was withdrawn", "withdrawn"),
+        ("is suspended", "suspended"),
+        ("has been deleted", "deleted"),
+        ("does not exist", "unknown_principal"),
+        ("not registered", "unregistered"),
+        ("expired", "expired"),
+        ("not yet valid", "not_yet_valid"),
+    ];
+    REASONS.iter().find(|(text, _)| message.contains(text)).map_or("other", |(_, reason)| reason)
 }
 
 /// The peer's certificate chain, as the TLS connection recorded it.

@@ -26,6 +26,7 @@ pub mod chain;
 pub use chain::KnownIntermediates;
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::ratelog::RateLimitedLog;
 
 /// Finished handshakes waiting for the gRPC server to take them.
@@ -111,12 +112,23 @@ pub fn incoming(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (ReceiverStream<Conn>, JoinHandle<()>) {
+    incoming_counted(listener, config, limits, None, shutdown)
+}
+
+/// [`incoming`], counting open connections and failed handshakes in `metrics`.
+pub fn incoming_counted(
+    listener: TcpListener,
+    config: rustls::ServerConfig,
+    limits: ConnectionLimits,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (ReceiverStream<Conn>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(ACCEPT_BACKLOG);
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let task = tokio::spawn(async move {
         tokio::select! {
             _ = shutdown => {}
-            _ = accept_loop(listener, acceptor, tx, limits) => {}
+            _ = accept_loop(listener, acceptor, tx, limits, metrics) => {}
         }
     });
     (ReceiverStream::new(rx), task)
@@ -127,7 +139,13 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     conns: mpsc::Sender<Conn>,
     limits: ConnectionLimits,
+    metrics: Option<Arc<Metrics>>,
 ) {
+    let failed_handshake = |reason: &'static str| {
+        if let Some(metrics) = &metrics {
+            metrics.handshake_failed(reason);
+        }
+    };
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let (refused, failed) = (RateLimitedLog::default(), RateLimitedLog::default());
@@ -145,12 +163,14 @@ async fn accept_loop(
         };
         // Over a cap: close at once (by dropping the socket) and keep accepting.
         let Ok(connection) = connections.clone().try_acquire_owned() else {
+            failed_handshake("connection_cap");
             if let Some(refused) = refused.tick() {
                 warn!(limit = "open connections", value = limits.max_connections, refused, "connections refused");
             }
             continue;
         };
         let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            failed_handshake("handshake_cap");
             if let Some(refused) = refused.tick() {
                 warn!(limit = "handshakes in progress", value = limits.max_handshakes, refused, "connections refused");
             }
@@ -158,16 +178,28 @@ async fn accept_loop(
         };
         // serve_with_incoming ignores Server::tcp_nodelay; without it small responses wait for delayed ACKs.
         let _ = tcp.set_nodelay(true);
-        let (acceptor, conns) = (acceptor.clone(), conns.clone());
+        let (acceptor, conns, metrics) = (acceptor.clone(), conns.clone(), metrics.clone());
         tokio::spawn(async move {
             let result = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
             drop(handshake);
+            let failed = |reason| {
+                if let Some(metrics) = &metrics {
+                    metrics.handshake_failed(reason);
+                }
+            };
             match result {
                 Ok(Ok(tls)) => {
-                    let _ = conns.send(Ok(Connection::new(tls, connection, &limits))).await;
+                    let open = metrics.map(OpenConnection::new);
+                    let _ = conns.send(Ok(Connection::new(tls, connection, open, &limits))).await;
                 }
-                Ok(Err(error)) => debug!(%peer, %error, "TLS handshake rejected"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
+                Ok(Err(error)) => {
+                    failed(handshake_failure(&error));
+                    debug!(%peer, %error, "TLS handshake rejected");
+                }
+                Err(_) => {
+                    failed("timeout");
+                    debug!(%peer, "TLS handshake timed out");
+                }
             }
         });
     }
@@ -179,7 +211,36 @@ async fn accept_loop(
 pub struct Connection {
     stream: TlsStream<TcpStream>,
     _slot: OwnedSemaphorePermit,
+    _open: Option<OpenConnection>,
     deadlines: Option<Deadlines>,
+}
+
+/// Counts a connection in `connections_open` for as long as it lives.
+struct OpenConnection(Arc<Metrics>);
+
+impl OpenConnection {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.connections_open.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
+    }
+}
+
+/// Why a handshake failed, as a bounded label: the client's certificate was refused, or anything else in TLS.
+fn handshake_failure(error: &std::io::Error) -> &'static str {
+    let text = error.to_string().to_ascii_lowercase();
+    if text.contains("certificate") || text.contains("cert") {
+        "bad_certificate"
+    } else if text.contains("eof") || text.contains("reset") || text.contains("broken pipe") {
+        "closed"
+    } else {
+        "protocol"
+    }
 }
 
 struct Deadlines {
@@ -189,14 +250,19 @@ struct Deadlines {
 }
 
 impl Connection {
-    fn new(stream: TlsStream<TcpStream>, slot: OwnedSemaphorePermit, limits: &ConnectionLimits) -> Self {
+    fn new(
+        stream: TlsStream<TcpStream>,
+        slot: OwnedSemaphorePermit,
+        open: Option<OpenConnection>,
+        limits: &ConnectionLimits,
+    ) -> Self {
         let anonymous = stream.get_ref().1.peer_certificates().is_none_or(|c| c.is_empty());
         let deadlines = anonymous.then(|| Deadlines {
             idle_after: limits.unauthenticated_idle,
             idle: Box::pin(tokio::time::sleep(limits.unauthenticated_idle)),
             end: Box::pin(tokio::time::sleep(limits.unauthenticated_lifetime)),
         });
-        Self { stream, _slot: slot, deadlines }
+        Self { stream, _slot: slot, _open: open, deadlines }
     }
 }
 

@@ -1,0 +1,184 @@
+//! A [`Store`] decorator that times every call by operation, counts failures, and counts the certificates issued,
+//! renewed and revoked (where they commit).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{Metrics, OperationLabels};
+use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
+use crate::error::Result;
+use crate::model::{
+    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
+};
+use crate::pki::crl::RevokedEntry;
+use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store};
+
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    pub fn wrap(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Arc<dyn Store> {
+        Arc::new(Self { inner, metrics })
+    }
+
+    async fn timed<T>(&self, operation: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let started = Instant::now();
+        let result = call.await;
+        let labels = OperationLabels { operation };
+        self.metrics.store_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.metrics.store_errors.get_or_create(&labels).inc();
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    async fn create_principal(&self, principal: &Principal, audit: Option<&AuditEvent>) -> Result<()> {
+        self.timed("create_principal", self.inner.create_principal(principal, audit)).await
+    }
+    async fn get_principal(&self, id: &PrincipalId) -> Result<Option<Principal>> {
+        self.timed("get_principal", self.inner.get_principal(id)).await
+    }
+    async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>> {
+        self.timed("list_principals", self.inner.list_principals(filter, page)).await
+    }
+    async fn transition_principal(
+        &self,
+        id: &PrincipalId,
+        from: &[PrincipalStatus],
+        to: PrincipalStatus,
+        reason: Option<&str>,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<Principal> {
+        self.timed("transition_principal", self.inner.transition_principal(id, from, to, reason, at, audit)).await
+    }
+    async fn delete_principal(
+        &self,
+        id: &PrincipalId,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<(Principal, u32)> {
+        let result = self.timed("delete_principal", self.inner.delete_principal(id, at, audit)).await;
+        if let Ok((_, revoked)) = &result {
+            self.metrics.certificate("revoked", u64::from(*revoked));
+        }
+        result
+    }
+    async fn insert_certificate(&self, cert: &CertificateRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        let result = self.timed("insert_certificate", self.inner.insert_certificate(cert, audit)).await;
+        if result.is_ok() {
+            self.metrics.certificate("issued", 1);
+        }
+        result
+    }
+    async fn insert_renewal(
+        &self,
+        parent: &Serial,
+        cert: &CertificateRecord,
+        key_sha256: &str,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        let result = self.timed("insert_renewal", self.inner.insert_renewal(parent, cert, key_sha256, audit)).await;
+        if result.is_ok() {
+            self.metrics.certificate("renewed", 1);
+        }
+        result
+    }
+    async fn revoke_all_certificates(
+        &self,
+        principal: &PrincipalId,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+    ) -> Result<u32> {
+        let result =
+            self.timed("revoke_all_certificates", self.inner.revoke_all_certificates(principal, reason, at)).await;
+        if let Ok(revoked) = &result {
+            self.metrics.certificate("revoked", u64::from(*revoked));
+        }
+        result
+    }
+    async fn get_certificate(&self, serial: &Serial) -> Result<Option<CertificateRecord>> {
+        self.timed("get_certificate", self.inner.get_certificate(serial)).await
+    }
+    async fn list_certificates(
+        &self,
+        principal: &PrincipalId,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        self.timed("list_certificates", self.inner.list_certificates(principal, include_revoked, page)).await
+    }
+    async fn revoke_certificate(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<CertificateRecord> {
+        let result = self.timed("revoke_certificate", self.inner.revoke_certificate(serial, reason, at, audit)).await;
+        if result.is_ok() {
+            self.metrics.certificate("revoked", 1);
+        }
+        result
+    }
+    async fn claim_ca(&self, claim: &CaClaim, replace: bool, audit: Option<&AuditEvent>) -> Result<CaClaim> {
+        self.timed("claim_ca", self.inner.claim_ca(claim, replace, audit)).await
+    }
+    async fn record_intermediate(&self, intermediate: &IntermediateRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        self.timed("record_intermediate", self.inner.record_intermediate(intermediate, audit)).await
+    }
+    async fn list_intermediates(&self) -> Result<Vec<IntermediateRecord>> {
+        self.timed("list_intermediates", self.inner.list_intermediates()).await
+    }
+    async fn revoked_intermediates(&self) -> Result<std::collections::BTreeSet<String>> {
+        self.timed("revoked_intermediates", self.inner.revoked_intermediates()).await
+    }
+    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32> {
+        self.timed("forget_intermediates", self.inner.forget_intermediates(expired_before)).await
+    }
+    async fn revoke_intermediate(
+        &self,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<IntermediateRecord> {
+        self.timed("revoke_intermediate", self.inner.revoke_intermediate(fingerprint, at, audit)).await
+    }
+    async fn finish_sweeps(&self) -> Result<u32> {
+        let result = self.timed("finish_sweeps", self.inner.finish_sweeps()).await;
+        if let Ok(revoked) = &result {
+            self.metrics.certificate("revoked", u64::from(*revoked));
+        }
+        result
+    }
+    async fn revocation_epoch(&self) -> Result<u64> {
+        self.timed("revocation_epoch", self.inner.revocation_epoch()).await
+    }
+    async fn revoked_certificates(&self, partition: u8, at: OffsetDateTime) -> Result<Vec<RevokedEntry>> {
+        self.timed("revoked_certificates", self.inner.revoked_certificates(partition, at)).await
+    }
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        self.timed("append_audit", self.inner.append_audit(events)).await
+    }
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<Recorded>> {
+        self.timed("list_audit", self.inner.list_audit(filter, page)).await
+    }
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>> {
+        self.timed("audit_heads", self.inner.audit_heads()).await
+    }
+    async fn audit_chain(&self, chain: &str, after: u64, limit: u32) -> Result<Vec<Recorded>> {
+        self.timed("audit_chain", self.inner.audit_chain(chain, after, limit)).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.timed("ping", self.inner.ping()).await
+    }
+}
