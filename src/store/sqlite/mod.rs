@@ -430,37 +430,3 @@ impl Store for SqliteStore {
         self.write(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err)).await
     }
 }
-
-/// The certificate's principal, if it may receive the certificate now (see `errors::check_issuable`).
-fn issuable_principal(conn: &Connection, c: &CertificateRecord) -> Result<Principal> {
-    let principal =
-        select_principal(conn, &c.principal_id)?.ok_or_else(|| errors::principal_not_found(&c.principal_id))?;
-    errors::check_issuable(&principal, c)?;
-    Ok(principal)
-}
-
-fn principal_listing(filter: &PrincipalFilter) -> String {
-    format!(
-        "principals|{}|{}",
-        filter.kind.map_or("", PrincipalType::as_str),
-        filter.status.map_or("", PrincipalStatus::as_str)
-    )
-}
-
-fn paginate<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
-    let size = size as usize;
-    let next_token = if items.len() > size {
-        items.truncate(size);
-        items.last().map(cursor)
-    } else {
-        None
-    };
-    Page { items, next_token }
-}
-
-fn parse_certificate_cursor(token: &str) -> Result<(i64, String)> {
-    let bad = || page_token::invalid("it is malformed");
-    let (nb, serial) = token.split_once('.').ok_or_else(bad)?;
-    let serial: Serial = serial.parse().map_err(|_| bad())?;
-    Ok((nb.parse().map_err(|_| bad())?, serial.as_str().to_owned()))
-}

@@ -5,7 +5,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::model::{CertificateRecord, Principal, PrincipalId, Renewal, Revocation, RevocationReason, Serial};
+use crate::model::{
+    CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Renewal, Revocation, RevocationReason,
+    Serial,
+};
+use crate::store::page_token;
+use crate::store::{Page, PrincipalFilter, errors};
 
 pub(super) const PRINCIPAL_COLUMNS: &str =
     "id, type, status, description, email, status_reason, created_at, updated_at, generation";
@@ -220,4 +225,38 @@ pub(super) fn revoked_in_partition(
         })
     })
     .collect()
+}
+
+/// The certificate's principal, if it may receive the certificate now (see `errors::check_issuable`).
+pub(super) fn issuable_principal(conn: &Connection, c: &CertificateRecord) -> Result<Principal> {
+    let principal =
+        select_principal(conn, &c.principal_id)?.ok_or_else(|| errors::principal_not_found(&c.principal_id))?;
+    errors::check_issuable(&principal, c)?;
+    Ok(principal)
+}
+
+pub(super) fn principal_listing(filter: &PrincipalFilter) -> String {
+    format!(
+        "principals|{}|{}",
+        filter.kind.map_or("", PrincipalType::as_str),
+        filter.status.map_or("", PrincipalStatus::as_str)
+    )
+}
+
+pub(super) fn paginate<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let size = size as usize;
+    let next_token = if items.len() > size {
+        items.truncate(size);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items, next_token }
+}
+
+pub(super) fn parse_certificate_cursor(token: &str) -> Result<(i64, String)> {
+    let bad = || page_token::invalid("it is malformed");
+    let (nb, serial) = token.split_once('.').ok_or_else(bad)?;
+    let serial: Serial = serial.parse().map_err(|_| bad())?;
+    Ok((nb.parse().map_err(|_| bad())?, serial.as_str().to_owned()))
 }
