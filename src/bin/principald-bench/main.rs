@@ -7,6 +7,7 @@
 //! ```
 
 mod compare;
+mod crl;
 mod issuance;
 mod load;
 mod procs;
@@ -44,7 +45,7 @@ struct Cli {
     /// Principal counts for the scale figures (embedded store); empty to skip them.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
     scale: Vec<u64>,
-    /// Only these figure groups (a, b, c, d, opt, e, k, l); all when empty.
+    /// Only these figure groups (a, b, c, d, opt, e, k, l, m); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also measure issuance with the root key in AWS KMS (this URI, e.g. awskms:alias/bench; AWS_ENDPOINT_URL_KMS
@@ -134,6 +135,10 @@ async fn main() {
         let variants = compare::rooted(&cli.rooted);
         let stores = fresh_stores(&cli, variants.len()).await;
         compare::compare(&mut rows, "k", tmp.path(), &variants, stores, cli.duration).await;
+    }
+    if cli.store == StoreKind::Sqlite && wanted("m") {
+        eprintln!("== CRLs at 100,000 revoked certificates");
+        crl::crls(&mut rows, tmp.path(), 100_000).await;
     }
     if wanted("l") {
         eprintln!("== issuance with and without the audit log");

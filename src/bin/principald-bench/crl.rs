@@ -1,0 +1,85 @@
+//! (m) Building the CRLs at scale: 100,000 revoked, unexpired certificates in the embedded store, every partition
+//! read and signed by the root (what a replica does at start and when a revocation lands), in this process.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use principald::model::{CertificateRecord, Principal, PrincipalStatus, PrincipalType, Revocation, RevocationReason};
+use principald::store::Store;
+
+use crate::report::Row;
+
+pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64) {
+    let store = principald::store::sqlite::SqliteStore::open(&root.join("crl-bench.db")).unwrap();
+    let at = principald::model::now();
+    let owner = Principal {
+        id: "crl-bench".parse().unwrap(),
+        kind: PrincipalType::Worker,
+        status: PrincipalStatus::Active,
+        description: String::new(),
+        email: None,
+        status_reason: None,
+        created_at: at,
+        updated_at: at,
+        generation: 0,
+    };
+    let certificates: Vec<CertificateRecord> = (0..revoked)
+        .map(|i| {
+            let mut serial = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut serial).unwrap();
+            serial[0] &= 0x7f;
+            CertificateRecord {
+                serial: principald::model::Serial::from_bytes(&serial),
+                principal_id: owner.id.clone(),
+                principal_type: owner.kind,
+                not_before: at - time::Duration::days(1),
+                not_after: at + time::Duration::days(29),
+                sha256_fingerprint: format!("{i:064x}"),
+                der: vec![0x30, 0x00],
+                revocation: Some(Revocation { at, reason: RevocationReason::Superseded }),
+                generation: 0,
+                renewal: None,
+                issuer: String::new(),
+            }
+        })
+        .collect();
+    store.import(vec![owner], certificates).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let key = principald::pki::signer::in_memory().unwrap();
+    let root_ca = principald::pki::ca::Root::create(key, "bench CA", time::Duration::days(365), false).unwrap();
+    let root_ca = root_ca.publishing_crls_at(Some("http://ca.example.test:8080".into()));
+    let ca = Arc::new(principald::pki::ca::CertificateAuthority::direct(root_ca));
+    let publisher =
+        principald::crl::CrlPublisher::new(store, ca, Duration::from_secs(3600)).expect("CRLs are published");
+    let rss_before = rss_kib();
+    let started = Instant::now();
+    let signed = publisher.refresh().await.unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    let rss_after = rss_kib();
+    let (bytes, entries) = (0..principald::pki::crl::PARTITIONS)
+        .filter_map(|p| publisher.get(p))
+        .fold((0usize, 0usize), |(b, e), c| (b + c.der.len(), e + c.entries));
+    assert_eq!((signed, entries as u64), (16, revoked));
+    rows.push(
+        Row::new("m", format!("build + sign all 16 CRL partitions, {revoked} revoked certificates"), seconds, "s")
+            .target("< 5 s", seconds < 5.0)
+            .note(format!(
+                "{:.1} MiB of DER in all, largest partition {} KiB; process RSS {} -> {} MiB",
+                bytes as f64 / 1_048_576.0,
+                (0..16).filter_map(|p| publisher.get(p)).map(|c| c.der.len()).max().unwrap_or(0) / 1024,
+                rss_before / 1024,
+                rss_after / 1024
+            )),
+    );
+    rows.push(Row::new("m", "memory held by the published CRLs", bytes as f64 / 1_048_576.0, "MiB"));
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
