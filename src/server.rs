@@ -123,13 +123,9 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .build_v1alpha()
         .map_err(|e| Error::internal("reflection", e))?;
 
-    let (incoming, accept) = tls::incoming_counted(
-        grpc_listener,
-        tls,
-        config.connection_limits,
-        Some(metrics.clone()),
-        wait_for(shutdown_rx.clone()),
-    );
+    let observers = tls::Observers { metrics: Some(metrics.clone()), refusals: Some(refusals.clone()) };
+    let (incoming, accept) =
+        tls::incoming_observed(grpc_listener, tls, config.connection_limits, observers, wait_for(shutdown_rx.clone()));
     let policy = MethodPolicy::principald();
     let rpc_metrics = MetricsLayer::new(metrics.clone(), &policy.method_paths());
     let grpc = tonic::transport::Server::builder()

@@ -136,6 +136,32 @@ async fn refusals_are_aggregated_per_source_and_reason_and_only_admins_read_the_
 }
 
 #[tokio::test]
+async fn failed_tls_handshakes_are_refusals_too() {
+    let server = TestServer::start_with(&["--audit-refusals-every", "1s"]).await;
+    let other = principald::pki::ca::CertificateAuthority::generate("other", time::Duration::days(1)).unwrap();
+    let mut foreign = common::mint_with(&other, &rcgen::CertificateParams::new(vec![]).unwrap());
+    foreign.ca_pem = server.ca_pem();
+    for _ in 0..3 {
+        let endpoint = principald::client::endpoint(&server.url, &foreign).unwrap();
+        if let Ok(channel) = endpoint.connect().await {
+            let mut client = pb::principal_service_client::PrincipalServiceClient::new(channel);
+            assert!(client.who_am_i(pb::WhoAmIRequest {}).await.is_err());
+        }
+    }
+    for _ in 0..100 {
+        let refused = events(&server, of_type("requests.refused")).await;
+        let details: Vec<Value> = refused.iter().map(|e| serde_json::from_str(&e.details_json).unwrap()).collect();
+        if let Some(d) = details.iter().find(|d| d["reason"] == "bad_certificate") {
+            assert!(d["count"].as_u64().unwrap() >= 1, "{d}");
+            assert!(!d["sample"].as_str().unwrap().is_empty(), "{d}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no requests.refused event for the failed handshakes");
+}
+
+#[tokio::test]
 async fn principalctl_lists_watches_resumes_and_verifies() {
     let server = TestServer::start().await;
     for id in ["a1", "a2", "a3"] {

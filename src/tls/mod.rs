@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 pub mod chain;
 pub use chain::KnownIntermediates;
 
+use crate::audit::refusals::Refusals;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::ratelog::RateLimitedLog;
@@ -112,15 +113,34 @@ pub fn incoming(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (ReceiverStream<Conn>, JoinHandle<()>) {
-    incoming_counted(listener, config, limits, None, shutdown)
+    incoming_observed(listener, config, limits, Observers::default(), shutdown)
 }
 
-/// [`incoming`], counting open connections and failed handshakes in `metrics`.
-pub fn incoming_counted(
+/// Who hears about connections: metrics (open connections, failed handshakes) and the audit log's refusal counts
+/// (failed and refused handshakes, per source address).
+#[derive(Clone, Default)]
+pub struct Observers {
+    pub metrics: Option<Arc<Metrics>>,
+    pub refusals: Option<Arc<Refusals>>,
+}
+
+impl Observers {
+    fn failed(&self, peer: Option<std::net::SocketAddr>, reason: &'static str, detail: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.handshake_failed(reason);
+        }
+        if let Some(refusals) = &self.refusals {
+            refusals.record(peer.map(|p| p.ip()), reason, detail);
+        }
+    }
+}
+
+/// [`incoming`], telling `observers` about connections.
+pub fn incoming_observed(
     listener: TcpListener,
     config: rustls::ServerConfig,
     limits: ConnectionLimits,
-    metrics: Option<Arc<Metrics>>,
+    observers: Observers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (ReceiverStream<Conn>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(ACCEPT_BACKLOG);
@@ -128,7 +148,7 @@ pub fn incoming_counted(
     let task = tokio::spawn(async move {
         tokio::select! {
             _ = shutdown => {}
-            _ = accept_loop(listener, acceptor, tx, limits, metrics) => {}
+            _ = accept_loop(listener, acceptor, tx, limits, observers) => {}
         }
     });
     (ReceiverStream::new(rx), task)
@@ -139,13 +159,8 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     conns: mpsc::Sender<Conn>,
     limits: ConnectionLimits,
-    metrics: Option<Arc<Metrics>>,
+    observers: Observers,
 ) {
-    let failed_handshake = |reason: &'static str| {
-        if let Some(metrics) = &metrics {
-            metrics.handshake_failed(reason);
-        }
-    };
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let (refused, failed) = (RateLimitedLog::default(), RateLimitedLog::default());
@@ -163,14 +178,14 @@ async fn accept_loop(
         };
         // Over a cap: close at once (by dropping the socket) and keep accepting.
         let Ok(connection) = connections.clone().try_acquire_owned() else {
-            failed_handshake("connection_cap");
+            observers.failed(Some(peer), "connection_cap", "over the open-connection cap");
             if let Some(refused) = refused.tick() {
                 warn!(limit = "open connections", value = limits.max_connections, refused, "connections refused");
             }
             continue;
         };
         let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
-            failed_handshake("handshake_cap");
+            observers.failed(Some(peer), "handshake_cap", "over the handshakes-in-progress cap");
             if let Some(refused) = refused.tick() {
                 warn!(limit = "handshakes in progress", value = limits.max_handshakes, refused, "connections refused");
             }
@@ -178,26 +193,21 @@ async fn accept_loop(
         };
         // serve_with_incoming ignores Server::tcp_nodelay; without it small responses wait for delayed ACKs.
         let _ = tcp.set_nodelay(true);
-        let (acceptor, conns, metrics) = (acceptor.clone(), conns.clone(), metrics.clone());
+        let (acceptor, conns, observers) = (acceptor.clone(), conns.clone(), observers.clone());
         tokio::spawn(async move {
             let result = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
             drop(handshake);
-            let failed = |reason| {
-                if let Some(metrics) = &metrics {
-                    metrics.handshake_failed(reason);
-                }
-            };
             match result {
                 Ok(Ok(tls)) => {
-                    let open = metrics.map(OpenConnection::new);
+                    let open = observers.metrics.map(OpenConnection::new);
                     let _ = conns.send(Ok(Connection::new(tls, connection, open, &limits))).await;
                 }
                 Ok(Err(error)) => {
-                    failed(handshake_failure(&error));
+                    observers.failed(Some(peer), handshake_failure(&error), &error.to_string());
                     debug!(%peer, %error, "TLS handshake rejected");
                 }
                 Err(_) => {
-                    failed("timeout");
+                    observers.failed(Some(peer), "timeout", "TLS handshake timed out");
                     debug!(%peer, "TLS handshake timed out");
                 }
             }
