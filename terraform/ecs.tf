@@ -18,7 +18,7 @@ resource "aws_cloudwatch_log_group" "this" {
 
 locals {
   data_dir = "/var/lib/principald/data"
-  environment = {
+  environment = merge({
     PRINCIPALD_STORE                  = "dynamodb"
     PRINCIPALD_DYNAMODB_TABLE_PREFIX  = "${var.name}-"
     PRINCIPALD_CA_KEY                 = local.ca_key_uri
@@ -30,7 +30,7 @@ locals {
     PRINCIPALD_INTERMEDIATE_LIFETIME  = var.intermediate_lifetime
     PRINCIPALD_LOG_FORMAT             = "json"
     AWS_REGION                        = data.aws_region.current.name
-  }
+  }, var.crl_url == "" ? {} : { PRINCIPALD_CRL_URL = var.crl_url })
 }
 
 resource "aws_ecs_task_definition" "this" {

@@ -94,6 +94,12 @@ variable "intermediate_lifetime" {
   default     = "24h"
 }
 
+variable "crl_url" {
+  description = "Base URL relying parties fetch CRLs from (BASE/crl/P.crl), written into certificates the root signs; empty: the replica's own health address, reachable only inside the VPC. Point it at a listener or CDN in front of the replicas' health port."
+  type        = string
+  default     = ""
+}
+
 variable "secrets" {
   description = "Extra environment variables for principald from SSM Parameter Store or Secrets Manager: name => parameter or secret ARN (e.g. PRINCIPALD_PERMISSIONS_FILE contents are not secrets; a PKCS#11 PIN is)."
   type        = map(string)
