@@ -285,6 +285,20 @@ pub struct CertificateRecord {
     pub issuer: String,
 }
 
+/// A replica's token signing key, announced in the store before it signs a token, so every replica's JWKS publishes
+/// it for as long as tokens it signed may live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenKeyRecord {
+    /// JWK key id: base64url of the first 12 bytes of SHA-256 over the public key (SPKI DER).
+    pub kid: String,
+    pub replica: String,
+    /// The public key as a JWK (JSON object text): kty, crv, x, y, kid, use, alg.
+    pub public_jwk: String,
+    pub created_at: OffsetDateTime,
+    /// After this no token it signed is valid any more: it leaves the JWKS.
+    pub expires_at: OffsetDateTime,
+}
+
 /// A replica's issuing intermediate, recorded before it signs anything, so an auditor can see which replica issued
 /// what and an operator can revoke a compromised replica's intermediate.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,6 +30,8 @@ pub mod kind {
     pub const CA_CLAIMED: &str = "ca.claimed";
     pub const INTERMEDIATE_CREATED: &str = "intermediate.created";
     pub const INTERMEDIATE_REVOKED: &str = "intermediate.revoked";
+    pub const TOKEN_KEY_CREATED: &str = "token_key.created";
+    pub const TOKEN_ISSUED: &str = "token.issued";
     pub const REQUESTS_REFUSED: &str = "requests.refused";
 }
 

@@ -13,6 +13,7 @@ use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::Result;
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
+    TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
 use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store};
@@ -152,6 +153,12 @@ impl Store for MeteredStore {
         audit: Option<&AuditEvent>,
     ) -> Result<IntermediateRecord> {
         self.timed("revoke_intermediate", self.inner.revoke_intermediate(fingerprint, at, audit)).await
+    }
+    async fn record_token_key(&self, key: &TokenKeyRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        self.timed("record_token_key", self.inner.record_token_key(key, audit)).await
+    }
+    async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
+        self.timed("list_token_keys", self.inner.list_token_keys(at)).await
     }
     async fn finish_sweeps(&self) -> Result<u32> {
         let result = self.timed("finish_sweeps", self.inner.finish_sweeps()).await;

@@ -10,7 +10,7 @@ use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::Result;
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
-    Serial,
+    Serial, TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
 
@@ -221,6 +221,13 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
         audit: Option<&AuditEvent>,
     ) -> Result<IntermediateRecord>;
+
+    /// Announces a replica's token signing key (before it signs anything). Recording the same key again is a no-op
+    /// (and records no event).
+    async fn record_token_key(&self, key: &TokenKeyRecord, audit: Option<&AuditEvent>) -> Result<()>;
+
+    /// Every announced token key that has not expired at `at`, in no particular order.
+    async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>>;
 
     /// Finishes every certificate sweep that an interrupted deletion or key-compromise revocation left behind; returns
     /// how many certificates it revoked. Servers call it in the background; backends whose sweeps are atomic return 0.

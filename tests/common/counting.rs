@@ -10,6 +10,7 @@ use principald::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use principald::error::Result;
 use principald::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
+    TokenKeyRecord,
 };
 use principald::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store};
 use time::OffsetDateTime;
@@ -151,6 +152,12 @@ impl Store for CountingStore {
     }
     async fn audit_chain(&self, chain: &str, after: u64, limit: u32) -> Result<Vec<Recorded>> {
         self.inner.audit_chain(chain, after, limit).await
+    }
+    async fn record_token_key(&self, key: &TokenKeyRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        self.inner.record_token_key(key, audit).await
+    }
+    async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
+        self.inner.list_token_keys(at).await
     }
     async fn finish_sweeps(&self) -> Result<u32> {
         self.inner.finish_sweeps().await

@@ -93,7 +93,7 @@ pub async fn audit_events_commit_with_their_change_or_not_at_all(store: Arc<dyn 
     );
 }
 
-pub async fn ca_claims_and_intermediates_record_one_event_each(store: Arc<dyn Store>) {
+pub async fn ca_claims_intermediates_and_token_keys_record_one_event_each(store: Arc<dyn Store>) {
     let s = store.as_ref();
     let claim = |fp: &str| CaClaim { fingerprint: fp.repeat(64), certificate_pem: "pem".into() };
     s.claim_ca(&claim("a"), false, Some(&event(kind::CA_CLAIMED, "a"))).await.unwrap();
@@ -113,10 +113,30 @@ pub async fn ca_claims_and_intermediates_record_one_event_each(store: Arc<dyn St
     let revoke = Some(event(kind::INTERMEDIATE_REVOKED, &record.fingerprint));
     s.revoke_intermediate(&record.fingerprint, t0(), revoke.as_ref()).await.unwrap();
     assert!(s.revoke_intermediate(&record.fingerprint, t0(), revoke.as_ref()).await.is_err());
+    let token_key = crate::model::TokenKeyRecord {
+        kid: "k1".into(),
+        replica: "r1".into(),
+        public_jwk: "{}".into(),
+        created_at: t0(),
+        expires_at: t0() + time::Duration::hours(2),
+    };
+    for _ in 0..2 {
+        s.record_token_key(&token_key, Some(&event(kind::TOKEN_KEY_CREATED, "k1"))).await.unwrap();
+    }
+    let expired = crate::model::TokenKeyRecord { kid: "k0".into(), expires_at: t0(), ..token_key.clone() };
+    s.record_token_key(&expired, None).await.unwrap();
+    assert_eq!(s.list_token_keys(t0()).await.unwrap(), [token_key.clone()], "expired keys are not listed");
+    assert!(s.list_token_keys(t0() + time::Duration::hours(3)).await.unwrap().is_empty());
     s.append_audit(&[event(kind::REQUESTS_REFUSED, "192.0.2.1")]).await.unwrap();
     assert_eq!(
         kinds(s).await,
-        [kind::CA_CLAIMED, kind::INTERMEDIATE_CREATED, kind::INTERMEDIATE_REVOKED, kind::REQUESTS_REFUSED]
+        [
+            kind::CA_CLAIMED,
+            kind::INTERMEDIATE_CREATED,
+            kind::INTERMEDIATE_REVOKED,
+            kind::TOKEN_KEY_CREATED,
+            kind::REQUESTS_REFUSED
+        ]
     );
 }
 

@@ -10,10 +10,11 @@ use super::writes::{CA_KEY, EPOCH_KEY};
 use super::{DynamoStore, sdk_error};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
-use crate::model::IntermediateRecord;
+use crate::model::{IntermediateRecord, TokenKeyRecord};
 use crate::store::CaClaim;
 
 const INTERMEDIATE_PREFIX: &str = "intermediate#";
+const TOKEN_KEY_PREFIX: &str = "token_key#";
 
 impl DynamoStore {
     pub(super) async fn claim(&self, claim: &CaClaim, replace: bool, audit: Option<&AuditEvent>) -> Result<CaClaim> {
@@ -166,6 +167,46 @@ impl DynamoStore {
             return Err(Error::FailedPrecondition(format!("intermediate {fingerprint} is already revoked")));
         }
         intermediate_from(&item)
+    }
+}
+
+impl DynamoStore {
+    /// Announces a token key (once: a repeat changes nothing and records no event).
+    pub(super) async fn record_token_key(&self, k: &TokenKeyRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        let put = Put::builder()
+            .table_name(&self.meta)
+            .item("key", s(&format!("{TOKEN_KEY_PREFIX}{}", k.kid)))
+            .item("kid", s(&k.kid))
+            .item("replica", s(&k.replica))
+            .item("public_jwk", s(&k.public_jwk))
+            .item("created_at", n(k.created_at.unix_timestamp()))
+            .item("expires_at", n(k.expires_at.unix_timestamp()))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", "key")
+            .build()
+            .map_err(|e| Error::internal("token key put", e))?;
+        match self.transact_audited(vec![TransactWriteItem::builder().put(put).build()], audit).await {
+            Err(failure) if !failure.failed_condition(0) => Err(failure.into_error()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The unexpired token keys, from a strongly consistent Scan of the (small) meta table.
+    pub(super) async fn token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
+        let mut keys = Vec::new();
+        for item in self.scan_meta(TOKEN_KEY_PREFIX).await? {
+            let key = TokenKeyRecord {
+                kid: get_s(&item, "kid")?.to_owned(),
+                replica: get_s(&item, "replica")?.to_owned(),
+                public_jwk: get_s(&item, "public_jwk")?.to_owned(),
+                created_at: time_from(get_n(&item, "created_at")?)?,
+                expires_at: time_from(get_n(&item, "expires_at")?)?,
+            };
+            if key.expires_at > at {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
     }
 }
 

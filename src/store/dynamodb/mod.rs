@@ -34,6 +34,7 @@ use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
+    TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
 use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store, errors};
@@ -397,6 +398,14 @@ impl Store for DynamoStore {
 
     async fn audit_chain(&self, chain: &str, after: u64, limit: u32) -> Result<Vec<Recorded>> {
         self.chain_after(chain, after, limit).await
+    }
+
+    async fn record_token_key(&self, key: &TokenKeyRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        self.record_token_key(key, audit).await
+    }
+
+    async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
+        self.token_keys(at).await
     }
 
     async fn finish_sweeps(&self) -> Result<u32> {

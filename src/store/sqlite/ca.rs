@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::rows::{bump_epoch, corrupt, sql_err, timestamp};
 use crate::error::{Error, Result};
-use crate::model::IntermediateRecord;
+use crate::model::{IntermediateRecord, TokenKeyRecord};
 use crate::store::CaClaim;
 
 /// The recorded claim, and whether it is `claim` recorded by this call.
@@ -106,4 +106,39 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<IntermediateRecord>> {
             revoked_at: revoked_at.map(timestamp).transpose()?,
         })
     })())
+}
+
+/// Records a token key; `false` if it was recorded already.
+pub(super) fn record_token_key(conn: &Connection, k: &TokenKeyRecord) -> Result<bool> {
+    let inserted = conn
+        .execute(
+            "INSERT INTO token_keys (kid, replica, public_jwk, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (kid) DO NOTHING",
+            params![k.kid, k.replica, k.public_jwk, k.created_at.unix_timestamp(), k.expires_at.unix_timestamp()],
+        )
+        .map_err(sql_err)?;
+    Ok(inserted > 0)
+}
+
+pub(super) fn token_keys(conn: &Connection, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT kid, replica, public_jwk, created_at, expires_at FROM token_keys WHERE expires_at > ?1")
+        .map_err(sql_err)?;
+    let rows = stmt
+        .query_map([at.unix_timestamp()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+        })
+        .map_err(sql_err)?;
+    rows.map(|row| {
+        let (kid, replica, public_jwk, created_at, expires_at): (String, String, String, i64, i64) =
+            row.map_err(sql_err)?;
+        Ok(TokenKeyRecord {
+            kid,
+            replica,
+            public_jwk,
+            created_at: timestamp(created_at)?,
+            expires_at: timestamp(expires_at)?,
+        })
+    })
+    .collect()
 }

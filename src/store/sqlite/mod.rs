@@ -25,7 +25,7 @@ use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
-    Serial,
+    Serial, TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
 use crate::store::page_token::{self, Backend};
@@ -418,6 +418,19 @@ impl Store for SqliteStore {
     async fn audit_chain(&self, chain: &str, after: u64, limit: u32) -> Result<Vec<Recorded>> {
         let chain = chain.to_owned();
         self.read(move |conn| audit::chain_after(conn, &chain, after, limit)).await
+    }
+
+    async fn record_token_key(&self, key: &TokenKeyRecord, audit: Option<&AuditEvent>) -> Result<()> {
+        let (key, event) = (key.clone(), audit.cloned());
+        self.write(move |conn| {
+            let recorded = ca::record_token_key(conn, &key)?;
+            audit::append(conn, event.as_ref().filter(|_| recorded))
+        })
+        .await
+    }
+
+    async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
+        self.read(move |conn| ca::token_keys(conn, at)).await
     }
 
     /// Every sweep commits in the write that starts it: there is never anything left to finish.
