@@ -20,11 +20,13 @@ mod accountability;
 mod ca;
 mod duration;
 mod store;
+mod tokens;
 pub use accountability::{AccountabilityArgs, AccountabilityConfig};
 pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, IntermediateMode, ReplicaArgs};
 pub use duration::parse_duration;
 use duration::{nonzero, parse_duration_flag};
 pub use store::{StoreArgs, StoreKind};
+pub use tokens::{TokenArgs, TokenConfig};
 
 /// Exit code for bad configuration (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
@@ -130,6 +132,8 @@ pub struct ServeArgs {
     pub replica: ReplicaArgs,
     #[command(flatten)]
     pub accountability: AccountabilityArgs,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
     /// Address of the gRPC mTLS listener.
     #[arg(long, env = "PRINCIPALD_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
@@ -223,6 +227,8 @@ pub struct ServeConfig {
     pub intermediates: bool,
     /// Audit log and CRLs.
     pub accountability: AccountabilityConfig,
+    /// Access tokens and the OAuth listener.
+    pub tokens: TokenConfig,
 }
 
 impl IdentityArgs {
@@ -300,6 +306,7 @@ impl ServeArgs {
         Ok(ServeConfig {
             replica_id,
             accountability: self.accountability.validate()?,
+            tokens: self.tokens.validate()?,
             intermediate_lifetime: self.replica.intermediate_lifetime()?,
             intermediates: bootstrap.intermediates,
             data_dir: self.data.data_dir.clone(),

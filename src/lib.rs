@@ -28,6 +28,7 @@ pub mod server_cert;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod token;
 
 /// Generated protobuf and gRPC code for `principal.v1`.
 pub mod proto {

@@ -30,6 +30,8 @@ use crate::proto::principal_service_server::PrincipalServiceServer;
 use crate::registry::Registry;
 use crate::server_cert::ServerCertificate;
 use crate::service::PrincipalApi;
+use crate::token::keys::TokenKeys;
+use crate::token::{TokenIssuer, TokenPolicy};
 use crate::{bootstrap, proto, tls};
 
 /// The service name gRPC health reports besides "" (the whole server).
@@ -39,6 +41,8 @@ const PRINCIPAL_SERVICE: &str = proto::principal_service_server::SERVICE_NAME;
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub health_addr: SocketAddr,
+    /// The OAuth HTTPS listener, when `--oauth-listen` is set.
+    pub oauth_addr: Option<SocketAddr>,
     /// Set when this start bootstrapped an empty data dir.
     pub bootstrapped_profile: Option<PathBuf>,
     shutdown: watch::Sender<bool>,
@@ -61,6 +65,11 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let store = MeteredStore::wrap(config.store.open().await?, metrics.clone());
     let grpc_listener = bind(config.listen, "--listen").await?;
     let health_listener = bind(config.health_listen, "--health-listen").await?;
+    let oauth_listener = match config.tokens.oauth_listen {
+        Some(addr) => Some(bind(addr, "--oauth-listen").await?),
+        None => None,
+    };
+    let oauth_addr = oauth_listener.as_ref().and_then(|l| l.local_addr().ok());
     let grpc_addr = grpc_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
     let health_addr = health_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
     let bootstrapped_profile = first_start(&config, &dir, &store, grpc_addr).await?;
@@ -69,6 +78,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let server_cert = ServerCertificate::load(&dir, ca.clone(), &config.bootstrap.server_names)?;
     let known = Arc::new(tls::KnownIntermediates::default());
     let tls = tls::server_config_completing(ca.cert_der(), server_cert.clone(), config.allow_tls12, known.clone())?;
+    let oauth_tls = tls.clone();
 
     let authenticator = Arc::new(
         Authenticator::new(
@@ -105,6 +115,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         recorder.clone(),
     ));
     let refusals = Arc::new(Refusals::default());
+    let tokens = start_tokens(&config, &store, &recorder, oauth_addr).await?;
     let crls = CrlPublisher::new(store.clone(), ca.clone(), config.accountability.crl_validity);
     if let Some(crls) = &crls {
         crls.refresh().await?;
@@ -139,13 +150,12 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .timeout(RPC_TIMEOUT)
         .layer(rpc_metrics)
         .layer(crate::limits::OversizeLayer::new(MAX_REQUEST_BYTES))
-        .layer(AuthLayer::new(authenticator, policy).counting_refusals(refusals.clone()))
+        .layer(AuthLayer::new(authenticator.clone(), policy).counting_refusals(refusals.clone()))
         .add_service(
-            PrincipalServiceServer::new(PrincipalApi::new(
-                registry.clone(),
-                AuditReader::new(store.clone()),
-                crls.clone(),
-            ))
+            PrincipalServiceServer::new(
+                PrincipalApi::new(registry.clone(), AuditReader::new(store.clone()), crls.clone())
+                    .with_tokens(tokens.clone()),
+            )
             .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
@@ -153,6 +163,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .add_service(reflection_v1alpha.max_decoding_message_size(MAX_REQUEST_BYTES))
         .serve_with_incoming_shutdown(incoming, wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
+    let oauth_authenticator = authenticator;
     let scrape = Scrape { metrics, readiness: readiness.clone(), ca: ca.clone(), server_cert: server_cert.clone() };
     let http_routes = crate::crl::routes(crls.clone()).merge(crate::metrics::routes(Arc::new(scrape)));
     let http = tokio::spawn(crate::health::serve(
@@ -162,6 +173,17 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         wait_for(shutdown_rx.clone()),
     ));
     let crl_task = crls.clone().map(|crls| tokio::spawn(crls.run(shutdown_rx.clone())));
+    let token_keys = tokens.as_ref().map(|t| tokio::spawn(t.keys.clone().run(shutdown_rx.clone())));
+    let oauth = match (oauth_listener, &tokens) {
+        (Some(listener), Some(tokens)) => Some(tokio::spawn(crate::token::http::serve(
+            listener,
+            oauth_tls,
+            tokens.clone(),
+            oauth_authenticator,
+            wait_for(shutdown_rx.clone()),
+        ))),
+        _ => None,
+    };
     let rotation = tokio::spawn(rotate_server_certificate(server_cert, shutdown_rx.clone()));
     let intermediates = tokio::spawn(keeper.run(shutdown_rx.clone()));
     let grpc_health = tokio::spawn(follow_readiness(readiness, reporter, shutdown_rx.clone()));
@@ -199,12 +221,15 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         if let Some(task) = &crl_task {
             task.abort();
         }
+        for task in token_keys.iter().chain(&oauth) {
+            task.abort();
+        }
         // The last refusals counted go to the audit log before the process ends.
         let _ = tokio::time::timeout(Duration::from_secs(2), refused).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     });
     info!(grpc = %grpc_addr, health = %health_addr, data_dir = %dir.root().display(), "principald serving");
-    Ok(Running { grpc_addr, health_addr, bootstrapped_profile, shutdown, task })
+    Ok(Running { grpc_addr, health_addr, oauth_addr, bootstrapped_profile, shutdown, task })
 }
 
 /// Bootstraps on a first start: when the store has no admin yet and this data dir no CA certificate. Returns the
@@ -316,6 +341,32 @@ async fn finish_sweeps(registry: Arc<Registry>, shutdown: watch::Receiver<bool>)
             _ = tokio::time::sleep(SWEEP_CHECK) => {}
         }
     }
+}
+
+/// The replica's token signing key (announced in the store) and the issuer that signs with it.
+async fn start_tokens(
+    config: &ServeConfig,
+    store: &Arc<dyn crate::store::Store>,
+    recorder: &Recorder,
+    oauth_addr: Option<SocketAddr>,
+) -> Result<Option<Arc<TokenIssuer>>> {
+    let t = &config.tokens;
+    if t.audiences.is_empty() {
+        return Ok(None);
+    }
+    let keys =
+        TokenKeys::start(store.clone(), recorder.clone(), &config.replica_id, t.key_rotation, t.lifetime).await?;
+    let issuer = t.issuer.clone().unwrap_or_else(|| match oauth_addr {
+        Some(addr) => format!("https://localhost:{}", addr.port()),
+        None => format!("spiffe://{}", config.identity.trust_domain),
+    });
+    let policy = TokenPolicy {
+        issuer,
+        audiences: t.audiences.clone(),
+        lifetime: t.lifetime,
+        trust_domain: config.identity.trust_domain.clone(),
+    };
+    Ok(Some(Arc::new(TokenIssuer { policy, keys })))
 }
 
 /// `http://HOST:PORT` of a listening address (`localhost` for a wildcard address).

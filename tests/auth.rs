@@ -59,7 +59,7 @@ async fn registered_certificate_of_an_active_principal_authenticates() {
     let worker = server.enroll("worker-1", pb::PrincipalType::Worker).await;
     let me = whoami(&server, &worker).await.unwrap();
     assert_eq!((me.principal_id.as_str(), me.principal_type), ("worker-1", pb::PrincipalType::Worker as i32));
-    assert_eq!(me.permissions, ["certificate.renew-self"]);
+    assert_eq!(me.permissions, ["certificate.renew-self", "token.issue"]);
 }
 
 #[tokio::test]

@@ -25,6 +25,20 @@ pub mod permission {
     pub const CERTIFICATE_RENEW_SELF: &str = "certificate.renew-self";
     /// Read the audit log (ListAuditEvents, WatchAuditEvents, ListAuditChains).
     pub const AUDIT_READ: &str = "audit.read";
+    /// Get certificate-bound access tokens for oneself (IssueToken, the OAuth token endpoint).
+    pub const TOKEN_ISSUE: &str = "token.issue";
+
+    /// Every permission principald itself checks.
+    pub const ALL: [&str; 8] = [
+        PRINCIPAL_READ,
+        PRINCIPAL_WRITE,
+        CERTIFICATE_READ,
+        CERTIFICATE_ISSUE,
+        CERTIFICATE_REVOKE,
+        CERTIFICATE_RENEW_SELF,
+        AUDIT_READ,
+        TOKEN_ISSUE,
+    ];
 }
 
 /// What an RPC requires of its caller.
@@ -46,22 +60,15 @@ pub struct PermissionTable {
 }
 
 impl PermissionTable {
-    /// Admins get every built-in permission; every other type may only renew its own certificate.
+    /// Admins get every built-in permission; every other type may renew its own certificate and get tokens bound to
+    /// it (carrying only its own permissions).
     pub fn builtin() -> Self {
         use permission::*;
-        let admin = [
-            PRINCIPAL_READ,
-            PRINCIPAL_WRITE,
-            CERTIFICATE_READ,
-            CERTIFICATE_ISSUE,
-            CERTIFICATE_REVOKE,
-            CERTIFICATE_RENEW_SELF,
-            AUDIT_READ,
-        ];
         let grants = PrincipalType::ALL
             .into_iter()
             .map(|kind| {
-                let names: &[&str] = if kind == PrincipalType::Admin { &admin } else { &[CERTIFICATE_RENEW_SELF] };
+                let names: &[&str] =
+                    if kind == PrincipalType::Admin { &ALL } else { &[CERTIFICATE_RENEW_SELF, TOKEN_ISSUE] };
                 (kind, Arc::new(names.iter().map(|s| s.to_string()).collect()))
             })
             .collect();
@@ -178,6 +185,7 @@ impl MethodPolicy {
             .allow_method(svc, "WatchAuditEvents", p(AUDIT_READ))
             .allow_method(svc, "ListAuditChains", p(AUDIT_READ))
             .allow_method(svc, "GetCrl", Authenticated)
+            .allow_method(svc, "IssueToken", p(TOKEN_ISSUE))
             .allow_service("grpc.health.v1.Health", Anonymous)
             .allow_service("grpc.reflection.v1.ServerReflection", Anonymous)
             .allow_service("grpc.reflection.v1alpha.ServerReflection", Anonymous)

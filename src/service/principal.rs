@@ -15,6 +15,7 @@ use crate::registry::{self, Issued, NewPrincipal, Registry};
 use crate::service::audit::{self, origin};
 use crate::service::convert::*;
 use crate::store::PrincipalFilter;
+use crate::token::TokenIssuer;
 
 /// The PrincipalService implementation.
 #[derive(Clone)]
@@ -22,11 +23,18 @@ pub struct PrincipalApi {
     registry: Arc<Registry>,
     audit: AuditReader,
     crls: Option<Arc<CrlPublisher>>,
+    tokens: Option<Arc<TokenIssuer>>,
 }
 
 impl PrincipalApi {
     pub fn new(registry: Arc<Registry>, audit: AuditReader, crls: Option<Arc<CrlPublisher>>) -> Self {
-        Self { registry, audit, crls }
+        Self { registry, audit, crls, tokens: None }
+    }
+
+    /// Also serves IssueToken with `tokens` (when tokens are configured).
+    pub fn with_tokens(mut self, tokens: Option<Arc<TokenIssuer>>) -> Self {
+        self.tokens = tokens;
+        self
     }
 }
 
@@ -220,6 +228,23 @@ impl PrincipalService for PrincipalApi {
             next_update: Some(timestamp(crl.next_update)),
             url: crl.url.clone(),
             entries: u32::try_from(crl.entries).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn issue_token(&self, request: Request<pb::IssueTokenRequest>) -> Reply<pb::IssueTokenResponse> {
+        let caller = Caller::from_request(&request)?;
+        let leaf = audit::peer_leaf(&request).ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let tokens = self.tokens.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition("this server issues no tokens: no --token-audience is configured".into())
+        })?;
+        let r = request.into_inner();
+        let lifetime = validity(r.lifetime_seconds);
+        let issued = tokens.issue(&caller, &leaf, &r.audience, &r.scopes, lifetime)?;
+        Ok(Response::new(pb::IssueTokenResponse {
+            access_token: issued.access_token,
+            token_type: "Bearer".into(),
+            expires_in: issued.expires_in,
+            scope: issued.scope,
         }))
     }
 

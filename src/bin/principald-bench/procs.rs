@@ -209,6 +209,9 @@ impl PrincipalService for BareApi {
     ) -> Result<Response<Self::WatchAuditEventsStream>, Status> {
         Err(Status::unimplemented("bare"))
     }
+    async fn issue_token(&self, _: Request<pb::IssueTokenRequest>) -> Result<Response<pb::IssueTokenResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
     async fn get_crl(&self, _: Request<pb::GetCrlRequest>) -> Result<Response<pb::Crl>, Status> {
         Err(Status::unimplemented("bare"))
     }

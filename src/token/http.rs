@@ -1,0 +1,173 @@
+//! The OAuth side over HTTPS, on its own port (`--oauth-listen`): RFC 8414 metadata and OIDC discovery, the JWKS, and
+//! the token endpoint (client_credentials with mTLS client authentication, RFC 8705 section 2). Discovery and the JWKS
+//! need no client certificate, so any OIDC library or a cloud's workload-identity federation can trust tokens from
+//! the issuer URL alone; the token endpoint authenticates the presented certificate exactly like the gRPC API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Extension, Form, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::CertificateDer;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use super::TokenIssuer;
+use crate::auth::Authenticator;
+use crate::auth::authorize::permission;
+use crate::error::Error;
+
+const MAX_CONNECTIONS: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+struct App {
+    issuer: Arc<TokenIssuer>,
+    authenticator: Arc<Authenticator>,
+}
+
+/// The client certificate of the connection a request came on, if any.
+#[derive(Clone)]
+struct Peer(Option<CertificateDer<'static>>);
+
+/// Serves the OAuth endpoints on `listener` with TLS `config` (client certificates optional) until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    mut config: rustls::ServerConfig,
+    issuer: Arc<TokenIssuer>,
+    authenticator: Arc<Authenticator>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let app = Router::new()
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/.well-known/openid-configuration", get(metadata))
+        .route("/jwks.json", get(jwks))
+        .route("/oauth2/token", post(token))
+        .with_state(App { issuer, authenticator });
+    tokio::select! {
+        _ = shutdown => {}
+        _ = accept_loop(listener, acceptor, app) => {}
+    }
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: Router) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else { return };
+            let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+            let service = TowerToHyperService::new(app.layer(Extension(Peer(peer))));
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service);
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
+        });
+    }
+}
+
+async fn metadata(State(app): State<App>) -> Response {
+    let issuer = &app.issuer.policy.issuer;
+    let body = json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/oauth2/token"),
+        "jwks_uri": format!("{issuer}/jwks.json"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["tls_client_auth"],
+        "tls_client_certificate_bound_access_tokens": true,
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+        "scopes_supported": permission::ALL,
+    });
+    ([(header::CACHE_CONTROL, "public, max-age=300")], axum::Json(body)).into_response()
+}
+
+async fn jwks(State(app): State<App>) -> Response {
+    match app.issuer.keys.jwks().await {
+        Ok(jwks) => {
+            ([(header::CACHE_CONTROL, "public, max-age=60")], axum::Json(jwks.as_ref().clone())).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the token keys");
+            oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "retry later")
+        }
+    }
+}
+
+/// `POST /oauth2/token`, form-encoded: `grant_type=client_credentials`, `audience` (or RFC 8707 `resource`),
+/// optional `scope` (space-separated) and `lifetime` (seconds). The client authenticates with its certificate.
+async fn token(
+    State(app): State<App>,
+    Extension(Peer(peer)): Extension<Peer>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let Some(certificate) = peer else {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "connect with your client certificate (mTLS)");
+    };
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials is supported");
+    }
+    let caller = match app.authenticator.authenticate(certificate.as_ref()).await {
+        Ok(caller) => caller,
+        Err(Error::Unavailable(_)) => {
+            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "retry later");
+        }
+        Err(error) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &error.to_string()),
+    };
+    if !caller.has_permission(permission::TOKEN_ISSUE) {
+        let message = format!("{} principals may not get tokens (permission {})", caller.kind, permission::TOKEN_ISSUE);
+        return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", &message);
+    }
+    let audience = form.get("audience").or_else(|| form.get("resource")).cloned().unwrap_or_default();
+    let scopes: Vec<String> = form.get("scope").map(|s| vec![s.clone()]).unwrap_or_default();
+    let lifetime = match form.get("lifetime").map(|l| l.parse::<u64>()) {
+        None => None,
+        Some(Ok(seconds)) => Some(Duration::from_secs(seconds)),
+        Some(Err(_)) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "lifetime is whole seconds"),
+    };
+    match app.issuer.issue(&caller, certificate.as_ref(), &audience, &scopes, lifetime) {
+        Ok(issued) => {
+            let body = json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+            });
+            ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+        }
+        Err(Error::PermissionDenied(message)) => oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &message),
+        Err(Error::InvalidArgument(message) | Error::FailedPrecondition(message)) => {
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &message)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "token endpoint failed");
+            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+        }
+    }
+}
+
+/// An RFC 6749 section 5.2 error response.
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({ "error": error, "error_description": description });
+    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}

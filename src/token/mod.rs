@@ -1,0 +1,156 @@
+//! Certificate-bound access tokens (RFC 8705): a JWT signed with ES256 by this replica's token key ([`keys`]), for an
+//! audience from the configured allow list, carrying the caller's permissions (or fewer) as `scope` and the SHA-256
+//! thumbprint of the certificate it called with as `cnf.x5t#S256`, so the token is worthless without that
+//! certificate's key. Served by the IssueToken RPC and the HTTPS token endpoint ([`http`]).
+
+pub mod http;
+pub mod keys;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::pki::identity;
+use keys::TokenKeys;
+
+/// Shortest lifetime a request may ask for.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// What tokens look like here.
+#[derive(Clone, Debug)]
+pub struct TokenPolicy {
+    /// `iss`: the HTTPS base URL where discovery and the JWKS are served.
+    pub issuer: String,
+    /// Audiences a token may be asked for.
+    pub audiences: BTreeSet<String>,
+    /// Default and longest lifetime.
+    pub lifetime: Duration,
+    pub trust_domain: String,
+}
+
+/// The claims of an access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub client_id: String,
+    pub aud: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub scope: String,
+    pub cnf: Confirmation,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+/// An issued token, OAuth-shaped.
+#[derive(Clone, Debug)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub scope: String,
+    pub claims: Claims,
+}
+
+/// The RFC 8705 thumbprint of a certificate: base64url (no padding) of SHA-256 over its DER.
+pub fn thumbprint(certificate_der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate_der).as_ref())
+}
+
+/// Issues tokens under a [`TokenPolicy`] with this replica's keys.
+pub struct TokenIssuer {
+    pub policy: TokenPolicy,
+    pub keys: Arc<TokenKeys>,
+}
+
+impl TokenIssuer {
+    /// A token for `caller` (who presented `certificate_der`) for `audience`, with `scopes` (all of the caller's
+    /// permissions when empty) and at most `lifetime` (the policy's when `None`), never past the certificate's expiry.
+    pub fn issue(
+        &self,
+        caller: &Caller,
+        certificate_der: &[u8],
+        audience: &str,
+        scopes: &[String],
+        lifetime: Option<Duration>,
+    ) -> Result<IssuedToken> {
+        if !self.policy.audiences.contains(audience) {
+            return Err(if self.policy.audiences.is_empty() {
+                Error::FailedPrecondition("this server issues no tokens: no --token-audience is configured".into())
+            } else {
+                Error::InvalidArgument(format!(
+                    "audience {:?} is not one this server issues tokens for: {}",
+                    crate::ratelog::sanitize(audience, 100),
+                    self.policy.audiences.iter().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            });
+        }
+        let scope = self.scope(caller, scopes)?;
+        let max = self.policy.lifetime;
+        let lifetime = match lifetime {
+            None => max,
+            Some(l) if (MIN_LIFETIME..=max).contains(&l) => l,
+            Some(l) => {
+                return Err(Error::InvalidArgument(format!(
+                    "requested lifetime of {}s is outside {}..={} seconds; omit it for the maximum",
+                    l.as_secs(),
+                    MIN_LIFETIME.as_secs(),
+                    max.as_secs()
+                )));
+            }
+        };
+        let now = crate::model::now().unix_timestamp();
+        let exp = (now + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)).min(caller.not_after.unix_timestamp());
+        if exp <= now {
+            return Err(Error::FailedPrecondition("your certificate has expired: renew it first".into()));
+        }
+        let claims = Claims {
+            iss: self.policy.issuer.clone(),
+            sub: identity::spiffe_uri(&self.policy.trust_domain, caller.kind, &caller.id),
+            client_id: caller.id.as_str().to_owned(),
+            aud: audience.to_owned(),
+            iat: now,
+            nbf: now,
+            exp,
+            jti: crate::audit::uuid_v7(),
+            scope: scope.clone(),
+            cnf: Confirmation { x5t_s256: thumbprint(certificate_der) },
+        };
+        let access_token = self.keys.sign(&claims)?;
+        Ok(IssuedToken { access_token, expires_in: u64::try_from(exp - now).unwrap_or(0), scope, claims })
+    }
+
+    /// The requested scopes, each one the caller's type holds (space-separated, sorted, deduplicated).
+    fn scope(&self, caller: &Caller, scopes: &[String]) -> Result<String> {
+        if scopes.is_empty() {
+            return Ok(caller.permissions.iter().cloned().collect::<Vec<_>>().join(" "));
+        }
+        let mut granted = BTreeSet::new();
+        for scope in scopes.iter().flat_map(|s| s.split_whitespace()) {
+            if !caller.has_permission(scope) {
+                return Err(Error::PermissionDenied(format!(
+                    "scope {:?} is not a permission of {} principals",
+                    crate::ratelog::sanitize(scope, 100),
+                    caller.kind
+                )));
+            }
+            granted.insert(scope.to_owned());
+        }
+        if granted.is_empty() {
+            return Err(Error::InvalidArgument("scope is empty".into()));
+        }
+        Ok(granted.into_iter().collect::<Vec<_>>().join(" "))
+    }
+}
