@@ -10,10 +10,21 @@
 //!
 //! Admins may call Echo out of the box below; give other types the "echo.call" permission with
 //! `{"grants": {"service": ["echo.call"]}}` in a permissions file to let them in.
+//!
+//! As an OAuth resource server (RFC 8705), it also requires a certificate-bound token from principald for its
+//! audience, sent as `authorization: Bearer ...` over the same mTLS connection:
+//!
+//! ```sh
+//! cargo run --example authenticated_service -- ./data 127.0.0.1:9443 https://echo.example https://localhost:8444
+//! ```
+//!
+//! (audience, then principald's `--token-issuer`). A token presented over a connection with another certificate, or
+//! after its certificate was revoked, is refused.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use principald::auth::token::TokenVerifier;
 use principald::auth::{
     AuthLayer, Authenticator, Caller, MethodPolicy, PermissionTable, Requirement, RevocationFollower,
 };
@@ -48,6 +59,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let data_dir = args.next().unwrap_or_else(|| "./data".into());
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:9443".into());
+    let audience = args.next();
+    let issuer = args.next().unwrap_or_else(|| "https://localhost:8444".into());
     let dir = DataDir::new(std::path::Path::new(&data_dir));
 
     // Identity and permissions: the same store and OIDs as principald; a permission only this service checks.
@@ -58,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(Authenticator::new(store.clone(), IdentityOids::default(), permissions, Duration::from_secs(10)));
     // Revocations, suspensions and deletions made through principald (any replica) reach this service within a
     // second: the follower drops the cache whenever the store's revocation epoch moves.
-    RevocationFollower::new(store, authenticator.clone(), RevocationFollower::DEFAULT_POLL)
+    RevocationFollower::new(store.clone(), authenticator.clone(), RevocationFollower::DEFAULT_POLL)
         .spawn(std::future::pending());
     let policy =
         MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
@@ -70,8 +83,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("echo service on {}; call it with a principald admin certificate", listener.local_addr()?);
     let (incoming, _accept) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
 
+    let mut auth = AuthLayer::new(authenticator, policy);
+    if let Some(audience) = audience {
+        // Tokens signed by any principald replica verify: their keys are announced in the shared store.
+        auth = auth.with_bearer_tokens(Arc::new(TokenVerifier::new(&issuer, &audience, store)), true);
+    }
     tonic::transport::Server::builder()
-        .layer(AuthLayer::new(authenticator, policy))
+        .layer(auth)
         .add_service(EchoServer::new(EchoService))
         .serve_with_incoming(incoming)
         .await?;

@@ -5,6 +5,8 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::{TestServer, temp_file};
 use principald::client::Credentials;
@@ -212,4 +214,102 @@ async fn the_https_token_endpoint_and_discovery_work_for_oauth_clients() {
     let (_, body) =
         run(form("").into_iter().map(|a| a.replace("client_credentials", "password")).collect()).await.unwrap();
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "unsupported_grant_type");
+}
+
+mod echo {
+    tonic::include_proto!("example.v1");
+}
+
+/// The example resource server (examples/authenticated_service.rs) in process, on the test server's store, requiring
+/// bound tokens for `audience` from `issuer`; its address.
+async fn resource_server(server: &TestServer, issuer: &str, audience: &str) -> String {
+    use principald::auth::{AuthLayer, Authenticator, MethodPolicy, PermissionTable, Requirement};
+    use principald::model::PrincipalType;
+    struct Echo;
+    #[tonic::async_trait]
+    impl echo::echo_server::Echo for Echo {
+        async fn echo(
+            &self,
+            request: tonic::Request<echo::EchoRequest>,
+        ) -> Result<tonic::Response<echo::EchoResponse>, tonic::Status> {
+            let caller = principald::auth::Caller::from_request(&request)?;
+            let message = request.into_inner().message;
+            Ok(tonic::Response::new(echo::EchoResponse { message, caller: caller.id.as_str().to_owned() }))
+        }
+    }
+    let store = server.store().await;
+    let mut permissions = PermissionTable::builtin();
+    permissions.grant(PrincipalType::Worker, "echo.call");
+    // No cache: a revocation is seen on the next request (a deployment runs a RevocationFollower instead).
+    let authenticator = Arc::new(Authenticator::new(store.clone(), Default::default(), permissions, Duration::ZERO));
+    let policy =
+        MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
+    let verifier = Arc::new(principald::auth::token::TokenVerifier::new(issuer, audience, store));
+    let dir = principald::datadir::DataDir::new(&server.data_dir);
+    let ca = Arc::new(principald::bootstrap::load_ca(&dir).unwrap());
+    let cert = principald::server_cert::ServerCertificate::load(&dir, ca.clone(), &[]).unwrap();
+    let tls = principald::tls::server_config(ca.cert_der(), cert, false).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (incoming, _accept) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(AuthLayer::new(authenticator, policy).with_bearer_tokens(verifier, true))
+            .add_service(echo::echo_server::EchoServer::new(Echo))
+            .serve_with_incoming(incoming),
+    );
+    url
+}
+
+async fn call_echo(url: &str, creds: &Credentials, token: Option<&str>) -> Result<String, tonic::Status> {
+    let channel = principald::client::endpoint(url, creds).unwrap().connect().await.unwrap();
+    let mut client = echo::echo_client::EchoClient::new(channel);
+    let mut request = tonic::Request::new(echo::EchoRequest { message: "hi".into() });
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    client.echo(request).await.map(|r| r.into_inner().caller)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_server_accepts_bound_tokens_only_with_their_certificate_and_until_it_is_revoked() {
+    let permissions = r#"{"grants": {"worker": ["echo.call"]}}"#;
+    let (_p, permissions_file) = temp_file("permissions.json", permissions);
+    let server = TestServer::start_with(&[
+        "--token-audience",
+        "https://echo.example.test",
+        "--permissions-file",
+        permissions_file.to_str().unwrap(),
+    ])
+    .await;
+    let alice = server.enroll("alice", pb::PrincipalType::Worker).await;
+    let bob = server.enroll("bob", pb::PrincipalType::Worker).await;
+    let ask = |scopes: &[&str]| pb::IssueTokenRequest {
+        audience: "https://echo.example.test".into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        lifetime_seconds: 0,
+    };
+    let token = issue(&server, &alice, ask(&["echo.call"])).await.unwrap().access_token;
+    let narrow = issue(&server, &alice, ask(&["token.issue"])).await.unwrap().access_token;
+    let url = resource_server(&server, "spiffe://principald.local", "https://echo.example.test").await;
+
+    assert_eq!(call_echo(&url, &alice, Some(&token)).await.unwrap(), "alice");
+    let stolen = call_echo(&url, &bob, Some(&token)).await.unwrap_err();
+    assert_eq!(stolen.code(), Code::Unauthenticated);
+    assert!(stolen.message().contains("another certificate"), "{}", stolen.message());
+    assert_eq!(call_echo(&url, &alice, None).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(call_echo(&url, &alice, Some(&narrow)).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(call_echo(&url, &alice, Some("not.a.token")).await.unwrap_err().code(), Code::Unauthenticated);
+    // A token for another audience is refused.
+    let other = resource_server(&server, "spiffe://principald.local", "https://other.example.test").await;
+    assert_eq!(call_echo(&other, &alice, Some(&token)).await.unwrap_err().code(), Code::Unauthenticated);
+
+    // Revoking the certificate kills its tokens.
+    let serial = {
+        let der = pem::parse_many(&alice.cert_pem).unwrap().remove(0).into_contents();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        principald::model::Serial::from_bytes(cert.raw_serial()).as_str().to_owned()
+    };
+    server.admin().await.revoke_certificate(pb::RevokeCertificateRequest { serial, reason: 4 }).await.unwrap();
+    assert_eq!(call_echo(&url, &alice, Some(&token)).await.unwrap_err().code(), Code::Unauthenticated);
 }

@@ -20,6 +20,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use crate::audit::refusals::Refusals;
+use crate::auth::token::TokenVerifier;
 use crate::auth::{Authenticator, Caller, MethodPolicy, Requirement};
 use crate::error::Error;
 use crate::ratelog::{RateLimitedLog, sanitize};
@@ -31,11 +32,33 @@ pub struct AuthLayer {
     policy: Arc<MethodPolicy>,
     refusals: Arc<RateLimitedLog>,
     audit: Option<Arc<Refusals>>,
+    tokens: Option<Arc<BearerTokens>>,
+}
+
+/// How a resource server treats bearer tokens.
+struct BearerTokens {
+    verifier: Arc<TokenVerifier>,
+    /// Refuse requests without one (else certificate-only requests pass as before).
+    required: bool,
 }
 
 impl AuthLayer {
     pub fn new(authenticator: Arc<Authenticator>, policy: MethodPolicy) -> Self {
-        Self { authenticator, policy: Arc::new(policy), refusals: Arc::new(RateLimitedLog::default()), audit: None }
+        Self {
+            authenticator,
+            policy: Arc::new(policy),
+            refusals: Arc::new(RateLimitedLog::default()),
+            audit: None,
+            tokens: None,
+        }
+    }
+
+    /// Also accepts certificate-bound bearer tokens (`authorization: Bearer ...`) verified by `verifier`: a request
+    /// carrying one is allowed only what the token's scopes and the certificate's type both grant. With `required`,
+    /// requests without a token are refused.
+    pub fn with_bearer_tokens(mut self, verifier: Arc<TokenVerifier>, required: bool) -> Self {
+        self.tokens = Some(Arc::new(BearerTokens { verifier, required }));
+        self
     }
 
     /// Also counts refused requests per source address and reason in `refusals` (for the audit log).
@@ -55,6 +78,7 @@ impl<S> Layer<S> for AuthLayer {
             policy: self.policy.clone(),
             refusals: self.refusals.clone(),
             audit: self.audit.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -67,6 +91,7 @@ pub struct AuthService<S> {
     policy: Arc<MethodPolicy>,
     refusals: Arc<RateLimitedLog>,
     audit: Option<Arc<Refusals>>,
+    tokens: Option<Arc<BearerTokens>>,
 }
 
 impl<S, B> Service<Request<B>> for AuthService<S>
@@ -87,8 +112,14 @@ where
         // The clone is ready only if polled; use the instance `poll_ready` prepared and leave the clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let (authenticator, policy, refusals, audit) =
-            (self.authenticator.clone(), self.policy.clone(), self.refusals.clone(), self.audit.clone());
+        let (authenticator, policy, refusals, audit, tokens) = (
+            self.authenticator.clone(),
+            self.policy.clone(),
+            self.refusals.clone(),
+            self.audit.clone(),
+            self.tokens.clone(),
+        );
+        let bearer = tokens.as_ref().and_then(|_| bearer_token(&request));
         let leaf = leaf_certificate(&request);
         let peer = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr());
         let path = request.uri().path().to_owned();
@@ -99,7 +130,7 @@ where
             if requirement == Some(&Requirement::Anonymous) {
                 return inner.call(request).await;
             }
-            let checked = check(&authenticator, requirement, leaf, &path).await;
+            let checked = check(&authenticator, requirement, leaf, &path, tokens.as_deref(), bearer).await;
             if let Some(metrics) = authenticator.metrics() {
                 metrics.auth(outcome(&checked));
             }
@@ -141,8 +172,9 @@ fn outcome<T>(result: &Result<T, Error>) -> &'static str {
         Err(Error::Unauthenticated(message)) => message,
         Err(_) => return "error",
     };
-    const REASONS: [(&str, &str); 9] = [
+    const REASONS: [(&str, &str); 10] = [
         ("no client certificate", "no_certificate"),
+        ("bearer token", "token_refused"),
         ("has been revoked", "revoked"),
         ("was withdrawn", "withdrawn"),
         ("is suspended", "suspended"),
@@ -165,13 +197,37 @@ async fn check(
     requirement: Option<&Requirement>,
     chain: Option<Arc<Vec<CertificateDer<'static>>>>,
     path: &str,
+    tokens: Option<&BearerTokens>,
+    bearer: Option<String>,
 ) -> Result<Arc<Caller>, Error> {
     let no_cert = || Error::Unauthenticated("no client certificate: connect with mTLS".into());
     let chain = chain.ok_or_else(no_cert)?;
     let leaf = chain.first().ok_or_else(no_cert)?;
-    let caller = authenticator.authenticate(leaf).await?;
+    let mut caller = authenticator.authenticate(leaf).await?;
+    if let Some(tokens) = tokens {
+        match bearer {
+            Some(token) => {
+                let scopes = tokens.verifier.verify(&token, leaf).await?;
+                let granted = caller.permissions.intersection(&scopes).cloned().collect();
+                caller = Arc::new(Caller { permissions: Arc::new(granted), ..(*caller).clone() });
+            }
+            None if tokens.required => {
+                return Err(Error::Unauthenticated(
+                    "this service needs a bearer token bound to your certificate".into(),
+                ));
+            }
+            None => {}
+        }
+    }
     MethodPolicy::allows(requirement, &caller, path)?;
     Ok(caller)
+}
+
+/// The token of an `authorization: Bearer ...` header.
+fn bearer_token<B>(request: &Request<B>) -> Option<String> {
+    let value = request.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 impl Caller {

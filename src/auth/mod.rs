@@ -9,6 +9,7 @@ pub mod authorize;
 pub mod follower;
 pub mod layer;
 pub mod peer;
+pub mod token;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
