@@ -34,6 +34,9 @@ pub struct ServerCertificate {
 
 struct Current {
     key: Arc<CertifiedKey>,
+    /// What TLS presents: the chain with the root appended, so a client that pins the CA by its fingerprint (an
+    /// enrolling worker, which has no CA certificate yet) can verify the server during the handshake.
+    served: Arc<CertifiedKey>,
     names: Vec<String>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
@@ -55,6 +58,7 @@ impl ServerCertificate {
                 issue(dir, &ca, &provider, &names)?
             }
         };
+        let current = with_root(current, &ca);
         Ok(Arc::new(Self { dir: dir.clone(), ca, provider, current: RwLock::new(current) }))
     }
 
@@ -67,7 +71,7 @@ impl ServerCertificate {
         if !due(not_before, not_after, now()) {
             return Ok(false);
         }
-        let fresh = issue(&self.dir, &self.ca, &self.provider, &names)?;
+        let fresh = with_root(issue(&self.dir, &self.ca, &self.provider, &names)?, &self.ca);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(true)
     }
@@ -75,7 +79,7 @@ impl ServerCertificate {
     /// Re-issues the certificate now (same names), e.g. after the issuing intermediate changed.
     pub fn reissue(&self) -> Result<()> {
         let names = self.current.read().unwrap_or_else(|p| p.into_inner()).names.clone();
-        let fresh = issue(&self.dir, &self.ca, &self.provider, &names)?;
+        let fresh = with_root(issue(&self.dir, &self.ca, &self.provider, &names)?, &self.ca);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
@@ -87,7 +91,7 @@ impl ServerCertificate {
 
 impl ResolvesServerCert for ServerCertificate {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).key.clone())
+        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).served.clone())
     }
 }
 
@@ -111,7 +115,16 @@ fn read(dir: &DataDir, provider: &CryptoProvider) -> Result<Current> {
     let (not_before, not_after, names) = describe(leaf).ok_or_else(|| unusable("cannot parse".into()))?;
     let key = PrivateKeyDer::from_pem_file(dir.server_key()).map_err(|e| unusable(e.to_string()))?;
     let key = CertifiedKey::from_der(chain, key, provider).map_err(|e| unusable(e.to_string()))?;
-    Ok(Current { key: Arc::new(key), names, not_before, not_after })
+    let key = Arc::new(key);
+    Ok(Current { served: key.clone(), key, names, not_before, not_after })
+}
+
+/// `current` presenting its chain and the root after it.
+fn with_root(mut current: Current, ca: &CertificateAuthority) -> Current {
+    let mut chain = current.key.cert.clone();
+    chain.push(ca.cert_der().clone());
+    current.served = Arc::new(CertifiedKey::new(chain, current.key.key.clone()));
+    current
 }
 
 /// `Ok` if the certificate chains to `ca`'s root, directly or through the intermediate beside it in the file (it may
@@ -190,7 +203,8 @@ fn issue(dir: &DataDir, ca: &CertificateAuthority, provider: &CryptoProvider, na
     chain.extend(intermediate.map(CertificateDer::from));
     let certified =
         CertifiedKey::from_der(chain, der, provider).map_err(|e| Error::internal("server certificate", e))?;
-    Ok(Current { key: Arc::new(certified), names: names.to_vec(), not_before, not_after })
+    let key = Arc::new(certified);
+    Ok(Current { served: key.clone(), key, names: names.to_vec(), not_before, not_after })
 }
 
 #[cfg(test)]

@@ -434,7 +434,7 @@ async fn operator_permission_file_extends_a_type() {
     let creds = server.enroll("svc", pb::PrincipalType::Service).await;
     let mut client = server.client(&creds).await;
     let me = client.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
-    assert_eq!(me.permissions, ["certificate.renew-self", "jobs.submit", "principal.read"]);
+    assert_eq!(me.permissions, ["certificate.renew-self", "jobs.submit", "principal.read", "token.issue"]);
     client.list_principals(pb::ListPrincipalsRequest::default()).await.expect("granted by the file");
     let denied = client.create_principal(create("x", pb::PrincipalType::User)).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
