@@ -16,7 +16,7 @@ use crate::model::{
     TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
-use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store};
+use crate::store::{CaClaim, EnrollmentToken, Page, PageRequest, PrincipalFilter, Store};
 
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
@@ -159,6 +159,18 @@ impl Store for MeteredStore {
     }
     async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
         self.timed("list_token_keys", self.inner.list_token_keys(at)).await
+    }
+    async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
+        self.timed("create_enrollment_token", self.inner.create_enrollment_token(token, audit)).await
+    }
+    async fn enroll(
+        &self,
+        hash: &str,
+        cert: &CertificateRecord,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        self.timed("enroll", self.inner.enroll(hash, cert, at, audit)).await
     }
     async fn finish_sweeps(&self) -> Result<u32> {
         let result = self.timed("finish_sweeps", self.inner.finish_sweeps()).await;

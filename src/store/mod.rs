@@ -229,6 +229,22 @@ pub trait Store: Send + Sync + 'static {
     /// Every announced token key that has not expired at `at`, in no particular order.
     async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>>;
 
+    /// Records a one-time enrollment token for a principal, by the SHA-256 (hex) of its secret; the secret itself is
+    /// never stored.
+    async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()>;
+
+    /// Consumes the enrollment token whose secret hashes to `hash` and records `cert` for its principal, in one atomic
+    /// write that checks everything [`insert_certificate`](Self::insert_certificate) checks and that the token exists,
+    /// belongs to `cert.principal_id`, is unexpired at `at` and unused: of concurrent uses exactly one wins.
+    /// `Unauthenticated` naming why for an unknown, expired, used or other principal's token.
+    async fn enroll(
+        &self,
+        hash: &str,
+        cert: &CertificateRecord,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()>;
+
     /// Finishes every certificate sweep that an interrupted deletion or key-compromise revocation left behind; returns
     /// how many certificates it revoked. Servers call it in the background; backends whose sweeps are atomic return 0.
     async fn finish_sweeps(&self) -> Result<u32>;
@@ -257,6 +273,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// `Ok` if the backend answers a trivial read now. Used by readiness checks.
     async fn ping(&self) -> Result<()>;
+}
+
+/// A one-time enrollment token as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollmentToken {
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    pub principal: PrincipalId,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Why an enrollment token was refused, the same words for every backend.
+pub(crate) fn enrollment_refused(why: &str) -> crate::error::Error {
+    crate::error::Error::Unauthenticated(format!("enrollment token refused: {why}"))
 }
 
 /// How long records of expired certificates (and of the intermediates that signed them) are kept.

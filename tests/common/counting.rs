@@ -12,7 +12,7 @@ use principald::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
 };
-use principald::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store};
+use principald::store::{CaClaim, EnrollmentToken, Page, PageRequest, PrincipalFilter, Store};
 use time::OffsetDateTime;
 
 pub struct CountingStore {
@@ -158,6 +158,18 @@ impl Store for CountingStore {
     }
     async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
         self.inner.list_token_keys(at).await
+    }
+    async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
+        self.inner.create_enrollment_token(token, audit).await
+    }
+    async fn enroll(
+        &self,
+        hash: &str,
+        cert: &CertificateRecord,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        self.inner.enroll(hash, cert, at, audit).await
     }
     async fn finish_sweeps(&self) -> Result<u32> {
         self.inner.finish_sweeps().await

@@ -36,3 +36,54 @@ pub async fn revoked_certificates_are_read_by_partition_while_unexpired(store: A
     let later = t0() + time::Duration::days(31);
     assert!(s.revoked_certificates(10, later).await.unwrap().is_empty());
 }
+
+pub async fn enrollment_tokens_are_consumed_once_with_their_certificate(store: Arc<dyn Store>) {
+    use crate::error::Error;
+    use crate::store::EnrollmentToken;
+    let s = store.as_ref();
+    let p = principal("enrollee", PrincipalType::Worker);
+    let other = principal("other", PrincipalType::Worker);
+    s.create_principal(&p, None).await.unwrap();
+    s.create_principal(&other, None).await.unwrap();
+    let token = |hash: &str, ttl: i64| EnrollmentToken {
+        hash: hash.into(),
+        principal: p.id.clone(),
+        created_at: t0(),
+        expires_at: t0() + time::Duration::seconds(ttl),
+    };
+    let refused = |r: crate::error::Result<()>, why: &str| match r {
+        Err(Error::Unauthenticated(m)) => assert!(m.contains(why), "{m} (expected {why})"),
+        other => panic!("expected a refusal ({why}), got {other:?}"),
+    };
+    s.create_enrollment_token(&token("aa", 3600), None).await.unwrap();
+    s.create_enrollment_token(&token("ee", 0), None).await.unwrap();
+    let ghost = EnrollmentToken { principal: "ghost".parse().unwrap(), ..token("gg", 3600) };
+    assert!(s.create_enrollment_token(&ghost, None).await.is_err(), "tokens only for existing principals");
+
+    refused(s.enroll("ff", &certificate("e1", &p, t0()), t0(), None).await, "unknown");
+    refused(s.enroll("ee", &certificate("e2", &p, t0()), t0(), None).await, "expired");
+    refused(s.enroll("aa", &certificate("e3", &other, t0()), t0(), None).await, "another principal");
+    // Two concurrent uses: exactly one wins; the loser changes nothing.
+    let (e4, e5) = (certificate("e4", &p, t0()), certificate("e5", &p, t0()));
+    let (a, b) = tokio::join!(s.enroll("aa", &e4, t0(), None), s.enroll("aa", &e5, t0(), None));
+    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+    let (won, lost) = if a.is_ok() { ("e4", "e5") } else { ("e5", "e4") };
+    assert!(s.get_certificate(&won.parse().unwrap()).await.unwrap().is_some());
+    assert!(s.get_certificate(&lost.parse().unwrap()).await.unwrap().is_none());
+    refused(s.enroll("aa", &certificate("e6", &p, t0()), t0(), None).await, "used already");
+    for serial in ["e1", "e2", "e3", "e6"] {
+        assert!(s.get_certificate(&serial.parse().unwrap()).await.unwrap().is_none(), "{serial}");
+    }
+    // A suspended principal cannot enroll, and the token survives for later.
+    s.create_enrollment_token(&token("bb", 3600), None).await.unwrap();
+    let (from, to) = ([crate::model::PrincipalStatus::Active], crate::model::PrincipalStatus::Suspended);
+    let suspended = s.transition_principal(&p.id, &from, to, None, t0(), None).await.unwrap();
+    assert!(matches!(
+        s.enroll("bb", &certificate("e7", &p, t0()), t0(), None).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+    let (from, to) = ([crate::model::PrincipalStatus::Suspended], crate::model::PrincipalStatus::Active);
+    let active = s.transition_principal(&p.id, &from, to, None, t0(), None).await.unwrap();
+    let cert = crate::model::CertificateRecord { generation: active.generation, ..certificate("e8", &suspended, t0()) };
+    s.enroll("bb", &cert, t0(), None).await.unwrap();
+}

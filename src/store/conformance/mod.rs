@@ -34,7 +34,8 @@ macro_rules! store_conformance_tests {
             page_tokens_from_elsewhere_are_invalid_arguments, the_first_ca_claim_wins, interrupted_sweeps_are_finished,
             intermediates_are_recorded_and_revoked_once, audit_events_commit_with_their_change_or_not_at_all,
             ca_claims_intermediates_and_token_keys_record_one_event_each, audit_chains_hold_together_under_concurrent_writers,
-            audit_listings_filter_and_page, revoked_certificates_are_read_by_partition_while_unexpired);
+            audit_listings_filter_and_page, revoked_certificates_are_read_by_partition_while_unexpired,
+            enrollment_tokens_are_consumed_once_with_their_certificate);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -12,6 +12,7 @@
 
 mod audit;
 mod ca;
+mod enrollment;
 mod issuance;
 pub mod items;
 mod listing;
@@ -37,7 +38,7 @@ use crate::model::{
     TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
-use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store, errors};
+use crate::store::{CaClaim, EnrollmentToken, Page, PageRequest, PrincipalFilter, Store, errors};
 use items::{Item, n, s};
 use writes::{EPOCH_KEY, Sweep};
 /// Items per TransactWriteItems call (DynamoDB's limit is 100).
@@ -406,6 +407,20 @@ impl Store for DynamoStore {
 
     async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
         self.token_keys(at).await
+    }
+
+    async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
+        self.put_enrollment_token(token, audit).await
+    }
+
+    async fn enroll(
+        &self,
+        hash: &str,
+        cert: &CertificateRecord,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        self.consume_and_insert(hash, cert, at, audit).await
     }
 
     async fn finish_sweeps(&self) -> Result<u32> {

@@ -100,6 +100,15 @@ pub fn principal_issuable(
     Ok(TransactWriteItem::builder().condition_check(built("condition check", check.build())?).build())
 }
 
+/// Checks the principal exists (in any status).
+pub fn principal_exists(principals: &str, id: &PrincipalId) -> Result<TransactWriteItem> {
+    let check = ConditionCheck::builder()
+        .table_name(principals)
+        .key("id", s(id.as_str()))
+        .condition_expression("attribute_exists(id)");
+    Ok(TransactWriteItem::builder().condition_check(built("condition check", check.build())?).build())
+}
+
 /// Marks `parent` renewed by `child` for `key_sha256`, if it belongs to `owner`, is unrevoked, is at `generation` (not
 /// void) and was not renewed before.
 pub fn mark_renewed(

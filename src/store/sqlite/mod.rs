@@ -29,7 +29,7 @@ use crate::model::{
 };
 use crate::pki::crl::RevokedEntry;
 use crate::store::page_token::{self, Backend};
-use crate::store::{CaClaim, Page, PageRequest, PrincipalFilter, Store, errors};
+use crate::store::{CaClaim, EnrollmentToken, Page, PageRequest, PrincipalFilter, Store, errors};
 use rows::*;
 use writer::{Job, Pending, connect, migrate, write_loop};
 
@@ -431,6 +431,32 @@ impl Store for SqliteStore {
 
     async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
         self.read(move |conn| ca::token_keys(conn, at)).await
+    }
+
+    async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
+        let (token, event) = (token.clone(), audit.cloned());
+        self.write(move |conn| {
+            insert_enrollment_token(conn, &token)?;
+            audit::append(conn, event.as_ref())
+        })
+        .await
+    }
+
+    async fn enroll(
+        &self,
+        hash: &str,
+        cert: &CertificateRecord,
+        at: OffsetDateTime,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        let (hash, c, event) = (hash.to_owned(), cert.clone(), audit.cloned());
+        self.write(move |conn| {
+            consume_enrollment_token(conn, &hash, &c, at)?;
+            issuable_principal(conn, &c)?;
+            insert_certificate_row(conn, &c)?;
+            audit::append(conn, event.as_ref())
+        })
+        .await
     }
 
     /// Every sweep commits in the write that starts it: there is never anything left to finish.

@@ -260,3 +260,45 @@ pub(super) fn parse_certificate_cursor(token: &str) -> Result<(i64, String)> {
     let serial: Serial = serial.parse().map_err(|_| bad())?;
     Ok((nb.parse().map_err(|_| bad())?, serial.as_str().to_owned()))
 }
+
+pub(super) fn insert_enrollment_token(conn: &Connection, t: &crate::store::EnrollmentToken) -> Result<()> {
+    select_principal(conn, &t.principal)?.ok_or_else(|| errors::principal_not_found(&t.principal))?;
+    conn.execute(
+        "INSERT INTO enrollment_tokens (hash, principal_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        params![t.hash, t.principal.as_str(), t.created_at.unix_timestamp(), t.expires_at.unix_timestamp()],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Checks and consumes the token for `cert`'s principal (the caller then records the certificate in the same write).
+pub(super) fn consume_enrollment_token(
+    conn: &Connection,
+    hash: &str,
+    cert: &CertificateRecord,
+    at: OffsetDateTime,
+) -> Result<()> {
+    let refused = crate::store::enrollment_refused;
+    let found: Option<(String, i64, Option<i64>)> = conn
+        .query_row("SELECT principal_id, expires_at, consumed_at FROM enrollment_tokens WHERE hash = ?1", [hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(sql_err)?;
+    let Some((principal, expires_at, consumed_at)) = found else { return Err(refused("it is unknown")) };
+    if principal != cert.principal_id.as_str() {
+        return Err(refused("it was made for another principal"));
+    }
+    if consumed_at.is_some() {
+        return Err(refused("it was used already"));
+    }
+    if expires_at <= at.unix_timestamp() {
+        return Err(refused("it has expired"));
+    }
+    conn.execute(
+        "UPDATE enrollment_tokens SET consumed_at = ?2, serial = ?3 WHERE hash = ?1",
+        params![hash, at.unix_timestamp(), cert.serial.as_str()],
+    )
+    .map_err(sql_err)?;
+    Ok(())
+}
