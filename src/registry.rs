@@ -6,7 +6,10 @@
 //! and never skips the invalidation that must follow it. Certificate operations live in [`certificates`].
 
 mod certificates;
+mod enrollment;
 mod intermediates;
+
+pub use enrollment::NewEnrollment;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -117,6 +120,11 @@ impl Registry {
         self.store.create_principal(&principal, event.as_ref()).await?;
         tracing::info!(principal = %principal.id, kind = %principal.kind, by = %origin.actor.principal_id, "principal created");
         Ok(principal)
+    }
+
+    /// Hex SHA-256 of the CA certificate (what enrolling clients pin).
+    pub fn ca_fingerprint(&self) -> String {
+        crate::model::sha256_hex(self.ca.cert_der())
     }
 
     pub async fn get_principal(&self, id: &PrincipalId) -> Result<Principal> {

@@ -32,6 +32,8 @@ pub mod kind {
     pub const INTERMEDIATE_REVOKED: &str = "intermediate.revoked";
     pub const TOKEN_KEY_CREATED: &str = "token_key.created";
     pub const TOKEN_ISSUED: &str = "token.issued";
+    pub const ENROLLMENT_TOKEN_CREATED: &str = "enrollment_token.created";
+    pub const ENROLLMENT_TOKEN_CONSUMED: &str = "enrollment_token.consumed";
     pub const REQUESTS_REFUSED: &str = "requests.refused";
 }
 
@@ -139,6 +141,13 @@ impl Origin {
             certificate_sha256: certificate_der.map(crate::model::sha256_hex).unwrap_or_default(),
         };
         Self { actor, address, rpc: rpc.to_owned(), caller: Some(caller) }
+    }
+
+    /// A new worker enrolling as `id` (not authenticated yet: it proves itself with the enrollment token).
+    pub fn enrolling(id: &crate::model::PrincipalId, address: Option<SocketAddr>) -> Self {
+        let actor =
+            Actor { principal_id: id.as_str().to_owned(), principal_type: "enrollment".into(), ..Actor::default() };
+        Self { actor, address, rpc: "/principal.v1.PrincipalService/Enroll".into(), caller: None }
     }
 
     /// principald itself, doing `what` (e.g. "bootstrap", "intermediate-rotation").

@@ -170,7 +170,11 @@ impl Store for MeteredStore {
         at: OffsetDateTime,
         audit: Option<&AuditEvent>,
     ) -> Result<()> {
-        self.timed("enroll", self.inner.enroll(hash, cert, at, audit)).await
+        let result = self.timed("enroll", self.inner.enroll(hash, cert, at, audit)).await;
+        if result.is_ok() {
+            self.metrics.certificate("issued", 1);
+        }
+        result
     }
     async fn finish_sweeps(&self) -> Result<u32> {
         let result = self.timed("finish_sweeps", self.inner.finish_sweeps()).await;

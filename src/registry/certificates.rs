@@ -121,7 +121,7 @@ impl Registry {
         self.audit.event(origin, what, record.serial.as_str(), details)
     }
 
-    fn sign(
+    pub(super) fn sign(
         &self,
         kind: PrincipalType,
         id: &PrincipalId,
@@ -154,7 +154,7 @@ impl Registry {
     /// The validity to issue: the type's maximum, or less if requested; a request outside `MIN_VALIDITY..=max` is
     /// refused. A renewal lives no longer than its parent was issued for: a longer request is cut to that (the
     /// response shows the validity granted), so renewing never extends what a certificate was given.
-    fn validity(
+    pub(super) fn validity(
         &self,
         kind: PrincipalType,
         requested: Option<Duration>,

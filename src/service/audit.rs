@@ -26,6 +26,12 @@ pub fn peer_leaf<T>(request: &Request<T>) -> Option<Vec<u8>> {
     info.peer_certs().and_then(|chain| chain.first().map(|c| c.as_ref().to_vec()))
 }
 
+/// The peer's address as the TLS connection recorded it.
+pub fn peer_address<T>(request: &Request<T>) -> Option<std::net::SocketAddr> {
+    let info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+    info.and_then(|i| i.get_ref().remote_addr()).or_else(|| request.remote_addr())
+}
+
 pub fn filter_from_wire(r: &proto::ListAuditEventsRequest) -> Result<AuditFilter, Error> {
     let ms = |t: &Option<prost_types::Timestamp>| -> Result<Option<i64>, Error> {
         t.as_ref()

@@ -248,6 +248,31 @@ impl PrincipalService for PrincipalApi {
         }))
     }
 
+    async fn create_enrollment_token(
+        &self,
+        request: Request<pb::CreateEnrollmentTokenRequest>,
+    ) -> Reply<pb::EnrollmentToken> {
+        let origin = origin(&request, "CreateEnrollmentToken")?;
+        let r = request.into_inner();
+        let id = principal_id(&r.principal_id)?;
+        let created = self.registry.create_enrollment_token(&origin, &id, validity(r.ttl_seconds)).await?;
+        Ok(Response::new(pb::EnrollmentToken {
+            principal_id: id.as_str().to_owned(),
+            secret: created.secret,
+            ca_sha256_fingerprint: self.registry.ca_fingerprint(),
+            expires_at: Some(timestamp(created.expires_at)),
+        }))
+    }
+
+    async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Reply<pb::IssueCertificateResponse> {
+        let address = audit::peer_address(&request);
+        let r = request.into_inner();
+        let id = principal_id(&r.principal_id)?;
+        let origin = crate::audit::Origin::enrolling(&id, address);
+        let issued = self.registry.enroll(&origin, &id, &r.secret, &r.csr, validity(r.validity_seconds)).await?;
+        Ok(Response::new(issued_to_wire(issued)))
+    }
+
     async fn list_audit_chains(
         &self,
         _request: Request<pb::ListAuditChainsRequest>,

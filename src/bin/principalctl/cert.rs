@@ -176,22 +176,7 @@ async fn issue(
         validity_seconds: validity.map_or(0, |v| v.as_secs()),
     };
     let issued = ctx.client().await?.issue_certificate(request).await.map_err(|s| ctx.explain(s))?.into_inner();
-    files::create_private_dir(out).map_err(|e| e.to_string())?;
-    let write = |name: &str, data: &str, private: bool| {
-        let path = out.join(name);
-        if private { files::write_private(&path, data.as_bytes()) } else { files::write_public(&path, data.as_bytes()) }
-            .map_err(|e| e.to_string())
-    };
-    write("key.pem", &key.serialize_pem(), true)?;
-    write("cert.pem", presented_chain(&issued), false)?;
-    write("ca.pem", root_of(&issued.ca_chain_pem), false)?;
-    let file = ProfileFile {
-        server: ctx.server.clone(),
-        ca_cert: "ca.pem".into(),
-        cert: "cert.pem".into(),
-        key: "key.pem".into(),
-    };
-    Profile::save(out, &file).map_err(|e| e.to_string())?;
+    write_profile(out, &ctx.server, &key, &issued, root_of(&issued.ca_chain_pem))?;
     let cert = issued.certificate.unwrap_or_default();
     match ctx.format {
         Format::Json => {
@@ -207,7 +192,35 @@ async fn issue(
     Ok(())
 }
 
-fn key_and_csr(key_type: KeyType) -> Result<(KeyPair, String), String> {
+/// Writes a ready-to-use profile to `out`: key.pem (0600), cert.pem (what TLS presents), ca.pem (`root_pem`, the only
+/// trust anchor) and profile.json naming `server`.
+pub fn write_profile(
+    out: &Path,
+    server: &str,
+    key: &KeyPair,
+    issued: &pb::IssueCertificateResponse,
+    root_pem: &str,
+) -> Result<(), String> {
+    files::create_private_dir(out).map_err(|e| e.to_string())?;
+    let write = |name: &str, data: &str, private: bool| {
+        let path = out.join(name);
+        if private { files::write_private(&path, data.as_bytes()) } else { files::write_public(&path, data.as_bytes()) }
+            .map_err(|e| e.to_string())
+    };
+    write("key.pem", &key.serialize_pem(), true)?;
+    write("cert.pem", presented_chain(issued), false)?;
+    write("ca.pem", root_pem, false)?;
+    let file = ProfileFile {
+        server: server.to_owned(),
+        ca_cert: "ca.pem".into(),
+        cert: "cert.pem".into(),
+        key: "key.pem".into(),
+    };
+    Profile::save(out, &file).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+pub fn key_and_csr(key_type: KeyType) -> Result<(KeyPair, String), String> {
     let alg = match key_type {
         KeyType::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyType::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,

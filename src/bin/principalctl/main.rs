@@ -5,6 +5,7 @@ mod audit;
 mod ca;
 mod cert;
 mod crl;
+mod enroll;
 mod output;
 mod principal;
 mod rpc;
@@ -45,6 +46,19 @@ enum Command {
     /// Inspect and revoke the replica intermediates that sign certificates.
     #[command(subcommand)]
     Ca(ca::Command),
+    /// Get this machine's first certificate with a one-time enrollment token (no profile needed): generates the key
+    /// here, pins the server by the CA fingerprint in the token, writes a ready profile to --out.
+    Enroll {
+        /// The string `principalctl principal enroll-token` printed.
+        token: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = cert::KeyType::P256)]
+        key_type: cert::KeyType,
+        /// Overwrite a profile already in --out.
+        #[arg(long)]
+        force: bool,
+    },
     /// Fetch the CA's certificate revocation lists.
     #[command(subcommand)]
     Crl(crl::Command),
@@ -73,6 +87,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Enroll { token, out, key_type, force } = &cli.command {
+        return enroll::run(token, out, *key_type, *force).await;
+    }
     let ctx = rpc::Context::load(cli.profile.as_deref(), cli.server.as_deref(), cli.output)?;
     match cli.command {
         Command::Whoami => {
@@ -86,5 +103,6 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Ca(command) => ca::run(&ctx, command).await,
         Command::Audit(command) => audit::run(&ctx, command).await,
         Command::Crl(command) => crl::run(&ctx, command).await,
+        Command::Enroll { .. } => unreachable!("handled before loading a profile"),
     }
 }

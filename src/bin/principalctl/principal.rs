@@ -34,6 +34,13 @@ pub enum Status {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Create a one-time enrollment token for a principal: a new worker runs `principalctl enroll TOKEN --out DIR`.
+    EnrollToken {
+        id: String,
+        /// How long it may be used (at most 7d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
     /// Create an active principal.
     Create {
         /// 1-64 of lowercase letters, digits, '.', '_', '-'; starts with a letter or digit.
@@ -70,6 +77,25 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
     let mut client = ctx.client().await?;
     let explain = |s| ctx.explain(s);
     match command {
+        Command::EnrollToken { id, ttl } => {
+            let ttl = principald::config::parse_duration(&ttl).map_err(|e| format!("invalid --ttl: {e}"))?;
+            let request = pb::CreateEnrollmentTokenRequest { principal_id: id, ttl_seconds: ttl.as_secs() };
+            let created = client.create_enrollment_token(request).await.map_err(explain)?.into_inner();
+            let token = crate::enroll::encode(&crate::enroll::TokenString {
+                s: ctx.server.clone(),
+                f: created.ca_sha256_fingerprint,
+                p: created.principal_id.clone(),
+                k: created.secret,
+            });
+            match ctx.format {
+                output::Format::Json => output::print_json(&serde_json::json!({
+                    "principal_id": created.principal_id,
+                    "token": token,
+                    "expires_at": output::time(&created.expires_at),
+                })),
+                output::Format::Table => println!("{token}"),
+            }
+        }
         Command::Create { id, kind, description, email } => {
             let request = pb::CreatePrincipalRequest { id, r#type: kind.wire().into(), description, email };
             let p = client.create_principal(request).await.map_err(explain)?.into_inner();

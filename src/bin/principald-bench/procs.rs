@@ -212,6 +212,15 @@ impl PrincipalService for BareApi {
     async fn issue_token(&self, _: Request<pb::IssueTokenRequest>) -> Result<Response<pb::IssueTokenResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }
+    async fn create_enrollment_token(
+        &self,
+        _: Request<pb::CreateEnrollmentTokenRequest>,
+    ) -> Result<Response<pb::EnrollmentToken>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn enroll(&self, _: Request<pb::EnrollRequest>) -> Result<Response<pb::IssueCertificateResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
     async fn get_crl(&self, _: Request<pb::GetCrlRequest>) -> Result<Response<pb::Crl>, Status> {
         Err(Status::unimplemented("bare"))
     }

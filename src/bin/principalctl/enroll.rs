@@ -1,0 +1,162 @@
+//! Enrollment on the worker's side: `principalctl enroll TOKEN --out DIR`. The token (from `principalctl principal
+//! enroll-token`) carries the server address, the CA's SHA-256 fingerprint, the principal id and the secret. The
+//! worker has no CA certificate yet, so it pins the server by that fingerprint: the TLS handshake is accepted only if
+//! the server presents a certificate with that fingerprint and its own certificate verifies against it, before the
+//! secret is sent anywhere. The key is generated here and never leaves the machine.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use principald::proto::principal_service_client::PrincipalServiceClient;
+use principald::proto::{self as pb};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::{Deserialize, Serialize};
+
+use crate::cert::{KeyType, key_and_csr, write_profile};
+
+const PREFIX: &str = "pdenroll1.";
+
+/// What an enrollment token string carries.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenString {
+    /// Server address, https://host:port.
+    pub s: String,
+    /// CA certificate SHA-256, hex.
+    pub f: String,
+    /// Principal id.
+    pub p: String,
+    /// Secret.
+    pub k: String,
+}
+
+pub fn encode(token: &TokenString) -> String {
+    format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(token).unwrap_or_default()))
+}
+
+fn decode(text: &str) -> Result<TokenString, String> {
+    let bad =
+        || "not an enrollment token: copy the whole string `principalctl principal enroll-token` printed".to_owned();
+    let body = text.trim().strip_prefix(PREFIX).ok_or_else(bad)?;
+    let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| bad())?;
+    let token: TokenString = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let hex64 = token.f.len() == 64 && token.f.bytes().all(|b| b.is_ascii_hexdigit());
+    if !token.s.starts_with("https://") || !hex64 || token.k.is_empty() {
+        return Err(bad());
+    }
+    Ok(token)
+}
+
+pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Result<(), String> {
+    let token = decode(token)?;
+    if !force && out.join(principald::client::PROFILE_FILE).exists() {
+        return Err(format!("{} already holds a profile: choose another --out or pass --force", out.display()));
+    }
+    let root = pinned_root(&token.s, &token.f).await?;
+    let root_pem = principald::pki::leaf::pem_of(&root);
+    // From here on the server is verified against the pinned root, like any profile's CA.
+    let tls =
+        tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(&root_pem));
+    let endpoint = tonic::transport::Endpoint::from_shared(token.s.clone())
+        .map_err(|e| format!("bad server address {:?}: {e}", token.s))?
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?;
+    let channel = endpoint.connect().await.map_err(|e| format!("cannot connect to {}: {e}", token.s))?;
+    let (key, csr) = key_and_csr(key_type)?;
+    let request = pb::EnrollRequest {
+        principal_id: token.p.clone(),
+        secret: token.k.clone(),
+        csr: csr.into_bytes(),
+        validity_seconds: 0,
+    };
+    let issued = PrincipalServiceClient::new(channel)
+        .enroll(request)
+        .await
+        .map_err(|s| format!("enrollment refused: {}", s.message()))?
+        .into_inner();
+    write_profile(out, &token.s, &key, &issued, &root_pem)?;
+    let serial = issued.certificate.map(|c| c.serial).unwrap_or_default();
+    println!("enrolled {} (certificate {serial}); profile written to {}", token.p, out.display());
+    Ok(())
+}
+
+/// Connects to `server` and returns the CA certificate whose SHA-256 is `fingerprint`, which the server presents after
+/// its own chain, once the server's certificate verified against it (else the handshake fails).
+async fn pinned_root(server: &str, fingerprint: &str) -> Result<Vec<u8>, String> {
+    let url: tonic::codegen::http::Uri = server.parse().map_err(|e| format!("bad server address {server:?}: {e}"))?;
+    let host = url.host().ok_or_else(|| format!("no host in {server:?}"))?.trim_matches(['[', ']']).to_owned();
+    let port = url.port_u16().unwrap_or(443);
+    let verifier = Arc::new(Pinned { fingerprint: fingerprint.to_ascii_lowercase(), found: Mutex::new(None) });
+    let mut config = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect to {server}: {e}"))?;
+    let name = ServerName::try_from(host.clone()).map_err(|e| format!("bad host {host:?}: {e}"))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("{server} is not the server the token was made for: {e}"))?;
+    verifier.found.lock().unwrap_or_else(|p| p.into_inner()).take().ok_or_else(|| "no pinned CA seen".to_owned())
+}
+
+/// Accepts a server whose presented chain holds the pinned CA and whose certificate verifies against it.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    found: Mutex<Option<Vec<u8>>>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let root = intermediates
+            .iter()
+            .find(|c| principald::model::sha256_hex(c.as_ref()) == self.fingerprint)
+            .ok_or_else(|| rustls::Error::General("the server's CA does not have the token's fingerprint".into()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.clone().into_owned()).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let webpki = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verified = webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        *self.found.lock().unwrap_or_else(|p| p.into_inner()) = Some(root.as_ref().to_vec());
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
