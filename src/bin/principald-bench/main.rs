@@ -13,6 +13,7 @@ mod load;
 mod procs;
 mod report;
 mod revocation;
+mod stores;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,7 +89,7 @@ async fn main() {
     }
     let tmp = tempfile::tempdir().expect("temp dir");
     let mut rows = Vec::new();
-    let store_args = store_args(&cli).await;
+    let store_args = stores::args(&cli).await;
     let data = tmp.path().join("main");
     procs::bootstrap(&data, &store_args);
     let admin = admin_credentials(&data);
@@ -133,7 +134,7 @@ async fn main() {
     if !cli.rooted.is_empty() && wanted("k") {
         eprintln!("== issuance with the root key outside the process");
         let variants = compare::rooted(&cli.rooted);
-        let stores = fresh_stores(&cli, variants.len()).await;
+        let stores = stores::fresh(&cli, variants.len()).await;
         compare::compare(&mut rows, "k", tmp.path(), &variants, stores, cli.duration).await;
     }
     if cli.store == StoreKind::Sqlite && wanted("m") {
@@ -143,46 +144,13 @@ async fn main() {
     if wanted("l") {
         eprintln!("== issuance with and without the audit log");
         let variants = compare::audit();
-        let stores = fresh_stores(&cli, variants.len()).await;
+        let stores = stores::fresh(&cli, variants.len()).await;
         compare::compare(&mut rows, "l", tmp.path(), &variants, stores, cli.duration).await;
     }
     report::print(&rows);
     let json = report::to_json(&rows, machine());
     std::fs::write(&cli.out, serde_json::to_string_pretty(&json).unwrap()).expect("write results");
     eprintln!("results written to {}", cli.out.display());
-}
-
-/// One fresh store per server (fresh tables on DynamoDB; SQLite stores live in each server's data dir).
-async fn fresh_stores(cli: &Cli, n: usize) -> Vec<Vec<String>> {
-    let mut stores = Vec::new();
-    for _ in 0..n {
-        stores.push(store_args(cli).await);
-    }
-    stores
-}
-
-async fn store_args(cli: &Cli) -> Vec<String> {
-    if cli.store == StoreKind::Sqlite {
-        return Vec::new();
-    }
-    let endpoint = cli.dynamodb_endpoint.clone().expect("--store dynamodb needs --dynamodb-endpoint (DynamoDB Local)");
-    let mut bytes = [0u8; 4];
-    aws_lc_rs::rand::fill(&mut bytes).unwrap();
-    let prefix = format!("bench{}-", principald::model::hex(&bytes));
-    let config = principald::store::StoreConfig::Dynamodb(principald::store::dynamodb::DynamoConfig {
-        table_prefix: prefix.clone(),
-        endpoint: Some(endpoint.clone()),
-        replica: "bench".into(),
-    });
-    config.migrate().await.expect("migrate DynamoDB");
-    vec![
-        "--store".into(),
-        "dynamodb".into(),
-        "--dynamodb-endpoint".into(),
-        endpoint,
-        "--dynamodb-table-prefix".into(),
-        prefix,
-    ]
 }
 
 fn admin_credentials(data: &Path) -> Credentials {

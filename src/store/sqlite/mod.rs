@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 mod audit;
 mod ca;
+mod listing;
 mod rows;
 mod writer;
 
@@ -24,11 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
 use crate::model::{
-    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
-    Serial, TokenKeyRecord,
+    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
+    TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
-use crate::store::page_token::{self, Backend};
 use crate::store::{CaClaim, EnrollmentToken, Page, PageRequest, PrincipalFilter, Store, errors};
 use rows::*;
 use writer::{Job, Pending, connect, migrate, write_loop};
@@ -128,40 +128,8 @@ impl Store for SqliteStore {
     }
 
     async fn list_principals(&self, filter: &PrincipalFilter, page: &PageRequest) -> Result<Page<Principal>> {
-        let filter = filter.clone();
-        let listing = principal_listing(&filter);
-        let after = match &page.token {
-            None => String::new(),
-            Some(token) => {
-                let id: PrincipalId = page_token::decode(Backend::Sqlite, &listing, token)?
-                    .parse()
-                    .map_err(|_| page_token::invalid("it is malformed"))?;
-                id.as_str().to_owned()
-            }
-        };
-        let size = page.size.max(1);
-        self.read(move |conn| {
-            let sql = format!(
-                "SELECT {PRINCIPAL_COLUMNS} FROM principals
-                 WHERE (?1 IS NULL OR type = ?1) AND (?2 IS NULL OR status = ?2) AND id > ?3
-                 ORDER BY id LIMIT ?4"
-            );
-            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-            let rows = stmt
-                .query_map(
-                    params![
-                        filter.kind.map(PrincipalType::as_str),
-                        filter.status.map(PrincipalStatus::as_str),
-                        after,
-                        size + 1
-                    ],
-                    principal_from_row,
-                )
-                .map_err(sql_err)?;
-            let items = rows.collect::<rusqlite::Result<Result<Vec<_>>>>().map_err(sql_err)??;
-            Ok(paginate(items, size, |p| page_token::encode(Backend::Sqlite, &listing, p.id.as_str())))
-        })
-        .await
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |conn| listing::principals(conn, &filter, &page)).await
     }
 
     async fn transition_principal(
@@ -276,37 +244,8 @@ impl Store for SqliteStore {
         include_revoked: bool,
         page: &PageRequest,
     ) -> Result<Page<CertificateRecord>> {
-        let principal = principal.clone();
-        let listing = format!("certificates|{principal}|{include_revoked}");
-        let cursor = match &page.token {
-            None => (i64::MAX, String::new()),
-            Some(token) => parse_certificate_cursor(&page_token::decode(Backend::Sqlite, &listing, token)?)?,
-        };
-        let size = page.size.max(1);
-        self.read(move |conn| {
-            let sql = format!(
-                "SELECT {CERTIFICATE_COLUMNS} FROM certificates
-                 WHERE principal_id = ?1 AND (?2 OR revoked_at IS NULL)
-                   AND (not_before < ?3 OR (not_before = ?3 AND (?4 = '' OR serial < ?4)))
-                 ORDER BY not_before DESC, serial DESC LIMIT ?5"
-            );
-            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-            let rows = stmt
-                .query_map(
-                    params![principal.as_str(), include_revoked, cursor.0, cursor.1, size + 1],
-                    certificate_from_row,
-                )
-                .map_err(sql_err)?;
-            let items = rows.collect::<rusqlite::Result<Result<Vec<_>>>>().map_err(sql_err)??;
-            Ok(paginate(items, size, |c| {
-                page_token::encode(
-                    Backend::Sqlite,
-                    &listing,
-                    &format!("{}.{}", c.not_before.unix_timestamp(), c.serial),
-                )
-            }))
-        })
-        .await
+        let (principal, page) = (principal.clone(), page.clone());
+        self.read(move |conn| listing::certificates(conn, &principal, include_revoked, &page)).await
     }
 
     async fn revoke_certificate(
