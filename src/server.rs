@@ -115,7 +115,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         recorder.clone(),
     ));
     let refusals = Arc::new(Refusals::default());
-    let tokens = start_tokens(&config, &store, &recorder, oauth_addr).await?;
+    let tokens = start_tokens(&config, &store, &recorder, &metrics, oauth_addr).await?;
     let crls = CrlPublisher::new(store.clone(), ca.clone(), config.accountability.crl_validity);
     if let Some(crls) = &crls {
         crls.refresh().await?;
@@ -348,6 +348,7 @@ async fn start_tokens(
     config: &ServeConfig,
     store: &Arc<dyn crate::store::Store>,
     recorder: &Recorder,
+    metrics: &Arc<Metrics>,
     oauth_addr: Option<SocketAddr>,
 ) -> Result<Option<Arc<TokenIssuer>>> {
     let t = &config.tokens;
@@ -366,7 +367,8 @@ async fn start_tokens(
         lifetime: t.lifetime,
         trust_domain: config.identity.trust_domain.clone(),
     };
-    Ok(Some(Arc::new(TokenIssuer { policy, keys })))
+    let audit = config.accountability.audit_tokens.then(|| (recorder.clone(), store.clone()));
+    Ok(Some(Arc::new(TokenIssuer { policy, keys, metrics: Some(metrics.clone()), audit })))
 }
 
 /// `http://HOST:PORT` of a listening address (`localhost` for a wildcard address).

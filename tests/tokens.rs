@@ -313,3 +313,28 @@ async fn a_resource_server_accepts_bound_tokens_only_with_their_certificate_and_
     server.admin().await.revoke_certificate(pb::RevokeCertificateRequest { serial, reason: 4 }).await.unwrap();
     assert_eq!(call_echo(&url, &alice, Some(&token)).await.unwrap_err().code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn token_issuance_is_an_audit_event_only_when_asked_and_always_counted() {
+    let quiet = server().await;
+    let worker = quiet.enroll("counted", pb::PrincipalType::Worker).await;
+    let ask = || pb::IssueTokenRequest { audience: AUDIENCE.into(), ..Default::default() };
+    issue(&quiet, &worker, ask()).await.unwrap();
+    assert!(token_events(&quiet).await.is_empty(), "off by default");
+    let addr = quiet.running.health_addr;
+    let (_, metrics) = tokio::task::spawn_blocking(move || common::http_get(addr, "/metrics")).await.unwrap();
+    assert!(metrics.lines().any(|l| l == "principald_tokens_issued_total 1"), "{metrics}");
+
+    let audited = TestServer::start_with(&["--token-audience", AUDIENCE, "--audit-tokens"]).await;
+    let worker = audited.enroll("audited", pb::PrincipalType::Worker).await;
+    issue(&audited, &worker, ask()).await.unwrap();
+    let recorded = token_events(&audited).await;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].actor.as_ref().unwrap().principal_id, "audited");
+    assert!(!recorded[0].details_json.contains("eyJ"), "never the token itself: {}", recorded[0].details_json);
+}
+
+async fn token_events(server: &TestServer) -> Vec<pb::AuditEvent> {
+    let request = pb::ListAuditEventsRequest { r#type: "token.issued".into(), ..Default::default() };
+    server.admin().await.list_audit_events(request).await.unwrap().into_inner().events
+}

@@ -16,6 +16,9 @@ pub struct AccountabilityArgs {
     /// How often refused requests are written to the audit log, one event per source address and reason.
     #[arg(long, env = "PRINCIPALD_AUDIT_REFUSALS_EVERY", default_value = "60s")]
     pub audit_refusals_every: String,
+    /// Also record every issued access token in the audit log (one durable write per token, so off by default).
+    #[arg(long, env = "PRINCIPALD_AUDIT_TOKENS")]
+    pub audit_tokens: bool,
     /// Base URL of the CRLs (`BASE/crl/P.crl`), written into every certificate the root signs; default: the health
     /// listener's address (`http://HOST:PORT`). Must reach this server's health port (or a copy of its CRLs).
     #[arg(long, env = "PRINCIPALD_CRL_URL")]
@@ -32,6 +35,8 @@ pub struct AccountabilityConfig {
     pub audit: bool,
     /// How often aggregated refusals are written to the audit log.
     pub audit_refusals_every: Duration,
+    /// Whether issued access tokens are audit events.
+    pub audit_tokens: bool,
     /// Base URL of the CRLs; `None`: derived from the bound health address.
     pub crl_url: Option<String>,
     pub crl_validity: Duration,
@@ -49,6 +54,7 @@ impl AccountabilityArgs {
                 parse_duration_flag("--audit-refusals-every", &self.audit_refusals_every)?,
                 "--audit-refusals-every",
             )?,
+            audit_tokens: self.audit_tokens,
             crl_url: self.crl_url.as_deref().map(crl_url).transpose()?,
             crl_validity,
         })

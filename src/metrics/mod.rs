@@ -70,6 +70,7 @@ pub struct Metrics {
     pub store_seconds: Family<OperationLabels, Histogram>,
     pub store_errors: Family<OperationLabels, Counter>,
     pub certificates: Family<EventLabels, Counter>,
+    pub tokens_issued: Counter,
     pub connections_open: Gauge,
     pub handshake_failures: Family<ReasonLabels, Counter>,
     ready: Gauge,
@@ -90,6 +91,7 @@ impl Metrics {
         let store_seconds = Family::<OperationLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
         let store_errors = Family::<OperationLabels, Counter>::default();
         let certificates = Family::<EventLabels, Counter>::default();
+        let tokens_issued = Counter::default();
         let connections_open = Gauge::default();
         let handshake_failures = Family::<ReasonLabels, Counter>::default();
         let ready = Gauge::default();
@@ -102,6 +104,11 @@ impl Metrics {
         registry.register("store_operation_duration_seconds", "store call latency by operation", store_seconds.clone());
         registry.register("store_operation_errors", "store calls that failed, by operation", store_errors.clone());
         registry.register("certificates", "certificates issued, renewed and revoked", certificates.clone());
+        registry.register(
+            "tokens_issued",
+            "access tokens issued (IssueToken and the token endpoint)",
+            tokens_issued.clone(),
+        );
         registry.register("connections_open", "open connections on the gRPC port", connections_open.clone());
         registry.register(
             "tls_handshake_failures",
@@ -148,6 +155,7 @@ impl Metrics {
             store_seconds,
             store_errors,
             certificates,
+            tokens_issued,
             connections_open,
             handshake_failures,
             ready,

@@ -239,7 +239,7 @@ impl PrincipalService for PrincipalApi {
         })?;
         let r = request.into_inner();
         let lifetime = validity(r.lifetime_seconds);
-        let issued = tokens.issue(&caller, &leaf, &r.audience, &r.scopes, lifetime)?;
+        let issued = tokens.issue(&caller, &leaf, &r.audience, &r.scopes, lifetime).await?;
         Ok(Response::new(pb::IssueTokenResponse {
             access_token: issued.access_token,
             token_type: "Bearer".into(),

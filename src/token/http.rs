@@ -145,7 +145,7 @@ async fn token(
         Some(Ok(seconds)) => Some(Duration::from_secs(seconds)),
         Some(Err(_)) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "lifetime is whole seconds"),
     };
-    match app.issuer.issue(&caller, certificate.as_ref(), &audience, &scopes, lifetime) {
+    match app.issuer.issue(&caller, certificate.as_ref(), &audience, &scopes, lifetime).await {
         Ok(issued) => {
             let body = json!({
                 "access_token": issued.access_token,
@@ -158,6 +158,9 @@ async fn token(
         Err(Error::PermissionDenied(message)) => oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &message),
         Err(Error::InvalidArgument(message) | Error::FailedPrecondition(message)) => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &message)
+        }
+        Err(Error::Unavailable(_)) => {
+            oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "retry later")
         }
         Err(error) => {
             tracing::warn!(%error, "token endpoint failed");

@@ -73,12 +73,16 @@ pub fn thumbprint(certificate_der: &[u8]) -> String {
 pub struct TokenIssuer {
     pub policy: TokenPolicy,
     pub keys: Arc<TokenKeys>,
+    /// Counts issued tokens.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Records each issued token in the audit log (a durable write per token: off unless asked for).
+    pub audit: Option<(crate::audit::Recorder, Arc<dyn crate::store::Store>)>,
 }
 
 impl TokenIssuer {
     /// A token for `caller` (who presented `certificate_der`) for `audience`, with `scopes` (all of the caller's
     /// permissions when empty) and at most `lifetime` (the policy's when `None`), never past the certificate's expiry.
-    pub fn issue(
+    pub async fn issue(
         &self,
         caller: &Caller,
         certificate_der: &[u8],
@@ -128,7 +132,28 @@ impl TokenIssuer {
             scope: scope.clone(),
             cnf: Confirmation { x5t_s256: thumbprint(certificate_der) },
         };
+        if let Some((recorder, store)) = &self.audit {
+            let origin = crate::audit::Origin {
+                actor: crate::audit::Actor {
+                    principal_id: caller.id.as_str().to_owned(),
+                    principal_type: caller.kind.as_str().to_owned(),
+                    certificate_serial: caller.serial.as_str().to_owned(),
+                    certificate_sha256: crate::model::sha256_hex(certificate_der),
+                },
+                address: None,
+                rpc: String::new(),
+                caller: None,
+            };
+            let details = serde_json::json!({ "aud": audience, "scope": scope, "exp": exp, "jti": claims.jti });
+            if let Some(event) = recorder.event(&origin, crate::audit::kind::TOKEN_ISSUED, caller.id.as_str(), details)
+            {
+                store.append_audit(&[event]).await?;
+            }
+        }
         let access_token = self.keys.sign(&claims)?;
+        if let Some(metrics) = &self.metrics {
+            metrics.tokens_issued.inc();
+        }
         Ok(IssuedToken { access_token, expires_in: u64::try_from(exp - now).unwrap_or(0), scope, claims })
     }
 
