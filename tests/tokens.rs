@@ -338,3 +338,31 @@ async fn token_events(server: &TestServer) -> Vec<pb::AuditEvent> {
     let request = pb::ListAuditEventsRequest { r#type: "token.issued".into(), ..Default::default() };
     server.admin().await.list_audit_events(request).await.unwrap().into_inner().events
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principalctl_gets_and_verifies_a_bound_token() {
+    let server = server().await;
+    let profile = server.data_dir.join("profiles").join("admin");
+    let got = common::principalctl(&profile, &["token", "--audience", AUDIENCE, "--scope", "audit.read"]).await;
+    assert!(got.status.success(), "{got:?}");
+    let token = String::from_utf8(got.stdout).unwrap().trim().to_owned();
+    let url = oauth_url(&server);
+    let jwks = format!("{url}/jwks.json");
+    let cert = profile.join("cert.pem");
+    let cert = cert.to_str().unwrap();
+    let args = ["token", "verify", &token, "--jwks", &jwks, "--audience", AUDIENCE, "--issuer", &url, "--cert", cert];
+    let checked = common::principalctl(&profile, &args).await;
+    assert!(checked.status.success(), "{checked:?}");
+    let report: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!((report["valid"].as_bool(), report["bound_to_certificate"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(report["claims"]["scope"], "audit.read");
+    // Another certificate: not bound to it.
+    let other = server.enroll("someone", pb::PrincipalType::Worker).await;
+    let (_d, other_cert) = temp_file("other.pem", &other.cert_pem);
+    let mut args = args.to_vec();
+    let other_cert = other_cert.to_str().unwrap().to_owned();
+    *args.last_mut().unwrap() = &other_cert;
+    let refused = common::principalctl(&profile, &args).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("bound to another certificate"), "{refused:?}");
+}

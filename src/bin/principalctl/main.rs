@@ -9,6 +9,7 @@ mod enroll;
 mod output;
 mod principal;
 mod rpc;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Get an access token bound to this profile's certificate (prints it), or `token verify` one.
+    Token(token::TokenArgs),
     /// Fetch the CA's certificate revocation lists.
     #[command(subcommand)]
     Crl(crl::Command),
@@ -103,6 +106,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Ca(command) => ca::run(&ctx, command).await,
         Command::Audit(command) => audit::run(&ctx, command).await,
         Command::Crl(command) => crl::run(&ctx, command).await,
+        Command::Token(args) => token::run(&ctx, args).await,
         Command::Enroll { .. } => unreachable!("handled before loading a profile"),
     }
 }
