@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -22,10 +21,11 @@ const JWKS_REFRESH: Duration = Duration::from_secs(30);
 /// How often the keeper checks whether the key is due.
 const CHECK_EVERY: Duration = Duration::from_secs(10);
 
-/// The key a replica signs with now.
+/// The key a replica signs with now, parsed once (ES256 signing is on the path of every token).
 struct ActiveKey {
-    kid: String,
-    encoding: EncodingKey,
+    pair: EcdsaKeyPair,
+    /// base64url of the JWS header `{"alg":"ES256","typ":"at+jwt","kid":...}`.
+    header: String,
     rotate_at: OffsetDateTime,
 }
 
@@ -65,13 +65,22 @@ impl TokenKeys {
         }))
     }
 
-    /// Signs `claims` as a JWT (ES256, `typ` at+jwt, `kid` of the active key).
+    /// Signs `claims` as a JWT (JWS compact serialisation, ES256 with the fixed-size r||s signature RFC 7518 asks
+    /// for, `typ` at+jwt, `kid` of the active key).
     pub fn sign(&self, claims: &impl serde::Serialize) -> Result<String> {
         let key = self.active.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| Error::internal("sign token", e))
+        let payload = serde_json::to_vec(claims).map_err(|e| Error::internal("encode claims", e))?;
+        let mut token = String::with_capacity(key.header.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(&key.header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = key
+            .pair
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), token.as_bytes())
+            .map_err(|e| Error::internal("sign token", e))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        Ok(token)
     }
 
     /// The JWKS: every unexpired announced key of every replica (read from the store at most every 30 s).
@@ -159,5 +168,6 @@ async fn announce(
     let event = audit.event(&Origin::system("token-key-rotation"), kind::TOKEN_KEY_CREATED, &kid, details);
     store.record_token_key(&record, event.as_ref()).await?;
     tracing::info!(kid = %kid, %rotate_at, "token signing key announced");
-    Ok(ActiveKey { kid, encoding: EncodingKey::from_ec_der(pkcs8.as_ref()), rotate_at })
+    let header = serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": kid }).to_string();
+    Ok(ActiveKey { pair, header: URL_SAFE_NO_PAD.encode(header), rotate_at })
 }

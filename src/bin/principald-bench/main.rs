@@ -14,6 +14,7 @@ mod procs;
 mod report;
 mod revocation;
 mod stores;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +47,7 @@ struct Cli {
     /// Principal counts for the scale figures (embedded store); empty to skip them.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
     scale: Vec<u64>,
-    /// Only these figure groups (a, b, c, d, opt, e, k, l, m); all when empty.
+    /// Only these figure groups (a, b, c, d, opt, e, k, l, m, t); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also measure issuance with the root key in AWS KMS (this URI, e.g. awskms:alias/bench; AWS_ENDPOINT_URL_KMS
@@ -140,6 +141,11 @@ async fn main() {
     if cli.store == StoreKind::Sqlite && wanted("m") {
         eprintln!("== CRLs at 100,000 revoked certificates");
         crl::crls(&mut rows, tmp.path(), 100_000).await;
+    }
+    if wanted("t") {
+        eprintln!("== tokens and enrollment");
+        let store = stores::args(&cli).await;
+        tokens::tokens(&mut rows, tmp.path(), store, cli.duration).await;
     }
     if wanted("l") {
         eprintln!("== issuance with and without the audit log");

@@ -34,3 +34,14 @@ pub async fn args(cli: &Cli) -> Vec<String> {
         prefix,
     ]
 }
+
+/// Opens the DynamoDB store that `args` (from [`args`]) point a server at, for an in-process client of the same tables.
+pub async fn open_dynamodb(args: &[String]) -> std::sync::Arc<dyn principald::store::Store> {
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let config = principald::store::dynamodb::DynamoConfig {
+        table_prefix: value("--dynamodb-table-prefix").unwrap_or_default(),
+        endpoint: value("--dynamodb-endpoint"),
+        replica: "bench-resource-server".into(),
+    };
+    principald::store::StoreConfig::Dynamodb(config).open().await.expect("open DynamoDB")
+}
