@@ -137,6 +137,7 @@ async fn a_cancelled_suspension_still_invalidates_the_cache_when_its_write_lands
         serial: "01".parse().unwrap(),
         not_after: now() + time::Duration::hours(1),
         permissions: Arc::new(Default::default()),
+        certificate_sha256: [0; 32],
     };
     let admin = principald::audit::Origin::request(Arc::new(admin), None, None, "/test");
     // The client gives up while the write is still in flight.

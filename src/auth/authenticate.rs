@@ -134,7 +134,8 @@ impl Authenticator {
                 "client certificate was signed by an issuing intermediate that has been revoked: get a new one",
             ));
         }
-        let fingerprint = crate::model::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der).as_ref());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der);
+        let fingerprint = crate::model::hex(digest.as_ref());
         if cert.principal_id != peer.id || cert.principal_type != peer.kind || cert.sha256_fingerprint != fingerprint {
             return Err(unauthenticated("client certificate does not match its registration"));
         }
@@ -144,6 +145,7 @@ impl Authenticator {
             serial: peer.serial.clone(),
             not_after: peer.not_after,
             permissions: self.permissions.for_type(peer.kind),
+            certificate_sha256: digest.as_ref().try_into().unwrap_or([0; 32]),
         })
     }
 

@@ -234,6 +234,7 @@ mod tests {
             serial: "01".parse().unwrap(),
             not_after: time::OffsetDateTime::UNIX_EPOCH,
             permissions: table.for_type(kind),
+            certificate_sha256: [0; 32],
         }
     }
 

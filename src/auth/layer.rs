@@ -207,7 +207,7 @@ async fn check(
     if let Some(tokens) = tokens {
         match bearer {
             Some(token) => {
-                let scopes = tokens.verifier.verify(&token, leaf).await?;
+                let scopes = tokens.verifier.verify(&token, &caller.certificate_sha256).await?;
                 let granted = caller.permissions.intersection(&scopes).cloned().collect();
                 caller = Arc::new(Caller { permissions: Arc::new(granted), ..(*caller).clone() });
             }

@@ -32,6 +32,8 @@ pub struct Caller {
     pub not_after: OffsetDateTime,
     /// Everything the caller's type is granted.
     pub permissions: Arc<BTreeSet<String>>,
+    /// SHA-256 of the certificate it presented (computed once, when the certificate was checked against the store).
+    pub certificate_sha256: [u8; 32],
 }
 
 impl Caller {

@@ -13,7 +13,9 @@ use quick_cache::sync::Cache;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::token::{Claims, thumbprint};
+use crate::token::Claims;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// Clock skew tolerated on exp and nbf.
 pub const LEEWAY: Duration = Duration::from_secs(30);
@@ -25,7 +27,8 @@ const KEY_REFRESH: Duration = Duration::from_secs(1);
 /// What a verified token grants.
 #[derive(Clone, Debug)]
 struct Verified {
-    thumbprint: String,
+    /// The bound certificate's SHA-256 (decoded from cnf.x5t#S256).
+    thumbprint: Vec<u8>,
     exp: i64,
     scopes: Arc<BTreeSet<String>>,
 }
@@ -55,12 +58,12 @@ impl TokenVerifier {
         }
     }
 
-    /// The scopes `token` grants to the holder of `leaf_der`. `Unauthenticated` with the reason otherwise.
-    pub async fn verify(&self, token: &str, leaf_der: &[u8]) -> Result<Arc<BTreeSet<String>>> {
+    /// The scopes `token` grants to the holder of the certificate whose SHA-256 is `presented`. `Unauthenticated`
+    /// with the reason otherwise.
+    pub async fn verify(&self, token: &str, presented: &[u8; 32]) -> Result<Arc<BTreeSet<String>>> {
         let now = crate::model::now().unix_timestamp();
-        let presented = thumbprint(leaf_der);
         if let Some(v) = self.verified.get(token) {
-            return check_cached(&v, &presented, now);
+            return check_cached(&v, presented, now);
         }
         let refuse = |why: &str| Error::Unauthenticated(format!("bearer token refused: {why}"));
         if token.len() > 8 * 1024 {
@@ -82,12 +85,12 @@ impl TokenVerifier {
             .map_err(|e| refuse(&format!("{:?}", e.kind()).to_lowercase()))?
             .claims;
         let verified = Verified {
-            thumbprint: claims.cnf.x5t_s256,
+            thumbprint: URL_SAFE_NO_PAD.decode(&claims.cnf.x5t_s256).map_err(|_| refuse("malformed cnf"))?,
             exp: claims.exp,
             scopes: Arc::new(claims.scope.split_whitespace().map(str::to_owned).collect()),
         };
         self.verified.insert(token.to_owned(), verified.clone());
-        check_cached(&verified, &presented, now)
+        check_cached(&verified, presented, now)
     }
 
     /// The decoding key for `kid`, re-reading the store (at most once a second) when it is unknown.
@@ -115,11 +118,11 @@ impl TokenVerifier {
     }
 }
 
-fn check_cached(v: &Verified, presented: &str, now: i64) -> Result<Arc<BTreeSet<String>>> {
+fn check_cached(v: &Verified, presented: &[u8; 32], now: i64) -> Result<Arc<BTreeSet<String>>> {
     if now > v.exp + LEEWAY.as_secs() as i64 {
         return Err(Error::Unauthenticated("bearer token refused: expired".into()));
     }
-    if v.thumbprint != presented {
+    if v.thumbprint.as_slice() != presented.as_slice() {
         return Err(Error::Unauthenticated(
             "bearer token refused: it is bound to another certificate than this connection's".into(),
         ));

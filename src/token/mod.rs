@@ -130,7 +130,7 @@ impl TokenIssuer {
             exp,
             jti: crate::audit::uuid_v7(),
             scope: scope.clone(),
-            cnf: Confirmation { x5t_s256: thumbprint(certificate_der) },
+            cnf: Confirmation { x5t_s256: self.bound_to(caller, certificate_der) },
         };
         if let Some((recorder, store)) = &self.audit {
             let origin = crate::audit::Origin {
@@ -155,6 +155,14 @@ impl TokenIssuer {
             metrics.tokens_issued.inc();
         }
         Ok(IssuedToken { access_token, expires_in: u64::try_from(exp - now).unwrap_or(0), scope, claims })
+    }
+
+    /// The thumbprint of the certificate the caller presented (its hash was taken when it was authenticated).
+    fn bound_to(&self, caller: &Caller, certificate_der: &[u8]) -> String {
+        if caller.certificate_sha256 == [0; 32] {
+            return thumbprint(certificate_der);
+        }
+        URL_SAFE_NO_PAD.encode(caller.certificate_sha256)
     }
 
     /// The requested scopes, each one the caller's type holds (space-separated, sorted, deduplicated).
