@@ -16,7 +16,7 @@ use crate::model::{
     TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
-use crate::store::{CaClaim, EnrollmentToken, Page, PageRequest, PrincipalFilter, Store};
+use crate::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageRequest, PrincipalFilter, Store};
 
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
@@ -162,6 +162,9 @@ impl Store for MeteredStore {
     }
     async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
         self.timed("create_enrollment_token", self.inner.create_enrollment_token(token, audit)).await
+    }
+    async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>> {
+        self.timed("get_enrollment_token", self.inner.get_enrollment_token(hash)).await
     }
     async fn enroll(
         &self,

@@ -76,6 +76,12 @@ impl Registry {
         if secret.is_empty() || secret.len() > 256 {
             return Err(enrollment_refused("it is unknown"));
         }
+        // Refuse a bad token before anything is signed or written: a flood of guesses costs one point read each.
+        let hash = sha256_hex(secret.as_bytes());
+        match self.store.get_enrollment_token(&hash).await? {
+            None => return Err(enrollment_refused("it is unknown")),
+            Some(state) => state.check(id, now())?,
+        }
         let csr = ValidatedCsr::parse(csr)?;
         // An unauthenticated caller learns nothing about principals it holds no token for.
         let principal = match self.store.get_principal(id).await? {
@@ -91,7 +97,7 @@ impl Registry {
             "issuer": issued.record.issuer,
         });
         let event = self.audit.event(origin, kind::ENROLLMENT_TOKEN_CONSUMED, issued.record.serial.as_str(), details);
-        self.store.enroll(&sha256_hex(secret.as_bytes()), &issued.record, now(), event.as_ref()).await?;
+        self.store.enroll(&hash, &issued.record, now(), event.as_ref()).await?;
         tracing::info!(principal = %id, serial = %issued.record.serial, "certificate issued by enrollment");
         Ok(issued)
     }

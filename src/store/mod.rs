@@ -233,6 +233,10 @@ pub trait Store: Send + Sync + 'static {
     /// never stored.
     async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()>;
 
+    /// The enrollment token whose secret hashes to `hash` (consumed or not), `None` if unknown. A cheap read that lets
+    /// the registry refuse a bad token before it signs anything.
+    async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>>;
+
     /// Consumes the enrollment token whose secret hashes to `hash` and records `cert` for its principal, in one atomic
     /// write that checks everything [`insert_certificate`](Self::insert_certificate) checks and that the token exists,
     /// belongs to `cert.principal_id`, is unexpired at `at` and unused: of concurrent uses exactly one wins.
@@ -283,6 +287,29 @@ pub struct EnrollmentToken {
     pub principal: PrincipalId,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+}
+
+/// An enrollment token as read back: whose it is, until when, and whether it was used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollmentTokenState {
+    pub principal: PrincipalId,
+    pub expires_at: OffsetDateTime,
+    pub consumed: bool,
+}
+
+impl EnrollmentTokenState {
+    /// `Ok` if the token may enroll `principal` at `at` (the consuming write checks the same again).
+    pub fn check(&self, principal: &PrincipalId, at: OffsetDateTime) -> Result<()> {
+        if self.principal != *principal {
+            Err(enrollment_refused("it was made for another principal"))
+        } else if self.consumed {
+            Err(enrollment_refused("it was used already"))
+        } else if self.expires_at <= at {
+            Err(enrollment_refused("it has expired"))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Why an enrollment token was refused, the same words for every backend.

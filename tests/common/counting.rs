@@ -12,7 +12,7 @@ use principald::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
 };
-use principald::store::{CaClaim, EnrollmentToken, Page, PageRequest, PrincipalFilter, Store};
+use principald::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageRequest, PrincipalFilter, Store};
 use time::OffsetDateTime;
 
 pub struct CountingStore {
@@ -161,6 +161,9 @@ impl Store for CountingStore {
     }
     async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
         self.inner.create_enrollment_token(token, audit).await
+    }
+    async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>> {
+        self.inner.get_enrollment_token(hash).await
     }
     async fn enroll(
         &self,

@@ -10,7 +10,7 @@ use super::{DynamoStore, writes};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::model::CertificateRecord;
-use crate::store::{EnrollmentToken, enrollment_refused, errors};
+use crate::store::{EnrollmentToken, EnrollmentTokenState, enrollment_refused, errors};
 
 fn key(hash: &str) -> String {
     format!("enroll#{hash}")
@@ -33,6 +33,16 @@ impl DynamoStore {
             Err(failure) if failure.failed_condition(0) => Err(errors::principal_not_found(&t.principal)),
             Err(failure) => Err(failure.into_error()),
         }
+    }
+
+    pub(super) async fn read_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>> {
+        let Some(item) = self.get_item(&self.principals, "id", &key(hash)).await? else { return Ok(None) };
+        let corrupt = |e: Error| Error::internal("corrupt enrollment token item", e);
+        Ok(Some(EnrollmentTokenState {
+            principal: get_s(&item, "principal_id")?.parse().map_err(corrupt)?,
+            expires_at: super::items::time_from(get_n(&item, "expires_at")?)?,
+            consumed: item.contains_key("consumed_at"),
+        }))
     }
 
     pub(super) async fn consume_and_insert(

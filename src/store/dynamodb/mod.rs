@@ -39,7 +39,7 @@ use crate::model::{
     TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
-use crate::store::{CaClaim, EnrollmentToken, Page, PageRequest, PrincipalFilter, Store, errors};
+use crate::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageRequest, PrincipalFilter, Store, errors};
 use items::{Item, s};
 use writes::{EPOCH_KEY, Sweep};
 /// Items per TransactWriteItems call (DynamoDB's limit is 100).
@@ -344,6 +344,10 @@ impl Store for DynamoStore {
 
     async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
         self.put_enrollment_token(token, audit).await
+    }
+
+    async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>> {
+        self.read_enrollment_token(hash).await
     }
 
     async fn enroll(

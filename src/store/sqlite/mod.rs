@@ -29,7 +29,7 @@ use crate::model::{
     TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
-use crate::store::{CaClaim, EnrollmentToken, Page, PageRequest, PrincipalFilter, Store, errors};
+use crate::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageRequest, PrincipalFilter, Store, errors};
 use rows::*;
 use writer::{Job, Pending, connect, migrate, write_loop};
 
@@ -379,6 +379,11 @@ impl Store for SqliteStore {
             audit::append(conn, event.as_ref())
         })
         .await
+    }
+
+    async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>> {
+        let hash = hash.to_owned();
+        self.read(move |conn| select_enrollment_token(conn, &hash)).await
     }
 
     async fn enroll(

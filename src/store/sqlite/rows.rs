@@ -302,3 +302,24 @@ pub(super) fn consume_enrollment_token(
     .map_err(sql_err)?;
     Ok(())
 }
+
+pub(super) fn select_enrollment_token(
+    conn: &Connection,
+    hash: &str,
+) -> Result<Option<crate::store::EnrollmentTokenState>> {
+    let found: Option<(String, i64, Option<i64>)> = conn
+        .query_row("SELECT principal_id, expires_at, consumed_at FROM enrollment_tokens WHERE hash = ?1", [hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+        .map_err(sql_err)?;
+    found
+        .map(|(principal, expires_at, consumed_at)| {
+            Ok(crate::store::EnrollmentTokenState {
+                principal: principal.parse().map_err(corrupt)?,
+                expires_at: timestamp(expires_at)?,
+                consumed: consumed_at.is_some(),
+            })
+        })
+        .transpose()
+}
