@@ -26,27 +26,45 @@ const KNOWN_SERVICES: [&str; 4] = [
 #[derive(Clone)]
 pub struct MetricsLayer {
     metrics: Arc<Metrics>,
-    /// Method names the API defines, leaked once at start so labels are `&'static str`.
-    methods: Arc<Vec<&'static str>>,
+    /// Method names the API defines, leaked once at start so labels are `&'static str`, with the handles of their
+    /// latency histogram and their OK counter resolved once (the per-request path then takes no family lock).
+    methods: Arc<Vec<Method>>,
+}
+
+struct Method {
+    name: &'static str,
+    seconds: prometheus_client::metrics::histogram::Histogram,
+    ok: prometheus_client::metrics::counter::Counter,
 }
 
 impl MetricsLayer {
     /// `methods`: the paths (`/service/Method`) to report by name (as `service/Method`).
     pub fn new(metrics: Arc<Metrics>, methods: &[String]) -> Self {
-        let methods =
-            methods.iter().map(|m| &*Box::leak(m.trim_start_matches('/').to_owned().into_boxed_str())).collect();
+        let methods = methods
+            .iter()
+            .map(|m| {
+                let name: &'static str = Box::leak(m.trim_start_matches('/').to_owned().into_boxed_str());
+                Method {
+                    name,
+                    seconds: metrics.rpc_seconds.get_or_create(&MethodLabels { method: name }).clone(),
+                    ok: metrics.rpc_requests.get_or_create(&RpcLabels { method: name, code: "OK" }).clone(),
+                }
+            })
+            .collect();
         Self { metrics, methods: Arc::new(methods) }
     }
 
-    fn method(&self, path: &str) -> &'static str {
+    /// The method's label and, for the API's own methods, the index of their resolved handles.
+    fn method(&self, path: &str) -> (&'static str, Option<usize>) {
         let name = path.strip_prefix('/').unwrap_or(path);
-        self.methods.iter().find(|m| **m == name).copied().unwrap_or_else(|| {
-            let service = path.strip_prefix('/').and_then(|p| p.rsplit_once('/')).map(|(s, _)| s);
-            match service.and_then(|s| KNOWN_SERVICES.iter().find(|k| **k == s)) {
-                Some(known) => known,
-                None => "unknown",
-            }
-        })
+        if let Some(index) = self.methods.iter().position(|m| m.name == name) {
+            return (self.methods[index].name, Some(index));
+        }
+        let service = name.rsplit_once('/').map(|(s, _)| s);
+        match service.and_then(|s| KNOWN_SERVICES.iter().find(|k| **k == s)) {
+            Some(known) => (known, None),
+            None => ("unknown", None),
+        }
     }
 }
 
@@ -81,12 +99,12 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let method = self.layer.method(request.uri().path());
-        let metrics = self.layer.metrics.clone();
+        let (method, index) = self.layer.method(request.uri().path());
+        let (metrics, methods) = (self.layer.metrics.clone(), self.layer.methods.clone());
         let started = Instant::now();
         Box::pin(async move {
             let response = inner.call(request).await?;
-            let mut done = Done { metrics, method, started, recorded: false };
+            let mut done = Done { metrics, methods, index, method, started, recorded: false };
             if let Some(code) = grpc_code(response.headers()) {
                 done.record(code);
                 return Ok(response);
@@ -99,6 +117,8 @@ where
 /// Records the request once: when its status is known, or as CANCELLED if the body is dropped first.
 struct Done {
     metrics: Arc<Metrics>,
+    methods: Arc<Vec<Method>>,
+    index: Option<usize>,
     method: &'static str,
     started: Instant,
     recorded: bool,
@@ -109,11 +129,21 @@ impl Done {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
-        self.metrics.rpc_requests.get_or_create(&RpcLabels { method: self.method, code }).inc();
-        self.metrics
-            .rpc_seconds
-            .get_or_create(&MethodLabels { method: self.method })
-            .observe(self.started.elapsed().as_secs_f64());
+        let seconds = self.started.elapsed().as_secs_f64();
+        match self.index.map(|i| &self.methods[i]) {
+            Some(m) if code == "OK" => {
+                m.seconds.observe(seconds);
+                m.ok.inc();
+            }
+            Some(m) => {
+                m.seconds.observe(seconds);
+                self.metrics.rpc_requests.get_or_create(&RpcLabels { method: self.method, code }).inc();
+            }
+            None => {
+                self.metrics.rpc_requests.get_or_create(&RpcLabels { method: self.method, code }).inc();
+                self.metrics.rpc_seconds.get_or_create(&MethodLabels { method: self.method }).observe(seconds);
+            }
+        }
     }
 }
 

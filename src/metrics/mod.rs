@@ -78,6 +78,10 @@ pub struct Metrics {
     expiry: Family<CertificateLabels, Seconds>,
     /// Unix milliseconds of the last successful revocation-epoch read (0: none yet).
     epoch_read_at: AtomicI64,
+    /// Handles of the series every request touches, resolved once (a family lookup takes a lock and a hash).
+    auth_ok: Counter,
+    cache_hit: Counter,
+    cache_miss: Counter,
 }
 
 impl Metrics {
@@ -146,7 +150,13 @@ impl Metrics {
         for operation in ["ping", "revocation_epoch", "get_principal", "get_certificate", "insert_certificate"] {
             drop(store_errors.get_or_create(&OperationLabels { operation }));
         }
+        let auth_ok = auth_outcomes.get_or_create(&OutcomeLabels { outcome: "ok" }).clone();
+        let cache_hit = auth_cache.get_or_create(&OutcomeLabels { outcome: "hit" }).clone();
+        let cache_miss = auth_cache.get_or_create(&OutcomeLabels { outcome: "miss" }).clone();
         Arc::new(Self {
+            auth_ok,
+            cache_hit,
+            cache_miss,
             registry,
             rpc_requests,
             rpc_seconds,
@@ -171,11 +181,18 @@ impl Metrics {
     }
 
     pub fn auth(&self, outcome: &'static str) {
-        self.auth_outcomes.get_or_create(&OutcomeLabels { outcome }).inc();
+        match outcome {
+            "ok" => drop(self.auth_ok.inc()),
+            _ => drop(self.auth_outcomes.get_or_create(&OutcomeLabels { outcome }).inc()),
+        }
     }
 
     pub fn cache(&self, outcome: &'static str) {
-        self.auth_cache.get_or_create(&OutcomeLabels { outcome }).inc();
+        match outcome {
+            "hit" => drop(self.cache_hit.inc()),
+            "miss" => drop(self.cache_miss.inc()),
+            _ => drop(self.auth_cache.get_or_create(&OutcomeLabels { outcome }).inc()),
+        }
     }
 
     pub fn certificate(&self, event: &'static str, n: u64) {
