@@ -139,7 +139,7 @@ async fn a_cancelled_suspension_still_invalidates_the_cache_when_its_write_lands
         permissions: Arc::new(Default::default()),
         certificate_sha256: [0; 32],
     };
-    let admin = principald::audit::Origin::request(Arc::new(admin), None, None, "/test");
+    let admin = principald::audit::Origin::request(Arc::new(admin), None, "/test");
     // The client gives up while the write is still in flight.
     let target = "w1".parse().unwrap();
     let cancelled = tokio::time::timeout(Duration::from_millis(50), registry.suspend(&admin, &target, ""));

@@ -139,8 +139,8 @@ async fn openssl_and_rustls_accept_valid_and_refuse_revoked_certificates_in_ever
         crls.values().map(|c| CertificateRevocationListDer::from(c.der.clone())).collect();
     let addr = rustls_server(&ca_pem, all).await;
     for (p, (valid, revoked)) in &certs {
-        assert!(rustls_handshake(addr, &ca_pem, valid).await.is_ok(), "partition {p}: a valid certificate connects");
-        let refused = rustls_handshake(addr, &ca_pem, revoked).await.expect_err("revoked");
+        assert!(rustls_handshake(addr, valid).await.is_ok(), "partition {p}: a valid certificate connects");
+        let refused = rustls_handshake(addr, revoked).await.expect_err("revoked");
         assert!(refused.to_lowercase().contains("revoked"), "partition {p}: {refused}");
     }
 }
@@ -187,7 +187,7 @@ async fn rustls_server(ca_pem: &str, crls: Vec<CertificateRevocationListDer<'sta
 }
 
 /// Connects with `creds` as client; `Ok` once the server has accepted the certificate (its byte arrived).
-async fn rustls_handshake(addr: std::net::SocketAddr, _ca_pem: &str, creds: &Credentials) -> Result<(), String> {
+async fn rustls_handshake(addr: std::net::SocketAddr, creds: &Credentials) -> Result<(), String> {
     use tokio::io::AsyncReadExt;
     let chain: Vec<CertificateDer<'static>> = pem::parse_many(&creds.cert_pem)
         .unwrap()

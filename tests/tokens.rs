@@ -65,21 +65,12 @@ async fn issued_tokens_verify_with_pyjwt_and_are_bound_to_the_callers_certificat
 
     let token = issued.access_token.clone();
     let claims = tokio::task::spawn_blocking({
-        let (server_ca, url) = (server.ca_pem(), oauth_url(&server));
-        let token = token.clone();
-        move || {
-            let (_d, ca) = temp_file("ca.pem", &server_ca);
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pyjwt-verify");
-            let out = Command::new(script)
-                .args([&token, &format!("{url}/jwks.json"), ca.to_str().unwrap(), AUDIENCE, &url])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "PyJWT refused the token: {}", String::from_utf8_lossy(&out.stderr));
-            serde_json::from_slice::<Value>(&out.stdout).unwrap()
-        }
+        let (server_ca, url, token) = (server.ca_pem(), oauth_url(&server), token.clone());
+        move || verify_blocking(&server_ca, &url, &token, AUDIENCE)
     })
     .await
-    .unwrap();
+    .unwrap()
+    .unwrap_or_else(|e| panic!("PyJWT refused the token: {e}"));
     assert_eq!(claims["sub"], "spiffe://principald.local/worker/token-worker");
     assert_eq!(claims["client_id"], "token-worker");
     assert_eq!(claims["aud"], AUDIENCE);

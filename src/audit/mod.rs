@@ -127,18 +127,14 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// A request's caller, the SHA-256 of the certificate it presented, its address and the RPC path.
-    pub fn request(
-        caller: Arc<Caller>,
-        certificate_der: Option<&[u8]>,
-        address: Option<SocketAddr>,
-        rpc: &str,
-    ) -> Self {
+    /// A request's caller (with the hash of the certificate it presented, taken when it was authenticated), its
+    /// address and the RPC path.
+    pub fn request(caller: Arc<Caller>, address: Option<SocketAddr>, rpc: &str) -> Self {
         let actor = Actor {
             principal_id: caller.id.as_str().to_owned(),
             principal_type: caller.kind.as_str().to_owned(),
             certificate_serial: caller.serial.as_str().to_owned(),
-            certificate_sha256: certificate_der.map(crate::model::sha256_hex).unwrap_or_default(),
+            certificate_sha256: crate::model::hex(&caller.certificate_sha256),
         };
         Self { actor, address, rpc: rpc.to_owned(), caller: Some(caller) }
     }

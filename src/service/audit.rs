@@ -14,16 +14,7 @@ use crate::proto;
 /// The authenticated caller of `request` with the certificate it presented, its address and the method.
 pub fn origin<T>(request: &Request<T>, method: &str) -> Result<Origin, Status> {
     let caller: Arc<Caller> = Caller::from_request(request)?;
-    let info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
-    let leaf = peer_leaf(request);
-    let address = info.and_then(|i| i.get_ref().remote_addr()).or_else(|| request.remote_addr());
-    Ok(Origin::request(caller, leaf.as_deref(), address, &format!("/principal.v1.PrincipalService/{method}")))
-}
-
-/// The DER of the leaf certificate the request's connection presented.
-pub fn peer_leaf<T>(request: &Request<T>) -> Option<Vec<u8>> {
-    let info = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    info.peer_certs().and_then(|chain| chain.first().map(|c| c.as_ref().to_vec()))
+    Ok(Origin::request(caller, peer_address(request), &format!("/principal.v1.PrincipalService/{method}")))
 }
 
 /// The peer's address as the TLS connection recorded it.

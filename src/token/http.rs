@@ -145,7 +145,7 @@ async fn token(
         Some(Ok(seconds)) => Some(Duration::from_secs(seconds)),
         Some(Err(_)) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "lifetime is whole seconds"),
     };
-    match app.issuer.issue(&caller, certificate.as_ref(), &audience, &scopes, lifetime).await {
+    match app.issuer.issue(&caller, &audience, &scopes, lifetime).await {
         Ok(issued) => {
             let body = json!({
                 "access_token": issued.access_token,

@@ -64,11 +64,6 @@ pub struct IssuedToken {
     pub claims: Claims,
 }
 
-/// The RFC 8705 thumbprint of a certificate: base64url (no padding) of SHA-256 over its DER.
-pub fn thumbprint(certificate_der: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate_der).as_ref())
-}
-
 /// Issues tokens under a [`TokenPolicy`] with this replica's keys.
 pub struct TokenIssuer {
     pub policy: TokenPolicy,
@@ -80,12 +75,11 @@ pub struct TokenIssuer {
 }
 
 impl TokenIssuer {
-    /// A token for `caller` (who presented `certificate_der`) for `audience`, with `scopes` (all of the caller's
+    /// A token bound to the certificate `caller` presented (its hash, taken when it was authenticated) for `audience`, with `scopes` (all of the caller's
     /// permissions when empty) and at most `lifetime` (the policy's when `None`), never past the certificate's expiry.
     pub async fn issue(
         &self,
-        caller: &Caller,
-        certificate_der: &[u8],
+        caller: &Arc<Caller>,
         audience: &str,
         scopes: &[String],
         lifetime: Option<Duration>,
@@ -130,20 +124,11 @@ impl TokenIssuer {
             exp,
             jti: crate::audit::uuid_v7(),
             scope: scope.clone(),
-            cnf: Confirmation { x5t_s256: self.bound_to(caller, certificate_der) },
+            // RFC 8705: base64url (no padding) of SHA-256 over the certificate's DER.
+            cnf: Confirmation { x5t_s256: URL_SAFE_NO_PAD.encode(caller.certificate_sha256) },
         };
         if let Some((recorder, store)) = &self.audit {
-            let origin = crate::audit::Origin {
-                actor: crate::audit::Actor {
-                    principal_id: caller.id.as_str().to_owned(),
-                    principal_type: caller.kind.as_str().to_owned(),
-                    certificate_serial: caller.serial.as_str().to_owned(),
-                    certificate_sha256: crate::model::sha256_hex(certificate_der),
-                },
-                address: None,
-                rpc: String::new(),
-                caller: None,
-            };
+            let origin = crate::audit::Origin::request(caller.clone(), None, "");
             let details = serde_json::json!({ "aud": audience, "scope": scope, "exp": exp, "jti": claims.jti });
             if let Some(event) = recorder.event(&origin, crate::audit::kind::TOKEN_ISSUED, caller.id.as_str(), details)
             {
@@ -155,14 +140,6 @@ impl TokenIssuer {
             metrics.tokens_issued.inc();
         }
         Ok(IssuedToken { access_token, expires_in: u64::try_from(exp - now).unwrap_or(0), scope, claims })
-    }
-
-    /// The thumbprint of the certificate the caller presented (its hash was taken when it was authenticated).
-    fn bound_to(&self, caller: &Caller, certificate_der: &[u8]) -> String {
-        if caller.certificate_sha256 == [0; 32] {
-            return thumbprint(certificate_der);
-        }
-        URL_SAFE_NO_PAD.encode(caller.certificate_sha256)
     }
 
     /// The requested scopes, each one the caller's type holds (space-separated, sorted, deduplicated).
