@@ -161,12 +161,16 @@ fn terraform_tables_are_the_migrations_tables() {
 
 /// The source of an AWS SDK crate of this build (from `cargo metadata`): its client has one file per operation.
 fn sdk_operations(package: &str) -> BTreeSet<String> {
+    // Only the host's dependencies: a build downloads nothing else, so other platforms' crates (Windows-only ones,
+    // say) are missing from a fresh machine's cargo cache and `--offline` could not resolve them.
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--offline", "--format-version", "1", "--manifest-path"])
+        .args(["metadata", "--offline", "--format-version", "1", "--filter-platform", &host_triple()])
+        .arg("--manifest-path")
         .arg(repo().join("Cargo.toml"))
         .output()
-        .unwrap();
-    let metadata: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata");
+        .expect("cargo metadata: cannot run cargo");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let metadata: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata printed invalid JSON");
     let manifest = metadata["packages"]
         .as_array()
         .unwrap()
@@ -178,6 +182,21 @@ fn sdk_operations(package: &str) -> BTreeSet<String> {
         .unwrap()
         .filter_map(|e| e.unwrap().path().file_stem().map(|s| s.to_string_lossy().into_owned()))
         .collect()
+}
+
+/// The triple of the machine building the tests (`host:` in `rustc -vV`), which is the platform the tests run on.
+fn host_triple() -> String {
+    let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV: cannot run rustc");
+    assert!(out.status.success(), "rustc -vV failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("rustc -vV printed no host line: {text}"))
+        .trim()
+        .to_owned()
 }
 
 fn camel(snake: &str) -> String {
