@@ -21,8 +21,11 @@ WORKDIR /var/lib/principald
 ENV PRINCIPALD_DATA_DIR=/var/lib/principald/data \
     PRINCIPALD_LISTEN=0.0.0.0:8443 \
     PRINCIPALD_HEALTH_LISTEN=0.0.0.0:8080 \
+    PRINCIPALD_PKI_LISTEN=0.0.0.0:8081 \
     PRINCIPALD_LOG_FORMAT=json
-EXPOSE 8443 8080
+# PRINCIPALD_PKI_URL (the public address of port 8081, written into certificates) must be set at run time: principald
+# refuses to name a loopback or wildcard address in certificates when it listens on a public one.
+EXPOSE 8443 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 CMD curl -fsS http://127.0.0.1:8080/readyz || exit 1
 ENTRYPOINT ["principald"]
 CMD ["serve"]

@@ -19,12 +19,14 @@ use crate::store::StoreConfig;
 mod accountability;
 mod ca;
 mod duration;
+mod pki;
 mod store;
 mod tokens;
 pub use accountability::{AccountabilityArgs, AccountabilityConfig};
 pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, IntermediateMode, ReplicaArgs};
 pub use duration::parse_duration;
 use duration::{nonzero, parse_duration_flag};
+pub use pki::{PkiArgs, PkiConfig, http_base};
 pub use store::{StoreArgs, StoreKind};
 pub use tokens::{TokenArgs, TokenConfig};
 
@@ -134,6 +136,8 @@ pub struct ServeArgs {
     pub accountability: AccountabilityArgs,
     #[command(flatten)]
     pub tokens: TokenArgs,
+    #[command(flatten)]
+    pub pki: PkiArgs,
     /// Address of the gRPC mTLS listener.
     #[arg(long, env = "PRINCIPALD_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
@@ -229,6 +233,8 @@ pub struct ServeConfig {
     pub accountability: AccountabilityConfig,
     /// Access tokens and the OAuth listener.
     pub tokens: TokenConfig,
+    /// The public PKI listener (CRLs, OCSP) and the URLs certificates name.
+    pub pki: PkiConfig,
 }
 
 impl IdentityArgs {
@@ -300,13 +306,18 @@ impl ServeArgs {
             ca_key: self.ca.validate(&self.data.data_dir)?,
             intermediates: self.ca.use_intermediates(&self.ca.validate(&self.data.data_dir)?),
         };
-        if self.listen == self.health_listen && self.listen.port() != 0 {
-            return Err(Error::InvalidArgument("--listen and --health-listen must differ".into()));
+        let ports =
+            [("--listen", self.listen), ("--health-listen", self.health_listen), ("--pki-listen", self.pki.pki_listen)];
+        for (i, (a, x)) in ports.iter().enumerate() {
+            if let Some((b, _)) = ports[i + 1..].iter().find(|(_, y)| x == y && x.port() != 0) {
+                return Err(Error::InvalidArgument(format!("{a} and {b} must differ")));
+            }
         }
         Ok(ServeConfig {
             replica_id,
             accountability: self.accountability.validate()?,
             tokens: self.tokens.validate()?,
+            pki: self.pki.validate(self.listen)?,
             intermediate_lifetime: self.replica.intermediate_lifetime()?,
             intermediates: bootstrap.intermediates,
             data_dir: self.data.data_dir.clone(),

@@ -97,6 +97,14 @@ pub async fn serve(
     }
 }
 
+/// Serves `routes` alone on `listener` (the PKI listener) with the same caps and deadlines, until `shutdown`.
+pub async fn serve_routes(listener: TcpListener, routes: Router, shutdown: impl Future<Output = ()> + Send + 'static) {
+    tokio::select! {
+        _ = shutdown => {}
+        _ = accept_loop(listener, routes) => {}
+    }
+}
+
 async fn accept_loop(listener: TcpListener, app: Router) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {

@@ -31,13 +31,12 @@ const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// Intermediate records are kept as long as the certificates they signed: this long after they expire.
 const RETENTION: time::Duration = crate::store::EXPIRED_RETENTION;
 
-/// The replica's CA, with a first intermediate recorded in the store; what the root signs names CRLs under
-/// `crl_base`.
+/// The replica's CA, with a first intermediate recorded in the store; what it signs names `status` (CRLs, OCSP).
 pub async fn start(
     config: &ServeConfig,
     store: &Arc<dyn Store>,
     dir: &DataDir,
-    crl_base: String,
+    status: crate::pki::ca::StatusUrls,
 ) -> Result<Arc<CertificateAuthority>> {
     let (root, _) = crate::bootstrap::establish_root(
         dir,
@@ -48,7 +47,7 @@ pub async fn start(
         config.intermediates,
     )
     .await?;
-    let root = root.publishing_crls_at(Some(crl_base));
+    let root = root.publishing_status_at(Some(status));
     let longest_leaf = config.cert_validity.values().copied().chain([DEFAULT_CERT_VALIDITY]).max().unwrap_or_default();
     let policy = IntermediatePolicy {
         lifetime: time::Duration::try_from(config.intermediate_lifetime).map_err(|e| Error::internal("lifetime", e))?,

@@ -19,7 +19,6 @@ use crate::audit::reader::AuditReader;
 use crate::audit::refusals::Refusals;
 use crate::auth::{AuthLayer, Authenticator, MethodPolicy};
 use crate::config::{DEFAULT_CERT_VALIDITY, ServeConfig};
-use crate::crl::CrlPublisher;
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::health::Readiness;
@@ -28,6 +27,7 @@ use crate::metrics::store::MeteredStore;
 use crate::metrics::{Metrics, Scrape};
 use crate::proto::principal_service_server::PrincipalServiceServer;
 use crate::registry::Registry;
+use crate::revocation::CrlPublisher;
 use crate::server_cert::ServerCertificate;
 use crate::service::PrincipalApi;
 use crate::token::keys::TokenKeys;
@@ -41,6 +41,8 @@ const PRINCIPAL_SERVICE: &str = proto::principal_service_server::SERVICE_NAME;
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub health_addr: SocketAddr,
+    /// The public PKI listener (CRLs, OCSP).
+    pub pki_addr: SocketAddr,
     /// The OAuth HTTPS listener, when `--oauth-listen` is set.
     pub oauth_addr: Option<SocketAddr>,
     /// Set when this start bootstrapped an empty data dir.
@@ -65,6 +67,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let store = MeteredStore::wrap(config.store.open().await?, metrics.clone());
     let grpc_listener = bind(config.listen, "--listen").await?;
     let health_listener = bind(config.health_listen, "--health-listen").await?;
+    let pki_listener = bind(config.pki.listen, "--pki-listen").await?;
     let oauth_listener = match config.tokens.oauth_listen {
         Some(addr) => Some(bind(addr, "--oauth-listen").await?),
         None => None,
@@ -72,9 +75,10 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let oauth_addr = oauth_listener.as_ref().and_then(|l| l.local_addr().ok());
     let grpc_addr = grpc_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
     let health_addr = health_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
+    let pki_addr = pki_listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
     let bootstrapped_profile = first_start(&config, &dir, &store, grpc_addr).await?;
-    let crl_base = config.accountability.crl_url.clone().unwrap_or_else(|| http_base(health_addr));
-    let ca = crate::issuing::start(&config, &store, &dir, crl_base).await?;
+    let status_urls = config.pki.urls(pki_addr);
+    let ca = crate::issuing::start(&config, &store, &dir, status_urls.clone()).await?;
     let server_cert = ServerCertificate::load(&dir, ca.clone(), &config.bootstrap.server_names)?;
     let known = Arc::new(tls::KnownIntermediates::default());
     let tls = tls::server_config_completing(ca.cert_der(), server_cert.clone(), config.allow_tls12, known.clone())?;
@@ -116,10 +120,17 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     ));
     let refusals = Arc::new(Refusals::default());
     let tokens = start_tokens(&config, &store, &recorder, &metrics, oauth_addr).await?;
-    let crls = CrlPublisher::new(store.clone(), ca.clone(), config.accountability.crl_validity);
+    let issuers = crate::revocation::Issuers::load(ca.clone(), store.clone()).await?;
+    let crls = CrlPublisher::new(
+        store.clone(),
+        issuers.clone(),
+        Some(status_urls.crl_base.clone()),
+        config.accountability.crl_validity,
+    );
     if let Some(crls) = &crls {
         crls.refresh().await?;
     }
+    let ocsp = crate::revocation::Responder::new(issuers, store.clone(), config.accountability.crl_validity);
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -164,12 +175,22 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .serve_with_incoming_shutdown(incoming, wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
     let oauth_authenticator = authenticator;
-    let scrape = Scrape { metrics, readiness: readiness.clone(), ca: ca.clone(), server_cert: server_cert.clone() };
-    let http_routes = crate::crl::routes(crls.clone()).merge(crate::metrics::routes(Arc::new(scrape)));
+    let scrape = Scrape {
+        metrics,
+        readiness: readiness.clone(),
+        ca: ca.clone(),
+        server_cert: server_cert.clone(),
+        crls: crls.clone(),
+    };
     let http = tokio::spawn(crate::health::serve(
         health_listener,
         readiness.clone(),
-        http_routes,
+        crate::metrics::routes(Arc::new(scrape)),
+        wait_for(shutdown_rx.clone()),
+    ));
+    let pki = tokio::spawn(crate::health::serve_routes(
+        pki_listener,
+        crate::revocation::http::routes(crls.clone(), Some(ocsp)),
         wait_for(shutdown_rx.clone()),
     ));
     let crl_task = crls.clone().map(|crls| tokio::spawn(crls.run(shutdown_rx.clone())));
@@ -227,9 +248,10 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         // The last refusals counted go to the audit log before the process ends.
         let _ = tokio::time::timeout(Duration::from_secs(2), refused).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), pki).await;
     });
-    info!(grpc = %grpc_addr, health = %health_addr, data_dir = %dir.root().display(), "principald serving");
-    Ok(Running { grpc_addr, health_addr, oauth_addr, bootstrapped_profile, shutdown, task })
+    info!(grpc = %grpc_addr, health = %health_addr, pki = %pki_addr, data_dir = %dir.root().display(), "principald serving");
+    Ok(Running { grpc_addr, health_addr, pki_addr, oauth_addr, bootstrapped_profile, shutdown, task })
 }
 
 /// Bootstraps on a first start: when the store has no admin yet and this data dir no CA certificate. Returns the
@@ -369,15 +391,6 @@ async fn start_tokens(
     };
     let audit = config.accountability.audit_tokens.then(|| (recorder.clone(), store.clone()));
     Ok(Some(Arc::new(TokenIssuer { policy, keys, metrics: Some(metrics.clone()), audit })))
-}
-
-/// `http://HOST:PORT` of a listening address (`localhost` for a wildcard address).
-fn http_base(addr: SocketAddr) -> String {
-    match addr.ip() {
-        ip if ip.is_unspecified() => format!("http://localhost:{}", addr.port()),
-        std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{}", addr.port()),
-        ip => format!("http://{ip}:{}", addr.port()),
-    }
 }
 
 /// Writes the refused requests counted by the auth layer to the audit log, one event per source address and reason

@@ -76,6 +76,25 @@ data "aws_iam_policy_document" "task" {
     actions   = ["kms:DescribeKey", "kms:GetPublicKey"]
     resources = [aws_kms_key.ca.arn]
   }
+
+  # GenerateMac with the derivation key is the right to sign as any replica intermediate (their keys are derived
+  # from it): this key only, this algorithm only.
+  statement {
+    sid       = "DeriveWithTheCaDerivationKey"
+    actions   = ["kms:GenerateMac"]
+    resources = [aws_kms_key.ca_derive.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:MacAlgorithm"
+      values   = ["HMAC_SHA_256"]
+    }
+  }
+
+  statement {
+    sid       = "ReadTheCaDerivationKey"
+    actions   = ["kms:DescribeKey"]
+    resources = [aws_kms_key.ca_derive.arn]
+  }
 }
 
 resource "aws_iam_role_policy" "task" {

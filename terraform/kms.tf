@@ -71,6 +71,71 @@ data "aws_iam_policy_document" "ca_key" {
   }
 }
 
+# The CA's derivation secret: an HMAC key beside the root. Each replica intermediate's private key is derived from
+# GenerateMac (HMAC_SHA_256) over the intermediate's serial, so any replica can re-derive it and sign that
+# intermediate's CRLs and OCSP answers after the replica that made it died, and no intermediate key is ever stored.
+# The right to GenerateMac with this key is therefore the right to sign as any intermediate: it is guarded like
+# kms:Sign on the root (one algorithm, named principals) and granted to the replicas' task role only, since
+# ca_key_signers run bootstrap, which never derives. Its alias is the CA alias plus "-derive", the name
+# principald looks for (src/pki/signer/awskms.rs, companion_alias). KMS does not rotate HMAC keys, and replacing this
+# one changes every intermediate's key, so it is replaced only together with the root.
+resource "aws_kms_key" "ca_derive" {
+  #checkov:skip=CKV_AWS_7:KMS cannot rotate HMAC keys, and must not: a rotated MAC key would change every intermediate's derived key
+  description              = "${var.name} CA derivation secret (replica intermediates' keys)"
+  key_usage                = "GENERATE_VERIFY_MAC"
+  customer_master_key_spec = "HMAC_256"
+  deletion_window_in_days  = var.ca_key_deletion_window_days
+  policy                   = data.aws_iam_policy_document.ca_derive_key.json
+  tags                     = var.tags
+}
+
+resource "aws_kms_alias" "ca_derive" {
+  name          = "${aws_kms_alias.ca.name}-derive"
+  target_key_id = aws_kms_key.ca_derive.key_id
+}
+
+data "aws_iam_policy_document" "ca_derive_key" {
+  #checkov:skip=CKV_AWS_111:in a key policy, resources "*" means this key and nothing else
+  #checkov:skip=CKV_AWS_356:in a key policy, resources "*" means this key and nothing else
+  #checkov:skip=CKV_AWS_109:in a key policy, resources "*" means this key and nothing else; administration is limited to ca_key_administrators
+  statement {
+    sid       = "Administer"
+    actions   = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = local.key_admins
+    }
+  }
+
+  # Signing as any intermediate: the replicas only (bootstrap, run with ca_key_signers, never derives).
+  statement {
+    sid       = "ReplicasDeriveIntermediateKeys"
+    actions   = ["kms:GenerateMac"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = [aws_iam_role.task.arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "kms:MacAlgorithm"
+      values   = ["HMAC_SHA_256"]
+    }
+  }
+
+  # Replicas and bootstrap (which adopts this key rather than creating one) look it up by its alias.
+  statement {
+    sid       = "ReplicasDescribeTheKey"
+    actions   = ["kms:DescribeKey"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = concat([aws_iam_role.task.arn], var.ca_key_signers)
+    }
+  }
+}
+
 # Encrypts the tables and the logs at rest (a customer-managed key, rotated yearly).
 resource "aws_kms_key" "data" {
   description             = "${var.name} tables and logs"

@@ -18,6 +18,11 @@ output "ca_key_arn" {
   value       = aws_kms_key.ca.arn
 }
 
+output "ca_derive_key_arn" {
+  description = "ARN of the KMS HMAC key beside the CA root from which replica intermediates' keys are derived (alias: the CA alias + \"-derive\")."
+  value       = aws_kms_key.ca_derive.arn
+}
+
 output "table_prefix" {
   description = "PRINCIPALD_DYNAMODB_TABLE_PREFIX of this deployment."
   value       = "${var.name}-"
@@ -29,7 +34,7 @@ output "table_arns" {
 }
 
 output "task_role_arn" {
-  description = "The replicas' IAM role (least privilege: the tables and the CA key only)."
+  description = "The replicas' IAM role (least privilege: the tables, the CA key and its derivation key only)."
   value       = aws_iam_role.task.arn
 }
 

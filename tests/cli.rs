@@ -328,6 +328,8 @@ fn sigterm_stops_the_server_gracefully() {
             "127.0.0.1:0",
             "--health-listen",
             "127.0.0.1:0",
+            "--pki-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(tmp.path().join("data"))
@@ -366,6 +368,7 @@ async fn serve_refuses_to_replace_a_missing_ca_of_a_bootstrapped_store() {
     let mut config = config;
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.health_listen = "127.0.0.1:0".parse().unwrap();
+    config.pki.listen = "127.0.0.1:0".parse().unwrap();
 
     std::fs::remove_file(data.join("ca.key")).unwrap();
     let error = principald::server::start(config.clone()).await.err().expect("half a CA must be refused");
@@ -387,6 +390,7 @@ async fn serve_renews_a_due_or_broken_server_certificate_keeping_its_names() {
     server.running.shutdown().await;
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.health_listen = "127.0.0.1:0".parse().unwrap();
+    config.pki.listen = "127.0.0.1:0".parse().unwrap();
 
     // A server certificate in the last third of its life, with an extra name.
     let ca = principald::bootstrap::load_ca(&dir).unwrap();

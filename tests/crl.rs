@@ -97,7 +97,7 @@ async fn openssl_and_rustls_accept_valid_and_refuse_revoked_certificates_in_ever
         tokio::time::sleep(Duration::from_millis(100)).await;
         crls = fetch_all(&server).await;
     }
-    let health = server.running.health_addr;
+    let health = server.running.pki_addr;
     for (p, crl) in &crls {
         assert_eq!(crl.entries, 1, "partition {p}");
         assert!(crl.number > before[p].number, "the CRL number grows: {} -> {}", before[p].number, crl.number);
@@ -251,7 +251,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 #[tokio::test]
 async fn bad_partitions_are_refused_and_principalctl_fetches_every_crl() {
     let server = TestServer::start().await;
-    let health = server.running.health_addr;
+    let health = server.running.pki_addr;
     for bad in ["/crl/g.crl", "/crl/10.crl", "/crl/a", "/crl/..%2Fca.key", "/crl/A.crl"] {
         assert_eq!(get(health, bad).await.0, 404, "{bad}");
     }
@@ -284,7 +284,7 @@ async fn crls_expire_an_hour_after_signing_by_default_and_certificates_name_thei
     let der = leaf_der(&creds);
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     let serial = principald::model::Serial::from_bytes(cert.raw_serial());
-    let expected = format!("http://{}/crl/{}.crl", server.running.health_addr, partition_name(partition_of(&serial)));
+    let expected = format!("http://{}/crl/{}.crl", server.running.pki_addr, partition_name(partition_of(&serial)));
     let points = cert
         .extensions()
         .iter()

@@ -24,6 +24,7 @@ fn readme_walkthrough_works_verbatim() {
     let cwd = tempfile::tempdir().unwrap();
     let mut server = Command::new(PRINCIPALD)
         .args(["serve", "--data-dir", "./data", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"])
+        .args(["--pki-listen", "127.0.0.1:0"])
         .current_dir(cwd.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -243,7 +243,7 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
         needed.remove(&format!("dynamodb:{migrate_only}"));
     }
     let kms = calls("kms", "aws-sdk-kms", &[repo().join("src/pki/signer/awskms.rs")]);
-    assert!(kms.contains("kms:Sign") && kms.contains("kms:GetPublicKey"), "{kms:?}");
+    assert!(["kms:Sign", "kms:GetPublicKey", "kms:GenerateMac"].iter().all(|a| kms.contains(*a)), "{kms:?}");
     // Bootstrap creates a key when none exists; Terraform creates it here, so replicas only adopt it.
     needed.extend(
         kms.into_iter()
@@ -254,13 +254,15 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
     let policies = resources(&module, "data", "aws_iam_policy_document");
     let statements = policies["task"]["statement"].as_array().unwrap();
     let mut granted = BTreeSet::new();
+    // (action, resources) of every KMS grant: each action on the key it belongs to.
+    let mut kms_grants = BTreeSet::new();
     for statement in statements {
         let actions: Vec<String> = statement["actions"].as_array().unwrap().iter().map(text).collect();
         let resources = text(&statement["resources"]);
         for action in &actions {
             assert!(!action.contains('*'), "no wildcard actions: {action}");
             if action.starts_with("kms:") {
-                assert_eq!(resources, "[\"${aws_kms_key.ca.arn}\"]", "{action} on the CA key only");
+                kms_grants.insert((action.clone(), resources.clone()));
             } else if resources.contains("aws_dynamodb_table.audit") {
                 assert!(
                     ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"].contains(&action.as_str()),
@@ -285,8 +287,95 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
                 );
                 assert!(conditions.contains(&("kms:MessageType".into(), "[\"RAW\"]".into())), "{conditions:?}");
             }
+            if action == "kms:GenerateMac" {
+                assert_eq!(conditions(statement), mac_algorithm_condition(), "GenerateMac with HMAC_SHA_256 only");
+            }
             granted.insert(action.clone());
         }
     }
     assert_eq!(granted, needed, "task role actions (left) vs the calls the code makes (right)");
+    let (ca, derive) = ("[\"${aws_kms_key.ca.arn}\"]", "[\"${aws_kms_key.ca_derive.arn}\"]");
+    let expected: BTreeSet<(String, String)> = [
+        ("kms:DescribeKey", ca),
+        ("kms:GetPublicKey", ca),
+        ("kms:Sign", ca),
+        ("kms:DescribeKey", derive),
+        ("kms:GenerateMac", derive),
+    ]
+    .iter()
+    .map(|(a, r)| (a.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(kms_grants, expected, "each KMS action on its own key only: the root signs, the derivation key MACs");
+}
+
+/// A statement's conditions as (test, variable, values).
+fn conditions(statement: &Value) -> BTreeSet<(String, String, String)> {
+    statement
+        .get("condition")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| (text(&c["test"]), text(&c["variable"]), text(&c["values"])))
+        .collect()
+}
+
+fn mac_algorithm_condition() -> BTreeSet<(String, String, String)> {
+    [("StringEquals".to_string(), "kms:MacAlgorithm".to_string(), "[\"HMAC_SHA_256\"]".to_string())].into()
+}
+
+/// Whether the IAM action pattern `pattern` (`kms:Get*`, `kms:*`) covers `action`.
+fn covers(pattern: &str, action: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => action.starts_with(prefix),
+        None => pattern == action,
+    }
+}
+
+/// The CA's derivation key: an HMAC_256 key whose GenerateMac is the right to sign as any replica intermediate, so
+/// only the task role may call it (HMAC_SHA_256 only), and the code finds it under the alias Terraform gives it.
+#[test]
+fn the_derivation_key_is_an_hmac_key_only_the_replicas_can_use() {
+    let module = module();
+    let keys = resources(&module, "resource", "aws_kms_key");
+    let (root, derive) = (&keys["ca"], &keys["ca_derive"]);
+    assert_eq!(text(&derive["key_usage"]), "GENERATE_VERIFY_MAC");
+    assert_eq!(text(&derive["customer_master_key_spec"]), "HMAC_256");
+    assert_eq!(derive["deletion_window_in_days"], root["deletion_window_in_days"], "deleted as carefully as the root");
+    assert!(derive.get("enable_key_rotation").is_none_or(|r| r == false), "a rotated MAC key changes every key");
+    assert_eq!(text(&derive["policy"]), "${data.aws_iam_policy_document.ca_derive_key.json}");
+
+    // Named as the code names it: the CA alias plus "-derive", whether the URI names the alias or its ARN (the
+    // module's ca_key_uri is the alias ARN).
+    let aliases = resources(&module, "resource", "aws_kms_alias");
+    assert_eq!(text(&aliases["ca_derive"]["target_key_id"]), "${aws_kms_key.ca_derive.key_id}");
+    let ca_name = text(&aliases["ca"]["name"]).replace("${var.name}", "principald");
+    let derive_name = text(&aliases["ca_derive"]["name"]).replace("${aws_kms_alias.ca.name}", &ca_name);
+    let root_arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    assert_eq!(principald::pki::signer::kms_derive_alias(&ca_name, root_arn), derive_name);
+    let arn_of = |name: &str| format!("arn:aws:kms:eu-west-1:111122223333:{name}");
+    assert_eq!(principald::pki::signer::kms_derive_alias(&arn_of(&ca_name), root_arn), arn_of(&derive_name));
+    let locals: Vec<&Value> = module.get("locals").into_iter().flatten().collect();
+    assert!(
+        locals.iter().any(|l| l.get("ca_key_uri").is_some_and(|u| text(u) == "awskms:${aws_kms_alias.ca.arn}")),
+        "the deployment names the root by its alias ARN: {locals:?}"
+    );
+
+    // Key policy: administrators cannot MAC, GenerateMac is the task role's alone, with one algorithm.
+    let policies = resources(&module, "data", "aws_iam_policy_document");
+    let mut macs = 0;
+    for statement in policies["ca_derive_key"]["statement"].as_array().unwrap() {
+        let actions: Vec<String> = statement["actions"].as_array().unwrap().iter().map(text).collect();
+        assert!(!actions.iter().any(|a| covers(a, "kms:VerifyMac")), "nobody needs VerifyMac: {actions:?}");
+        if !actions.iter().any(|a| covers(a, "kms:GenerateMac")) {
+            continue;
+        }
+        macs += 1;
+        assert_eq!(actions, ["kms:GenerateMac"], "GenerateMac in a statement of its own");
+        let principals = statement["principals"].as_array().unwrap();
+        assert_eq!(principals.len(), 1, "{principals:?}");
+        assert_eq!(text(&principals[0]["type"]), "AWS");
+        assert_eq!(text(&principals[0]["identifiers"]), "[\"${aws_iam_role.task.arn}\"]", "the task role only");
+        assert_eq!(conditions(statement), mac_algorithm_condition());
+    }
+    assert_eq!(macs, 1, "one statement grants GenerateMac");
 }

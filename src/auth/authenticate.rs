@@ -121,18 +121,24 @@ impl Authenticator {
             )));
         }
         let cert = cert.ok_or_else(|| unauthenticated("client certificate is not registered with this server"))?;
-        if cert.revocation.is_some() {
-            return Err(unauthenticated("client certificate has been revoked"));
+        const WITHDRAWN: &str =
+            "client certificate was withdrawn with the other certificates of its principal: get a new one";
+        const ISSUER_REVOKED: &str =
+            "client certificate was signed by an issuing intermediate that has been revoked: get a new one";
+        let issuer_revoked = !cert.issuer.is_empty() && self.issuer_revoked(&cert.issuer);
+        if let Some(revocation) = &cert.revocation {
+            // Withdrawals are recorded as revocations too (for CRLs and OCSP); say which kind it was.
+            return Err(unauthenticated(match revocation.reason {
+                crate::model::RevocationReason::PrivilegeWithdrawn if cert.is_void_for(&principal) => WITHDRAWN,
+                crate::model::RevocationReason::CaCompromise if issuer_revoked => ISSUER_REVOKED,
+                _ => "client certificate has been revoked",
+            }));
         }
         if cert.is_void_for(&principal) {
-            return Err(unauthenticated(
-                "client certificate was withdrawn with the other certificates of its principal: get a new one",
-            ));
+            return Err(unauthenticated(WITHDRAWN));
         }
-        if !cert.issuer.is_empty() && self.issuer_revoked(&cert.issuer) {
-            return Err(unauthenticated(
-                "client certificate was signed by an issuing intermediate that has been revoked: get a new one",
-            ));
+        if issuer_revoked {
+            return Err(unauthenticated(ISSUER_REVOKED));
         }
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der);
         let fingerprint = crate::model::hex(digest.as_ref());

@@ -19,11 +19,8 @@ pub struct AccountabilityArgs {
     /// Also record every issued access token in the audit log (one durable write per token, so off by default).
     #[arg(long, env = "PRINCIPALD_AUDIT_TOKENS")]
     pub audit_tokens: bool,
-    /// Base URL of the CRLs (`BASE/crl/P.crl`), written into every certificate the root signs; default: the health
-    /// listener's address (`http://HOST:PORT`). Must reach this server's health port (or a copy of its CRLs).
-    #[arg(long, env = "PRINCIPALD_CRL_URL")]
-    pub crl_url: Option<String>,
-    /// Time from a CRL's thisUpdate to its nextUpdate; CRLs are re-signed on every revocation and at half of it.
+    /// Time from a CRL's or OCSP answer's thisUpdate to its nextUpdate; CRLs are re-signed on every revocation and at
+    /// half of it, OCSP answers re-made on every revocation.
     #[arg(long, env = "PRINCIPALD_CRL_VALIDITY", default_value = "1h")]
     pub crl_validity: String,
 }
@@ -37,8 +34,6 @@ pub struct AccountabilityConfig {
     pub audit_refusals_every: Duration,
     /// Whether issued access tokens are audit events.
     pub audit_tokens: bool,
-    /// Base URL of the CRLs; `None`: derived from the bound health address.
-    pub crl_url: Option<String>,
     pub crl_validity: Duration,
 }
 
@@ -55,36 +50,7 @@ impl AccountabilityArgs {
                 "--audit-refusals-every",
             )?,
             audit_tokens: self.audit_tokens,
-            crl_url: self.crl_url.as_deref().map(crl_url).transpose()?,
             crl_validity,
         })
-    }
-}
-
-/// A CRL base URL: http(s)://host[:port][/path], without query or fragment (it is written into certificates).
-fn crl_url(url: &str) -> Result<String, Error> {
-    let valid = (url.starts_with("http://") || url.starts_with("https://"))
-        && url.len() <= 200
-        && url.is_ascii()
-        && !url.contains(['?', '#', ' '])
-        && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-    if !valid {
-        return Err(Error::InvalidArgument(format!(
-            "invalid --crl-url {url:?}: expected http://host[:port][/path], e.g. http://ca.example.com:8080"
-        )));
-    }
-    Ok(url.trim_end_matches('/').to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crl_urls_are_checked() {
-        assert_eq!(crl_url("http://ca.example.com:8080/").unwrap(), "http://ca.example.com:8080");
-        for bad in ["ca.example.com", "ftp://x", "http://", "http:///x", "http://x/?a", "http://x/é"] {
-            assert!(crl_url(bad).is_err(), "{bad}");
-        }
     }
 }

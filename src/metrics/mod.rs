@@ -76,6 +76,8 @@ pub struct Metrics {
     ready: Gauge,
     epoch_age: Seconds,
     expiry: Family<CertificateLabels, Seconds>,
+    /// Seconds until the soonest nextUpdate of the CRLs this replica serves.
+    crl_next_update: Seconds,
     /// Unix milliseconds of the last successful revocation-epoch read (0: none yet).
     epoch_read_at: AtomicI64,
     /// Handles of the series every request touches, resolved once (a family lookup takes a lock and a hash).
@@ -101,6 +103,7 @@ impl Metrics {
         let ready = Gauge::default();
         let epoch_age = Seconds::default();
         let expiry = Family::<CertificateLabels, Seconds>::default();
+        let crl_next_update = Seconds::default();
         registry.register("rpc_requests", "gRPC requests by method and status code", rpc_requests.clone());
         registry.register("rpc_duration_seconds", "gRPC request latency by method", rpc_seconds.clone());
         registry.register("auth_requests", "authentication outcomes by reason", auth_outcomes.clone());
@@ -133,6 +136,11 @@ impl Metrics {
             "certificate_expiry_seconds",
             "seconds until the CA, the issuing intermediate and the server certificate expire",
             expiry.clone(),
+        );
+        registry.register(
+            "crl_next_update_seconds",
+            "seconds until the soonest nextUpdate of the CRLs this replica serves (negative: a relying party refuses it)",
+            crl_next_update.clone(),
         );
         // Series that alerts and rate() expect to exist before the first event: created at zero.
         for outcome in ["hit", "miss", "eviction"] {
@@ -171,6 +179,7 @@ impl Metrics {
             ready,
             epoch_age,
             expiry,
+            crl_next_update,
             epoch_read_at: AtomicI64::new(0),
         })
     }
@@ -205,7 +214,8 @@ impl Metrics {
 
     /// The exposition text, with the gauges that are read at scrape time set first: readiness and `expiries`
     /// (certificate, seconds left).
-    pub fn render(&self, ready: bool, expiries: &[(&'static str, f64)]) -> String {
+    pub fn render(&self, ready: bool, expiries: &[(&'static str, f64)], crl_next_update: Option<f64>) -> String {
+        self.crl_next_update.set(crl_next_update.unwrap_or(f64::INFINITY));
         self.ready.set(i64::from(ready));
         let read_at = self.epoch_read_at.load(Ordering::Relaxed);
         let age = if read_at == 0 { f64::INFINITY } else { (crate::audit::now_ms() - read_at) as f64 / 1000.0 };
@@ -227,6 +237,7 @@ pub struct Scrape {
     pub readiness: crate::health::Readiness,
     pub ca: Arc<crate::pki::ca::CertificateAuthority>,
     pub server_cert: Arc<crate::server_cert::ServerCertificate>,
+    pub crls: Option<Arc<crate::revocation::CrlPublisher>>,
 }
 
 /// `GET /metrics` for the health listener (Prometheus text format 0.0.4 / OpenMetrics text).
@@ -244,6 +255,7 @@ async fn serve(axum::extract::State(scrape): axum::extract::State<Arc<Scrape>>) 
         ("issuing", left(scrape.ca.issuing().not_after)),
         ("server", left(scrape.server_cert.not_after())),
     ];
-    let body = scrape.metrics.render(scrape.readiness.is_ready(), &expiries);
+    let crl = scrape.crls.as_ref().and_then(|c| c.all().iter().map(|c| left(c.next_update)).reduce(f64::min));
+    let body = scrape.metrics.render(scrape.readiness.is_ready(), &expiries, crl);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

@@ -31,8 +31,24 @@ pub struct Root {
     not_after: OffsetDateTime,
     /// Path length allows an intermediate below it (roots made before intermediates have path length 0).
     signs_intermediates: bool,
-    /// Where this root's CRLs are published (`BASE/crl/P.crl`); what it signs names them when set.
-    crl_base: Option<String>,
+    /// Where relying parties learn revocations (CRLs and OCSP); what it signs names them when set.
+    status: Option<StatusUrls>,
+}
+
+/// Where relying parties fetch revocation status: CRLs under `crl_base` (`BASE/crl/...`) and the OCSP responder at
+/// `ocsp`, both written into every certificate whose issuer can keep them current.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusUrls {
+    pub crl_base: String,
+    pub ocsp: String,
+}
+
+impl StatusUrls {
+    /// Both under one base URL (the PKI listener): `BASE/crl/...` and `BASE/ocsp`.
+    pub fn under(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        Self { crl_base: base.to_owned(), ocsp: format!("{base}/ocsp") }
+    }
 }
 
 impl Root {
@@ -75,14 +91,19 @@ impl Root {
             cert_der: cert_der.into_owned(),
             not_after,
             signs_intermediates: constraints.path_len_constraint.is_none_or(|n| n >= 1),
-            crl_base: None,
+            status: None,
         })
     }
 
-    /// The root, naming CRLs under `base` (e.g. `http://ca.example.com:8080`) in what it signs from now on.
-    pub fn publishing_crls_at(mut self, base: Option<String>) -> Self {
-        self.crl_base = base;
+    /// The root, naming `urls` (CRLs and OCSP) in what it and its intermediates sign from now on.
+    pub fn publishing_status_at(mut self, urls: Option<StatusUrls>) -> Self {
+        self.status = urls;
         self
+    }
+
+    /// The root's key (for the CRLs and OCSP answers it signs, and to derive its intermediates' keys).
+    pub fn signer(&self) -> &Arc<dyn Signer> {
+        &self.signer
     }
 
     pub fn cert_der(&self) -> &CertificateDer<'static> {
@@ -117,6 +138,9 @@ pub struct Issuing {
     pub rotate_at: Option<OffsetDateTime>,
     /// Signing blocks on KMS or a token (the root signs leaves itself and is remote).
     pub remote: bool,
+    /// Any replica can re-derive this key (see [`intermediate_key_context`]), so its CRLs and OCSP answers outlive
+    /// this replica: what it signs names them. True for the root.
+    pub derivable: bool,
 }
 
 impl Issuing {
@@ -173,6 +197,7 @@ impl CertificateAuthority {
             not_after: root.not_after,
             rotate_at: None,
             remote: root.signer.is_remote(),
+            derivable: true,
         });
         Self { root, replica: String::new(), policy: None, issuing: RwLock::new(issuing), rotate: Default::default() }
     }
@@ -213,6 +238,14 @@ impl CertificateAuthority {
         public_key: &impl PublicKeyData,
     ) -> Result<(rcgen::Certificate, Arc<Issuing>), Error> {
         let issuing = self.issuing();
+        let mut params = params.clone();
+        if let (Some(urls), Some(serial)) = (&self.root.status, &params.serial_number)
+            && issuing.derivable
+        {
+            params.crl_distribution_points =
+                vec![crate::pki::crl::distribution_point(&urls.crl_base, issuing.fingerprint(), serial)];
+            params.custom_extensions.push(crate::pki::crl::authority_info_access(&urls.ocsp));
+        }
         let sign = || params.signed_by(public_key, &issuing.issuer).map_err(|e| Error::internal("sign certificate", e));
         let on_workers = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
@@ -220,16 +253,14 @@ impl CertificateAuthority {
         Ok((cert, issuing))
     }
 
-    /// The CRL distribution point a leaf with `serial` gets: set when the root signs leaves itself and publishes CRLs
-    /// (a replica intermediate's key does not outlive the replica, so it cannot keep a CRL current).
-    pub fn leaf_distribution_point(&self, serial: &rcgen::SerialNumber) -> Option<rcgen::CrlDistributionPoint> {
-        let base = self.root.crl_base.as_deref()?;
-        self.issuing().record.is_none().then(|| crate::pki::crl::distribution_point(base, serial))
+    /// Where revocation status is published, if it is.
+    pub fn status_urls(&self) -> Option<&StatusUrls> {
+        self.root.status.as_ref()
     }
 
-    /// Where the root's CRLs are published, if they are.
-    pub fn crl_base(&self) -> Option<&str> {
-        self.root.crl_base.as_deref()
+    /// The root.
+    pub fn root(&self) -> &Root {
+        &self.root
     }
 
     /// Signs a CRL with the root key; DER. Blocking when the root is in KMS or on a token.
@@ -283,15 +314,51 @@ impl CertificateAuthority {
     }
 }
 
-/// A new in-memory key and its intermediate certificate, signed by the root.
+/// What an intermediate's key is derived from: its serial, which is chosen before the key and is in its certificate,
+/// as an unsigned big-endian number without leading zero bytes (DER adds one when the top bit is set; rcgen's serial
+/// bytes do not have it).
+pub fn intermediate_key_context(serial: &[u8]) -> Vec<u8> {
+    let start = serial.iter().position(|&b| b != 0).unwrap_or(serial.len());
+    let mut context = b"principald intermediate key v1\0".to_vec();
+    context.extend_from_slice(&serial[start..]);
+    context
+}
+
+/// The key of the intermediate with certificate `der`, re-derived from the root's derivation secret; `None` when
+/// that intermediate's key was not derived (made before keys were derivable) or the secret is unreachable. Blocking.
+pub fn rederive_intermediate_key(root: &Root, der: &[u8]) -> Option<KeyPair> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let pkcs8 =
+        crate::pki::signer::derive_p256_pkcs8(root.signer.as_ref(), &intermediate_key_context(cert.raw_serial()))
+            .map_err(|error| tracing::warn!(%error, "cannot derive an intermediate key"))
+            .ok()?;
+    let key = KeyPair::try_from(pkcs8.as_slice()).ok()?;
+    (key.subject_public_key_info() == cert.public_key().raw).then_some(key)
+}
+
+/// A new key (derived from the root's secret when it can be, else random and in memory only) and its intermediate
+/// certificate, signed by the root.
 fn sign_intermediate(root: &Root, replica: &str, policy: IntermediatePolicy) -> Result<Issuing, Error> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| Error::internal("generate intermediate key", e))?;
     let at = now();
     let not_after = (at + policy.lifetime + policy.longest_leaf + profile::BACKDATE).min(root.not_after);
     let mut params = profile::intermediate_certificate(replica, at - profile::BACKDATE, not_after);
-    if let (Some(base), Some(serial)) = (&root.crl_base, &params.serial_number) {
-        params.crl_distribution_points = vec![crate::pki::crl::distribution_point(base, serial)];
+    let serial = params.serial_number.clone().ok_or_else(|| Error::internal("intermediate", "no serial"))?;
+    let derived =
+        crate::pki::signer::derive_p256_pkcs8(root.signer.as_ref(), &intermediate_key_context(serial.as_ref()))
+            .and_then(|pkcs8| KeyPair::try_from(pkcs8.as_slice()).map_err(|e| Error::internal("load derived key", e)));
+    let (key, derivable) = match derived {
+        Ok(key) => (key, true),
+        Err(error) => {
+            tracing::warn!(%error, "the intermediate key cannot be derived from the root's secret: its certificates \
+                get no CRL or OCSP URL (run `principald bootstrap` with the same --ca-key to create the secret)");
+            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| Error::internal("generate intermediate key", e))?;
+            (key, false)
+        }
+    };
+    if let Some(urls) = &root.status {
+        params.crl_distribution_points = vec![crate::pki::crl::distribution_point(&urls.crl_base, "", &serial)];
+        params.custom_extensions.push(crate::pki::crl::authority_info_access(&urls.ocsp));
     }
     let cert = params.signed_by(&key, &root.issuer).map_err(|e| {
         Error::Unavailable(format!("the CA key {} could not sign an intermediate: {e}", root.signer.describe()))
@@ -315,6 +382,7 @@ fn sign_intermediate(root: &Root, replica: &str, policy: IntermediatePolicy) -> 
         not_after,
         rotate_at: Some(rotate_at),
         remote: false,
+        derivable,
     })
 }
 
@@ -336,6 +404,26 @@ mod tests {
         let root =
             Root::create(crate::pki::signer::in_memory().unwrap(), "test root", Duration::days(3650), true).unwrap();
         CertificateAuthority::with_intermediate(root, "r1", IntermediatePolicy { lifetime, longest_leaf }).unwrap()
+    }
+
+    #[test]
+    fn any_holder_of_the_root_re_derives_every_intermediate_key_whatever_its_serial() {
+        let ca = replica_ca(Duration::hours(24), Duration::days(30));
+        let mut top_bit = [false, false];
+        // Serials with and without the top bit set (DER then adds a leading zero byte) must both re-derive.
+        for _ in 0..24 {
+            let next = ca.next_intermediate().unwrap();
+            assert!(next.derivable);
+            let der = next.record.as_ref().unwrap().der.clone();
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            top_bit[usize::from(cert.raw_serial()[0] == 0)] = true;
+            let key = rederive_intermediate_key(ca.root(), &der).expect("re-derived");
+            assert_eq!(key.subject_public_key_info(), cert.public_key().raw);
+        }
+        assert_eq!(top_bit, [true, true], "both kinds of serial were tried");
+        let other = replica_ca(Duration::hours(24), Duration::days(30));
+        let der = ca.issuing().record.clone().unwrap().der;
+        assert!(rederive_intermediate_key(other.root(), &der).is_none(), "another root derives other keys");
     }
 
     #[test]

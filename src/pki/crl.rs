@@ -1,9 +1,12 @@
-//! What a CRL contains: partitions, distribution points, and the signed list of one partition.
+//! What a CRL contains: partitions, distribution points, the signed list of one partition, and the OCSP pointer.
 //!
-//! Certificates are spread over [`PARTITIONS`] partitions by the last hex digit of their serial (random, so the
-//! partitions are even). Each certificate the root signs names its partition's CRL in a CRL distribution point
-//! (`BASE/crl/P.crl`), and that partition's CRL carries the same URI as its issuing distribution point, so a relying
-//! party (openssl, webpki) checks a certificate against exactly the partition that covers it.
+//! Each issuer (the root, and every replica intermediate whose key can be re-derived) has its own CRLs, signed by
+//! itself: relying parties (webpki, openssl) accept no indirect CRLs. An issuer's certificates are spread over
+//! [`PARTITIONS`] partitions by the last hex digit of their serial (random, so the partitions are even). Each
+//! certificate names its partition's CRL in a CRL distribution point (`BASE/crl/P.crl` for the root,
+//! `BASE/crl/ISSUER/P.crl` for an intermediate, ISSUER being the first 16 hex digits of its SHA-256), and that CRL
+//! carries the same URI as its issuing distribution point, so a relying party checks a certificate against exactly
+//! the partition that covers it. Certificates also name the OCSP responder (authority information access).
 
 use rcgen::{
     CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint, KeyIdMethod, RevokedCertParams,
@@ -39,14 +42,44 @@ pub fn parse_partition(name: &str) -> Option<u8> {
     }
 }
 
-/// Where partition `partition`'s CRL is published under `base` (e.g. `http://ca.example.com:8080`).
-pub fn url(base: &str, partition: u8) -> String {
-    format!("{}/crl/{}.crl", base.trim_end_matches('/'), partition_name(partition))
+/// The path segment naming the issuer with SHA-256 fingerprint `issuer` ("" for the root) in CRL URLs.
+pub fn issuer_segment(issuer: &str) -> &str {
+    issuer.get(..16).unwrap_or(issuer)
 }
 
-/// The distribution point a certificate with `serial` carries.
-pub fn distribution_point(base: &str, serial: &SerialNumber) -> CrlDistributionPoint {
-    CrlDistributionPoint { uris: vec![url(base, partition_of_bytes(serial.as_ref()))] }
+/// Where partition `partition` of `issuer`'s CRLs ("" = the root) is published under `base` (e.g.
+/// `http://ca.example.com`).
+pub fn url(base: &str, issuer: &str, partition: u8) -> String {
+    let base = base.trim_end_matches('/');
+    match issuer_segment(issuer) {
+        "" => format!("{base}/crl/{}.crl", partition_name(partition)),
+        segment => format!("{base}/crl/{segment}/{}.crl", partition_name(partition)),
+    }
+}
+
+/// The distribution point a certificate with `serial` signed by `issuer` ("" = the root) carries.
+pub fn distribution_point(base: &str, issuer: &str, serial: &SerialNumber) -> CrlDistributionPoint {
+    CrlDistributionPoint { uris: vec![url(base, issuer, partition_of_bytes(serial.as_ref()))] }
+}
+
+/// The authority information access extension (RFC 5280 4.2.2.1) naming the OCSP responder at `ocsp_url`.
+pub fn authority_info_access(ocsp_url: &str) -> rcgen::CustomExtension {
+    use der::Encode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
+    const ID_PE_AUTHORITY_INFO_ACCESS: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 1, 1];
+    // A URL that is not IA5 (ASCII) cannot be configured: config checks it is an http URL.
+    let location = der::asn1::Ia5String::new(ocsp_url).map(GeneralName::UniformResourceIdentifier);
+    let content = location
+        .map(|access_location| {
+            AuthorityInfoAccessSyntax(vec![AccessDescription {
+                access_method: der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1"), // id-ad-ocsp
+                access_location,
+            }])
+        })
+        .and_then(|aia| aia.to_der())
+        .unwrap_or_default();
+    rcgen::CustomExtension::from_oid_content(&ID_PE_AUTHORITY_INFO_ACCESS, content)
 }
 
 /// A revoked, unexpired certificate as a CRL lists it.
@@ -60,9 +93,10 @@ pub struct RevokedEntry {
     pub issuer: String,
 }
 
-/// The unsigned CRL of one partition.
+/// The unsigned CRL of one partition of `issuer` ("" = the root).
 pub fn params(
     base: &str,
+    issuer: &str,
     partition: u8,
     number: u64,
     this_update: OffsetDateTime,
@@ -83,7 +117,7 @@ pub fn params(
         next_update,
         crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
         issuing_distribution_point: Some(CrlIssuingDistributionPoint {
-            distribution_point: CrlDistributionPoint { uris: vec![url(base, partition)] },
+            distribution_point: CrlDistributionPoint { uris: vec![url(base, issuer, partition)] },
             scope: None,
         }),
         revoked_certs,
@@ -121,6 +155,7 @@ mod tests {
         for bad in ["", "g", "10", "A", "../x", "1.crl"] {
             assert_eq!(parse_partition(bad), None, "{bad}");
         }
-        assert_eq!(url("http://h:1/", 11), "http://h:1/crl/b.crl");
+        assert_eq!(url("http://h:1/", "", 11), "http://h:1/crl/b.crl");
+        assert_eq!(url("http://h:1", &"ab".repeat(32), 0), "http://h:1/crl/abababababababab/0.crl");
     }
 }

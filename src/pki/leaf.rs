@@ -44,7 +44,7 @@ pub fn issue_client(
     if not_after <= now {
         return Err(Error::FailedPrecondition("the CA certificate has expired: re-bootstrap the CA".into()));
     }
-    let mut params = profile::client_certificate(
+    let params = profile::client_certificate(
         &identity.oids,
         &identity.trust_domain,
         kind,
@@ -52,9 +52,7 @@ pub fn issue_client(
         now - profile::BACKDATE,
         not_after,
     )?;
-    if let Some(point) = params.serial_number.as_ref().and_then(|serial| ca.leaf_distribution_point(serial)) {
-        params.crl_distribution_points = vec![point];
-    }
+    // The CA adds the CRL distribution point and OCSP pointer of the key that signs it.
     let (cert, issuing) = ca.sign(&params, public_key)?;
     let der = cert.der().to_vec();
     // Read back what was written, so the stored serial and dates are exactly what TLS peers will present.

@@ -5,6 +5,7 @@ pub mod crl;
 pub mod csr;
 pub mod identity;
 pub mod leaf;
+pub mod ocsp;
 pub mod oid;
 pub mod profile;
 pub mod signer;

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::reader::{AuditReader, Position};
 use crate::auth::Caller;
-use crate::crl::CrlPublisher;
+use crate::revocation::CrlPublisher;
 use crate::error::Error;
 use crate::proto::principal_service_server::PrincipalService;
 use crate::proto::{self as pb};

@@ -37,6 +37,7 @@ pub fn serve_config(data_dir: &Path, extra: &[&str]) -> ServeConfig {
     let dir = data_dir.to_str().unwrap();
     let mut args =
         vec!["principald", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"];
+    args.extend_from_slice(&["--pki-listen", "127.0.0.1:0"]);
     args.extend_from_slice(extra);
     match Cli::try_parse_from(args).expect("valid flags").command {
         Command::Serve(serve) => serve.validate().expect("valid config"),
@@ -89,6 +90,7 @@ impl TestServer {
         let mut config = self.config.clone();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.health_listen = "127.0.0.1:0".parse().unwrap();
+        config.pki.listen = "127.0.0.1:0".parse().unwrap();
         let mut server = Self::start_config(config).await;
         server._tmp = tmp;
         server
@@ -231,6 +233,8 @@ pub struct ServerProcess {
     pub child: std::process::Child,
     pub grpc: std::net::SocketAddr,
     pub health: std::net::SocketAddr,
+    /// The public PKI listener (CRLs, OCSP).
+    pub pki: std::net::SocketAddr,
 }
 
 impl ServerProcess {
@@ -240,6 +244,7 @@ impl ServerProcess {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_principald"));
         command
             .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0"])
+            .args(["--pki-listen", "127.0.0.1:0"])
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
@@ -261,10 +266,19 @@ impl ServerProcess {
             if line.contains("principald serving") {
                 let v: serde_json::Value = serde_json::from_str(&line).unwrap();
                 let addr = |k: &str| v["fields"][k].as_str().unwrap().parse().unwrap();
-                let (grpc, health) = (addr("grpc"), addr("health"));
+                let (grpc, health, pki) = (addr("grpc"), addr("health"), addr("pki"));
+                if std::env::var("DEBUG_CHILD").is_ok() {
+                    eprintln!("child start: {seen}");
+                }
                 // Keep draining the log so the process never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines {});
-                return Self { child, grpc, health };
+                std::thread::spawn(move || {
+                    for l in lines {
+                        if std::env::var("DEBUG_CHILD").is_ok() {
+                            eprintln!("child: {l:?}");
+                        }
+                    }
+                });
+                return Self { child, grpc, health, pki };
             }
         }
     }

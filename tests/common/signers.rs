@@ -49,3 +49,39 @@ pub fn pkcs11_tool_args() -> Vec<String> {
         pin,
     ]
 }
+
+/// The label of `uri`'s key object (`object=`).
+pub fn pkcs11_label(uri: &str) -> String {
+    uri.split("object=").nth(1).unwrap().split(['?', ';']).next().unwrap().to_owned()
+}
+
+/// Lines of `pkcs11-tool --list-objects --type TYPE` naming exactly `label`.
+pub fn pkcs11_objects_labelled(kind: &str, label: &str) -> usize {
+    let listing = std::process::Command::new("pkcs11-tool")
+        .args(pkcs11_tool_args())
+        .args(["--list-objects", "--type", kind])
+        .output();
+    let listing = listing.expect("pkcs11-tool (opensc) is installed");
+    String::from_utf8_lossy(&listing.stdout).matches(&format!("label:      {label}\n")).count()
+}
+
+/// A client of moto's KMS, as the operator's own tools would use it.
+pub async fn kms_client() -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(&aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await)
+}
+
+/// A derived intermediate key of `signer` for `context`: its public point (the PKCS#8 is loaded by rcgen as the CA
+/// loads it, and is compared by its public half only). Off the async workers: remote keys block.
+pub async fn derived_public_key(
+    signer: &std::sync::Arc<dyn principald::pki::signer::Signer>,
+    context: &[u8],
+) -> Vec<u8> {
+    let (signer, context) = (signer.clone(), context.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let pkcs8 = principald::pki::signer::derive_p256_pkcs8(signer.as_ref(), &context).expect("derive the key");
+        let key = rcgen::KeyPair::try_from(pkcs8.as_slice()).expect("rcgen loads the derived key");
+        rcgen::PublicKeyData::der_bytes(&key).to_vec()
+    })
+    .await
+    .unwrap()
+}

@@ -48,10 +48,13 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64) {
     let store: Arc<dyn Store> = Arc::new(store);
     let key = principald::pki::signer::in_memory().unwrap();
     let root_ca = principald::pki::ca::Root::create(key, "bench CA", time::Duration::days(365), false).unwrap();
-    let root_ca = root_ca.publishing_crls_at(Some("http://ca.example.test:8080".into()));
+    let base = "http://ca.example.test:8080";
+    let root_ca = root_ca.publishing_status_at(Some(principald::pki::ca::StatusUrls::under(base)));
     let ca = Arc::new(principald::pki::ca::CertificateAuthority::direct(root_ca));
+    let issuers = principald::revocation::Issuers::load(ca, store.clone()).await.unwrap();
     let publisher =
-        principald::crl::CrlPublisher::new(store, ca, Duration::from_secs(3600)).expect("CRLs are published");
+        principald::revocation::CrlPublisher::new(store, issuers, Some(base.into()), Duration::from_secs(3600))
+            .expect("CRLs are published");
     let rss_before = rss_kib();
     let started = Instant::now();
     let signed = publisher.refresh().await.unwrap();

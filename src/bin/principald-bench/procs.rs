@@ -66,7 +66,15 @@ pub fn principald(data_dir: &Path, args: &[String]) -> ServerProcess {
     let mut command = Command::new(sibling("principald"));
     command
         .args(["serve", "--log-format", "json", "--log-level", "warn,principald::server=info"])
-        .args(["--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+            "--pki-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(args);
     spawn(command, |line| {

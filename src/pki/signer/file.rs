@@ -1,4 +1,6 @@
-//! A root key in a PEM PKCS#8 file (0600): the embedded single-node default.
+//! A root key in a PEM PKCS#8 file (0600): the embedded single-node default; also the in-memory key of tests and
+//! tools. Its derivation secret is derived from the private key itself (`derive::file_secret`), so whoever holds the
+//! file can re-derive every intermediate's key, exactly as whoever holds it can sign as the root.
 
 use std::path::Path;
 
@@ -9,6 +11,8 @@ use crate::error::{Error, Result};
 
 pub struct FileKey {
     key: KeyPair,
+    /// HMAC key of `derive_secret`, made once from `key` (aws-lc keeps it; no other copy is kept here).
+    derive: aws_lc_rs::hmac::Key,
     point: Vec<u8>,
     spki: Vec<u8>,
     path: String,
@@ -31,7 +35,7 @@ impl FileKey {
         if key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
             return Err(Error::InvalidArgument(format!("{} is not an ECDSA P-256 key", path.display())));
         }
-        Ok(Self::from_key(key, format!("file:{}", path.display())))
+        Self::from_key(key, format!("file:{}", path.display()))
     }
 }
 
@@ -39,11 +43,12 @@ impl FileKey {
     pub fn generate_in_memory() -> Result<Self> {
         let key =
             KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("generate CA key", e))?;
-        Ok(Self::from_key(key, "memory".into()))
+        Self::from_key(key, "memory".into())
     }
 
-    fn from_key(key: KeyPair, path: String) -> Self {
-        Self { point: key.der_bytes().to_vec(), spki: key.subject_public_key_info(), key, path }
+    fn from_key(key: KeyPair, path: String) -> Result<Self> {
+        let derive = super::derive::file_secret(&key)?;
+        Ok(Self { point: key.der_bytes().to_vec(), spki: key.subject_public_key_info(), key, derive, path })
     }
 }
 
@@ -58,6 +63,10 @@ impl Signer for FileKey {
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
         rcgen::SigningKey::sign(&self.key, message).map_err(|e| Error::internal("sign with CA key", e))
+    }
+
+    fn derive_secret(&self, context: &[u8]) -> Result<[u8; 32]> {
+        super::derive::local_hmac(&self.derive, context)
     }
 
     fn describe(&self) -> String {

@@ -2,6 +2,9 @@
 //! never leaves the token: principald hashes locally and asks the token for a raw ECDSA signature (CKM_ECDSA), which
 //! it encodes as DER. The token is found by label (slot numbers move); one logged-in session, used by one signing
 //! thread at a time (a PKCS#11 session is not thread-safe).
+//!
+//! Beside the key pair lives its derivation secret: a generic secret key (32 bytes, sign-only, sensitive,
+//! non-extractable) labelled `OBJECT-derive`; `derive_secret` is a CKM_SHA256_HMAC signature with it.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -20,6 +23,8 @@ use crate::error::{Error, Result};
 const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// How long a new key's creator waits for a concurrent creator's key before choosing between them.
 const GENERATION_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+/// How often a token that does not answer C_GetTokenInfo is asked, 100 ms apart.
+const TOKEN_INFO_TRIES: u32 = 5;
 /// DER OBJECT IDENTIFIER prime256v1, the CKA_EC_PARAMS of a P-256 key.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
@@ -27,6 +32,8 @@ pub struct TokenKey {
     /// `None` only while dropping (the session closes under the process-wide lock).
     session: Mutex<Option<Session>>,
     key: ObjectHandle,
+    /// The derivation secret, or the label it would have when the token has none (opened without `create`).
+    derive: std::result::Result<ObjectHandle, String>,
     _context: Pkcs11,
     name: String,
     spki: Vec<u8>,
@@ -47,12 +54,9 @@ impl TokenKey {
         // starting together could each create a key with the label.
         let _creating = if create { Some(host_lock(&module, uri)?) } else { None };
         let context = context_for(&module)?;
-        let slot = context
-            .get_slots_with_token()
-            .map_err(|e| fail("list slots", e))?
-            .into_iter()
-            .find(|slot| context.get_token_info(*slot).is_ok_and(|t| t.label().trim_end() == uri.token))
-            .ok_or_else(|| Error::FailedPrecondition(format!("no PKCS#11 token labelled {:?}", uri.token)))?;
+        let slot = find_token(&context, &uri.token).map_err(|e| fail("list slots", e))?;
+        let slot =
+            slot.ok_or_else(|| Error::FailedPrecondition(format!("no PKCS#11 token labelled {:?}", uri.token)))?;
         let session = context.open_rw_session(slot).map_err(|e| fail("open session", e))?;
         let pin = AuthPin::from(read_pin(&uri.pin)?);
         match session.login(UserType::User, Some(&pin)) {
@@ -85,7 +89,19 @@ impl TokenKey {
         let point = public_point(&session, key, &label).map_err(|e| fail("read public key", e))??;
         let spki = super::spki_of_point(&point);
         super::point_of_spki(&spki)?;
-        Ok(Self { session: Mutex::new(Some(session)), key, _context: context, name, spki, point })
+        let derive_label = derive_label(&uri.object);
+        let secrets = find_secrets(&session, &derive_label).map_err(|e| fail("find derivation key", e))?;
+        let derive = match secrets {
+            keys if !keys.is_empty() => Ok(oldest(&session, keys).map_err(|e| fail("read key id", e))?),
+            _ if create => {
+                Ok(generate_secret(&session, &derive_label).map_err(|e| fail("generate derivation key", e))?)
+            }
+            _ => {
+                tracing::warn!(key = %name, "no derivation key on the token: intermediates' keys cannot be re-derived");
+                Err(String::from_utf8_lossy(&derive_label).into_owned())
+            }
+        };
+        Ok(Self { session: Mutex::new(Some(session)), key, derive, _context: context, name, spki, point })
     }
 }
 
@@ -109,6 +125,26 @@ fn context_for(module: &std::path::Path) -> Result<Pkcs11> {
     }
     contexts.push((module.to_owned(), context.clone()));
     Ok(context)
+}
+
+/// The slot of the token labelled `label`. A token that cannot answer C_GetTokenInfo for a moment (SoftHSM2 while
+/// another process rewrites its files answers CKR_GENERAL_ERROR) is asked again before it counts as absent.
+fn find_token(context: &Pkcs11, label: &str) -> cryptoki::error::Result<Option<cryptoki::slot::Slot>> {
+    for attempt in 1..=TOKEN_INFO_TRIES {
+        let mut unanswered = false;
+        for slot in context.get_slots_with_token()? {
+            match context.get_token_info(slot) {
+                Ok(info) if info.label().trim_end() == label => return Ok(Some(slot)),
+                Ok(_) => {}
+                Err(_) => unanswered = true,
+            }
+        }
+        if !unanswered || attempt == TOKEN_INFO_TRIES {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(None)
 }
 
 /// An exclusive lock, for this host, on creating `uri`'s key (released when the file is dropped).
@@ -163,6 +199,15 @@ fn oldest(session: &Session, keys: Vec<ObjectHandle>) -> cryptoki::error::Result
     Ok(with_ids[0].1)
 }
 
+/// `found` and `ours`: a search right after creating an object can miss it (SoftHSM2 re-reading its files while
+/// another process writes), and the choice must include the key just made.
+fn with(mut found: Vec<ObjectHandle>, ours: ObjectHandle) -> Vec<ObjectHandle> {
+    if !found.contains(&ours) {
+        found.push(ours);
+    }
+    found
+}
+
 /// Generates a token key pair (private part sensitive and non-extractable) with `label` and a random id. If another
 /// process generated one with the same label meanwhile, the one with the lowest id is kept and ours is destroyed.
 fn generate(session: &Session, label: &[u8], id: Option<Vec<u8>>) -> cryptoki::error::Result<ObjectHandle> {
@@ -193,13 +238,55 @@ fn generate(session: &Session, label: &[u8], id: Option<Vec<u8>>) -> cryptoki::e
     // too: give its key time to appear, then every process keeps the same one (the lowest id). Only a key's creator
     // destroys it.
     std::thread::sleep(GENERATION_SETTLE);
-    let keys = find_keys(session, ObjectClass::PRIVATE_KEY, label)?;
-    let keep = oldest(session, keys)?;
+    let keep = oldest(session, with(find_keys(session, ObjectClass::PRIVATE_KEY, label)?, private_handle))?;
     if keep != private_handle {
         session.destroy_object(private_handle)?;
         session.destroy_object(public_handle)?;
     } else {
         tracing::info!(label = %String::from_utf8_lossy(label), "created the CA root key on the PKCS#11 token");
+    }
+    Ok(keep)
+}
+
+/// The label of the derivation secret of the key labelled `object`.
+fn derive_label(object: &str) -> Vec<u8> {
+    format!("{object}-derive").into_bytes()
+}
+
+fn find_secrets(session: &Session, label: &[u8]) -> cryptoki::error::Result<Vec<ObjectHandle>> {
+    session.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::Label(label.to_vec()),
+    ])
+}
+
+/// Generates the derivation secret: 32 random bytes made on the token, usable only to sign (HMAC), never readable
+/// or wrappable, not usable to derive other keys. Same race rule as [`generate`]: the lowest id is kept.
+fn generate_secret(session: &Session, label: &[u8]) -> cryptoki::error::Result<ObjectHandle> {
+    let mut id = vec![0u8; 16];
+    aws_lc_rs::rand::fill(&mut id).expect("operating system random number generator failed");
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        // With CKA_DERIVE, C_DeriveKey could turn it into an extractable key.
+        Attribute::Derive(false),
+        Attribute::Label(label.to_vec()),
+        Attribute::Id(id),
+    ];
+    let created = session.generate_key(&Mechanism::GenericSecretKeyGen, &template)?;
+    std::thread::sleep(GENERATION_SETTLE);
+    let keep = oldest(session, with(find_secrets(session, label)?, created))?;
+    if keep != created {
+        session.destroy_object(created)?;
+    } else {
+        tracing::info!(label = %String::from_utf8_lossy(label), "created the derivation key on the PKCS#11 token");
     }
     Ok(keep)
 }
@@ -257,6 +344,32 @@ impl Signer for TokenKey {
                 .map_err(|e| Error::Unavailable(format!("{}: sign: {e}", self.name)))?
         };
         super::der_signature(&raw)
+    }
+
+    fn derive_secret(&self, context: &[u8]) -> Result<[u8; 32]> {
+        super::derive::check_context(context)?;
+        let derive = match &self.derive {
+            Ok(handle) => *handle,
+            Err(label) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "the CA key {} has no derivation key: the token holds no secret key labelled {label:?}; run \
+                     `principald bootstrap` with the same key URI (it creates it), then restart principald",
+                    self.name
+                )));
+            }
+        };
+        let mut mac = {
+            let _one_at_a_time = TOKEN_CALLS.lock().unwrap_or_else(|p| p.into_inner());
+            let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let session = session.as_ref().ok_or_else(|| Error::internal("PKCS#11", "session closed"))?;
+            session
+                .sign(&Mechanism::Sha256Hmac, derive, context)
+                .map_err(|e| Error::Unavailable(format!("{}: HMAC: {e}", self.name)))?
+        };
+        let secret = <[u8; 32]>::try_from(mac.as_slice())
+            .map_err(|_| Error::internal("PKCS#11 HMAC", format!("{} bytes, expected 32", mac.len())));
+        super::derive::wipe(&mut mac);
+        secret
     }
 
     fn describe(&self) -> String {

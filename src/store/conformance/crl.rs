@@ -87,3 +87,36 @@ pub async fn enrollment_tokens_are_consumed_once_with_their_certificate(store: A
     let cert = crate::model::CertificateRecord { generation: active.generation, ..certificate("e8", &suspended, t0()) };
     s.enroll("bb", &cert, t0(), None).await.unwrap();
 }
+
+/// Suspension voids the principal's certificates by its floor; relying parties learn it from the revoked-certificate
+/// reads (privilegeWithdrawn). Certificates issued after reactivation stay live, even when a sweep is finished late.
+pub async fn suspension_revokes_what_the_floor_voids_and_nothing_after(store: Arc<dyn Store>) {
+    use crate::model::PrincipalStatus::{Active, Suspended};
+    let s = store.as_ref();
+    let p = principal("held", PrincipalType::Worker);
+    s.create_principal(&p, None).await.unwrap();
+    for serial in ["0c", "1c"] {
+        s.insert_certificate(&certificate(serial, &p, t0()), None).await.unwrap();
+    }
+    s.revoke_certificate(&"1c".parse().unwrap(), RevocationReason::Superseded, t0(), None).await.unwrap();
+    s.transition_principal(&p.id, &[Active], Suspended, Some("lost"), t0(), None).await.unwrap();
+    let revoked = s.revoked_certificates(12, t0()).await.unwrap();
+    let listed: Vec<(&str, RevocationReason)> = revoked.iter().map(|e| (e.serial.as_str(), e.reason)).collect();
+    assert_eq!(
+        listed,
+        [("0c", RevocationReason::PrivilegeWithdrawn), ("1c", RevocationReason::Superseded)],
+        "the voided certificate is listed, an earlier revocation keeps its reason"
+    );
+    // A key compromise found later replaces the withdrawal (once).
+    let compromised = s.revoke_certificate(&"0c".parse().unwrap(), RevocationReason::KeyCompromise, t0(), None).await;
+    assert_eq!(compromised.unwrap().revocation.unwrap().reason, RevocationReason::KeyCompromise);
+    let again = s.revoke_certificate(&"0c".parse().unwrap(), RevocationReason::Superseded, t0(), None).await;
+    assert!(matches!(again, Err(crate::error::Error::FailedPrecondition(_))), "{again:?}");
+    let active = s.transition_principal(&p.id, &[Suspended], Active, None, t0(), None).await.unwrap();
+    let mut fresh = certificate("2c", &active, t0());
+    fresh.generation = active.generation;
+    s.insert_certificate(&fresh, None).await.unwrap();
+    s.finish_sweeps().await.unwrap();
+    assert_eq!(s.get_certificate(&fresh.serial).await.unwrap().unwrap().revocation, None, "a live certificate stays");
+    assert_eq!(s.revoked_certificates(12, t0()).await.unwrap().len(), 2);
+}

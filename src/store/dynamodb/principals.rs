@@ -51,8 +51,11 @@ impl DynamoStore {
         let mut writes = vec![
             TransactWriteItem::builder().update(update.build().map_err(|e| Error::internal("update", e))?).build(),
         ];
-        if to != PrincipalStatus::Active {
-            writes.push(self.epoch_bump()?);
+        // What the raised floor voids is then revoked for relying parties (CRLs, OCSP) by a recorded sweep.
+        let sweep = (to != PrincipalStatus::Active)
+            .then(|| Sweep { principal: id.clone(), reason: RevocationReason::PrivilegeWithdrawn });
+        if let Some(sweep) = &sweep {
+            writes.push(writes::epoch_bump(&self.meta, Some(sweep))?);
         }
         if let Err(failure) = self.transact_audited(writes, audit).await {
             if !failure.failed_condition(0) {
@@ -60,6 +63,12 @@ impl DynamoStore {
             }
             let current = self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))?;
             return Err(errors::wrong_status(&current, to));
+        }
+        if let Some(sweep) = &sweep {
+            // The change is made; a sweep cut short here is finished by `finish_sweeps`.
+            if let Err(error) = self.sweep(sweep, at).await {
+                tracing::warn!(%error, principal = %id, "certificate sweep interrupted; it will be finished in the background");
+            }
         }
         self.get_principal(id).await?.ok_or_else(|| errors::principal_not_found(id))
     }

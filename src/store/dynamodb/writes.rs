@@ -153,13 +153,16 @@ pub fn revoke(
             ":partition",
             s(&crate::pki::crl::partition_name(crate::pki::crl::partition_of(serial))),
         );
+    // Unrevoked, or only withdrawn with its principal's other certificates: an explicit revocation (a key compromise
+    // found later) replaces a withdrawal.
+    let unrevoked = "attribute_exists(serial) AND (attribute_not_exists(revoked_at) OR revocation_reason = :withdrawn)";
+    update =
+        update.expression_attribute_values(":withdrawn", n(i64::from(RevocationReason::PrivilegeWithdrawn.code())));
     update = match owner {
         Some(owner) => update
-            .condition_expression(
-                "attribute_exists(serial) AND attribute_not_exists(revoked_at) AND principal_id = :owner",
-            )
+            .condition_expression(format!("{unrevoked} AND principal_id = :owner"))
             .expression_attribute_values(":owner", s(owner.as_str())),
-        None => update.condition_expression("attribute_exists(serial) AND attribute_not_exists(revoked_at)"),
+        None => update.condition_expression(unrevoked),
     };
     Ok(TransactWriteItem::builder().update(built("revoke update", update.build())?).build())
 }

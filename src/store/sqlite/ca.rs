@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::rows::{bump_epoch, corrupt, sql_err, timestamp};
 use crate::error::{Error, Result};
-use crate::model::{IntermediateRecord, TokenKeyRecord};
+use crate::model::{IntermediateRecord, RevocationReason, TokenKeyRecord};
 use crate::store::CaClaim;
 
 /// The recorded claim, and whether it is `claim` recorded by this call.
@@ -86,6 +86,12 @@ pub(super) fn revoke(conn: &Connection, fingerprint: &str, at: OffsetDateTime) -
     conn.execute(
         "UPDATE intermediates SET revoked_at = ?2 WHERE fingerprint = ?1",
         params![fingerprint, at.unix_timestamp()],
+    )
+    .map_err(sql_err)?;
+    // What it signed is revoked with it (CRLs, OCSP), in this same write.
+    conn.execute(
+        "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3 WHERE issuer = ?1 AND revoked_at IS NULL",
+        params![fingerprint, at.unix_timestamp(), RevocationReason::CaCompromise.code()],
     )
     .map_err(sql_err)?;
     bump_epoch(conn)?;

@@ -153,7 +153,9 @@ impl Store for SqliteStore {
             )
             .map_err(sql_err)?;
             if to != PrincipalStatus::Active {
+                // The floor rises, and what it voids is revoked for relying parties (CRLs, OCSP) in this same write.
                 raise_generation(conn, &id)?;
+                revoke_below_floor(conn, &id, RevocationReason::PrivilegeWithdrawn, at.unix_timestamp())?;
                 bump_epoch(conn)?;
             }
             audit::append(conn, event.as_ref())?;
@@ -259,7 +261,8 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let current =
                 select_certificate(conn, &serial)?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))?;
-            if current.revocation.is_some() {
+            // An explicit revocation (a key compromise found later) replaces a withdrawal with the principal's others.
+            if current.revocation.is_some_and(|r| r.reason != RevocationReason::PrivilegeWithdrawn) {
                 return Err(Error::FailedPrecondition(format!("certificate {serial} is already revoked")));
             }
             conn.execute(

@@ -87,6 +87,25 @@ pub(super) fn revoke_all(conn: &Connection, principal: &PrincipalId, reason: Rev
     Ok(u32::try_from(revoked).unwrap_or(u32::MAX))
 }
 
+/// Marks revoked, for `reason`, every unrevoked certificate of `principal` below its current generation (void by its
+/// floor), so CRLs and OCSP say what authentication already refuses. Returns how many.
+pub(super) fn revoke_below_floor(
+    conn: &Connection,
+    principal: &PrincipalId,
+    reason: RevocationReason,
+    at: i64,
+) -> Result<u32> {
+    let revoked = conn
+        .execute(
+            "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
+             WHERE principal_id = ?1 AND revoked_at IS NULL
+               AND generation < (SELECT generation FROM principals WHERE id = ?1)",
+            params![principal.as_str(), at, reason.code()],
+        )
+        .map_err(sql_err)?;
+    Ok(u32::try_from(revoked).unwrap_or(u32::MAX))
+}
+
 pub(super) fn raise_generation(conn: &Connection, principal: &PrincipalId) -> Result<()> {
     conn.execute("UPDATE principals SET generation = generation + 1 WHERE id = ?1", [principal.as_str()])
         .map_err(sql_err)?;

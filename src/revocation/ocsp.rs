@@ -1,0 +1,225 @@
+//! The OCSP responder (RFC 6960, RFC 5019 profile): answers good, revoked (time and reason) or unknown for each
+//! certificate a request names, signed by that certificate's own issuer.
+//!
+//! A status is read from the store (the certificate's record, its principal's revocation floor and its issuer), so a
+//! suspension or an intermediate's revocation is "revoked" here before any sweep has marked the records. Answers are
+//! cached per issuer and serial until the revocation epoch moves (read at most once per [`EPOCH_EVERY`]); a request
+//! without a nonce gets a cached signed response (what RFC 5019 caches expect), one with a nonce a freshly signed one
+//! echoing it, except from a remote root (KMS, HSM), which answers from its cache without the nonce.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::issuers::{Issuer, Issuers};
+use crate::error::{Error, Result};
+use crate::model::{PrincipalStatus, RevocationReason, Serial, now};
+use crate::pki::ocsp::{self, CertRef, ResponseStatus, Status};
+use crate::store::Store;
+
+/// How stale the revocation epoch this responder acts on may be.
+const EPOCH_EVERY: Duration = Duration::from_millis(500);
+/// How many certificates one request may ask about (RFC 5019 clients ask about one).
+pub const MAX_CERTS: usize = 16;
+/// Bound on cached answers; the cache is emptied when it is full (and on every epoch change).
+const MAX_CACHED: usize = 100_000;
+
+/// A DER OCSP response and how long caches may keep it.
+pub struct Answer {
+    pub der: Vec<u8>,
+    /// Set for successful responses without a nonce: their thisUpdate and nextUpdate.
+    pub cacheable: Option<(OffsetDateTime, OffsetDateTime)>,
+}
+
+pub struct Responder {
+    issuers: Arc<Issuers>,
+    store: Arc<dyn Store>,
+    validity: time::Duration,
+    state: Mutex<State>,
+}
+
+/// A signed response with its thisUpdate and nextUpdate.
+type Signed = (Vec<u8>, OffsetDateTime, OffsetDateTime);
+
+#[derive(Default)]
+struct State {
+    epoch: u64,
+    checked: Option<Instant>,
+    issuers_refreshed: Option<Instant>,
+    /// Signed single-certificate responses without a nonce, by issuer fingerprint and serial.
+    signed: HashMap<(String, Serial), Arc<Signed>>,
+}
+
+impl Responder {
+    /// Answers stay valid for `validity` (nextUpdate), and are replaced as soon as the epoch moves.
+    pub fn new(issuers: Arc<Issuers>, store: Arc<dyn Store>, validity: Duration) -> Arc<Self> {
+        let validity = time::Duration::try_from(validity).unwrap_or(time::Duration::HOUR);
+        Arc::new(Self { issuers, store, validity, state: Mutex::default() })
+    }
+
+    /// The response to the DER OCSP request `der`. Never fails: errors become OCSP error statuses.
+    pub async fn respond(&self, der: &[u8]) -> Answer {
+        let unsigned = |status| Answer { der: ocsp::error_response(status), cacheable: None };
+        let Ok(query) = ocsp::parse_request(der, MAX_CERTS) else {
+            return unsigned(ResponseStatus::MalformedRequest);
+        };
+        if let Err(error) = self.follow_epoch().await {
+            tracing::debug!(%error, "OCSP: cannot read the revocation epoch");
+            return unsigned(ResponseStatus::TryLater);
+        }
+        let Some(issuer) = self.issuer_of(&query.certs).await else {
+            return unsigned(ResponseStatus::Unauthorized);
+        };
+        match self.answer(&issuer, &query.certs, query.nonce.as_deref()).await {
+            Ok(answer) => answer,
+            Err(Error::Unavailable(_)) => unsigned(ResponseStatus::TryLater),
+            Err(error) => {
+                tracing::warn!(%error, "OCSP: cannot answer");
+                unsigned(ResponseStatus::InternalError)
+            }
+        }
+    }
+
+    /// Reads the epoch (at most every [`EPOCH_EVERY`]) and forgets every answer when it moved.
+    async fn follow_epoch(&self) -> Result<()> {
+        let due = self.lock().checked.is_none_or(|t| t.elapsed() >= EPOCH_EVERY);
+        if !due {
+            return Ok(());
+        }
+        let epoch = self.store.revocation_epoch().await?;
+        let mut state = self.lock();
+        if state.epoch != epoch || state.checked.is_none() {
+            state.signed.clear();
+        }
+        state.epoch = epoch;
+        state.checked = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The one issuer every certificate of the request names; re-reads the issuers (at most once a second) when a
+    /// request names one not known yet (a new intermediate of another replica).
+    async fn issuer_of(&self, certs: &[CertRef]) -> Option<Arc<Issuer>> {
+        for attempt in 0..2 {
+            let found = self.issuers.snapshot().issuers.into_iter().find(|i| i.ocsp.matches_key(&certs[0]));
+            if let Some(issuer) = found {
+                return certs.iter().all(|c| issuer.ocsp.matches_key(c)).then_some(issuer);
+            }
+            let may_refresh = attempt == 0 && {
+                let mut state = self.lock();
+                let due = state.issuers_refreshed.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if due {
+                    state.issuers_refreshed = Some(Instant::now());
+                }
+                due
+            };
+            if !may_refresh || self.issuers.refresh().await.is_err() {
+                return None;
+            }
+        }
+        None
+    }
+
+    async fn answer(&self, issuer: &Arc<Issuer>, certs: &[CertRef], nonce: Option<&[u8]>) -> Result<Answer> {
+        let nonce = nonce.filter(|_| !issuer.remote());
+        if let ([cert], None) = (certs, nonce) {
+            let key = (issuer.fingerprint.clone(), serial_of(cert));
+            if let Some(hit) = self.lock().signed.get(&key).cloned() {
+                return Ok(Answer { der: hit.0.clone(), cacheable: Some((hit.1, hit.2)) });
+            }
+            let epoch = self.lock().epoch;
+            let (der, this_update, next_update) = self.sign(issuer, certs, None).await?;
+            let mut state = self.lock();
+            if state.epoch == epoch {
+                if state.signed.len() >= MAX_CACHED {
+                    state.signed.clear();
+                }
+                state.signed.insert(key, Arc::new((der.clone(), this_update, next_update)));
+            }
+            return Ok(Answer { der, cacheable: Some((this_update, next_update)) });
+        }
+        let (der, this_update, next_update) = self.sign(issuer, certs, nonce).await?;
+        Ok(Answer { der, cacheable: nonce.is_none().then_some((this_update, next_update)) })
+    }
+
+    async fn sign(
+        &self,
+        issuer: &Arc<Issuer>,
+        certs: &[CertRef],
+        nonce: Option<&[u8]>,
+    ) -> Result<(Vec<u8>, OffsetDateTime, OffsetDateTime)> {
+        let mut statuses = Vec::with_capacity(certs.len());
+        for cert in certs {
+            // Asked about under this issuer's key but another issuer's name: not one of this issuer's certificates.
+            let status = match issuer.ocsp.matches(cert) {
+                true => self.status(issuer, &serial_of(cert)).await?,
+                false => Status::Unknown,
+            };
+            statuses.push(status);
+        }
+        let this_update = now();
+        let next_update = (this_update + self.validity).min(issuer.not_after);
+        let (issuer, certs, nonce) = (issuer.clone(), certs.to_vec(), nonce.map(<[u8]>::to_vec));
+        let build = move || {
+            let answers: Vec<(&CertRef, Status)> = certs.iter().zip(statuses).collect();
+            ocsp::build_response(&issuer.ocsp, &answers, nonce.as_deref(), this_update, next_update, |tbs| {
+                issuer.sign(tbs)
+            })
+        };
+        let der = tokio::task::spawn_blocking(build).await.map_err(|e| Error::internal("sign OCSP response", e))??;
+        Ok((der, this_update, next_update))
+    }
+
+    /// What relying parties should believe about the certificate `serial` of `issuer`.
+    async fn status(&self, issuer: &Issuer, serial: &Serial) -> Result<Status> {
+        if issuer.is_root()
+            && let Some(intermediate) = self.issuers.snapshot().intermediates.get(serial)
+        {
+            return Ok(match intermediate.revoked_at {
+                Some(at) => revoked(at, RevocationReason::CaCompromise),
+                None => Status::Good,
+            });
+        }
+        let Some(cert) = self.store.get_certificate(serial).await? else { return Ok(Status::Unknown) };
+        if cert.issuer != issuer.fingerprint {
+            return Ok(Status::Unknown);
+        }
+        if let Some(revocation) = &cert.revocation {
+            return Ok(revoked(revocation.at, revocation.reason));
+        }
+        if let Some(at) = issuer.revoked_at {
+            return Ok(revoked(at, RevocationReason::CaCompromise));
+        }
+        // Void by the principal's floor, before a sweep marked it: deleted, suspended or a key compromise.
+        Ok(match self.store.get_principal(&cert.principal_id).await? {
+            None => revoked(cert.not_before, RevocationReason::CessationOfOperation),
+            Some(p) if p.generation > cert.generation || p.status != PrincipalStatus::Active => {
+                let reason = match p.status {
+                    PrincipalStatus::Deleted => RevocationReason::CessationOfOperation,
+                    _ => RevocationReason::PrivilegeWithdrawn,
+                };
+                revoked(p.updated_at, reason)
+            }
+            Some(_) => Status::Good,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn revoked(at: OffsetDateTime, reason: RevocationReason) -> Status {
+    let reason = (reason != RevocationReason::Unspecified).then(|| reason.code());
+    Status::Revoked { at, reason }
+}
+
+/// The serial as the store keys it: the DER INTEGER's content bytes (a leading zero when the top bit is set).
+fn serial_of(cert: &CertRef) -> Serial {
+    let mut bytes = cert.serial.clone();
+    if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+        bytes.insert(0, 0);
+    }
+    Serial::from_bytes(&bytes)
+}
