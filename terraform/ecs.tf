@@ -19,18 +19,24 @@ resource "aws_cloudwatch_log_group" "this" {
 locals {
   data_dir = "/var/lib/principald/data"
   environment = merge({
-    PRINCIPALD_STORE                  = "dynamodb"
-    PRINCIPALD_DYNAMODB_TABLE_PREFIX  = "${var.name}-"
-    PRINCIPALD_CA_KEY                 = local.ca_key_uri
-    PRINCIPALD_LISTEN                 = "0.0.0.0:${var.grpc_port}"
-    PRINCIPALD_HEALTH_LISTEN          = "0.0.0.0:${var.health_port}"
-    PRINCIPALD_DATA_DIR               = local.data_dir
-    PRINCIPALD_SERVER_NAMES           = join(",", concat([aws_lb.this.dns_name], var.server_names))
-    PRINCIPALD_CERT_VALIDITY          = var.cert_validity
-    PRINCIPALD_INTERMEDIATE_LIFETIME  = var.intermediate_lifetime
-    PRINCIPALD_LOG_FORMAT             = "json"
-    AWS_REGION                        = data.aws_region.current.name
-  }, var.crl_url == "" ? {} : { PRINCIPALD_CRL_URL = var.crl_url })
+    PRINCIPALD_STORE                 = "dynamodb"
+    PRINCIPALD_DYNAMODB_TABLE_PREFIX = "${var.name}-"
+    PRINCIPALD_CA_KEY                = local.ca_key_uri
+    PRINCIPALD_LISTEN                = "0.0.0.0:${var.grpc_port}"
+    PRINCIPALD_HEALTH_LISTEN         = "0.0.0.0:${var.health_port}"
+    PRINCIPALD_PKI_LISTEN            = "0.0.0.0:${var.pki_port}"
+    PRINCIPALD_PKI_URL               = local.pki_url
+    PRINCIPALD_DATA_DIR              = local.data_dir
+    PRINCIPALD_SERVER_NAMES          = join(",", concat([aws_lb.this.dns_name], var.server_names))
+    PRINCIPALD_CERT_VALIDITY         = var.cert_validity
+    PRINCIPALD_INTERMEDIATE_LIFETIME = var.intermediate_lifetime
+    PRINCIPALD_LOG_FORMAT            = "json"
+    AWS_REGION                       = data.aws_region.current.name
+  })
+  # What certificates name for revocation status: the NLB's PKI listener unless a name or CDN in front is given.
+  pki_url = var.pki_url != "" ? var.pki_url : (
+    var.pki_listener_port == 80 ? "http://${aws_lb.this.dns_name}" : "http://${aws_lb.this.dns_name}:${var.pki_listener_port}"
+  )
 }
 
 resource "aws_ecs_task_definition" "this" {
@@ -65,6 +71,7 @@ resource "aws_ecs_task_definition" "this" {
       portMappings = [
         { containerPort = var.grpc_port, protocol = "tcp" },
         { containerPort = var.health_port, protocol = "tcp" },
+        { containerPort = var.pki_port, protocol = "tcp" },
       ]
       mountPoints = [{ sourceVolume = "data", containerPath = local.data_dir, readOnly = false }]
       environment = [for k, v in local.environment : { name = k, value = v } if v != ""]
@@ -112,11 +119,17 @@ resource "aws_ecs_service" "this" {
     container_port   = var.grpc_port
   }
 
+  load_balancer {
+    target_group_arn = aws_lb_target_group.pki.arn
+    container_name   = "principald"
+    container_port   = var.pki_port
+  }
+
   deployment_circuit_breaker {
     enable   = true
     rollback = true
   }
 
-  depends_on = [aws_lb_listener.grpc, aws_iam_role_policy.task]
+  depends_on = [aws_lb_listener.grpc, aws_lb_listener.pki, aws_iam_role_policy.task]
   tags       = var.tags
 }

@@ -1,5 +1,11 @@
 # Clients -> NLB (TCP, TLS passthrough) -> replicas. An NLB or ALB *TLS* listener would terminate TLS and principald
 # would never see the client certificate it authenticates by: the listener must be TCP.
+# Relying parties -> NLB (TCP :80) -> replicas' public PKI port (CRLs, OCSP; plain HTTP, signed content). The health
+# port stays private to the NLB's health checks.
+
+locals {
+  relying_party_cidrs = length(var.relying_party_cidrs) > 0 ? var.relying_party_cidrs : var.client_cidrs
+}
 
 resource "aws_security_group" "nlb" {
   name        = "${var.name}-nlb"
@@ -36,6 +42,25 @@ resource "aws_vpc_security_group_egress_rule" "nlb_health" {
   to_port                      = var.health_port
 }
 
+resource "aws_vpc_security_group_ingress_rule" "nlb_relying_parties" {
+  for_each          = toset(local.relying_party_cidrs)
+  security_group_id = aws_security_group.nlb.id
+  description       = "CRLs and OCSP (plain HTTP) from ${each.value}"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.pki_listener_port
+  to_port           = var.pki_listener_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "nlb_pki" {
+  security_group_id            = aws_security_group.nlb.id
+  description                  = "to the replicas' PKI port"
+  referenced_security_group_id = aws_security_group.service.id
+  ip_protocol                  = "tcp"
+  from_port                    = var.pki_port
+  to_port                      = var.pki_port
+}
+
 resource "aws_security_group" "service" {
   name        = "${var.name}-service"
   description = "principald replicas: gRPC from the client networks (through the NLB), health from the NLB only"
@@ -63,6 +88,16 @@ resource "aws_vpc_security_group_ingress_rule" "service_health" {
   to_port                      = var.health_port
 }
 
+resource "aws_vpc_security_group_ingress_rule" "service_pki" {
+  for_each          = toset(local.relying_party_cidrs)
+  security_group_id = aws_security_group.service.id
+  description       = "CRLs and OCSP from ${each.value}, through the NLB"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.pki_port
+  to_port           = var.pki_port
+}
+
 resource "aws_vpc_security_group_egress_rule" "service_https" {
   security_group_id = aws_security_group.service.id
   description       = "HTTPS to AWS APIs (DynamoDB, KMS, ECR, CloudWatch Logs) via NAT or VPC endpoints"
@@ -74,6 +109,7 @@ resource "aws_vpc_security_group_egress_rule" "service_https" {
 
 resource "aws_lb" "this" {
   #checkov:skip=CKV_AWS_91:NLB access logs cover TLS listeners only; with TCP passthrough principald logs every refused connection and request itself
+  #checkov:skip=CKV2_AWS_20:an NLB, not an ALB; its port-80 listener serves signed CRLs and OCSP answers, which relying parties fetch over plain HTTP
   name                             = var.name
   load_balancer_type               = "network"
   internal                         = var.internal
@@ -115,6 +151,46 @@ resource "aws_lb_listener" "grpc" {
   default_action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.grpc.arn
+  }
+
+  tags = var.tags
+}
+
+resource "aws_lb_target_group" "pki" {
+  name                 = "${var.name}-pki"
+  port                 = var.pki_port
+  protocol             = "TCP"
+  target_type          = "ip"
+  vpc_id               = var.vpc_id
+  deregistration_delay = 30
+  preserve_client_ip   = true
+
+  health_check {
+    protocol            = "HTTP"
+    port                = tostring(var.health_port)
+    path                = "/readyz"
+    matcher             = "200"
+    interval            = 10
+    healthy_threshold   = 2
+    unhealthy_threshold = 2
+  }
+
+  tags = var.tags
+}
+
+# Plain HTTP on purpose: CRLs and OCSP answers are signed, and relying parties fetch them over http:// (RFC 5280,
+# RFC 6960); TLS here would make revocation checking depend on another certificate's revocation status.
+resource "aws_lb_listener" "pki" {
+  #checkov:skip=CKV_AWS_2:CRLs and OCSP responses are signed objects served over plain HTTP by design (RFC 5280 4.2.1.13, RFC 6960 A.1)
+  #checkov:skip=CKV2_AWS_74:no TLS on this listener (see CKV_AWS_2)
+  #checkov:skip=CKV_AWS_103:no TLS on this listener (see CKV_AWS_2)
+  load_balancer_arn = aws_lb.this.arn
+  port              = var.pki_listener_port
+  protocol          = "TCP"
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.pki.arn
   }
 
   tags = var.tags

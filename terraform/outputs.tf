@@ -47,3 +47,8 @@ output "log_group" {
   description = "CloudWatch log group of the replicas."
   value       = aws_cloudwatch_log_group.this.name
 }
+
+output "pki_url" {
+  description = "Where relying parties fetch CRLs (BASE/crl/...) and OCSP answers (BASE/ocsp): what certificates name."
+  value       = local.pki_url
+}

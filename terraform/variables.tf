@@ -94,8 +94,26 @@ variable "intermediate_lifetime" {
   default     = "24h"
 }
 
-variable "crl_url" {
-  description = "Base URL relying parties fetch CRLs from (BASE/crl/P.crl), written into certificates the root signs; empty: the replica's own health address, reachable only inside the VPC. Point it at a listener or CDN in front of the replicas' health port."
+variable "pki_port" {
+  description = "principald's public plain-HTTP PKI port in the task (CRLs under /crl/, OCSP at /ocsp)."
+  type        = number
+  default     = 8081
+}
+
+variable "pki_listener_port" {
+  description = "Port of the NLB's TCP listener relying parties fetch CRLs and OCSP answers from (plain HTTP, as RFC 5280 and RFC 6960 clients expect)."
+  type        = number
+  default     = 80
+}
+
+variable "relying_party_cidrs" {
+  description = "Networks allowed to fetch CRLs and OCSP answers through the NLB; empty: the client networks (client_cidrs). Revocation status is public information: widen it to every relying party."
+  type        = list(string)
+  default     = []
+}
+
+variable "pki_url" {
+  description = "Base URL written into every certificate for its CRL (BASE/crl/...) and OCSP responder (BASE/ocsp); empty: http://NLB_DNS_NAME[:pki_listener_port]. Set it when a Route 53 name or a CDN fronts the NLB's PKI listener."
   type        = string
   default     = ""
 }

@@ -379,3 +379,36 @@ fn the_derivation_key_is_an_hmac_key_only_the_replicas_can_use() {
     }
     assert_eq!(macs, 1, "one statement grants GenerateMac");
 }
+
+/// Relying parties reach CRLs and OCSP through the NLB's own plain-TCP listener to the replicas' PKI port, the
+/// replicas name that address in certificates, and the health port stays reachable from the NLB only.
+#[test]
+fn the_pki_listener_is_published_through_the_nlb_and_named_in_certificates() {
+    let module = module();
+    let listeners = resources(&module, "resource", "aws_lb_listener");
+    let pki = &listeners["pki"];
+    assert_eq!(text(&pki["protocol"]), "TCP", "plain TCP to the replicas' plain-HTTP PKI port");
+    assert_eq!(text(&pki["port"]), "${var.pki_listener_port}");
+    assert!(text(&pki["default_action"][0]["target_group_arn"]).contains("aws_lb_target_group.pki"));
+    let groups = resources(&module, "resource", "aws_lb_target_group");
+    assert_eq!(text(&groups["pki"]["port"]), "${var.pki_port}");
+    let ecs = std::fs::read_to_string(repo().join("terraform/ecs.tf")).unwrap();
+    for needle in [
+        "PRINCIPALD_PKI_LISTEN",
+        "\"0.0.0.0:${var.pki_port}\"",
+        "PRINCIPALD_PKI_URL",
+        "local.pki_url",
+        "aws_lb_target_group.pki.arn",
+        "containerPort = var.pki_port",
+    ] {
+        assert!(ecs.contains(needle), "ecs.tf: {needle}");
+    }
+    // The health port: ingress from the NLB's security group only, never from CIDRs.
+    let ingress = resources(&module, "resource", "aws_vpc_security_group_ingress_rule");
+    for (name, rule) in &ingress {
+        if text(&rule["from_port"]) == "${var.health_port}" {
+            assert!(rule.get("cidr_ipv4").is_none(), "{name}: the health port is private to the NLB");
+        }
+    }
+    assert!(text(&ingress["service_pki"]["from_port"]) == "${var.pki_port}");
+}
