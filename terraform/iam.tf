@@ -67,7 +67,7 @@ data "aws_iam_policy_document" "task" {
     condition {
       test     = "StringEquals"
       variable = "kms:MessageType"
-      values   = ["RAW"]
+      values   = ["RAW", "DIGEST"]
     }
   }
 

@@ -56,7 +56,7 @@ data "aws_iam_policy_document" "ca_key" {
     condition {
       test     = "StringEquals"
       variable = "kms:MessageType"
-      values   = ["RAW"]
+      values   = ["RAW", "DIGEST"]
     }
   }
 

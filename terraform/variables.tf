@@ -149,7 +149,7 @@ variable "ca_key_administrators" {
 }
 
 variable "ca_key_signers" {
-  description = "Extra IAM principal ARNs that may sign with the CA key (RAW ECDSA_SHA_256 only), e.g. the operator role that runs `principald bootstrap` and root rotation. The replicas' task role is always allowed."
+  description = "Extra IAM principal ARNs that may sign with the CA key (ECDSA_SHA_256, RAW or DIGEST only), e.g. the operator role that runs `principald bootstrap` and root rotation. The replicas' task role is always allowed."
   type        = list(string)
   default     = []
 }

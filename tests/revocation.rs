@@ -324,3 +324,83 @@ async fn pkcs11_root_a_dead_replicas_leaf_is_revoked_by_another_replica() {
     let Some(uri) = common::signers::pkcs11_key_uri() else { return };
     a_dead_replicas_leaf_is_revoked_by_another_replica(&uri).await;
 }
+
+/// A CRL far beyond KMS's 4096-byte RAW limit (5,000 entries in one partition, about 240 KiB) is signed by a root
+/// in KMS: hashed locally and signed as a DIGEST (the emulator honours DIGEST as KMS does and refuses RAW over 4096
+/// bytes, see scripts/kms-emulator.py); openssl verifies the signature with the root's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_root_signs_a_crl_of_five_thousand_entries() {
+    use principald::model::{
+        CertificateRecord, Principal, PrincipalStatus, PrincipalType, Revocation, RevocationReason,
+    };
+    let Some(uri) = common::signers::kms_key_uri() else { return };
+    principald::install_crypto_provider();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = principald::store::sqlite::SqliteStore::open(&tmp.path().join("crl.db")).unwrap();
+    let at = principald::model::now();
+    let owner = Principal {
+        id: "crl-owner".parse().unwrap(),
+        kind: PrincipalType::Worker,
+        status: PrincipalStatus::Active,
+        description: String::new(),
+        email: None,
+        status_reason: None,
+        created_at: at,
+        updated_at: at,
+        generation: 0,
+    };
+    // Serials ending in 0x?0: all in partition 0.
+    let certificates: Vec<CertificateRecord> = (0..5000u32)
+        .map(|i| {
+            let mut serial = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut serial).unwrap();
+            serial[0] &= 0x7f;
+            serial[15] &= 0xf0;
+            CertificateRecord {
+                serial: principald::model::Serial::from_bytes(&serial),
+                principal_id: owner.id.clone(),
+                principal_type: owner.kind,
+                not_before: at - time::Duration::days(1),
+                not_after: at + time::Duration::days(29),
+                sha256_fingerprint: format!("{i:064x}"),
+                der: vec![0x30, 0x00],
+                revocation: Some(Revocation { at, reason: RevocationReason::KeyCompromise }),
+                generation: 0,
+                renewal: None,
+                issuer: String::new(),
+            }
+        })
+        .collect();
+    store.import(vec![owner], certificates).await.unwrap();
+    let store: std::sync::Arc<dyn principald::store::Store> = std::sync::Arc::new(store);
+    let key = principald::pki::signer::open_async(uri.parse().unwrap(), true).await.unwrap();
+    let base = "http://pki.principald.test";
+    let ca = tokio::task::spawn_blocking(move || {
+        let root = principald::pki::ca::Root::create(key, "kms crl test", time::Duration::days(30), false).unwrap();
+        principald::pki::ca::CertificateAuthority::direct(
+            root.publishing_status_at(Some(principald::pki::ca::StatusUrls::under(base))),
+        )
+    })
+    .await
+    .unwrap();
+    let ca = std::sync::Arc::new(ca);
+    let ca_pem = ca.cert_pem().to_owned();
+    let issuers = principald::revocation::Issuers::load(ca, store.clone()).await.unwrap();
+    let crls = principald::revocation::CrlPublisher::new(store, issuers, Some(base.into()), Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(crls.refresh().await.unwrap(), 16, "every partition signed, none stopped by another");
+    let crl = crls.get(0).unwrap();
+    assert_eq!(crl.entries, 5000);
+    assert!(crl.der.len() > 50 * 4096, "far past the RAW limit: {} bytes", crl.der.len());
+    let (_c, ca_file) = temp_file("ca.pem", &ca_pem);
+    let (_d, crl_file) = temp_file("crl.pem", &pem::encode(&pem::Pem::new("X509 CRL", crl.der.clone())));
+    let out = std::process::Command::new("openssl")
+        .args(["crl", "-noout", "-CAfile"])
+        .arg(&ca_file)
+        .arg("-in")
+        .arg(&crl_file)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("verify OK"), "{text}");
+}

@@ -285,7 +285,11 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
                     conditions.contains(&("kms:SigningAlgorithm".into(), "[\"ECDSA_SHA_256\"]".into())),
                     "{conditions:?}"
                 );
-                assert!(conditions.contains(&("kms:MessageType".into(), "[\"RAW\"]".into())), "{conditions:?}");
+                // RAW for certificates, DIGEST for CRLs over 4096 bytes (hashed locally); never anything else.
+                assert!(
+                    conditions.contains(&("kms:MessageType".into(), "[\"RAW\", \"DIGEST\"]".into())),
+                    "{conditions:?}"
+                );
             }
             if action == "kms:GenerateMac" {
                 assert_eq!(conditions(statement), mac_algorithm_condition(), "GenerateMac with HMAC_SHA_256 only");

@@ -1,5 +1,6 @@
 //! A root key in AWS KMS (ECC_NIST_P256, SIGN_VERIFY). The key never leaves KMS; principald asks it for the public
-//! key once and for a signature per CA certificate or intermediate (MessageType RAW, ECDSA_SHA_256: KMS hashes).
+//! key once and for a signature per CA certificate, intermediate or CRL (ECDSA_SHA_256; MessageType RAW up to 4096
+//! bytes, KMS hashes; larger messages are hashed here and sent as DIGEST).
 //!
 //! Beside the root lives its derivation key (HMAC_256, GENERATE_VERIFY_MAC), named by an alias derived from the
 //! root's ([`companion_alias`]): GenerateMac with it is `Signer::derive_secret`. Like the root, it never leaves KMS.
@@ -258,15 +259,20 @@ impl Signer for KmsKey {
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
-        if message.len() > MAX_RAW_MESSAGE {
-            return Err(Error::internal("KMS Sign", format!("message of {} bytes exceeds 4096", message.len())));
-        }
+        // KMS takes at most 4096 bytes of RAW message; anything larger (a CRL of a few hundred entries) is hashed here
+        // and sent as a DIGEST, which KMS signs exactly as it would have signed the message's hash.
+        let (message, message_type) = if message.len() > MAX_RAW_MESSAGE {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message);
+            (digest.as_ref().to_vec(), MessageType::Digest)
+        } else {
+            (message.to_vec(), MessageType::Raw)
+        };
         let request = self
             .client
             .sign()
             .key_id(&self.arn)
             .message(Blob::new(message))
-            .message_type(MessageType::Raw)
+            .message_type(message_type)
             .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
             .send();
         let answer = off_runtime(|| self.runtime.block_on(request).map_err(|e| unavailable(&self.key_id, "Sign", e)))?;
