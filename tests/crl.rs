@@ -298,3 +298,34 @@ async fn crls_expire_an_hour_after_signing_by_default_and_certificates_name_thei
     let validity = crl.next_update.unwrap().seconds - crl.this_update.unwrap().seconds;
     assert_eq!(validity, 3600);
 }
+
+/// A suspended principal's certificate is refused by a plain rustls server configured with principald's CRLs (the
+/// suspension's void reaches the CRLs), while another principal's certificate still connects.
+#[tokio::test]
+async fn rustls_with_the_crls_refuses_a_suspended_principals_certificate() {
+    let server = TestServer::start().await;
+    let suspended = server.enroll("crl-suspended", pb::PrincipalType::Worker).await;
+    let kept = server.enroll("crl-kept", pb::PrincipalType::Worker).await;
+    let before = fetch_all(&server).await;
+    server
+        .admin()
+        .await
+        .suspend_principal(pb::SuspendPrincipalRequest { id: "crl-suspended".into(), reason: "lost".into() })
+        .await
+        .unwrap();
+    let partition = partition_of(&serial_of(&suspended).parse().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let crls = loop {
+        let crls = fetch_all(&server).await;
+        if crls[&partition].entries == before[&partition].entries + 1 {
+            break crls;
+        }
+        assert!(std::time::Instant::now() < deadline, "the suspension never reached the CRL");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let all = crls.values().map(|c| CertificateRevocationListDer::from(c.der.clone())).collect();
+    let addr = rustls_server(&server.ca_pem(), all).await;
+    let refused = rustls_handshake(addr, &suspended).await.expect_err("suspended");
+    assert!(refused.to_lowercase().contains("revoked"), "{refused}");
+    assert!(rustls_handshake(addr, &kept).await.is_ok(), "another principal's certificate connects");
+}

@@ -170,6 +170,34 @@ async fn revoked_and_suspended_certificates_are_revoked_for_openssl_over_crl_and
     let (status, text) = ocsp_of(&server, &kept);
     assert_eq!(status, "good", "{text}");
     assert!(openssl_verify_with_its_crl(&server, &kept).0);
+
+    // Python's `cryptography` (another OCSP implementation) agrees, with SHA-1 and SHA-256 CertIDs.
+    for (creds, status, reason) in [
+        (&kept, "GOOD", serde_json::Value::Null),
+        (&revoked, "REVOKED", "superseded".into()),
+        (&suspended, "REVOKED", "privilege_withdrawn".into()),
+    ] {
+        for hash in ["sha1", "sha256"] {
+            let answer = python_ocsp(&server, creds, hash);
+            assert_eq!(answer["certificate_status"], status, "{answer}");
+            assert_eq!(answer["revocation_reason"], reason, "{answer}");
+            assert_eq!(answer["signature_verified"], true, "{answer}");
+        }
+    }
+}
+
+/// What `scripts/ocsp-query` (Python `cryptography`) hears from the certificate's OCSP URL.
+fn python_ocsp(server: &TestServer, creds: &Credentials, hash: &str) -> serde_json::Value {
+    let (leaf, intermediate) = split_chain(&creds.cert_pem);
+    let (_, url) = pointers(&leaf);
+    let issuer = if intermediate.is_empty() { server.ca_pem() } else { intermediate };
+    let (_a, leaf_file) = temp_file("leaf.pem", &leaf);
+    let (_b, issuer_file) = temp_file("issuer.pem", &issuer);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ocsp-query");
+    let out =
+        std::process::Command::new(script).arg(&leaf_file).arg(&issuer_file).arg(&url).arg(hash).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,8 +48,9 @@ struct State {
     epoch: u64,
     checked: Option<Instant>,
     issuers_refreshed: Option<Instant>,
-    /// Signed single-certificate responses without a nonce, by issuer fingerprint and serial.
-    signed: HashMap<(String, Serial), Arc<Signed>>,
+    /// Signed single-certificate responses without a nonce, by the request's CertID (hash algorithm, name and key
+    /// hashes, serial: the response echoes it, so a SHA-256 request never gets a SHA-1 answer).
+    signed: HashMap<Vec<u8>, Arc<Signed>>,
 }
 
 impl Responder {
@@ -124,7 +125,7 @@ impl Responder {
     async fn answer(&self, issuer: &Arc<Issuer>, certs: &[CertRef], nonce: Option<&[u8]>) -> Result<Answer> {
         let nonce = nonce.filter(|_| !issuer.remote());
         if let ([cert], None) = (certs, nonce) {
-            let key = (issuer.fingerprint.clone(), serial_of(cert));
+            let key = cache_key(cert);
             if let Some(hit) = self.lock().signed.get(&key).cloned() {
                 return Ok(Answer { der: hit.0.clone(), cacheable: Some((hit.1, hit.2)) });
             }
@@ -213,6 +214,16 @@ impl Responder {
 fn revoked(at: OffsetDateTime, reason: RevocationReason) -> Status {
     let reason = (reason != RevocationReason::Unspecified).then(|| reason.code());
     Status::Revoked { at, reason }
+}
+
+/// The cache key of a CertID: everything the response echoes.
+fn cache_key(cert: &CertRef) -> Vec<u8> {
+    let mut key = vec![u8::from(cert.hash == crate::pki::ocsp::HashAlg::Sha256)];
+    for part in [&cert.issuer_name_hash, &cert.issuer_key_hash, &cert.serial] {
+        key.push(u8::try_from(part.len()).unwrap_or(u8::MAX));
+        key.extend_from_slice(part);
+    }
+    key
 }
 
 /// The serial as the store keys it: the DER INTEGER's content bytes (a leading zero when the top bit is set).
