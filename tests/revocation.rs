@@ -432,3 +432,43 @@ async fn a_kms_root_signs_a_crl_of_five_thousand_entries() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("verify OK"), "{text}");
 }
+
+/// Two replicas on one store serve the same CRL for a place (one signs and stores it, the other adopts it), its
+/// number taken from the store's counter: after a revocation both serve one CRL, with a higher number than before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_one_stored_crl_whose_number_only_grows() {
+    let a = TestServer::start().await;
+    let mut config = a.config().clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.health_listen = "127.0.0.1:0".parse().unwrap();
+    config.pki.listen = "127.0.0.1:0".parse().unwrap();
+    let b = TestServer::start_config(config).await;
+    let worker = a.enroll("rp-crl", pb::PrincipalType::Worker).await;
+    let (leaf, _) = split_chain(&worker.cert_pem);
+    let (crl_url, _) = pointers(&leaf);
+    let path = crl_url[crl_url.find("/crl/").unwrap()..].to_owned();
+    let number = |der: &[u8]| {
+        let (_, crl) = x509_parser::parse_x509_crl(der).unwrap();
+        crl.crl_number().unwrap().to_owned()
+    };
+    let before = number(&get_bytes(a.running.pki_addr, &path).1);
+    let der = pem::parse(&leaf).unwrap().into_contents();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let serial = principald::model::Serial::from_bytes(cert.raw_serial()).as_str().to_owned();
+    let revoke = pb::RevokeCertificateRequest { serial, reason: pb::RevocationReason::Superseded.into() };
+    a.admin().await.revoke_certificate(revoke).await.unwrap();
+    let lists = |der: &[u8]| {
+        let (_, crl) = x509_parser::parse_x509_crl(der).unwrap();
+        crl.iter_revoked_certificates().any(|r| r.raw_serial() == cert.raw_serial())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (from_a, from_b) = (get_bytes(a.running.pki_addr, &path).1, get_bytes(b.running.pki_addr, &path).1);
+        if lists(&from_a) && lists(&from_b) && from_a == from_b {
+            assert!(number(&from_a) > before, "the CRL number grows");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replicas never served one CRL listing the revocation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

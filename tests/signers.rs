@@ -7,15 +7,13 @@
 mod common;
 
 use std::process::Command;
-use std::sync::Arc;
 
 use common::signers::{
-    derived_public_key, kms_client, kms_key_uri, pkcs11_key_uri, pkcs11_label, pkcs11_objects_labelled,
-    pkcs11_tool_args,
+    derivation_is_refused_helpfully, kms_client, kms_key_uri, open, pkcs11_key_uri, pkcs11_label,
+    pkcs11_objects_labelled, pkcs11_tool_args, replicas_derive_the_same_keys,
 };
 use common::{TestServer, openssl_verify};
 use principald::client::Credentials;
-use principald::pki::signer::{self, Signer};
 use principald::proto as pb;
 use tonic::Code;
 
@@ -448,34 +446,6 @@ async fn two_processes_creating_one_token_label_end_with_one_key() {
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert_eq!(listing.matches(&format!("label:      {label}\n")).count(), 1, "{listing}");
     assert_eq!(pkcs11_objects_labelled("secrkey", &format!("{label}-derive")), 1, "one derivation key as well");
-}
-
-const CONTEXT_A: &[u8] = b"principald intermediate key v1\0\x01\x02";
-const CONTEXT_B: &[u8] = b"principald intermediate key v1\0\x01\x03";
-
-async fn open(uri: &str, create: bool) -> Arc<dyn Signer> {
-    signer::open_async(uri.parse().unwrap(), create).await.expect("open the CA key")
-}
-
-/// Opened without `create`, a root whose derivation key is missing still opens (it signs), and derivation is refused
-/// with a message that says how to make the key.
-async fn derivation_is_refused_helpfully(uri: &str, names: &str) {
-    let signer = open(uri, false).await;
-    signer::self_test(signer.as_ref()).expect("the root still signs");
-    let refused = tokio::task::spawn_blocking(move || signer.derive_secret(CONTEXT_A)).await.unwrap().unwrap_err();
-    let message = refused.to_string();
-    assert!(matches!(refused, principald::error::Error::FailedPrecondition(_)), "{refused:?}");
-    assert!(message.contains("principald bootstrap") && message.contains(names), "{message}");
-}
-
-/// Replicas that open one root independently derive the same intermediate keys; other contexts give other keys.
-async fn replicas_derive_the_same_keys(uri: &str, bootstrapped: &Arc<dyn Signer>) {
-    let (a, b) = (open(uri, false).await, open(uri, false).await);
-    let key = derived_public_key(&a, CONTEXT_A).await;
-    assert_eq!(derived_public_key(&b, CONTEXT_A).await, key, "two replicas, one intermediate key");
-    assert_eq!(derived_public_key(bootstrapped, CONTEXT_A).await, key, "the bootstrapping process agrees");
-    assert_ne!(derived_public_key(&b, CONTEXT_B).await, key, "another intermediate, another key");
-    assert_ne!(key, a.public_point(), "not the root's key");
 }
 
 /// A KMS root made before derivation existed (by hand here): replicas refuse to derive until bootstrap creates the

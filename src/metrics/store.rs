@@ -192,6 +192,15 @@ impl Store for MeteredStore {
     async fn revoked_certificates(&self, partition: u8, at: OffsetDateTime) -> Result<Vec<RevokedEntry>> {
         self.timed("revoked_certificates", self.inner.revoked_certificates(partition, at)).await
     }
+    async fn next_crl_number(&self) -> Result<u64> {
+        self.timed("next_crl_number", self.inner.next_crl_number()).await
+    }
+    async fn stored_crl(&self, place: &str) -> Result<Option<crate::pki::crl::StoredCrl>> {
+        self.timed("stored_crl", self.inner.stored_crl(place)).await
+    }
+    async fn store_crl(&self, crl: &crate::pki::crl::StoredCrl) -> Result<bool> {
+        self.timed("store_crl", self.inner.store_crl(crl)).await
+    }
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
         self.timed("append_audit", self.inner.append_audit(events)).await
     }

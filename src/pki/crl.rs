@@ -82,6 +82,27 @@ pub fn authority_info_access(ocsp_url: &str) -> rcgen::CustomExtension {
     rcgen::CustomExtension::from_oid_content(&ID_PE_AUTHORITY_INFO_ACCESS, content)
 }
 
+/// A signed CRL as the store keeps it, so that every replica serves the newest one of each place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCrl {
+    /// `P` for a root partition, `ISSUER/P` for an intermediate's ([`place`]).
+    pub place: String,
+    pub number: u64,
+    /// Hex SHA-256 over what it lists (serial, time, reason of each entry).
+    pub digest: String,
+    pub this_update: OffsetDateTime,
+    pub next_update: OffsetDateTime,
+    pub der: Vec<u8>,
+}
+
+/// The store's name of partition `partition` of `issuer`'s CRLs ("" = the root): its path under `/crl/`.
+pub fn place(issuer: &str, partition: u8) -> String {
+    match issuer_segment(issuer) {
+        "" => partition_name(partition),
+        segment => format!("{segment}/{}", partition_name(partition)),
+    }
+}
+
 /// A revoked, unexpired certificate as a CRL lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RevokedEntry {

@@ -1,13 +1,14 @@
-//! Publishing CRLs: each replica builds and signs one CRL per partition and issuer (the root, and every derivable
-//! replica intermediate, each signing its own), keeps them in memory and serves them on the PKI listener
-//! (`/crl/P.crl` for the root, `/crl/ISSUER/P.crl` for an intermediate) and through the GetCrl RPC (the root's).
+//! Publishing CRLs: one CRL per partition and issuer (the root, and every derivable replica intermediate, each
+//! signing its own), signed once per change by whichever replica gets there first and stored, so every replica serves
+//! the same one from memory on the PKI listener (`/crl/P.crl` for the root, `/crl/ISSUER/P.crl` for an
+//! intermediate) and through the GetCrl RPC (the root's).
 //!
 //! A CRL lists its issuer's revoked, unexpired certificates, including those voided by a principal's revocation
 //! floor (the stores mark them revoked: suspension, deletion, key compromise) and, for the root, the revoked replica
 //! intermediates. It is re-signed when its content changes (checked whenever the revocation epoch moves, at most once
 //! a second) and at half its validity, so it never expires while a replica runs; one CRL failing to sign does not
-//! stop the others. Its CRL number is `epoch * 2^32 + signing time in seconds`: it grows with every revocation and
-//! with every re-signing.
+//! stop the others. Its CRL number comes from the store's counter (taken before the entries are read), so it grows
+//! with every re-signing whichever replica signs, and never goes backwards behind a load balancer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use super::issuers::{Issuer, Issuers};
 use crate::error::{Error, Result};
 use crate::model::{RevocationReason, Serial, now, sha256_hex};
-use crate::pki::crl::{self, PARTITIONS, RevokedEntry};
+use crate::pki::crl::{self, PARTITIONS, RevokedEntry, StoredCrl};
 use crate::store::Store;
 
 /// How often the epoch is checked for new revocations.
@@ -31,6 +32,8 @@ const ISSUERS_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct PublishedCrl {
     pub partition: u8,
+    /// Its name in the store and under `/crl/` (see [`crl::place`]).
+    pub place: String,
     pub der: Vec<u8>,
     pub number: u64,
     pub this_update: OffsetDateTime,
@@ -42,8 +45,12 @@ pub struct PublishedCrl {
     digest: String,
 }
 
-/// A CRL's place: the issuer's URL segment ("" for the root) and the partition.
-type Place = (String, u8);
+/// A CRL's place (see [`crl::place`]): `P` for the root's partition, `ISSUER/P` for an intermediate's.
+type Place = String;
+
+/// CRL numbers are `NUMBER_BASE | the store's counter`: above every number of the clock-based scheme before it
+/// (`epoch * 2^32 + seconds`), so numbers keep growing across the upgrade.
+const NUMBER_BASE: u64 = 1 << 62;
 
 /// The CRLs of this replica.
 pub struct CrlPublisher {
@@ -74,7 +81,11 @@ impl CrlPublisher {
 
     /// The current CRL of `partition` of the issuer whose URL segment is `issuer` ("" = the root).
     pub fn get_for(&self, issuer: &str, partition: u8) -> Option<Arc<PublishedCrl>> {
-        self.published.read().unwrap_or_else(|p| p.into_inner()).get(&(issuer.to_owned(), partition)).cloned()
+        let place = match issuer {
+            "" => crl::partition_name(partition),
+            segment => format!("{segment}/{}", crl::partition_name(partition)),
+        };
+        self.get_place(&place)
     }
 
     /// Every CRL currently published (for metrics: the soonest next update).
@@ -82,50 +93,64 @@ impl CrlPublisher {
         self.published.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 
-    /// Re-signs every CRL whose content changed since it was signed, or which is past half its validity (all of them
-    /// the first time). Returns how many it signed; a CRL that cannot be signed keeps its previous version and does not
-    /// stop the others (the first such error is returned after all were tried).
+    /// Brings every CRL up to date: a place whose content changed, or which is past half its validity, gets the
+    /// newest CRL stored for it when that one is current (another replica signed it), else one signed here with the
+    /// next number of the store's counter and stored for the others. With `reconcile`, places that look current
+    /// also adopt a newer stored CRL (so every replica converges on the same one). Returns how many this replica
+    /// signed; a CRL that cannot be signed keeps its previous version and does not stop the others (the first such
+    /// error is returned after all were tried).
     pub async fn refresh(&self) -> Result<usize> {
+        self.refresh_places(false).await
+    }
+
+    async fn refresh_places(&self, reconcile: bool) -> Result<usize> {
         self.issuers.refresh().await?;
         let snapshot = self.issuers.snapshot();
-        let epoch = self.store.revocation_epoch().await?;
-        let at = now();
-        let intermediates = revoked_intermediates(&snapshot.intermediates, at);
         let mut signed = 0;
         let mut first_error = None;
         let mut live: Vec<Place> = Vec::new();
         for partition in 0..PARTITIONS {
-            let mut by_issuer: HashMap<String, Vec<RevokedEntry>> = HashMap::new();
-            for entry in self.store.revoked_certificates(partition, at).await? {
-                by_issuer.entry(entry.issuer.clone()).or_default().push(entry);
-            }
-            by_issuer
-                .entry(String::new())
-                .or_default()
-                .extend(intermediates.iter().filter(|e| crl::partition_of(&e.serial) == partition).cloned());
-            for issuer in &snapshot.issuers {
-                let mut entries = by_issuer.remove(&issuer.fingerprint).unwrap_or_default();
-                entries.sort_by(|a, b| a.serial.cmp(&b.serial));
-                let place = (crl::issuer_segment(&issuer.fingerprint).to_owned(), partition);
-                live.push(place.clone());
-                let digest = digest(&entries);
-                let current = self.published.read().unwrap_or_else(|p| p.into_inner()).get(&place).cloned();
-                let fresh = current.as_ref().is_some_and(|c| {
-                    c.digest == digest && at < c.this_update + self.validity / 2 && at < c.next_update
-                });
-                if fresh {
+            let mut number = None;
+            // Read twice when something must be signed: the number is taken before the read its CRL lists, so a
+            // higher number always lists at least as much (a replica with an older read cannot outbid a newer one).
+            for _ in 0..2 {
+                let at = now();
+                let mut by_issuer = self.revoked_by_issuer(partition, &snapshot, at).await?;
+                let mut stale = Vec::new();
+                for issuer in &snapshot.issuers {
+                    let mut entries = by_issuer.remove(&issuer.fingerprint).unwrap_or_default();
+                    entries.sort_by(|a, b| a.serial.cmp(&b.serial));
+                    let place = crl::place(&issuer.fingerprint, partition);
+                    if !live.contains(&place) {
+                        live.push(place.clone());
+                    }
+                    let digest = digest(&entries);
+                    let current = self.get_place(&place);
+                    if current.as_ref().is_some_and(|c| self.current(c, &digest, at)) {
+                        if reconcile && number.is_none() {
+                            self.adopt_newer(&place, current.as_ref(), partition, at).await;
+                        }
+                        continue;
+                    }
+                    stale.push((issuer.clone(), place, entries, digest));
+                }
+                if stale.is_empty() {
+                    break;
+                }
+                let Some(number) = number else {
+                    number = Some(NUMBER_BASE | self.store.next_crl_number().await?);
                     continue;
-                }
-                match self.sign(issuer.clone(), partition, epoch, at, entries, digest).await {
-                    Ok(crl) => {
-                        self.published.write().unwrap_or_else(|p| p.into_inner()).insert(place, Arc::new(crl));
-                        signed += 1;
+                };
+                for (issuer, place, entries, digest) in stale {
+                    match self.publish(issuer, &place, partition, number, at, entries, digest).await {
+                        Ok(ours) => signed += usize::from(ours),
+                        Err(error) => {
+                            tracing::warn!(%error, place, "cannot sign a CRL; its previous one stays");
+                            first_error.get_or_insert(error);
+                        }
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, issuer = %place.0, partition, "cannot sign a CRL; its previous one stays");
-                        first_error.get_or_insert(error);
-                    }
                 }
+                break;
             }
         }
         // Issuers that expired are no longer published.
@@ -136,25 +161,138 @@ impl CrlPublisher {
         }
     }
 
+    /// The partition's revoked certificates by issuer fingerprint, the root's with its revoked intermediates.
+    async fn revoked_by_issuer(
+        &self,
+        partition: u8,
+        snapshot: &super::issuers::Snapshot,
+        at: OffsetDateTime,
+    ) -> Result<HashMap<String, Vec<RevokedEntry>>> {
+        let mut by_issuer: HashMap<String, Vec<RevokedEntry>> = HashMap::new();
+        for entry in self.store.revoked_certificates(partition, at).await? {
+            by_issuer.entry(entry.issuer.clone()).or_default().push(entry);
+        }
+        by_issuer.entry(String::new()).or_default().extend(
+            revoked_intermediates(&snapshot.intermediates, at)
+                .into_iter()
+                .filter(|e| crl::partition_of(&e.serial) == partition),
+        );
+        Ok(by_issuer)
+    }
+
+    /// Whether `crl` lists exactly `digest` and is not due for re-signing at `at`.
+    fn current(&self, crl: &PublishedCrl, digest: &str, at: OffsetDateTime) -> bool {
+        crl.digest == digest && at < crl.this_update + self.validity / 2 && at < crl.next_update
+    }
+
+    fn get_place(&self, place: &str) -> Option<Arc<PublishedCrl>> {
+        self.published.read().unwrap_or_else(|p| p.into_inner()).get(place).cloned()
+    }
+
+    fn install(&self, crl: PublishedCrl) {
+        self.published.write().unwrap_or_else(|p| p.into_inner()).insert(crl.place.clone(), Arc::new(crl));
+    }
+
+    /// Serves the stored CRL of `place` when it is newer than `current` and unexpired.
+    async fn adopt_newer(&self, place: &str, current: Option<&Arc<PublishedCrl>>, partition: u8, at: OffsetDateTime) {
+        match self.store.stored_crl(place).await {
+            Ok(Some(stored)) if current.is_none_or(|c| stored.number > c.number) && at < stored.next_update => {
+                self.install(self.published_of(stored, partition));
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, place, "cannot read the stored CRL; keeping this one"),
+        }
+    }
+
+    /// Makes `place` current: adopts the stored CRL if it lists the same and is current, else signs one with `number`
+    /// and stores it unless a newer one was stored meanwhile (then serves that). Returns whether it signed.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish(
+        &self,
+        issuer: Arc<Issuer>,
+        place: &str,
+        partition: u8,
+        number: u64,
+        at: OffsetDateTime,
+        entries: Vec<RevokedEntry>,
+        digest: String,
+    ) -> Result<bool> {
+        if let Some(stored) = self.store.stored_crl(place).await? {
+            let stored = self.published_of(stored, partition);
+            if self.current(&stored, &digest, at) || stored.number > number {
+                self.install(stored);
+                return Ok(false);
+            }
+        }
+        let crl = self.sign(issuer, place, partition, number, at, entries, digest).await?;
+        let record = StoredCrl {
+            place: place.to_owned(),
+            number,
+            digest: crl.digest.clone(),
+            this_update: crl.this_update,
+            next_update: crl.next_update,
+            der: crl.der.clone(),
+        };
+        // A CRL too large for the store (DynamoDB: 400 KB per item) is still served by this replica.
+        let stored = self.store.store_crl(&record).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, place, "cannot store a CRL; serving it from this replica only");
+            true
+        });
+        if !stored && let Ok(Some(newer)) = self.store.stored_crl(place).await {
+            self.install(self.published_of(newer, partition));
+            return Ok(true);
+        }
+        self.install(crl);
+        Ok(true)
+    }
+
+    fn published_of(&self, stored: StoredCrl, partition: u8) -> PublishedCrl {
+        let entries =
+            x509_parser::parse_x509_crl(&stored.der).map_or(0, |(_, c)| c.iter_revoked_certificates().count());
+        PublishedCrl {
+            partition,
+            url: format!("{}/crl/{}.crl", self.base.trim_end_matches('/'), stored.place),
+            number: stored.number,
+            this_update: stored.this_update,
+            next_update: stored.next_update,
+            entries,
+            digest: stored.digest,
+            place: stored.place,
+            der: stored.der,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn sign(
         &self,
         issuer: Arc<Issuer>,
+        place: &str,
         partition: u8,
-        epoch: u64,
+        number: u64,
         at: OffsetDateTime,
         entries: Vec<RevokedEntry>,
         digest: String,
     ) -> Result<PublishedCrl> {
         let this_update = at;
         let next_update = (at + self.validity).min(issuer.not_after);
-        let number = (epoch << 32) | (u64::try_from(at.unix_timestamp()).unwrap_or(0) & 0xffff_ffff);
         let params =
             crl::params(&self.base, &issuer.fingerprint, partition, number, this_update, next_update, &entries);
         let url = crl::url(&self.base, &issuer.fingerprint, partition);
         let der = tokio::task::spawn_blocking(move || issuer.sign_crl(&params))
             .await
             .map_err(|e| Error::internal("sign CRL", e))??;
-        Ok(PublishedCrl { partition, der, number, this_update, next_update, url, entries: entries.len(), digest })
+        let entries = entries.len();
+        Ok(PublishedCrl {
+            partition,
+            place: place.to_owned(),
+            der,
+            number,
+            this_update,
+            next_update,
+            url,
+            entries,
+            digest,
+        })
     }
 
     /// Keeps the CRLs current until `shutdown`: re-checks when the revocation epoch moves and when one is half-way to
@@ -181,7 +319,7 @@ impl CrlPublisher {
                 continue;
             }
             refreshed = std::time::Instant::now();
-            match self.refresh().await {
+            match self.refresh_places(stale).await {
                 Ok(signed) => {
                     seen_epoch = Some(epoch);
                     if signed > 0 {

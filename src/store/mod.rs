@@ -12,7 +12,7 @@ use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
     Serial, TokenKeyRecord,
 };
-use crate::pki::crl::RevokedEntry;
+use crate::pki::crl::{RevokedEntry, StoredCrl};
 
 pub mod conformance;
 pub mod dynamodb;
@@ -261,6 +261,17 @@ pub trait Store: Send + Sync + 'static {
     /// The revoked certificates of CRL partition `partition` (see [`crate::pki::crl`]) that have not expired at
     /// `at`, ordered by serial. Read from an index of revoked certificates: the cost follows the revoked, not all.
     async fn revoked_certificates(&self, partition: u8, at: OffsetDateTime) -> Result<Vec<RevokedEntry>>;
+
+    /// The next CRL number: greater than every number this store handed out before, to any process. Strongly
+    /// consistent.
+    async fn next_crl_number(&self) -> Result<u64>;
+
+    /// The stored CRL of `place` (see [`crate::pki::crl::place`]), if any. Strongly consistent.
+    async fn stored_crl(&self, place: &str) -> Result<Option<StoredCrl>>;
+
+    /// Stores `crl` as its place's CRL unless one with the same or a higher number is stored already (conditionally,
+    /// so concurrent writers never replace a newer CRL with an older one). Returns whether it was stored.
+    async fn store_crl(&self, crl: &StoredCrl) -> Result<bool>;
 
     /// Appends events that record no change of the store (aggregated refusals), each in its chain.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;

@@ -141,6 +141,15 @@ impl Store for CountingStore {
     ) -> Result<Vec<principald::pki::crl::RevokedEntry>> {
         self.inner.revoked_certificates(partition, at).await
     }
+    async fn next_crl_number(&self) -> Result<u64> {
+        self.inner.next_crl_number().await
+    }
+    async fn stored_crl(&self, place: &str) -> Result<Option<principald::pki::crl::StoredCrl>> {
+        self.inner.stored_crl(place).await
+    }
+    async fn store_crl(&self, crl: &principald::pki::crl::StoredCrl) -> Result<bool> {
+        self.inner.store_crl(crl).await
+    }
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
         self.inner.append_audit(events).await
     }

@@ -1,5 +1,10 @@
 //! The CA key in real services: moto's KMS and a SoftHSM2 token, both started by `scripts/test-services` through
 //! `scripts/test`, which exports their addresses. Without them these tests skip, except under `CI=true`, where they fail.
+//! Also the checks of a root's derivation secret that the KMS and the token tests share.
+
+use std::sync::Arc;
+
+use principald::pki::signer::Signer;
 
 fn required(var: &str, what: &str) -> Option<String> {
     match std::env::var(var) {
@@ -27,11 +32,28 @@ pub fn kms_key_uri() -> Option<String> {
     Some(format!("awskms:alias/{}", unique("principald-test")))
 }
 
-/// A fresh `pkcs11:` URI for the test token (the object does not exist yet), or `None` to skip.
+/// A fresh `pkcs11:` URI for the test token (the object does not exist yet), or `None` to skip. The test then has
+/// the token to itself (see [`hold_the_token`]).
 pub fn pkcs11_key_uri() -> Option<String> {
     let conf = required("PRINCIPALD_TEST_SOFTHSM_CONF", "a SoftHSM2 token")?;
+    hold_the_token(&conf);
     let pin = std::path::Path::new(&conf).with_file_name("pin");
     Some(format!("pkcs11:token=principald-test;object={}?pin-source=file:{}", unique("root"), pin.display()))
+}
+
+/// Keeps other test processes off the SoftHSM2 token until this one exits (nextest runs each test in a process of
+/// its own; the processes a test spawns share its turn). SoftHSM2's file token is not safe for a process that loads
+/// it while another writes it: such a process loses the token for its lifetime (C_GetTokenInfo answers
+/// CKR_GENERAL_ERROR, "no PKCS#11 token labelled"; SoftHSMv2 issue 757), which made these tests fail about once in
+/// 30 runs. Held once per process, so tests sharing a process (`cargo test`) do not wait for each other.
+fn hold_the_token(conf: &str) {
+    static HELD: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    HELD.get_or_init(|| {
+        let path = std::path::Path::new(conf).with_file_name("tests.lock");
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).unwrap();
+        file.lock().unwrap();
+        file
+    });
 }
 
 /// The SoftHSM2 module and the user PIN, for driving the token with opensc's pkcs11-tool.
@@ -84,4 +106,32 @@ pub async fn derived_public_key(
     })
     .await
     .unwrap()
+}
+
+pub const CONTEXT_A: &[u8] = b"principald intermediate key v1\0\x01\x02";
+pub const CONTEXT_B: &[u8] = b"principald intermediate key v1\0\x01\x03";
+
+pub async fn open(uri: &str, create: bool) -> Arc<dyn Signer> {
+    principald::pki::signer::open_async(uri.parse().unwrap(), create).await.expect("open the CA key")
+}
+
+/// Opened without `create`, a root whose derivation key is missing still opens (it signs), and derivation is refused
+/// with a message that says how to make the key.
+pub async fn derivation_is_refused_helpfully(uri: &str, names: &str) {
+    let signer = open(uri, false).await;
+    principald::pki::signer::self_test(signer.as_ref()).expect("the root still signs");
+    let refused = tokio::task::spawn_blocking(move || signer.derive_secret(CONTEXT_A)).await.unwrap().unwrap_err();
+    let message = refused.to_string();
+    assert!(matches!(refused, principald::error::Error::FailedPrecondition(_)), "{refused:?}");
+    assert!(message.contains("principald bootstrap") && message.contains(names), "{message}");
+}
+
+/// Replicas that open one root independently derive the same intermediate keys; other contexts give other keys.
+pub async fn replicas_derive_the_same_keys(uri: &str, bootstrapped: &Arc<dyn Signer>) {
+    let (a, b) = (open(uri, false).await, open(uri, false).await);
+    let key = derived_public_key(&a, CONTEXT_A).await;
+    assert_eq!(derived_public_key(&b, CONTEXT_A).await, key, "two replicas, one intermediate key");
+    assert_eq!(derived_public_key(bootstrapped, CONTEXT_A).await, key, "the bootstrapping process agrees");
+    assert_ne!(derived_public_key(&b, CONTEXT_B).await, key, "another intermediate, another key");
+    assert_ne!(key, a.public_point(), "not the root's key");
 }

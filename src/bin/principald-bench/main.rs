@@ -10,6 +10,7 @@ mod compare;
 mod crl;
 mod issuance;
 mod load;
+mod ocsp;
 mod procs;
 mod report;
 mod revocation;
@@ -47,7 +48,7 @@ struct Cli {
     /// Principal counts for the scale figures (embedded store); empty to skip them.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
     scale: Vec<u64>,
-    /// Only these figure groups (a, b, c, d, opt, e, k, l, m, t); all when empty.
+    /// Only these figure groups (a, b, c, d, opt, e, k, l, m, o, t); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also measure issuance with the root key in AWS KMS (this URI, e.g. awskms:alias/bench; AWS_ENDPOINT_URL_KMS
@@ -140,7 +141,14 @@ async fn main() {
     }
     if cli.store == StoreKind::Sqlite && wanted("m") {
         eprintln!("== CRLs at 100,000 revoked certificates");
-        crl::crls(&mut rows, tmp.path(), 100_000).await;
+        crl::crls(&mut rows, tmp.path(), 100_000, &cli.rooted).await;
+    }
+    if wanted("o") {
+        eprintln!("== OCSP and revocation seen by relying parties");
+        let data = tmp.path().join("ocsp-data");
+        let store = stores::args(&cli).await;
+        procs::bootstrap(&data, &store);
+        ocsp::ocsp(&mut rows, &data, &store, cli.duration).await;
     }
     if wanted("t") {
         eprintln!("== tokens and enrollment");

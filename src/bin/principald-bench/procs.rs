@@ -18,6 +18,8 @@ use tonic::{Request, Response, Status};
 pub struct ServerProcess {
     child: Child,
     pub grpc: SocketAddr,
+    /// principald's public PKI listener (CRLs, OCSP); `None` for the bare server.
+    pub pki: Option<SocketAddr>,
 }
 
 impl ServerProcess {
@@ -82,7 +84,8 @@ pub fn principald(data_dir: &Path, args: &[String]) -> ServerProcess {
         if v["fields"]["message"] != "principald serving" {
             return None;
         }
-        v["fields"]["grpc"].as_str()?.parse().ok()
+        let addr = |k: &str| v["fields"][k].as_str().and_then(|a| a.parse().ok());
+        Some((addr("grpc")?, addr("pki")))
     })
 }
 
@@ -90,10 +93,10 @@ pub fn principald(data_dir: &Path, args: &[String]) -> ServerProcess {
 pub fn bare(data_dir: &Path) -> ServerProcess {
     let mut command = Command::new(std::env::current_exe().expect("current exe"));
     command.args(["bare-server", "--data-dir"]).arg(data_dir);
-    spawn(command, |line| line.strip_prefix("listening ")?.trim().parse().ok())
+    spawn(command, |line| Some((line.strip_prefix("listening ")?.trim().parse().ok()?, None)))
 }
 
-fn spawn(mut command: Command, ready: impl Fn(&str) -> Option<SocketAddr>) -> ServerProcess {
+fn spawn(mut command: Command, ready: impl Fn(&str) -> Option<(SocketAddr, Option<SocketAddr>)>) -> ServerProcess {
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn server");
     let (tx, rx) = std::sync::mpsc::channel();
     for pipe in [
@@ -114,10 +117,10 @@ fn spawn(mut command: Command, ready: impl Fn(&str) -> Option<SocketAddr>) -> Se
     loop {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => {
-                if let Some(addr) = ready(&line) {
+                if let Some((grpc, pki)) = ready(&line) {
                     // Keep draining both pipes (the threads above) so the server never blocks on logging.
                     std::thread::spawn(move || while rx.recv().is_ok() {});
-                    return ServerProcess { child, grpc: addr };
+                    return ServerProcess { child, grpc, pki };
                 }
                 seen.push_str(&line);
                 seen.push('\n');

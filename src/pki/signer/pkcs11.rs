@@ -23,8 +23,6 @@ use crate::error::{Error, Result};
 const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// How long a new key's creator waits for a concurrent creator's key before choosing between them.
 const GENERATION_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
-/// How often a token that does not answer C_GetTokenInfo is asked, 100 ms apart.
-const TOKEN_INFO_TRIES: u32 = 5;
 /// DER OBJECT IDENTIFIER prime256v1, the CKA_EC_PARAMS of a P-256 key.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
@@ -54,9 +52,12 @@ impl TokenKey {
         // starting together could each create a key with the label.
         let _creating = if create { Some(host_lock(&module, uri)?) } else { None };
         let context = context_for(&module)?;
-        let slot = find_token(&context, &uri.token).map_err(|e| fail("list slots", e))?;
-        let slot =
-            slot.ok_or_else(|| Error::FailedPrecondition(format!("no PKCS#11 token labelled {:?}", uri.token)))?;
+        let slot = context
+            .get_slots_with_token()
+            .map_err(|e| fail("list slots", e))?
+            .into_iter()
+            .find(|slot| context.get_token_info(*slot).is_ok_and(|t| t.label().trim_end() == uri.token))
+            .ok_or_else(|| Error::FailedPrecondition(format!("no PKCS#11 token labelled {:?}", uri.token)))?;
         let session = context.open_rw_session(slot).map_err(|e| fail("open session", e))?;
         let pin = AuthPin::from(read_pin(&uri.pin)?);
         match session.login(UserType::User, Some(&pin)) {
@@ -125,26 +126,6 @@ fn context_for(module: &std::path::Path) -> Result<Pkcs11> {
     }
     contexts.push((module.to_owned(), context.clone()));
     Ok(context)
-}
-
-/// The slot of the token labelled `label`. A token that cannot answer C_GetTokenInfo for a moment (SoftHSM2 while
-/// another process rewrites its files answers CKR_GENERAL_ERROR) is asked again before it counts as absent.
-fn find_token(context: &Pkcs11, label: &str) -> cryptoki::error::Result<Option<cryptoki::slot::Slot>> {
-    for attempt in 1..=TOKEN_INFO_TRIES {
-        let mut unanswered = false;
-        for slot in context.get_slots_with_token()? {
-            match context.get_token_info(slot) {
-                Ok(info) if info.label().trim_end() == label => return Ok(Some(slot)),
-                Ok(_) => {}
-                Err(_) => unanswered = true,
-            }
-        }
-        if !unanswered || attempt == TOKEN_INFO_TRIES {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Ok(None)
 }
 
 /// An exclusive lock, for this host, on creating `uri`'s key (released when the file is dropped).

@@ -120,3 +120,50 @@ pub async fn suspension_revokes_what_the_floor_voids_and_nothing_after(store: Ar
     assert_eq!(s.get_certificate(&fresh.serial).await.unwrap().unwrap().revocation, None, "a live certificate stays");
     assert_eq!(s.revoked_certificates(12, t0()).await.unwrap().len(), 2);
 }
+
+/// CRL numbers come from one counter and only grow, also when handed out concurrently; a place keeps its
+/// highest-numbered CRL whatever order writers arrive in; a CRL of 200 KiB round-trips.
+pub async fn crl_numbers_grow_and_only_a_newer_crl_replaces_a_stored_one(store: Arc<dyn Store>) {
+    use crate::pki::crl::StoredCrl;
+    let first = store.next_crl_number().await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut numbers = Vec::new();
+                for _ in 0..5 {
+                    numbers.push(store.next_crl_number().await.unwrap());
+                }
+                numbers
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 40, "every number handed out once");
+    assert!(all[0] > first);
+    let crl = |place: &str, number: u64, digest: &str| StoredCrl {
+        place: place.into(),
+        number,
+        digest: digest.into(),
+        this_update: t0(),
+        next_update: t0() + time::Duration::hours(1),
+        der: vec![0x30, 0x03, 0x02, 0x01, number as u8],
+    };
+    assert_eq!(store.stored_crl("0123456789abcdef/3").await.unwrap(), None);
+    assert!(store.store_crl(&crl("0123456789abcdef/3", 5, "five")).await.unwrap());
+    assert!(!store.store_crl(&crl("0123456789abcdef/3", 4, "four")).await.unwrap(), "an older CRL is refused");
+    assert!(!store.store_crl(&crl("0123456789abcdef/3", 5, "again")).await.unwrap(), "so is the same number");
+    assert_eq!(store.stored_crl("0123456789abcdef/3").await.unwrap(), Some(crl("0123456789abcdef/3", 5, "five")));
+    assert!(store.store_crl(&crl("0123456789abcdef/3", 6, "six")).await.unwrap());
+    assert_eq!(store.stored_crl("0123456789abcdef/3").await.unwrap().unwrap().digest, "six");
+    let mut big = crl("3", 1, "big");
+    big.der = vec![7; 200 * 1024];
+    assert!(store.store_crl(&big).await.unwrap());
+    assert_eq!(store.stored_crl("3").await.unwrap(), Some(big), "another place, stored apart");
+    assert_eq!(store.stored_crl("0123456789abcdef/3").await.unwrap().unwrap().number, 6);
+}

@@ -36,7 +36,8 @@ macro_rules! store_conformance_tests {
             ca_claims_intermediates_and_token_keys_record_one_event_each, audit_chains_hold_together_under_concurrent_writers,
             audit_listings_filter_and_page, revoked_certificates_are_read_by_partition_while_unexpired,
             enrollment_tokens_are_consumed_once_with_their_certificate,
-            suspension_revokes_what_the_floor_voids_and_nothing_after);
+            suspension_revokes_what_the_floor_voids_and_nothing_after,
+            crl_numbers_grow_and_only_a_newer_crl_replaces_a_stored_one);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

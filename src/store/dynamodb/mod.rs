@@ -12,6 +12,7 @@
 
 mod audit;
 mod ca;
+mod crls;
 mod enrollment;
 mod issuance;
 pub mod items;
@@ -316,6 +317,18 @@ impl Store for DynamoStore {
 
     async fn revoked_certificates(&self, partition: u8, at: OffsetDateTime) -> Result<Vec<RevokedEntry>> {
         self.revoked_in_partition(partition, at).await
+    }
+
+    async fn next_crl_number(&self) -> Result<u64> {
+        self.crl_number().await
+    }
+
+    async fn stored_crl(&self, place: &str) -> Result<Option<crate::pki::crl::StoredCrl>> {
+        self.crl(place).await
+    }
+
+    async fn store_crl(&self, crl: &crate::pki::crl::StoredCrl) -> Result<bool> {
+        self.put_crl(crl).await
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {

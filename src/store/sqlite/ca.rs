@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 use super::rows::{bump_epoch, corrupt, sql_err, timestamp};
 use crate::error::{Error, Result};
 use crate::model::{IntermediateRecord, RevocationReason, TokenKeyRecord};
+use crate::pki::crl::StoredCrl;
 use crate::store::CaClaim;
 
 /// The recorded claim, and whether it is `claim` recorded by this call.
@@ -147,4 +148,47 @@ pub(super) fn token_keys(conn: &Connection, at: OffsetDateTime) -> Result<Vec<To
         })
     })
     .collect()
+}
+
+pub(super) fn stored_crl(conn: &Connection, place: &str) -> Result<Option<StoredCrl>> {
+    let select = "SELECT number, digest, this_update, next_update, der FROM crls WHERE place = ?1";
+    let row = conn
+        .query_row(select, [place], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get(4)?))
+        })
+        .optional()
+        .map_err(sql_err)?;
+    row.map(|(number, digest, this_update, next_update, der)| {
+        Ok(StoredCrl {
+            place: place.to_owned(),
+            number: u64::try_from(number).map_err(corrupt)?,
+            digest,
+            this_update: timestamp(this_update)?,
+            next_update: timestamp(next_update)?,
+            der,
+        })
+    })
+    .transpose()
+}
+
+/// Inserts or replaces the place's CRL only with a higher number.
+pub(super) fn store_crl(conn: &Connection, crl: &StoredCrl) -> Result<bool> {
+    let number = i64::try_from(crl.number).map_err(|_| Error::InvalidArgument("CRL number out of range".into()))?;
+    let changed = conn
+        .execute(
+            "INSERT INTO crls (place, number, digest, this_update, next_update, der) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (place) DO UPDATE SET number = excluded.number, digest = excluded.digest,
+               this_update = excluded.this_update, next_update = excluded.next_update, der = excluded.der
+             WHERE excluded.number > crls.number",
+            params![
+                crl.place,
+                number,
+                crl.digest,
+                crl.this_update.unix_timestamp(),
+                crl.next_update.unix_timestamp(),
+                crl.der
+            ],
+        )
+        .map_err(sql_err)?;
+    Ok(changed == 1)
 }

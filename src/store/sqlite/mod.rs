@@ -28,7 +28,7 @@ use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
 };
-use crate::pki::crl::RevokedEntry;
+use crate::pki::crl::{RevokedEntry, StoredCrl};
 use crate::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageRequest, PrincipalFilter, Store, errors};
 use rows::*;
 use writer::{Job, Pending, connect, migrate, write_loop};
@@ -341,6 +341,28 @@ impl Store for SqliteStore {
 
     async fn revoked_certificates(&self, partition: u8, at: OffsetDateTime) -> Result<Vec<RevokedEntry>> {
         self.read(move |conn| revoked_in_partition(conn, partition, at)).await
+    }
+
+    async fn next_crl_number(&self) -> Result<u64> {
+        self.write(|conn| {
+            let value: i64 = conn
+                .query_row("UPDATE meta SET value = value + 1 WHERE key = 'crl_number' RETURNING value", [], |r| {
+                    r.get(0)
+                })
+                .map_err(sql_err)?;
+            u64::try_from(value).map_err(corrupt)
+        })
+        .await
+    }
+
+    async fn stored_crl(&self, place: &str) -> Result<Option<StoredCrl>> {
+        let place = place.to_owned();
+        self.read(move |conn| ca::stored_crl(conn, &place)).await
+    }
+
+    async fn store_crl(&self, crl: &StoredCrl) -> Result<bool> {
+        let crl = crl.clone();
+        self.write(move |conn| ca::store_crl(conn, &crl)).await
     }
 
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
