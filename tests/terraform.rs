@@ -287,7 +287,7 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
                 );
                 // RAW for certificates, DIGEST for CRLs over 4096 bytes (hashed locally); never anything else.
                 assert!(
-                    conditions.contains(&("kms:MessageType".into(), "[\"RAW\", \"DIGEST\"]".into())),
+                    conditions.contains(&("kms:MessageType".into(), "[\"RAW\",\"DIGEST\"]".into())),
                     "{conditions:?}"
                 );
             }
