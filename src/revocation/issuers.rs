@@ -85,7 +85,7 @@ impl std::fmt::Debug for Issuer {
 pub struct Issuers {
     ca: Arc<CertificateAuthority>,
     store: Arc<dyn Store>,
-    current: RwLock<Snapshot>,
+    current: RwLock<Arc<Snapshot>>,
 }
 
 #[derive(Clone, Default)]
@@ -100,19 +100,20 @@ pub struct Snapshot {
 impl Issuers {
     /// The root's issuer and every derivable intermediate in the store.
     pub async fn load(ca: Arc<CertificateAuthority>, store: Arc<dyn Store>) -> Result<Arc<Self>> {
-        let issuers = Arc::new(Self { ca, store, current: RwLock::new(Snapshot::default()) });
+        let issuers = Arc::new(Self { ca, store, current: RwLock::new(Arc::default()) });
         issuers.refresh().await?;
         Ok(issuers)
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    /// The current issuers (a cheap shared copy: answers read it on every request).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Re-reads the intermediates (new ones, revocations, expiries); derives keys only for intermediates not seen yet.
     pub async fn refresh(&self) -> Result<()> {
         let records = self.store.list_intermediates().await?;
-        let mut keys = self.snapshot().keys;
+        let mut keys = self.snapshot().keys.clone();
         // New intermediates, and those whose key could not be derived a while ago (the secret was unreachable).
         let retry = |fp: &str| match keys.get(fp) {
             None => true,
@@ -168,7 +169,7 @@ impl Issuers {
             })
             .collect();
         debug_assert!(issuers.iter().all(|i| i.is_root() || i.fingerprint == sha256_hex(&i.cert_der)));
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Snapshot { issuers, intermediates, keys };
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Snapshot { issuers, intermediates, keys });
         Ok(())
     }
 }

@@ -48,6 +48,8 @@ struct State {
     epoch: u64,
     checked: Option<Instant>,
     issuers_refreshed: Option<Instant>,
+    /// Statuses by issuer fingerprint and serial, for this epoch (requests with a nonce need only a signature).
+    statuses: HashMap<(String, Serial), Status>,
     /// Signed single-certificate responses without a nonce, by the request's CertID (hash algorithm, name and key
     /// hashes, serial: the response echoes it, so a SHA-256 request never gets a SHA-1 answer).
     signed: HashMap<Vec<u8>, Arc<Signed>>,
@@ -93,6 +95,7 @@ impl Responder {
         let mut state = self.lock();
         if state.epoch != epoch || state.checked.is_none() {
             state.signed.clear();
+            state.statuses.clear();
         }
         state.epoch = epoch;
         state.checked = Some(Instant::now());
@@ -103,7 +106,7 @@ impl Responder {
     /// request names one not known yet (a new intermediate of another replica).
     async fn issuer_of(&self, certs: &[CertRef]) -> Option<Arc<Issuer>> {
         for attempt in 0..2 {
-            let found = self.issuers.snapshot().issuers.into_iter().find(|i| i.ocsp.matches_key(&certs[0]));
+            let found = self.issuers.snapshot().issuers.iter().find(|i| i.ocsp.matches_key(&certs[0])).cloned();
             if let Some(issuer) = found {
                 return certs.iter().all(|c| issuer.ocsp.matches_key(c)).then_some(issuer);
             }
@@ -154,13 +157,14 @@ impl Responder {
         for cert in certs {
             // Asked about under this issuer's key but another issuer's name: not one of this issuer's certificates.
             let status = match issuer.ocsp.matches(cert) {
-                true => self.status(issuer, &serial_of(cert)).await?,
+                true => self.cached_status(issuer, &serial_of(cert)).await?,
                 false => Status::Unknown,
             };
             statuses.push(status);
         }
         let this_update = now();
         let next_update = (this_update + self.validity).min(issuer.not_after);
+        let remote = issuer.remote();
         let (issuer, certs, nonce) = (issuer.clone(), certs.to_vec(), nonce.map(<[u8]>::to_vec));
         let build = move || {
             let answers: Vec<(&CertRef, Status)> = certs.iter().zip(statuses).collect();
@@ -168,8 +172,31 @@ impl Responder {
                 issuer.sign(tbs)
             })
         };
-        let der = tokio::task::spawn_blocking(build).await.map_err(|e| Error::internal("sign OCSP response", e))??;
+        // An in-memory key signs in microseconds, here; a remote root blocks, on a blocking thread.
+        let der = if remote {
+            tokio::task::spawn_blocking(build).await.map_err(|e| Error::internal("sign OCSP response", e))??
+        } else {
+            build()?
+        };
         Ok((der, this_update, next_update))
+    }
+
+    /// [`status`](Self::status), remembered until the epoch moves.
+    async fn cached_status(&self, issuer: &Issuer, serial: &Serial) -> Result<Status> {
+        let key = (issuer.fingerprint.clone(), serial.clone());
+        if let Some(status) = self.lock().statuses.get(&key) {
+            return Ok(*status);
+        }
+        let epoch = self.lock().epoch;
+        let status = self.status(issuer, serial).await?;
+        let mut state = self.lock();
+        if state.epoch == epoch {
+            if state.statuses.len() >= MAX_CACHED {
+                state.statuses.clear();
+            }
+            state.statuses.insert(key, status);
+        }
+        Ok(status)
     }
 
     /// What relying parties should believe about the certificate `serial` of `issuer`.

@@ -11,41 +11,7 @@ use principald::store::Store;
 use crate::report::Row;
 
 pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[String]) {
-    let store = principald::store::sqlite::SqliteStore::open(&root.join("crl-bench.db")).unwrap();
-    let at = principald::model::now();
-    let owner = Principal {
-        id: "crl-bench".parse().unwrap(),
-        kind: PrincipalType::Worker,
-        status: PrincipalStatus::Active,
-        description: String::new(),
-        email: None,
-        status_reason: None,
-        created_at: at,
-        updated_at: at,
-        generation: 0,
-    };
-    let certificates: Vec<CertificateRecord> = (0..revoked)
-        .map(|i| {
-            let mut serial = [0u8; 16];
-            aws_lc_rs::rand::fill(&mut serial).unwrap();
-            serial[0] &= 0x7f;
-            CertificateRecord {
-                serial: principald::model::Serial::from_bytes(&serial),
-                principal_id: owner.id.clone(),
-                principal_type: owner.kind,
-                not_before: at - time::Duration::days(1),
-                not_after: at + time::Duration::days(29),
-                sha256_fingerprint: format!("{i:064x}"),
-                der: vec![0x30, 0x00],
-                revocation: Some(Revocation { at, reason: RevocationReason::Superseded }),
-                generation: 0,
-                renewal: None,
-                issuer: String::new(),
-            }
-        })
-        .collect();
-    store.import(vec![owner], certificates).await.unwrap();
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = revoked_store(&root.join("crl-bench.db"), revoked).await;
     let key = principald::pki::signer::in_memory().unwrap();
     let root_ca = principald::pki::ca::Root::create(key, "bench CA", time::Duration::days(365), false).unwrap();
     let base = "http://ca.example.test:8080";
@@ -90,6 +56,8 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[Stri
         })
         .await
         .unwrap();
+        // A store of its own: CRLs stored by the in-memory CA above would be adopted, not re-signed.
+        let store = revoked_store(&root.join(format!("crl-bench-{}.db", rows.len())), revoked).await;
         let issuers = principald::revocation::Issuers::load(Arc::new(ca), store.clone()).await.unwrap();
         let remote = principald::revocation::CrlPublisher::new(
             store.clone(),
@@ -115,6 +83,45 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[Stri
             .note("one remote signature per partition (KMS: MessageType DIGEST, the CRL hashed locally)"),
         );
     }
+}
+
+/// A fresh embedded store holding `revoked` revoked, unexpired certificates of one principal.
+async fn revoked_store(path: &Path, revoked: u64) -> Arc<dyn Store> {
+    let store = principald::store::sqlite::SqliteStore::open(path).unwrap();
+    let at = principald::model::now();
+    let owner = Principal {
+        id: "crl-bench".parse().unwrap(),
+        kind: PrincipalType::Worker,
+        status: PrincipalStatus::Active,
+        description: String::new(),
+        email: None,
+        status_reason: None,
+        created_at: at,
+        updated_at: at,
+        generation: 0,
+    };
+    let certificates: Vec<CertificateRecord> = (0..revoked)
+        .map(|i| {
+            let mut serial = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut serial).unwrap();
+            serial[0] &= 0x7f;
+            CertificateRecord {
+                serial: principald::model::Serial::from_bytes(&serial),
+                principal_id: owner.id.clone(),
+                principal_type: owner.kind,
+                not_before: at - time::Duration::days(1),
+                not_after: at + time::Duration::days(29),
+                sha256_fingerprint: format!("{i:064x}"),
+                der: vec![0x30, 0x00],
+                revocation: Some(Revocation { at, reason: RevocationReason::Superseded }),
+                generation: 0,
+                renewal: None,
+                issuer: String::new(),
+            }
+        })
+        .collect();
+    store.import(vec![owner], certificates).await.unwrap();
+    Arc::new(store)
 }
 
 fn rss_kib() -> u64 {
