@@ -130,7 +130,13 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     if let Some(crls) = &crls {
         crls.refresh().await?;
     }
-    let ocsp = crate::revocation::Responder::new(issuers, store.clone(), config.accountability.crl_validity);
+    let withdrawals = authenticator.clone();
+    let ocsp = crate::revocation::Responder::new(
+        issuers,
+        store.clone(),
+        config.accountability.crl_validity,
+        Box::new(move || withdrawals.withdrawals_seen()),
+    );
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (reporter, health_service) = tonic_health::server::health_reporter();

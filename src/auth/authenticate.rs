@@ -182,6 +182,12 @@ impl Authenticator {
     pub fn forget_all(&self) {
         self.cache.forget(|_, _| true);
     }
+
+    /// A number that moves whenever cached results are forgotten (a withdrawal through this replica, or another
+    /// replica's seen through the epoch): other caches of revocation status follow it.
+    pub fn withdrawals_seen(&self) -> u64 {
+        self.cache.generation()
+    }
 }
 
 fn unauthenticated(message: &str) -> Error {

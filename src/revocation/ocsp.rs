@@ -33,10 +33,14 @@ pub struct Answer {
     pub cacheable: Option<(OffsetDateTime, OffsetDateTime)>,
 }
 
+/// A number that moves when this process learns of a withdrawal (the authentication cache's generation).
+pub type LocalChanges = Box<dyn Fn() -> u64 + Send + Sync>;
+
 pub struct Responder {
     issuers: Arc<Issuers>,
     store: Arc<dyn Store>,
     validity: time::Duration,
+    local_changes: LocalChanges,
     state: Mutex<State>,
 }
 
@@ -47,6 +51,7 @@ type Signed = (Vec<u8>, OffsetDateTime, OffsetDateTime);
 struct State {
     epoch: u64,
     checked: Option<Instant>,
+    local_changes: u64,
     issuers_refreshed: Option<Instant>,
     /// Statuses by issuer fingerprint and serial, for this epoch (requests with a nonce need only a signature).
     statuses: HashMap<(String, Serial), Status>,
@@ -56,10 +61,17 @@ struct State {
 }
 
 impl Responder {
-    /// Answers stay valid for `validity` (nextUpdate), and are replaced as soon as the epoch moves.
-    pub fn new(issuers: Arc<Issuers>, store: Arc<dyn Store>, validity: Duration) -> Arc<Self> {
+    /// Answers stay valid for `validity` (nextUpdate), and are replaced as soon as the epoch moves. `local_changes`
+    /// moves when this process withdraws access itself: the epoch is then re-read at once, so a revocation made
+    /// through this replica is in its very next answer.
+    pub fn new(
+        issuers: Arc<Issuers>,
+        store: Arc<dyn Store>,
+        validity: Duration,
+        local_changes: LocalChanges,
+    ) -> Arc<Self> {
         let validity = time::Duration::try_from(validity).unwrap_or(time::Duration::HOUR);
-        Arc::new(Self { issuers, store, validity, state: Mutex::default() })
+        Arc::new(Self { issuers, store, validity, local_changes, state: Mutex::default() })
     }
 
     /// The response to the DER OCSP request `der`. Never fails: errors become OCSP error statuses.
@@ -85,9 +97,14 @@ impl Responder {
         }
     }
 
-    /// Reads the epoch (at most every [`EPOCH_EVERY`]) and forgets every answer when it moved.
+    /// Reads the epoch (at most every [`EPOCH_EVERY`], and at once after a local withdrawal) and forgets every
+    /// answer when it moved.
     async fn follow_epoch(&self) -> Result<()> {
-        let due = self.lock().checked.is_none_or(|t| t.elapsed() >= EPOCH_EVERY);
+        let local = (self.local_changes)();
+        let due = {
+            let state = self.lock();
+            state.local_changes != local || state.checked.is_none_or(|t| t.elapsed() >= EPOCH_EVERY)
+        };
         if !due {
             return Ok(());
         }
@@ -98,6 +115,7 @@ impl Responder {
             state.statuses.clear();
         }
         state.epoch = epoch;
+        state.local_changes = local;
         state.checked = Some(Instant::now());
         Ok(())
     }
