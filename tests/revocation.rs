@@ -472,3 +472,32 @@ async fn replicas_serve_one_stored_crl_whose_number_only_grows() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `--intermediates never` with the root in KMS: leaves are signed by the KMS root, which also signs their CRLs and
+/// OCSP answers (cached per epoch, so KMS signs once per certificate and change); openssl hears good, then revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_root_signing_leaves_itself_answers_ocsp_and_crls_for_them() {
+    let Some(uri) = common::signers::kms_key_uri() else { return };
+    let server = TestServer::start_with(&["--ca-key", &uri, "--intermediates", "never"]).await;
+    let worker = server.enroll("rp-direct", pb::PrincipalType::Worker).await;
+    let (leaf, intermediate) = split_chain(&worker.cert_pem);
+    assert!(intermediate.is_empty(), "the root signed the leaf");
+    let (crl_url, _) = pointers(&leaf);
+    assert!(crl_url.matches('/').count() == 4, "a root partition: {crl_url}");
+    let (status, text) = ocsp_of(&server, &worker);
+    assert_eq!(status, "good", "{text}");
+    assert!(text.contains("Response verify OK"), "{text}");
+    let der = pem::parse(&leaf).unwrap().into_contents();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let serial = principald::model::Serial::from_bytes(cert.raw_serial()).as_str().to_owned();
+    let revoke = pb::RevokeCertificateRequest { serial, reason: pb::RevocationReason::KeyCompromise.into() };
+    server.admin().await.revoke_certificate(revoke).await.unwrap();
+    let (status, text) = ocsp_of(&server, &worker);
+    assert_eq!(status, "revoked", "{text}");
+    assert!(text.contains("Response verify OK"), "{text}");
+    eventually(Duration::from_secs(10), || {
+        let (ok, text) = openssl_verify_with_its_crl(&server, &worker);
+        (!ok && text.contains("certificate revoked"), text)
+    })
+    .await;
+}
