@@ -167,3 +167,43 @@ pub async fn crl_numbers_grow_and_only_a_newer_crl_replaces_a_stored_one(store: 
     assert_eq!(store.stored_crl("3").await.unwrap(), Some(big), "another place, stored apart");
     assert_eq!(store.stored_crl("0123456789abcdef/3").await.unwrap().unwrap().number, 6);
 }
+
+/// Revoking an intermediate revokes, for the CRLs, what it signed (cACompromise), and nothing another issuer signed;
+/// an earlier revocation keeps its reason.
+pub async fn revoking_an_intermediate_revokes_what_it_signed(store: Arc<dyn Store>) {
+    use crate::model::IntermediateRecord;
+    let s = store.as_ref();
+    let (ours, theirs) = ("1d".repeat(32), "2e".repeat(32));
+    for fingerprint in [&ours, &theirs] {
+        let record = IntermediateRecord {
+            fingerprint: fingerprint.clone(),
+            replica: "replica-a".into(),
+            not_before: t0() - time::Duration::minutes(1),
+            not_after: t0() + time::Duration::days(31),
+            der: vec![0x30, 0x03, 0x02, 0x01, 0x01],
+            revoked_at: None,
+        };
+        s.record_intermediate(&record, None).await.unwrap();
+    }
+    let p = principal("signed", PrincipalType::Worker);
+    s.create_principal(&p, None).await.unwrap();
+    for (serial, issuer) in [("0d", &ours), ("1d", &ours), ("2d", &theirs), ("3d", &String::new())] {
+        let mut cert = certificate(serial, &p, t0());
+        cert.issuer = issuer.clone();
+        s.insert_certificate(&cert, None).await.unwrap();
+    }
+    s.revoke_certificate(&"1d".parse().unwrap(), RevocationReason::Superseded, t0(), None).await.unwrap();
+    s.revoke_intermediate(&ours, t0(), None).await.unwrap();
+    let listed: Vec<(String, RevocationReason)> = s
+        .revoked_certificates(13, t0())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.serial.as_str().to_owned(), e.reason))
+        .collect();
+    assert_eq!(
+        listed,
+        [("0d".to_owned(), RevocationReason::CaCompromise), ("1d".to_owned(), RevocationReason::Superseded)]
+    );
+    assert_eq!(s.finish_sweeps().await.unwrap(), 0, "nothing left to sweep");
+}

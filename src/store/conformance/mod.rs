@@ -37,7 +37,7 @@ macro_rules! store_conformance_tests {
             audit_listings_filter_and_page, revoked_certificates_are_read_by_partition_while_unexpired,
             enrollment_tokens_are_consumed_once_with_their_certificate,
             suspension_revokes_what_the_floor_voids_and_nothing_after,
-            crl_numbers_grow_and_only_a_newer_crl_replaces_a_stored_one);
+            crl_numbers_grow_and_only_a_newer_crl_replaces_a_stored_one, revoking_an_intermediate_revokes_what_it_signed);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

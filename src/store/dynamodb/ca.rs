@@ -145,7 +145,10 @@ impl DynamoStore {
         let epoch = Update::builder()
             .table_name(&self.meta)
             .key("key", s(EPOCH_KEY))
-            .update_expression("ADD epoch :one, revoked_intermediates :fingerprint")
+            .update_expression(format!(
+                "ADD epoch :one, revoked_intermediates :fingerprint, {} :fingerprint",
+                super::issuer_sweep::ISSUER_SWEEPS
+            ))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":fingerprint", AttributeValue::Ss(vec![fingerprint.to_owned()]))
             .build()
@@ -165,6 +168,10 @@ impl DynamoStore {
             .ok_or_else(|| Error::NotFound(format!("intermediate {fingerprint}")))?;
         if refused {
             return Err(Error::FailedPrecondition(format!("intermediate {fingerprint} is already revoked")));
+        }
+        // What it signed, for the CRLs; an interrupted sweep is finished by `finish_sweeps`.
+        if let Err(error) = self.sweep_issuer(fingerprint, at).await {
+            tracing::warn!(%error, "sweep of a revoked intermediate's certificates interrupted; finished in the background");
         }
         intermediate_from(&item)
     }

@@ -15,6 +15,7 @@ mod ca;
 mod crls;
 mod enrollment;
 mod issuance;
+mod issuer_sweep;
 pub mod items;
 mod listing;
 mod principals;
@@ -375,11 +376,16 @@ impl Store for DynamoStore {
 
     async fn finish_sweeps(&self) -> Result<u32> {
         let item = self.get_item(&self.meta, "key", EPOCH_KEY).await?;
+        let mut revoked = 0u32;
+        if let Some(AttributeValue::Ss(issuers)) = item.as_ref().and_then(|i| i.get(issuer_sweep::ISSUER_SWEEPS)) {
+            for fingerprint in issuers {
+                revoked += self.sweep_issuer(fingerprint, crate::model::now()).await?;
+            }
+        }
         let pending = match item.as_ref().and_then(|i| i.get("sweeps")) {
             Some(AttributeValue::Ss(sweeps)) => sweeps.clone(),
-            _ => return Ok(0),
+            _ => return Ok(revoked),
         };
-        let mut revoked = 0u32;
         for text in pending {
             match Sweep::decode(&text) {
                 Some(sweep) => revoked += self.sweep(&sweep, crate::model::now()).await?,
