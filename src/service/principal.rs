@@ -7,11 +7,11 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::reader::{AuditReader, Position};
 use crate::auth::Caller;
-use crate::revocation::CrlPublisher;
 use crate::error::Error;
 use crate::proto::principal_service_server::PrincipalService;
 use crate::proto::{self as pb};
 use crate::registry::{self, Issued, NewPrincipal, Registry};
+use crate::revocation::CrlPublisher;
 use crate::service::audit::{self, origin};
 use crate::service::convert::*;
 use crate::store::PrincipalFilter;
