@@ -124,12 +124,11 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let crls = CrlPublisher::new(
         store.clone(),
         issuers.clone(),
-        Some(status_urls.crl_base.clone()),
+        status_urls.crl_base.clone(),
         config.accountability.crl_validity,
     );
-    if let Some(crls) = &crls {
-        crls.refresh().await?;
-    }
+    crls.refresh().await?;
+    let crls = Some(crls);
     let withdrawals = authenticator.clone();
     let ocsp = crate::revocation::Responder::new(
         issuers,

@@ -414,14 +414,13 @@ async fn a_kms_root_signs_a_crl_of_five_thousand_entries() {
     let ca = std::sync::Arc::new(ca);
     let ca_pem = ca.cert_pem().to_owned();
     let issuers = principald::revocation::Issuers::load(ca, store.clone()).await.unwrap();
-    let crls = principald::revocation::CrlPublisher::new(store, issuers, Some(base.into()), Duration::from_secs(3600))
-        .unwrap();
+    let crls = principald::revocation::CrlPublisher::new(store, issuers, base.into(), Duration::from_secs(3600));
     assert_eq!(crls.refresh().await.unwrap(), 16, "every partition signed, none stopped by another");
     let crl = crls.get(0).unwrap();
     assert_eq!(crl.entries, 5000);
-    assert!(crl.der.len() > 50 * 4096, "far past the RAW limit: {} bytes", crl.der.len());
+    assert!(crl.crl.der.len() > 50 * 4096, "far past the RAW limit: {} bytes", crl.crl.der.len());
     let (_c, ca_file) = temp_file("ca.pem", &ca_pem);
-    let (_d, crl_file) = temp_file("crl.pem", &pem::encode(&pem::Pem::new("X509 CRL", crl.der.clone())));
+    let (_d, crl_file) = temp_file("crl.pem", &pem::encode(&pem::Pem::new("X509 CRL", crl.crl.der.clone())));
     let out = std::process::Command::new("openssl")
         .args(["crl", "-noout", "-CAfile"])
         .arg(&ca_file)

@@ -255,7 +255,7 @@ async fn serve(axum::extract::State(scrape): axum::extract::State<Arc<Scrape>>) 
         ("issuing", left(scrape.ca.issuing().not_after)),
         ("server", left(scrape.server_cert.not_after())),
     ];
-    let crl = scrape.crls.as_ref().and_then(|c| c.all().iter().map(|c| left(c.next_update)).reduce(f64::min));
+    let crl = scrape.crls.as_ref().and_then(|c| c.all().iter().map(|c| left(c.crl.next_update)).reduce(f64::min));
     let body = scrape.metrics.render(scrape.readiness.is_ready(), &expiries, crl);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

@@ -50,11 +50,17 @@ pub fn issuer_segment(issuer: &str) -> &str {
 /// Where partition `partition` of `issuer`'s CRLs ("" = the root) is published under `base` (e.g.
 /// `http://ca.example.com`).
 pub fn url(base: &str, issuer: &str, partition: u8) -> String {
-    let base = base.trim_end_matches('/');
-    match issuer_segment(issuer) {
-        "" => format!("{base}/crl/{}.crl", partition_name(partition)),
-        segment => format!("{base}/crl/{segment}/{}.crl", partition_name(partition)),
-    }
+    url_of_place(base, &place(issuer, partition))
+}
+
+/// Where the CRL of `place` (see [`place`]) is published under `base`.
+pub fn url_of_place(base: &str, place: &str) -> String {
+    format!("{}/crl/{place}.crl", base.trim_end_matches('/'))
+}
+
+/// The partition a place names (its last hex digit).
+pub fn partition_of_place(place: &str) -> u8 {
+    place.rsplit('/').next().and_then(parse_partition).unwrap_or(0)
 }
 
 /// The distribution point a certificate with `serial` signed by `issuer` ("" = the root) carries.
@@ -178,5 +184,6 @@ mod tests {
         }
         assert_eq!(url("http://h:1/", "", 11), "http://h:1/crl/b.crl");
         assert_eq!(url("http://h:1", &"ab".repeat(32), 0), "http://h:1/crl/abababababababab/0.crl");
+        assert_eq!((partition_of_place("b"), partition_of_place("abababababababab/c")), (11, 12));
     }
 }

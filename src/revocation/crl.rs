@@ -28,21 +28,23 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the issuers are re-read when nothing else happens.
 const ISSUERS_EVERY: Duration = Duration::from_secs(60);
 
-/// One signed CRL.
+/// One signed CRL as this replica serves it.
 #[derive(Debug)]
 pub struct PublishedCrl {
+    /// The CRL as the store keeps it: place, number, digest of what it lists, dates, DER.
+    pub crl: StoredCrl,
     pub partition: u8,
-    /// Its name in the store and under `/crl/` (see [`crl::place`]).
-    pub place: String,
-    pub der: Vec<u8>,
-    pub number: u64,
-    pub this_update: OffsetDateTime,
-    pub next_update: OffsetDateTime,
+    /// Where relying parties fetch it (its issuing distribution point).
     pub url: String,
     /// How many certificates it lists.
     pub entries: usize,
-    /// SHA-256 over what it lists: decides whether a new epoch changed this partition.
-    digest: String,
+}
+
+impl PublishedCrl {
+    fn new(crl: StoredCrl, base: &str, entries: usize) -> Self {
+        let (partition, url) = (crl::partition_of_place(&crl.place), crl::url_of_place(base, &crl.place));
+        Self { crl, partition, url, entries }
+    }
 }
 
 /// A CRL's place (see [`crl::place`]): `P` for the root's partition, `ISSUER/P` for an intermediate's.
@@ -62,16 +64,10 @@ pub struct CrlPublisher {
 }
 
 impl CrlPublisher {
-    /// `None` when the CA does not publish revocation status (it has no status URLs).
-    pub fn new(
-        store: Arc<dyn Store>,
-        issuers: Arc<Issuers>,
-        base: Option<String>,
-        validity: Duration,
-    ) -> Option<Arc<Self>> {
-        let base = base?;
+    /// CRLs named under `base` (`BASE/crl/...`), valid `validity` from signing.
+    pub fn new(store: Arc<dyn Store>, issuers: Arc<Issuers>, base: String, validity: Duration) -> Arc<Self> {
         let validity = time::Duration::try_from(validity).unwrap_or(time::Duration::HOUR);
-        Some(Arc::new(Self { store, issuers, base, validity, published: Default::default() }))
+        Arc::new(Self { store, issuers, base, validity, published: Default::default() })
     }
 
     /// The root's current CRL of `partition`.
@@ -126,9 +122,9 @@ impl CrlPublisher {
                     }
                     let digest = digest(&entries);
                     let current = self.get_place(&place);
-                    if current.as_ref().is_some_and(|c| self.current(c, &digest, at)) {
+                    if current.as_ref().is_some_and(|c| self.current(&c.crl, &digest, at)) {
                         if reconcile && number.is_none() {
-                            self.adopt_newer(&place, current.as_ref(), partition, at).await;
+                            self.adopt_newer(&place, current.as_ref(), at).await;
                         }
                         continue;
                     }
@@ -181,7 +177,7 @@ impl CrlPublisher {
     }
 
     /// Whether `crl` lists exactly `digest` and is not due for re-signing at `at`.
-    fn current(&self, crl: &PublishedCrl, digest: &str, at: OffsetDateTime) -> bool {
+    fn current(&self, crl: &StoredCrl, digest: &str, at: OffsetDateTime) -> bool {
         crl.digest == digest && at < crl.this_update + self.validity / 2 && at < crl.next_update
     }
 
@@ -190,22 +186,23 @@ impl CrlPublisher {
     }
 
     fn install(&self, crl: PublishedCrl) {
-        self.published.write().unwrap_or_else(|p| p.into_inner()).insert(crl.place.clone(), Arc::new(crl));
+        self.published.write().unwrap_or_else(|p| p.into_inner()).insert(crl.crl.place.clone(), Arc::new(crl));
     }
 
     /// Serves the stored CRL of `place` when it is newer than `current` and unexpired.
-    async fn adopt_newer(&self, place: &str, current: Option<&Arc<PublishedCrl>>, partition: u8, at: OffsetDateTime) {
+    async fn adopt_newer(&self, place: &str, current: Option<&Arc<PublishedCrl>>, at: OffsetDateTime) {
         match self.store.stored_crl(place).await {
-            Ok(Some(stored)) if current.is_none_or(|c| stored.number > c.number) && at < stored.next_update => {
-                self.install(self.published_of(stored, partition));
+            Ok(Some(stored)) if current.is_none_or(|c| stored.number > c.crl.number) && at < stored.next_update => {
+                self.install(self.published_of(stored));
             }
             Ok(_) => {}
             Err(error) => tracing::debug!(%error, place, "cannot read the stored CRL; keeping this one"),
         }
     }
 
-    /// Makes `place` current: adopts the stored CRL if it lists the same and is current, else signs one with `number`
-    /// and stores it unless a newer one was stored meanwhile (then serves that). Returns whether it signed.
+    /// Makes `place` current: adopts the stored CRL if it lists the same and is current (or is newer than `number`),
+    /// else signs one with `number` and stores it unless a newer one was stored meanwhile (then serves that). Returns
+    /// whether it signed.
     #[allow(clippy::too_many_arguments)]
     async fn publish(
         &self,
@@ -217,49 +214,32 @@ impl CrlPublisher {
         entries: Vec<RevokedEntry>,
         digest: String,
     ) -> Result<bool> {
-        if let Some(stored) = self.store.stored_crl(place).await? {
-            let stored = self.published_of(stored, partition);
-            if self.current(&stored, &digest, at) || stored.number > number {
-                self.install(stored);
-                return Ok(false);
-            }
+        if let Some(stored) = self.store.stored_crl(place).await?
+            && (self.current(&stored, &digest, at) || stored.number > number)
+        {
+            self.install(self.published_of(stored));
+            return Ok(false);
         }
-        let crl = self.sign(issuer, place, partition, number, at, entries, digest).await?;
-        let record = StoredCrl {
-            place: place.to_owned(),
-            number,
-            digest: crl.digest.clone(),
-            this_update: crl.this_update,
-            next_update: crl.next_update,
-            der: crl.der.clone(),
-        };
+        let count = entries.len();
+        let crl = self.sign(issuer, place, partition, number, at, &entries, digest).await?;
         // A CRL too large for the store (DynamoDB: 400 KB per item) is still served by this replica.
-        let stored = self.store.store_crl(&record).await.unwrap_or_else(|error| {
+        let stored = self.store.store_crl(&crl).await.unwrap_or_else(|error| {
             tracing::warn!(%error, place, "cannot store a CRL; serving it from this replica only");
             true
         });
         if !stored && let Ok(Some(newer)) = self.store.stored_crl(place).await {
-            self.install(self.published_of(newer, partition));
-            return Ok(true);
+            self.install(self.published_of(newer));
+        } else {
+            self.install(PublishedCrl::new(crl, &self.base, count));
         }
-        self.install(crl);
         Ok(true)
     }
 
-    fn published_of(&self, stored: StoredCrl, partition: u8) -> PublishedCrl {
+    /// A CRL another replica signed, as this one serves it.
+    fn published_of(&self, stored: StoredCrl) -> PublishedCrl {
         let entries =
             x509_parser::parse_x509_crl(&stored.der).map_or(0, |(_, c)| c.iter_revoked_certificates().count());
-        PublishedCrl {
-            partition,
-            url: format!("{}/crl/{}.crl", self.base.trim_end_matches('/'), stored.place),
-            number: stored.number,
-            this_update: stored.this_update,
-            next_update: stored.next_update,
-            entries,
-            digest: stored.digest,
-            place: stored.place,
-            der: stored.der,
-        }
+        PublishedCrl::new(stored, &self.base, entries)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -270,29 +250,16 @@ impl CrlPublisher {
         partition: u8,
         number: u64,
         at: OffsetDateTime,
-        entries: Vec<RevokedEntry>,
+        entries: &[RevokedEntry],
         digest: String,
-    ) -> Result<PublishedCrl> {
+    ) -> Result<StoredCrl> {
         let this_update = at;
         let next_update = (at + self.validity).min(issuer.not_after);
-        let params =
-            crl::params(&self.base, &issuer.fingerprint, partition, number, this_update, next_update, &entries);
-        let url = crl::url(&self.base, &issuer.fingerprint, partition);
+        let params = crl::params(&self.base, &issuer.fingerprint, partition, number, this_update, next_update, entries);
         let der = tokio::task::spawn_blocking(move || issuer.sign_crl(&params))
             .await
             .map_err(|e| Error::internal("sign CRL", e))??;
-        let entries = entries.len();
-        Ok(PublishedCrl {
-            partition,
-            place: place.to_owned(),
-            der,
-            number,
-            this_update,
-            next_update,
-            url,
-            entries,
-            digest,
-        })
+        Ok(StoredCrl { place: place.to_owned(), number, digest, this_update, next_update, der })
     }
 
     /// Keeps the CRLs current until `shutdown`: re-checks when the revocation epoch moves and when one is half-way to
@@ -312,7 +279,8 @@ impl CrlPublisher {
                     continue;
                 }
             };
-            let due = self.get(0).is_none() || self.all().iter().any(|c| now() >= c.this_update + self.validity / 2);
+            let due =
+                self.get(0).is_none() || self.all().iter().any(|c| now() >= c.crl.this_update + self.validity / 2);
             // Other replicas' new intermediates get their CRLs within a minute (and at once on a revocation).
             let stale = refreshed.elapsed() >= ISSUERS_EVERY;
             if seen_epoch == Some(epoch) && !due && !stale {

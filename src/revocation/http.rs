@@ -60,15 +60,15 @@ fn serve_crl(p: &Published, issuer: &str, file: &str) -> Response {
         .and_then(crl::parse_partition)
         .and_then(|partition| p.crls.as_ref().and_then(|crls| crls.get_for(issuer, partition)));
     let Some(found) = found else { return not_found() };
-    let max_age = (found.next_update - now()).whole_seconds().clamp(0, CRL_MAX_AGE);
+    let max_age = (found.crl.next_update - now()).whole_seconds().clamp(0, CRL_MAX_AGE);
     let headers = [
         (header::CONTENT_TYPE, "application/pkix-crl".to_owned()),
         (header::CACHE_CONTROL, format!("public, max-age={max_age}")),
-        (header::LAST_MODIFIED, http_date(found.this_update)),
-        (header::EXPIRES, http_date(found.next_update)),
-        (header::ETAG, format!("\"{:x}\"", found.number)),
+        (header::LAST_MODIFIED, http_date(found.crl.this_update)),
+        (header::EXPIRES, http_date(found.crl.next_update)),
+        (header::ETAG, format!("\"{:x}\"", found.crl.number)),
     ];
-    (StatusCode::OK, headers, found.der.clone()).into_response()
+    (StatusCode::OK, headers, found.crl.der.clone()).into_response()
 }
 
 async fn ocsp_post(State(p): State<Published>, headers: HeaderMap, body: Bytes) -> Response {

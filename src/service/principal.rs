@@ -222,10 +222,10 @@ impl PrincipalService for PrincipalApi {
         let crl = crl.ok_or_else(|| Error::Unavailable("CRLs are not published yet".into()))?;
         Ok(Response::new(pb::Crl {
             partition: crate::pki::crl::partition_name(partition),
-            der: crl.der.clone(),
-            number: crl.number,
-            this_update: Some(timestamp(crl.this_update)),
-            next_update: Some(timestamp(crl.next_update)),
+            der: crl.crl.der.clone(),
+            number: crl.crl.number,
+            this_update: Some(timestamp(crl.crl.this_update)),
+            next_update: Some(timestamp(crl.crl.next_update)),
             url: crl.url.clone(),
             entries: u32::try_from(crl.entries).unwrap_or(u32::MAX),
         }))

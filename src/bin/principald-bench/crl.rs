@@ -19,8 +19,7 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[Stri
     let ca = Arc::new(principald::pki::ca::CertificateAuthority::direct(root_ca));
     let issuers = principald::revocation::Issuers::load(ca, store.clone()).await.unwrap();
     let publisher =
-        principald::revocation::CrlPublisher::new(store.clone(), issuers, Some(base.into()), Duration::from_secs(3600))
-            .expect("CRLs are published");
+        principald::revocation::CrlPublisher::new(store.clone(), issuers, base.into(), Duration::from_secs(3600));
     let rss_before = rss_kib();
     let started = Instant::now();
     let signed = publisher.refresh().await.unwrap();
@@ -28,7 +27,7 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[Stri
     let rss_after = rss_kib();
     let (bytes, entries) = (0..principald::pki::crl::PARTITIONS)
         .filter_map(|p| publisher.get(p))
-        .fold((0usize, 0usize), |(b, e), c| (b + c.der.len(), e + c.entries));
+        .fold((0usize, 0usize), |(b, e), c| (b + c.crl.der.len(), e + c.entries));
     assert_eq!((signed, entries as u64), (16, revoked));
     rows.push(
         Row::new("m", format!("build + sign all 16 CRL partitions, {revoked} revoked certificates"), seconds, "s")
@@ -36,7 +35,7 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[Stri
             .note(format!(
                 "{:.1} MiB of DER in all, largest partition {} KiB; process RSS {} -> {} MiB",
                 bytes as f64 / 1_048_576.0,
-                (0..16).filter_map(|p| publisher.get(p)).map(|c| c.der.len()).max().unwrap_or(0) / 1024,
+                (0..16).filter_map(|p| publisher.get(p)).map(|c| c.crl.der.len()).max().unwrap_or(0) / 1024,
                 rss_before / 1024,
                 rss_after / 1024
             )),
@@ -59,13 +58,8 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[Stri
         // A store of its own: CRLs stored by the in-memory CA above would be adopted, not re-signed.
         let store = revoked_store(&root.join(format!("crl-bench-{}.db", rows.len())), revoked).await;
         let issuers = principald::revocation::Issuers::load(Arc::new(ca), store.clone()).await.unwrap();
-        let remote = principald::revocation::CrlPublisher::new(
-            store.clone(),
-            issuers,
-            Some(base.into()),
-            Duration::from_secs(3600),
-        )
-        .expect("CRLs are published");
+        let remote =
+            principald::revocation::CrlPublisher::new(store.clone(), issuers, base.into(), Duration::from_secs(3600));
         let started = Instant::now();
         let signed = remote.refresh().await.unwrap();
         let remote_seconds = started.elapsed().as_secs_f64();
