@@ -17,7 +17,8 @@ use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::model::IntermediateRecord;
 use crate::model::now;
-use crate::pki::ca::{CertificateAuthority, IntermediatePolicy};
+use crate::pki::ca::CertificateAuthority;
+use crate::pki::intermediate::IntermediatePolicy;
 use crate::server_cert::ServerCertificate;
 use crate::store::Store;
 use crate::tls::KnownIntermediates;
@@ -36,7 +37,7 @@ pub async fn start(
     config: &ServeConfig,
     store: &Arc<dyn Store>,
     dir: &DataDir,
-    status: crate::pki::ca::StatusUrls,
+    status: crate::pki::crl::StatusUrls,
 ) -> Result<Arc<CertificateAuthority>> {
     let (root, _) = crate::bootstrap::establish_root(
         dir,

@@ -406,7 +406,7 @@ async fn a_kms_root_signs_a_crl_of_five_thousand_entries() {
     let ca = tokio::task::spawn_blocking(move || {
         let root = principald::pki::ca::Root::create(key, "kms crl test", time::Duration::days(30), false).unwrap();
         principald::pki::ca::CertificateAuthority::direct(
-            root.publishing_status_at(Some(principald::pki::ca::StatusUrls::under(base))),
+            root.publishing_status_at(Some(principald::pki::crl::StatusUrls::under(base))),
         )
     })
     .await

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use clap::Args;
 
 use crate::error::Error;
-use crate::pki::ca::StatusUrls;
+use crate::pki::crl::StatusUrls;
 
 #[derive(Args, Debug, Clone)]
 pub struct PkiArgs {

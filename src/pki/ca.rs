@@ -1,10 +1,9 @@
 //! The certificate authority: a root (its certificate and a [`Signer`] wherever the key lives) and the issuing key
 //! that signs leaves.
 //!
-//! A serving replica signs leaves with an *issuing intermediate* whose key exists only in its memory: the root signs
-//! one at start and again every [`IntermediatePolicy::lifetime`] × 2/3, so KMS or the HSM is asked a few times a day
-//! and issuance never waits on it. An intermediate's certificate outlives its signing window by the longest leaf it may
-//! sign, so no leaf is ever cut short and no leaf outlives its issuer. Tools and tests that load the CA from files
+//! A serving replica signs leaves with an *issuing intermediate* (see [`crate::pki::intermediate`]) whose key is in
+//! memory only: the root signs one at start and again every [`IntermediatePolicy::lifetime`] × 2/3, so KMS or the
+//! HSM is asked a few times a day and issuance never waits on it. Tools and tests that load the CA from files
 //! sign directly with the root ([`CertificateAuthority::direct`]), as do roots made before intermediates existed (path
 //! length 0).
 
@@ -17,7 +16,9 @@ use rustls::pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
 use crate::error::Error;
-use crate::model::{IntermediateRecord, now, sha256_hex};
+use crate::model::IntermediateRecord;
+use crate::pki::crl::StatusUrls;
+use crate::pki::intermediate::{self, IntermediatePolicy};
 use crate::pki::leaf::pem_of;
 use crate::pki::profile;
 use crate::pki::signer::{RcgenKey, Signer};
@@ -33,22 +34,6 @@ pub struct Root {
     signs_intermediates: bool,
     /// Where relying parties learn revocations (CRLs and OCSP); what it signs names them when set.
     status: Option<StatusUrls>,
-}
-
-/// Where relying parties fetch revocation status: CRLs under `crl_base` (`BASE/crl/...`) and the OCSP responder at
-/// `ocsp`, both written into every certificate whose issuer can keep them current.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatusUrls {
-    pub crl_base: String,
-    pub ocsp: String,
-}
-
-impl StatusUrls {
-    /// Both under one base URL (the PKI listener): `BASE/crl/...` and `BASE/ocsp`.
-    pub fn under(base: &str) -> Self {
-        let base = base.trim_end_matches('/');
-        Self { crl_base: base.to_owned(), ocsp: format!("{base}/ocsp") }
-    }
 }
 
 impl Root {
@@ -101,6 +86,16 @@ impl Root {
         self
     }
 
+    /// What signing an intermediate needs of the root.
+    fn signing(&self) -> intermediate::SigningRoot<'_> {
+        intermediate::SigningRoot {
+            signer: self.signer.as_ref(),
+            issuer: &self.issuer,
+            not_after: self.not_after,
+            status: self.status.as_ref(),
+        }
+    }
+
     /// The root's key (for the CRLs and OCSP answers it signs, and to derive its intermediates' keys).
     pub fn signer(&self) -> &Arc<dyn Signer> {
         &self.signer
@@ -113,15 +108,6 @@ impl Root {
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
-}
-
-/// How long one replica intermediate signs, and the longest leaf it may sign.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IntermediatePolicy {
-    /// Signing window of one intermediate key (default 24 h); it is replaced after 2/3 of it.
-    pub lifetime: Duration,
-    /// The longest validity any leaf may get; the intermediate's certificate outlives its window by this much.
-    pub longest_leaf: Duration,
 }
 
 /// The key that signs leaves now: a replica intermediate, or the root itself.
@@ -138,9 +124,23 @@ pub struct Issuing {
     pub rotate_at: Option<OffsetDateTime>,
     /// Signing blocks on KMS or a token (the root signs leaves itself and is remote).
     pub remote: bool,
-    /// Any replica can re-derive this key (see [`intermediate_key_context`]), so its CRLs and OCSP answers outlive
+    /// Any replica can re-derive this key (see [`crate::pki::intermediate`]), so its CRLs and OCSP answers outlive
     /// this replica: what it signs names them. True for the root.
     pub derivable: bool,
+}
+
+impl From<intermediate::Signed> for Issuing {
+    fn from(signed: intermediate::Signed) -> Self {
+        Self {
+            issuer: Issuer::new(signed.params, IssuingKey::Memory(signed.key)),
+            intermediate_pem: pem_of(&signed.der),
+            not_after: signed.record.not_after,
+            record: Some(signed.record),
+            rotate_at: Some(signed.rotate_at),
+            remote: false,
+            derivable: signed.derivable,
+        }
+    }
 }
 
 impl Issuing {
@@ -209,7 +209,7 @@ impl CertificateAuthority {
             tracing::warn!("the CA certificate has path length 0: leaves are signed by the root key directly");
             return Ok(Self::direct(root));
         }
-        let first = sign_intermediate(&root, replica, policy)?;
+        let first = Issuing::from(intermediate::sign(&root.signing(), replica, policy)?);
         Ok(Self {
             root,
             replica: replica.to_owned(),
@@ -282,7 +282,7 @@ impl CertificateAuthority {
     /// then [`install`](Self::install) it.
     pub fn next_intermediate(&self) -> Result<Issuing, Error> {
         let policy = self.policy.ok_or_else(|| Error::internal("rotate", "this CA signs with its root directly"))?;
-        sign_intermediate(&self.root, &self.replica, policy)
+        Ok(Issuing::from(intermediate::sign(&self.root.signing(), &self.replica, policy)?))
     }
 
     /// Asks the keeper to check for a rotation now (an intermediate was revoked).
@@ -314,78 +314,6 @@ impl CertificateAuthority {
     }
 }
 
-/// What an intermediate's key is derived from: its serial, which is chosen before the key and is in its certificate,
-/// as an unsigned big-endian number without leading zero bytes (DER adds one when the top bit is set; rcgen's serial
-/// bytes do not have it).
-pub fn intermediate_key_context(serial: &[u8]) -> Vec<u8> {
-    let start = serial.iter().position(|&b| b != 0).unwrap_or(serial.len());
-    let mut context = b"principald intermediate key v1\0".to_vec();
-    context.extend_from_slice(&serial[start..]);
-    context
-}
-
-/// The key of the intermediate with certificate `der`, re-derived from the root's derivation secret; `None` when
-/// that intermediate's key was not derived (made before keys were derivable) or the secret is unreachable. Blocking.
-pub fn rederive_intermediate_key(root: &Root, der: &[u8]) -> Option<KeyPair> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let pkcs8 =
-        crate::pki::signer::derive_p256_pkcs8(root.signer.as_ref(), &intermediate_key_context(cert.raw_serial()))
-            .map_err(|error| tracing::warn!(%error, "cannot derive an intermediate key"))
-            .ok()?;
-    let key = KeyPair::try_from(pkcs8.as_slice()).ok()?;
-    (key.subject_public_key_info() == cert.public_key().raw).then_some(key)
-}
-
-/// A new key (derived from the root's secret when it can be, else random and in memory only) and its intermediate
-/// certificate, signed by the root.
-fn sign_intermediate(root: &Root, replica: &str, policy: IntermediatePolicy) -> Result<Issuing, Error> {
-    let at = now();
-    let not_after = (at + policy.lifetime + policy.longest_leaf + profile::BACKDATE).min(root.not_after);
-    let mut params = profile::intermediate_certificate(replica, at - profile::BACKDATE, not_after);
-    let serial = params.serial_number.clone().ok_or_else(|| Error::internal("intermediate", "no serial"))?;
-    let derived =
-        crate::pki::signer::derive_p256_pkcs8(root.signer.as_ref(), &intermediate_key_context(serial.as_ref()))
-            .and_then(|pkcs8| KeyPair::try_from(pkcs8.as_slice()).map_err(|e| Error::internal("load derived key", e)));
-    let (key, derivable) = match derived {
-        Ok(key) => (key, true),
-        Err(error) => {
-            tracing::warn!(%error, "the intermediate key cannot be derived from the root's secret: its certificates \
-                get no CRL or OCSP URL (run `principald bootstrap` with the same --ca-key to create the secret)");
-            let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                .map_err(|e| Error::internal("generate intermediate key", e))?;
-            (key, false)
-        }
-    };
-    if let Some(urls) = &root.status {
-        params.crl_distribution_points = vec![crate::pki::crl::distribution_point(&urls.crl_base, "", &serial)];
-        params.custom_extensions.push(crate::pki::crl::authority_info_access(&urls.ocsp));
-    }
-    let cert = params.signed_by(&key, &root.issuer).map_err(|e| {
-        Error::Unavailable(format!("the CA key {} could not sign an intermediate: {e}", root.signer.describe()))
-    })?;
-    let der = cert.der().to_vec();
-    let record = IntermediateRecord {
-        fingerprint: sha256_hex(&der),
-        replica: replica.to_owned(),
-        not_before: params.not_before,
-        not_after,
-        der: der.clone(),
-        revoked_at: None,
-    };
-    let rotate_at = at + policy.lifetime * 2 / 3;
-    let issuer = Issuer::new(params, IssuingKey::Memory(key));
-    tracing::info!(replica, fingerprint = %record.fingerprint, %not_after, %rotate_at, "issuing intermediate signed");
-    Ok(Issuing {
-        issuer,
-        intermediate_pem: pem_of(&der),
-        record: Some(record),
-        not_after,
-        rotate_at: Some(rotate_at),
-        remote: false,
-        derivable,
-    })
-}
-
 impl fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificateAuthority")
@@ -393,68 +321,5 @@ impl fmt::Debug for CertificateAuthority {
             .field("not_after", &self.root.not_after)
             .field("issuing", &self.issuing().fingerprint().to_owned())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn replica_ca(lifetime: Duration, longest_leaf: Duration) -> CertificateAuthority {
-        let root =
-            Root::create(crate::pki::signer::in_memory().unwrap(), "test root", Duration::days(3650), true).unwrap();
-        CertificateAuthority::with_intermediate(root, "r1", IntermediatePolicy { lifetime, longest_leaf }).unwrap()
-    }
-
-    #[test]
-    fn any_holder_of_the_root_re_derives_every_intermediate_key_whatever_its_serial() {
-        let ca = replica_ca(Duration::hours(24), Duration::days(30));
-        let mut top_bit = [false, false];
-        // Serials with and without the top bit set (DER then adds a leading zero byte) must both re-derive.
-        for _ in 0..24 {
-            let next = ca.next_intermediate().unwrap();
-            assert!(next.derivable);
-            let der = next.record.as_ref().unwrap().der.clone();
-            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-            top_bit[usize::from(cert.raw_serial()[0] == 0)] = true;
-            let key = rederive_intermediate_key(ca.root(), &der).expect("re-derived");
-            assert_eq!(key.subject_public_key_info(), cert.public_key().raw);
-        }
-        assert_eq!(top_bit, [true, true], "both kinds of serial were tried");
-        let other = replica_ca(Duration::hours(24), Duration::days(30));
-        let der = ca.issuing().record.clone().unwrap().der;
-        assert!(rederive_intermediate_key(other.root(), &der).is_none(), "another root derives other keys");
-    }
-
-    #[test]
-    fn an_intermediate_outlives_every_leaf_it_signs_and_is_replaced_at_two_thirds() {
-        let before = now();
-        let ca = replica_ca(Duration::hours(24), Duration::days(30));
-        let issuing = ca.issuing();
-        let record = issuing.record.clone().unwrap();
-        // A leaf signed at the very end of the window still ends before its issuer.
-        assert!(issuing.not_after >= before + Duration::hours(24) + Duration::days(30));
-        assert_eq!(record.not_after, issuing.not_after);
-        let due = issuing.rotate_at.unwrap();
-        assert!(due >= before + Duration::hours(16) && due <= now() + Duration::hours(16));
-        assert!(!ca.rotation_due(due - Duration::seconds(1), |_| false));
-        assert!(ca.rotation_due(due, |_| false));
-        assert!(ca.rotation_due(now(), |fp| fp == record.fingerprint), "a revoked intermediate is replaced at once");
-        let next = ca.next_intermediate().unwrap();
-        assert_ne!(next.fingerprint(), record.fingerprint);
-        ca.install(next);
-        assert_ne!(ca.issuing().fingerprint(), record.fingerprint);
-    }
-
-    #[test]
-    fn an_intermediate_never_outlives_its_root_and_roots_without_path_length_sign_directly() {
-        let root = Root::create(crate::pki::signer::in_memory().unwrap(), "short", Duration::days(2), true).unwrap();
-        let policy = IntermediatePolicy { lifetime: Duration::hours(24), longest_leaf: Duration::days(30) };
-        let ca = CertificateAuthority::with_intermediate(root, "r1", policy).unwrap();
-        assert!(ca.issuing().not_after <= ca.not_after());
-        let leaf_only =
-            Root::create(crate::pki::signer::in_memory().unwrap(), "old", Duration::days(2), false).unwrap();
-        let ca = CertificateAuthority::with_intermediate(leaf_only, "r1", policy).unwrap();
-        assert!(ca.issuing().record.is_none(), "path length 0: the root signs leaves");
     }
 }

@@ -88,6 +88,22 @@ pub fn authority_info_access(ocsp_url: &str) -> rcgen::CustomExtension {
     rcgen::CustomExtension::from_oid_content(&ID_PE_AUTHORITY_INFO_ACCESS, content)
 }
 
+/// Where relying parties fetch revocation status: CRLs under `crl_base` (`BASE/crl/...`) and the OCSP responder at
+/// `ocsp`, both written into every certificate whose issuer can keep them current.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusUrls {
+    pub crl_base: String,
+    pub ocsp: String,
+}
+
+impl StatusUrls {
+    /// Both under one base URL (the PKI listener): `BASE/crl/...` and `BASE/ocsp`.
+    pub fn under(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        Self { crl_base: base.to_owned(), ocsp: format!("{base}/ocsp") }
+    }
+}
+
 /// A signed CRL as the store keeps it, so that every replica serves the newest one of each place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredCrl {

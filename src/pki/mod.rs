@@ -4,6 +4,7 @@ pub mod ca;
 pub mod crl;
 pub mod csr;
 pub mod identity;
+pub mod intermediate;
 pub mod leaf;
 pub mod ocsp;
 pub mod oid;

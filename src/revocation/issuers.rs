@@ -1,5 +1,5 @@
 //! The issuers principald publishes revocation status for: the root, and every unexpired replica intermediate whose
-//! key any replica can re-derive from the root's secret (see `pki::ca::rederive_intermediate_key`). Each signs its
+//! key any replica can re-derive from the root's secret (see `pki::intermediate::rederive_key`). Each signs its
 //! own CRLs and OCSP answers, so a relying party never meets an indirect CRL or a delegated responder, and an
 //! intermediate's status stays current after the replica that created it is gone.
 //!
@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
 use crate::model::{IntermediateRecord, Serial, now, sha256_hex};
-use crate::pki::ca::{CertificateAuthority, rederive_intermediate_key};
+use crate::pki::ca::CertificateAuthority;
+use crate::pki::intermediate;
 use crate::pki::ocsp::IssuerKey;
 use crate::store::Store;
 
@@ -125,7 +126,7 @@ impl Issuers {
         for record in unseen {
             let (ca, der) = (self.ca.clone(), record.der.clone());
             let key = tokio::task::spawn_blocking(move || {
-                let Some(key) = rederive_intermediate_key(ca.root(), &der) else {
+                let Some(key) = intermediate::rederive_key(ca.root().signer().as_ref(), &der) else {
                     tracing::warn!(
                         "cannot re-derive an intermediate's key (made before keys were derivable, or the derivation \
                          secret is unreachable): its certificates get no CRL here; will retry"

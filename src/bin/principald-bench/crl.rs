@@ -15,7 +15,7 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[Stri
     let key = principald::pki::signer::in_memory().unwrap();
     let root_ca = principald::pki::ca::Root::create(key, "bench CA", time::Duration::days(365), false).unwrap();
     let base = "http://ca.example.test:8080";
-    let root_ca = root_ca.publishing_status_at(Some(principald::pki::ca::StatusUrls::under(base)));
+    let root_ca = root_ca.publishing_status_at(Some(principald::pki::crl::StatusUrls::under(base)));
     let ca = Arc::new(principald::pki::ca::CertificateAuthority::direct(root_ca));
     let issuers = principald::revocation::Issuers::load(ca, store.clone()).await.unwrap();
     let publisher =
@@ -50,7 +50,7 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[Stri
         let ca = tokio::task::spawn_blocking(move || {
             let root = principald::pki::ca::Root::create(key, "bench CA", time::Duration::days(365), false).unwrap();
             principald::pki::ca::CertificateAuthority::direct(
-                root.publishing_status_at(Some(principald::pki::ca::StatusUrls::under(base))),
+                root.publishing_status_at(Some(principald::pki::crl::StatusUrls::under(base))),
             )
         })
         .await
