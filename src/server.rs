@@ -128,7 +128,6 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         config.accountability.crl_validity,
     );
     crls.refresh().await?;
-    let crls = Some(crls);
     let withdrawals = authenticator.clone();
     let ocsp = crate::revocation::Responder::new(
         issuers,
@@ -195,10 +194,10 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     ));
     let pki = tokio::spawn(crate::health::serve_routes(
         pki_listener,
-        crate::revocation::http::routes(crls.clone(), Some(ocsp)),
+        crate::revocation::http::routes(crls.clone(), ocsp),
         wait_for(shutdown_rx.clone()),
     ));
-    let crl_task = crls.clone().map(|crls| tokio::spawn(crls.run(shutdown_rx.clone())));
+    let crl_task = tokio::spawn(crls.clone().run(shutdown_rx.clone()));
     let token_keys = tokens.as_ref().map(|t| tokio::spawn(t.keys.clone().run(shutdown_rx.clone())));
     let oauth = match (oauth_listener, &tokens) {
         (Some(listener), Some(tokens)) => Some(tokio::spawn(crate::token::http::serve(
@@ -244,9 +243,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         intermediates.abort();
         epoch.abort();
         sweeps.abort();
-        if let Some(task) = &crl_task {
-            task.abort();
-        }
+        crl_task.abort();
         for task in token_keys.iter().chain(&oauth) {
             task.abort();
         }

@@ -237,7 +237,7 @@ pub struct Scrape {
     pub readiness: crate::health::Readiness,
     pub ca: Arc<crate::pki::ca::CertificateAuthority>,
     pub server_cert: Arc<crate::server_cert::ServerCertificate>,
-    pub crls: Option<Arc<crate::revocation::CrlPublisher>>,
+    pub crls: Arc<crate::revocation::CrlPublisher>,
 }
 
 /// `GET /metrics` for the health listener (Prometheus text format 0.0.4 / OpenMetrics text).
@@ -255,7 +255,7 @@ async fn serve(axum::extract::State(scrape): axum::extract::State<Arc<Scrape>>) 
         ("issuing", left(scrape.ca.issuing().not_after)),
         ("server", left(scrape.server_cert.not_after())),
     ];
-    let crl = scrape.crls.as_ref().and_then(|c| c.all().iter().map(|c| left(c.crl.next_update)).reduce(f64::min));
+    let crl = scrape.crls.all().iter().map(|c| left(c.crl.next_update)).reduce(f64::min);
     let body = scrape.metrics.render(scrape.readiness.is_ready(), &expiries, crl);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

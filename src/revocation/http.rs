@@ -24,11 +24,11 @@ const CRL_MAX_AGE: i64 = 300;
 
 #[derive(Clone)]
 struct Published {
-    crls: Option<Arc<CrlPublisher>>,
-    ocsp: Option<Arc<Responder>>,
+    crls: Arc<CrlPublisher>,
+    ocsp: Arc<Responder>,
 }
 
-pub fn routes(crls: Option<Arc<CrlPublisher>>, ocsp: Option<Arc<Responder>>) -> Router {
+pub fn routes(crls: Arc<CrlPublisher>, ocsp: Arc<Responder>) -> Router {
     Router::new()
         .route("/crl/{file}", axum::routing::get(root_crl))
         .route("/crl/{issuer}/{file}", axum::routing::get(intermediate_crl))
@@ -58,7 +58,7 @@ fn serve_crl(p: &Published, issuer: &str, file: &str) -> Response {
     let found = file
         .strip_suffix(".crl")
         .and_then(crl::parse_partition)
-        .and_then(|partition| p.crls.as_ref().and_then(|crls| crls.get_for(issuer, partition)));
+        .and_then(|partition| p.crls.get_for(issuer, partition));
     let Some(found) = found else { return not_found() };
     let max_age = (found.crl.next_update - now()).whole_seconds().clamp(0, CRL_MAX_AGE);
     let headers = [
@@ -93,10 +93,7 @@ async fn ocsp_get(State(p): State<Published>, Path(request): Path<String>) -> Re
 }
 
 async fn answer(p: &Published, der: &[u8]) -> Response {
-    let Some(responder) = &p.ocsp else {
-        return (StatusCode::NOT_FOUND, "this server has no OCSP responder\n").into_response();
-    };
-    let answer = responder.respond(der).await;
+    let answer = p.ocsp.respond(der).await;
     ocsp_response(answer.der, answer.cacheable)
 }
 

@@ -22,12 +22,12 @@ use crate::token::TokenIssuer;
 pub struct PrincipalApi {
     registry: Arc<Registry>,
     audit: AuditReader,
-    crls: Option<Arc<CrlPublisher>>,
+    crls: Arc<CrlPublisher>,
     tokens: Option<Arc<TokenIssuer>>,
 }
 
 impl PrincipalApi {
-    pub fn new(registry: Arc<Registry>, audit: AuditReader, crls: Option<Arc<CrlPublisher>>) -> Self {
+    pub fn new(registry: Arc<Registry>, audit: AuditReader, crls: Arc<CrlPublisher>) -> Self {
         Self { registry, audit, crls, tokens: None }
     }
 
@@ -218,7 +218,7 @@ impl PrincipalService for PrincipalApi {
                     .into(),
             )
         })?;
-        let crl = self.crls.as_ref().and_then(|c| c.get(partition));
+        let crl = self.crls.get(partition);
         let crl = crl.ok_or_else(|| Error::Unavailable("CRLs are not published yet".into()))?;
         Ok(Response::new(pb::Crl {
             partition: crate::pki::crl::partition_name(partition),

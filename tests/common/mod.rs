@@ -267,15 +267,15 @@ impl ServerProcess {
                 let v: serde_json::Value = serde_json::from_str(&line).unwrap();
                 let addr = |k: &str| v["fields"][k].as_str().unwrap().parse().unwrap();
                 let (grpc, health, pki) = (addr("grpc"), addr("health"), addr("pki"));
-                if std::env::var("DEBUG_CHILD").is_ok() {
-                    eprintln!("child start: {seen}");
+                // PRINCIPALD_TEST_CHILD_LOG=1 shows the server's log in the test's output (with --no-capture).
+                let show = std::env::var_os("PRINCIPALD_TEST_CHILD_LOG").is_some();
+                if show {
+                    eprint!("principald: {seen}");
                 }
                 // Keep draining the log so the process never blocks on a full pipe.
                 std::thread::spawn(move || {
-                    for l in lines {
-                        if std::env::var("DEBUG_CHILD").is_ok() {
-                            eprintln!("child: {l:?}");
-                        }
+                    for line in lines.map_while(Result::ok).filter(|_| show) {
+                        eprintln!("principald: {line}");
                     }
                 });
                 return Self { child, grpc, health, pki };
