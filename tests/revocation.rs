@@ -358,47 +358,12 @@ async fn pkcs11_root_a_dead_replicas_leaf_is_revoked_by_another_replica() {
 /// bytes, see scripts/kms-emulator.py); openssl verifies the signature with the root's certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kms_root_signs_a_crl_of_five_thousand_entries() {
-    use principald::model::{
-        CertificateRecord, Principal, PrincipalStatus, PrincipalType, Revocation, RevocationReason,
-    };
     let Some(uri) = common::signers::kms_key_uri() else { return };
     principald::install_crypto_provider();
     let tmp = tempfile::tempdir().unwrap();
     let store = principald::store::sqlite::SqliteStore::open(&tmp.path().join("crl.db")).unwrap();
-    let at = principald::model::now();
-    let owner = Principal {
-        id: "crl-owner".parse().unwrap(),
-        kind: PrincipalType::Worker,
-        status: PrincipalStatus::Active,
-        description: String::new(),
-        email: None,
-        status_reason: None,
-        created_at: at,
-        updated_at: at,
-        generation: 0,
-    };
-    // Serials ending in 0x?0: all in partition 0.
-    let certificates: Vec<CertificateRecord> = (0..5000u32)
-        .map(|i| {
-            let mut serial = [0u8; 16];
-            aws_lc_rs::rand::fill(&mut serial).unwrap();
-            serial[0] &= 0x7f;
-            serial[15] &= 0xf0;
-            CertificateRecord {
-                serial: principald::model::Serial::from_bytes(&serial),
-                principal_id: owner.id.clone(),
-                principal_type: owner.kind,
-                not_before: at - time::Duration::days(1),
-                not_after: at + time::Duration::days(29),
-                sha256_fingerprint: format!("{i:064x}"),
-                der: vec![0x30, 0x00],
-                revocation: Some(Revocation { at, reason: RevocationReason::KeyCompromise }),
-                generation: 0,
-                renewal: None,
-                issuer: String::new(),
-            }
-        })
-        .collect();
+    // All in partition 0.
+    let (owner, certificates) = principald::store::conformance::revoked_fixture(5000, Some(0));
     store.import(vec![owner], certificates).await.unwrap();
     let store: std::sync::Arc<dyn principald::store::Store> = std::sync::Arc::new(store);
     let key = principald::pki::signer::open_async(uri.parse().unwrap(), true).await.unwrap();

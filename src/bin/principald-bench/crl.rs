@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use principald::model::{CertificateRecord, Principal, PrincipalStatus, PrincipalType, Revocation, RevocationReason};
 use principald::store::Store;
 
 use crate::report::Row;
@@ -82,38 +81,7 @@ pub async fn crls(rows: &mut Vec<Row>, root: &Path, revoked: u64, rooted: &[Stri
 /// A fresh embedded store holding `revoked` revoked, unexpired certificates of one principal.
 async fn revoked_store(path: &Path, revoked: u64) -> Arc<dyn Store> {
     let store = principald::store::sqlite::SqliteStore::open(path).unwrap();
-    let at = principald::model::now();
-    let owner = Principal {
-        id: "crl-bench".parse().unwrap(),
-        kind: PrincipalType::Worker,
-        status: PrincipalStatus::Active,
-        description: String::new(),
-        email: None,
-        status_reason: None,
-        created_at: at,
-        updated_at: at,
-        generation: 0,
-    };
-    let certificates: Vec<CertificateRecord> = (0..revoked)
-        .map(|i| {
-            let mut serial = [0u8; 16];
-            aws_lc_rs::rand::fill(&mut serial).unwrap();
-            serial[0] &= 0x7f;
-            CertificateRecord {
-                serial: principald::model::Serial::from_bytes(&serial),
-                principal_id: owner.id.clone(),
-                principal_type: owner.kind,
-                not_before: at - time::Duration::days(1),
-                not_after: at + time::Duration::days(29),
-                sha256_fingerprint: format!("{i:064x}"),
-                der: vec![0x30, 0x00],
-                revocation: Some(Revocation { at, reason: RevocationReason::Superseded }),
-                generation: 0,
-                renewal: None,
-                issuer: String::new(),
-            }
-        })
-        .collect();
+    let (owner, certificates) = principald::store::conformance::revoked_fixture(revoked, None);
     store.import(vec![owner], certificates).await.unwrap();
     Arc::new(store)
 }

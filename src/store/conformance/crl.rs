@@ -207,3 +207,29 @@ pub async fn revoking_an_intermediate_revokes_what_it_signed(store: Arc<dyn Stor
     );
     assert_eq!(s.finish_sweeps().await.unwrap(), 0, "nothing left to sweep");
 }
+
+/// A principal and `count` revoked, unexpired certificates of it with random serials, all in CRL partition
+/// `partition` when given (else spread over all): what CRL tests and benchmarks import (`SqliteStore::import`).
+pub fn revoked_fixture(
+    count: u64,
+    partition: Option<u8>,
+) -> (crate::model::Principal, Vec<crate::model::CertificateRecord>) {
+    use crate::model::{Revocation, Serial};
+    let owner = principal("revoked-fixture", PrincipalType::Worker);
+    let at = t0();
+    let certificates = (0..count)
+        .map(|i| {
+            let mut serial = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut serial).expect("system randomness");
+            serial[0] &= 0x7f;
+            if let Some(p) = partition {
+                serial[15] = (serial[15] & 0xf0) | (p & 0x0f);
+            }
+            let mut cert = certificate(Serial::from_bytes(&serial).as_str(), &owner, at - time::Duration::days(1));
+            cert.sha256_fingerprint = format!("{i:064x}");
+            cert.revocation = Some(Revocation { at, reason: RevocationReason::KeyCompromise });
+            cert
+        })
+        .collect();
+    (owner, certificates)
+}
