@@ -109,3 +109,63 @@ pub fn endpoint(server: &str, credentials: &Credentials) -> Result<Endpoint, Err
         .map_err(|e| Error::InvalidArgument(format!("invalid TLS material: {e}")))
         .map(|e| e.tcp_nodelay(true).connect_timeout(std::time::Duration::from_secs(10)))
 }
+
+/// How a client retries a call the server could not serve right now.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// Calls in all, the first included.
+    pub attempts: u32,
+    /// First wait after UNAVAILABLE; doubles per attempt.
+    pub backoff: std::time::Duration,
+    /// Longest single wait, whatever the server's hint.
+    pub max_wait: std::time::Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { attempts: 6, backoff: std::time::Duration::from_secs(1), max_wait: std::time::Duration::from_secs(300) }
+    }
+}
+
+impl Retry {
+    /// Calls `call` until it succeeds, fails for good, or the attempts are spent. RESOURCE_EXHAUSTED with the
+    /// server's retry hint (`grpc-retry-pushback-ms`) waits that long plus up to a fifth more; UNAVAILABLE waits
+    /// `backoff` doubling per attempt, with full jitter. Every other outcome is returned at once. `waiting` hears
+    /// each wait before it starts (to tell the user).
+    pub async fn call<T, F, Fut>(
+        &self,
+        mut call: F,
+        mut waiting: impl FnMut(&tonic::Status, std::time::Duration),
+    ) -> Result<T, tonic::Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let status = match call().await {
+                Ok(value) => return Ok(value),
+                Err(status) => status,
+            };
+            let wait = match (status.code(), crate::error::retry_pushback(&status)) {
+                (tonic::Code::ResourceExhausted, Some(hint)) => hint + jitter(hint / 5),
+                (tonic::Code::Unavailable, _) => jitter(self.backoff.saturating_mul(1 << (attempt - 1).min(16))),
+                _ => return Err(status),
+            };
+            if attempt >= self.attempts {
+                return Err(status);
+            }
+            let wait = wait.min(self.max_wait);
+            waiting(&status, wait);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// A uniformly random duration up to `max`.
+pub fn jitter(max: std::time::Duration) -> std::time::Duration {
+    let mut bytes = [0u8; 4];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    max.mul_f64(f64::from(u32::from_le_bytes(bytes)) / f64::from(u32::MAX))
+}

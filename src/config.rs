@@ -19,6 +19,7 @@ use crate::store::StoreConfig;
 mod accountability;
 mod ca;
 mod duration;
+mod limits;
 mod pki;
 mod store;
 mod tokens;
@@ -26,6 +27,7 @@ pub use accountability::{AccountabilityArgs, AccountabilityConfig};
 pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, IntermediateMode, ReplicaArgs};
 pub use duration::parse_duration;
 use duration::{nonzero, parse_duration_flag};
+pub use limits::{OverloadArgs, OverloadConfig};
 pub use pki::{PkiArgs, PkiConfig, http_base};
 pub use store::{StoreArgs, StoreKind};
 pub use tokens::{TokenArgs, TokenConfig};
@@ -138,6 +140,8 @@ pub struct ServeArgs {
     pub tokens: TokenArgs,
     #[command(flatten)]
     pub pki: PkiArgs,
+    #[command(flatten)]
+    pub overload: OverloadArgs,
     /// Address of the gRPC mTLS listener.
     #[arg(long, env = "PRINCIPALD_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
@@ -164,18 +168,6 @@ pub struct ServeArgs {
     /// How long in-flight RPCs may take to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "PRINCIPALD_SHUTDOWN_GRACE", default_value = "10s")]
     pub shutdown_grace: String,
-    /// Time allowed for a TLS handshake.
-    #[arg(long, env = "PRINCIPALD_HANDSHAKE_TIMEOUT", default_value = "5s")]
-    pub handshake_timeout: String,
-    /// Most TLS handshakes in progress at once on the gRPC port; beyond it new connections are closed at once.
-    #[arg(long, env = "PRINCIPALD_MAX_HANDSHAKES", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_handshakes: u32,
-    /// Most open connections on the gRPC port; beyond it new connections are closed at once.
-    #[arg(long, env = "PRINCIPALD_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: u32,
-    /// A connection without a client certificate (health, reflection only) is closed after this long without traffic.
-    #[arg(long, env = "PRINCIPALD_UNAUTHENTICATED_IDLE", default_value = "10s")]
-    pub unauthenticated_idle: String,
     /// Connections are asked to close (HTTP/2 GOAWAY) after this long, so clients spread over replicas again.
     #[arg(long, env = "PRINCIPALD_MAX_CONNECTION_AGE", default_value = "1h")]
     pub max_connection_age: String,
@@ -218,8 +210,8 @@ pub struct ServeConfig {
     pub auth_cache_ttl: Duration,
     pub revocation_poll: Duration,
     pub shutdown_grace: Duration,
-    /// Caps and deadlines of the gRPC listener's connections.
-    pub connection_limits: crate::tls::ConnectionLimits,
+    /// Caps and deadlines of the gRPC listener, rate limits, the store's in-flight bound.
+    pub overload: OverloadConfig,
     pub max_connection_age: Duration,
     /// How `serve` bootstraps an empty data dir.
     pub bootstrap: BootstrapConfig,
@@ -334,19 +326,7 @@ impl ServeArgs {
                 "--revocation-poll",
             )?,
             shutdown_grace: parse_duration_flag("--shutdown-grace", &self.shutdown_grace)?,
-            connection_limits: crate::tls::ConnectionLimits {
-                handshake_timeout: nonzero(
-                    parse_duration_flag("--handshake-timeout", &self.handshake_timeout)?,
-                    "--handshake-timeout",
-                )?,
-                max_handshakes: self.max_handshakes as usize,
-                max_connections: self.max_connections as usize,
-                unauthenticated_idle: nonzero(
-                    parse_duration_flag("--unauthenticated-idle", &self.unauthenticated_idle)?,
-                    "--unauthenticated-idle",
-                )?,
-                ..Default::default()
-            },
+            overload: self.overload.validate()?,
             max_connection_age: nonzero(
                 parse_duration_flag("--max-connection-age", &self.max_connection_age)?,
                 "--max-connection-age",

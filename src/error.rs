@@ -30,6 +30,9 @@ pub enum Error {
     /// A bug or corrupt data. Internal detail, not for callers.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The caller (or its source address) exceeded a rate limit; it may try again after `retry_after`.
+    #[error("{message}; retry in {:.1}s", retry_after.as_secs_f64())]
+    RateLimited { message: String, retry_after: std::time::Duration },
 }
 
 impl Error {
@@ -60,8 +63,60 @@ impl From<Error> for tonic::Status {
                 tracing::error!(error = %detail, "internal error");
                 Status::internal("internal server error; see the server log")
             }
+            Error::RateLimited { retry_after, .. } => rate_limited(&error.to_string(), retry_after),
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED with the retry hint twice: gRPC's `grpc-retry-pushback-ms` (which gRPC clients with a retry
+/// policy obey) and a `google.rpc.RetryInfo` detail (what `retry_delay`-aware clients read).
+fn rate_limited(message: &str, retry_after: std::time::Duration) -> tonic::Status {
+    use prost::Message;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<prost_types::Duration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<prost_types::Any>,
+    }
+    let millis = retry_after.as_millis().clamp(1, u128::from(u32::MAX));
+    let delay =
+        prost_types::Duration { seconds: retry_after.as_secs() as i64, nanos: retry_after.subsec_nanos() as i32 };
+    let details = RpcStatus {
+        code: tonic::Code::ResourceExhausted as i32,
+        message: message.to_owned(),
+        details: vec![prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: RetryInfo { retry_delay: Some(delay) }.encode_to_vec(),
+        }],
+    };
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    if let Ok(value) = millis.to_string().parse() {
+        metadata.insert(PUSHBACK_HEADER, value);
+    }
+    tonic::Status::with_details_and_metadata(
+        tonic::Code::ResourceExhausted,
+        message,
+        details.encode_to_vec().into(),
+        metadata,
+    )
+}
+
+/// The trailer in which gRPC servers tell clients how long to wait before retrying (gRFC A6).
+pub const PUSHBACK_HEADER: &str = "grpc-retry-pushback-ms";
+
+/// The retry hint of a RESOURCE_EXHAUSTED status from principald, if it carries one.
+pub fn retry_pushback(status: &tonic::Status) -> Option<std::time::Duration> {
+    let millis: u64 = status.metadata().get(PUSHBACK_HEADER)?.to_str().ok()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(millis))
 }
 
 #[cfg(test)]
@@ -76,6 +131,17 @@ mod tests {
         let status = tonic::Status::from(Error::Unavailable("db at 10.0.0.1 refused".into()));
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(!status.message().contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_rate_limit_carries_its_retry_hint() {
+        let retry_after = std::time::Duration::from_millis(1500);
+        let status =
+            tonic::Status::from(Error::RateLimited { message: "rate limit for token reached".into(), retry_after });
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(retry_pushback(&status), Some(retry_after));
+        assert!(status.message().contains("retry in 1.5s"), "{}", status.message());
+        assert!(!status.details().is_empty());
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! (the store answers, the CA and the server certificate are unexpired: 200, otherwise 503). The same listener
 //! serves what relying parties and monitoring fetch without credentials (CRLs, metrics), routed by their modules.
 //!
-//! The listener is exposed to whoever reaches the port, so it defends itself: a cap on open connections (beyond it a
-//! new connection is closed at once), a deadline for reading request headers (slowloris), one request per connection
-//! and a hard per-connection deadline.
+//! The listener is exposed to whoever reaches the port, so it defends itself with the one accept machinery
+//! ([`crate::listener`], limits [`Limits::HEALTH`]): a cap on open connections beyond which the connection idle the
+//! longest is shed (so a probe always gets a slot, whatever a slowloris holds), a deadline for request headers that
+//! shortens under pressure, one request per connection and a hard per-connection deadline.
 //!
 //! Readiness is decided by one background probe ([`Readiness`], once a second, whatever the request rate): `/readyz`
 //! and gRPC health both answer from its latest verdict, so polling either never queues behind store writes and never
@@ -18,12 +19,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::listener::http::HttpOptions;
+use crate::listener::{Limits, Meters, Table};
 use crate::pki::ca::CertificateAuthority;
 use crate::server_cert::ServerCertificate;
 use crate::store::Store;
@@ -31,13 +32,6 @@ use crate::store::Store;
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the readiness probe runs, whatever the request rate.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// Open connections at once on the health port.
-pub const MAX_CONNECTIONS: usize = 256;
-/// Time a client has to send its request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest any connection may stay open.
-pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
-
 /// A readiness verdict: 200 with "ready", or 503 with the reason.
 type Verdict = (StatusCode, &'static str);
 
@@ -79,11 +73,13 @@ impl Readiness {
     }
 }
 
-/// Serves the health endpoints, and `routes` (CRLs, metrics) beside them, on `listener` until `shutdown` resolves.
+/// Serves the health endpoints, and `routes` (metrics) beside them, on `listener` until `shutdown` resolves,
+/// counting connections into `meters`.
 pub async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     routes: Router,
+    meters: Meters,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = Router::new()
@@ -91,44 +87,9 @@ pub async fn serve(
         .route("/readyz", get(ready))
         .with_state(readiness.verdict)
         .merge(routes);
-    tokio::select! {
-        _ = shutdown => {}
-        _ = accept_loop(listener, app) => {}
-    }
-}
-
-/// Serves `routes` alone on `listener` (the PKI listener) with the same caps and deadlines, until `shutdown`.
-pub async fn serve_routes(listener: TcpListener, routes: Router, shutdown: impl Future<Output = ()> + Send + 'static) {
-    tokio::select! {
-        _ = shutdown => {}
-        _ = accept_loop(listener, routes) => {}
-    }
-}
-
-async fn accept_loop(listener: TcpListener, app: Router) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (tcp, _) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::debug!(%error, "health accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // Over the cap: close at once and keep accepting.
-        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-        let service = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(tcp), service);
-            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
-        });
-    }
+    let table = Table::new("health", Limits::HEALTH, meters);
+    let options = HttpOptions { tls: None, keep_alive: false };
+    crate::listener::http::serve(listener, table, options, app, shutdown).await;
 }
 
 async fn ready(State(verdict): State<watch::Receiver<Verdict>>) -> Verdict {

@@ -10,8 +10,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 use crate::audit::Recorder;
@@ -22,10 +20,13 @@ use crate::config::{DEFAULT_CERT_VALIDITY, ServeConfig};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::health::Readiness;
+use crate::listener::http::HttpOptions;
+use crate::listener::{self, Table};
 use crate::metrics::grpc::MetricsLayer;
 use crate::metrics::store::MeteredStore;
 use crate::metrics::{Metrics, Scrape};
 use crate::proto::principal_service_server::PrincipalServiceServer;
+use crate::ratelimit::RateLimiter;
 use crate::registry::Registry;
 use crate::revocation::CrlPublisher;
 use crate::server_cert::ServerCertificate;
@@ -33,6 +34,9 @@ use crate::service::PrincipalApi;
 use crate::token::keys::TokenKeys;
 use crate::token::{TokenIssuer, TokenPolicy};
 use crate::{bootstrap, proto, tls};
+
+mod tasks;
+use tasks::{finish_sweeps, follow_readiness, forget_idle_limits, record_refusals, rotate_server_certificate};
 
 /// The service name gRPC health reports besides "" (the whole server).
 const PRINCIPAL_SERVICE: &str = proto::principal_service_server::SERVICE_NAME;
@@ -64,7 +68,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let dir = DataDir::new(&config.data_dir);
     crate::files::create_private_dir(dir.root())?;
     let metrics = Metrics::new();
-    let store = MeteredStore::wrap(config.store.open().await?, metrics.clone());
+    let store = MeteredStore::wrap(config.store.open().await?, metrics.clone(), config.overload.store_max_in_flight);
     let grpc_listener = bind(config.listen, "--listen").await?;
     let health_listener = bind(config.health_listen, "--health-listen").await?;
     let pki_listener = bind(config.pki.listen, "--pki-listen").await?;
@@ -150,8 +154,11 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .map_err(|e| Error::internal("reflection", e))?;
 
     let observers = tls::Observers { metrics: Some(metrics.clone()), refusals: Some(refusals.clone()) };
+    let limits = config.overload.connections;
+    let grpc_table = Table::new("grpc", limits.listener, metrics.listeners.clone());
     let (incoming, accept) =
-        tls::incoming_observed(grpc_listener, tls, config.connection_limits, observers, wait_for(shutdown_rx.clone()));
+        tls::incoming_observed(grpc_listener, tls, grpc_table, limits, observers, wait_for(shutdown_rx.clone()));
+    let limiter = Arc::new(RateLimiter::new(&config.overload.rates, metrics.limits.clone()));
     let policy = MethodPolicy::principald();
     let rpc_metrics = MetricsLayer::new(metrics.clone(), &policy.method_paths());
     let grpc = tonic::transport::Server::builder()
@@ -165,7 +172,11 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .timeout(RPC_TIMEOUT)
         .layer(rpc_metrics)
         .layer(crate::limits::OversizeLayer::new(MAX_REQUEST_BYTES))
-        .layer(AuthLayer::new(authenticator.clone(), policy).counting_refusals(refusals.clone()))
+        .layer(
+            AuthLayer::new(authenticator.clone(), policy)
+                .counting_refusals(refusals.clone())
+                .with_rate_limits(limiter.clone()),
+        )
         .add_service(
             PrincipalServiceServer::new(
                 PrincipalApi::new(registry.clone(), AuditReader::new(store.clone()), crls.clone())
@@ -179,6 +190,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         .serve_with_incoming_shutdown(incoming, wait_for(shutdown_rx.clone()));
     let grpc = tokio::spawn(grpc);
     let oauth_authenticator = authenticator;
+    let meters = metrics.listeners.clone();
     let scrape = Scrape {
         metrics,
         readiness: readiness.clone(),
@@ -190,10 +202,13 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         health_listener,
         readiness.clone(),
         crate::metrics::routes(Arc::new(scrape)),
+        meters.clone(),
         wait_for(shutdown_rx.clone()),
     ));
-    let pki = tokio::spawn(crate::health::serve_routes(
+    let pki = tokio::spawn(crate::listener::http::serve(
         pki_listener,
+        Table::new("pki", listener::Limits::PKI, meters.clone()),
+        HttpOptions { tls: None, keep_alive: true },
         crate::revocation::http::routes(crls.clone(), ocsp),
         wait_for(shutdown_rx.clone()),
     ));
@@ -202,9 +217,11 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let oauth = match (oauth_listener, &tokens) {
         (Some(listener), Some(tokens)) => Some(tokio::spawn(crate::token::http::serve(
             listener,
+            Table::new("oauth", listener::Limits::OAUTH, meters),
             oauth_tls,
             tokens.clone(),
             oauth_authenticator,
+            Some(limiter.clone()),
             wait_for(shutdown_rx.clone()),
         ))),
         _ => None,
@@ -214,6 +231,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let grpc_health = tokio::spawn(follow_readiness(readiness, reporter, shutdown_rx.clone()));
     let epoch = follower.spawn(wait_for(shutdown_rx.clone()));
     let sweeps = tokio::spawn(finish_sweeps(registry, shutdown_rx.clone()));
+    let forget = tokio::spawn(forget_idle_limits(limiter, shutdown_rx.clone()));
     let refused = tokio::spawn(record_refusals(
         refusals,
         store.clone(),
@@ -243,6 +261,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         intermediates.abort();
         epoch.abort();
         sweeps.abort();
+        forget.abort();
         crl_task.abort();
         for task in token_keys.iter().chain(&oauth) {
             task.abort();
@@ -313,8 +332,17 @@ async fn first_start(
     Ok(Some(outcome.admin_profile))
 }
 
+/// The kernel's queue of connections not yet accepted. A burst larger than it costs clients a SYN retransmit (1 s,
+/// then 3 s...), so it is sized for floods (Linux caps it at net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr, flag: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| Error::InvalidArgument(format!("cannot listen on {addr} ({flag}): {e}")))
+    let refused = |e: std::io::Error| Error::InvalidArgument(format!("cannot listen on {addr} ({flag}): {e}"));
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .map_err(refused)?;
+    socket.set_reuseaddr(true).map_err(refused)?;
+    socket.bind(addr).map_err(refused)?;
+    socket.listen(LISTEN_BACKLOG).map_err(refused)
 }
 
 /// Resolves once shutdown was requested.
@@ -331,41 +359,6 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// Longest an RPC may run.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How often pending certificate sweeps are looked for.
-const SWEEP_CHECK: Duration = Duration::from_secs(30);
-
-/// How often the server certificate is checked for renewal.
-const SERVER_CERT_CHECK: Duration = Duration::from_secs(6 * 3600);
-
-/// Re-issues the server certificate from the CA when a third of its lifetime remains; new handshakes use it at once.
-async fn rotate_server_certificate(cert: Arc<ServerCertificate>, shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = wait_for(shutdown.clone()) => return,
-            _ = tokio::time::sleep(SERVER_CERT_CHECK) => {}
-        }
-        let cert = cert.clone();
-        match tokio::task::spawn_blocking(move || cert.renew_if_due()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => warn!(%error, "cannot renew the server certificate; will retry"),
-            Err(error) => warn!(%error, "server certificate renewal task failed"),
-        }
-    }
-}
-
-/// Finishes certificate sweeps that an interrupted deletion or key-compromise revocation left behind (by any replica).
-async fn finish_sweeps(registry: Arc<Registry>, shutdown: watch::Receiver<bool>) {
-    loop {
-        if let Err(error) = registry.finish_sweeps().await {
-            tracing::debug!(%error, "cannot finish pending sweeps; will retry");
-        }
-        tokio::select! {
-            _ = wait_for(shutdown.clone()) => return,
-            _ = tokio::time::sleep(SWEEP_CHECK) => {}
-        }
-    }
-}
 
 /// The replica's token signing key (announced in the store) and the issuer that signs with it.
 async fn start_tokens(
@@ -393,45 +386,4 @@ async fn start_tokens(
     };
     let audit = config.accountability.audit_tokens.then(|| (recorder.clone(), store.clone()));
     Ok(Some(Arc::new(TokenIssuer { policy, keys, metrics: Some(metrics.clone()), audit })))
-}
-
-/// Writes the refused requests counted by the auth layer to the audit log, one event per source address and reason
-/// and interval (and once more at shutdown).
-async fn record_refusals(
-    refusals: Arc<Refusals>,
-    store: Arc<dyn crate::store::Store>,
-    recorder: Recorder,
-    every: Duration,
-    shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let stopping = tokio::select! {
-            _ = wait_for(shutdown.clone()) => true,
-            _ = tokio::time::sleep(every) => false,
-        };
-        let events = refusals.drain(&recorder, every.as_secs());
-        if !events.is_empty()
-            && let Err(error) = store.append_audit(&events).await
-        {
-            warn!(%error, events = events.len(), "cannot record refused requests in the audit log");
-        }
-        if stopping {
-            return;
-        }
-    }
-}
-
-/// Mirrors the readiness verdict into gRPC health, so gRPC-aware balancers see what `/readyz` says.
-async fn follow_readiness(mut readiness: Readiness, reporter: HealthReporter, shutdown: watch::Receiver<bool>) {
-    loop {
-        let status = if readiness.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing };
-        reporter.set_service_status("", status).await;
-        reporter.set_service_status(PRINCIPAL_SERVICE, status).await;
-        tokio::select! {
-            _ = wait_for(shutdown.clone()) => break,
-            changed = readiness.changed() => if !changed { break },
-        }
-    }
-    reporter.set_service_status("", ServingStatus::NotServing).await;
-    reporter.set_service_status(PRINCIPAL_SERVICE, ServingStatus::NotServing).await;
 }

@@ -101,7 +101,13 @@ async fn readiness_polled_hard_probes_the_store_about_once_a_second() {
     let addr = listener.local_addr().unwrap();
     let store: Arc<dyn Store> = f.store.clone();
     let (readiness, _probe) = principald::health::Readiness::start(store, f.ca.clone(), server_cert).await;
-    tokio::spawn(principald::health::serve(listener, readiness, axum::Router::new(), std::future::pending()));
+    tokio::spawn(principald::health::serve(
+        listener,
+        readiness,
+        axum::Router::new(),
+        Default::default(),
+        std::future::pending(),
+    ));
     let started = Instant::now();
     let polls = tokio::task::spawn_blocking(move || {
         let mut ok = 0;

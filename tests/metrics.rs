@@ -93,7 +93,7 @@ async fn a_scrape_shows_rpcs_authentication_the_store_certificates_and_connectio
             .unwrap_or(0.0)
             >= 1.0
     );
-    assert!(sample(&text, "principald_connections_open", "").unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(sample(&text, "principald_connections_open", "listener=\"grpc\"").unwrap_or(0.0) >= 1.0, "{text}");
     assert!(
         sample(&text, "principald_tls_handshake_failures_total", "reason=\"bad_certificate\"").unwrap_or(0.0) >= 1.0,
         "{text}"

@@ -23,6 +23,7 @@ use crate::audit::refusals::Refusals;
 use crate::auth::token::TokenVerifier;
 use crate::auth::{Authenticator, Caller, MethodPolicy, Requirement};
 use crate::error::Error;
+use crate::ratelimit::{Operation, RateLimiter};
 use crate::ratelog::{RateLimitedLog, sanitize};
 
 /// Authenticates with an [`Authenticator`] and authorizes with a [`MethodPolicy`].
@@ -33,6 +34,7 @@ pub struct AuthLayer {
     refusals: Arc<RateLimitedLog>,
     audit: Option<Arc<Refusals>>,
     tokens: Option<Arc<BearerTokens>>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 /// How a resource server treats bearer tokens.
@@ -50,7 +52,15 @@ impl AuthLayer {
             refusals: Arc::new(RateLimitedLog::default()),
             audit: None,
             tokens: None,
+            limiter: None,
         }
+    }
+
+    /// Also enforces `limiter`'s rate limits: per principal after authentication, per source address for Enroll (a
+    /// refused enrollment costs its source more). Over a limit: RESOURCE_EXHAUSTED with a retry hint.
+    pub fn with_rate_limits(mut self, limiter: Arc<RateLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// Also accepts certificate-bound bearer tokens (`authorization: Bearer ...`) verified by `verifier`: a request
@@ -79,6 +89,7 @@ impl<S> Layer<S> for AuthLayer {
             refusals: self.refusals.clone(),
             audit: self.audit.clone(),
             tokens: self.tokens.clone(),
+            limiter: self.limiter.clone(),
         }
     }
 }
@@ -92,6 +103,7 @@ pub struct AuthService<S> {
     refusals: Arc<RateLimitedLog>,
     audit: Option<Arc<Refusals>>,
     tokens: Option<Arc<BearerTokens>>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl<S, B> Service<Request<B>> for AuthService<S>
@@ -119,6 +131,7 @@ where
             self.audit.clone(),
             self.tokens.clone(),
         );
+        let limits = self.limiter.clone().and_then(|l| Operation::of_path(request.uri().path()).map(|op| (l, op)));
         let bearer = tokens.as_ref().and_then(|_| bearer_token(&request));
         let leaf = leaf_certificate(&request);
         let peer = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr());
@@ -127,8 +140,34 @@ where
             // Looked up once per request. What needs no identity is served without authenticating (and without a
             // Caller).
             let requirement = policy.requirement(&path);
+            let refuse = |error: Error, reason: &'static str| {
+                if let Some(audit) = &audit {
+                    audit.record(peer.map(|a| a.ip()), reason, &error.to_string());
+                }
+                if let Some(refused) = refusals.tick() {
+                    tracing::info!(
+                        refused,
+                        sample_path = %sanitize(&path, 120),
+                        sample_error = %sanitize(&error.to_string(), 120),
+                        "requests refused"
+                    );
+                }
+                Status::from(error).into_http()
+            };
             if requirement == Some(&Requirement::Anonymous) {
-                return inner.call(request).await;
+                let Some((limiter, Operation::Enroll)) = limits else { return inner.call(request).await };
+                // Without a source address (not TCP) there is nothing to key on: a deployment detail, not a client's.
+                let Some(source) = peer.map(|a| a.ip()) else { return inner.call(request).await };
+                if let Err(limited) = limiter.check_enroll(source) {
+                    tarpit(limited.retry_after).await;
+                    return Ok(refuse(limited.into(), "rate_limited"));
+                }
+                let response = inner.call(request).await?;
+                if let Some(message) = refused_enrollment(&response) {
+                    limiter.enroll_refused(source);
+                    let _ = refuse(Error::Unauthenticated(format!("enrollment refused: {message}")), "enroll_refused");
+                }
+                return Ok(response);
             }
             let checked = check(&authenticator, requirement, leaf, &path, tokens.as_deref(), bearer).await;
             if let Some(metrics) = authenticator.metrics() {
@@ -136,31 +175,49 @@ where
             }
             match checked {
                 Ok(caller) => {
+                    if let Some((limiter, operation)) = limits
+                        && let Err(limited) = limiter.check(caller.kind, &caller.id, operation)
+                    {
+                        tarpit(limited.retry_after).await;
+                        return Ok(refuse(limited.into(), "rate_limited"));
+                    }
                     request.extensions_mut().insert(caller);
                     inner.call(request).await
                 }
                 Err(error) => {
                     let reason = match &error {
-                        Error::Unauthenticated(_) => Some("unauthenticated"),
-                        Error::PermissionDenied(_) => Some("permission_denied"),
-                        _ => None,
+                        Error::Unauthenticated(_) => "unauthenticated",
+                        Error::PermissionDenied(_) => "permission_denied",
+                        _ => return Ok(Status::from(error).into_http()),
                     };
-                    if let (Some(audit), Some(reason)) = (&audit, reason) {
-                        audit.record(peer.map(|a| a.ip()), reason, &error.to_string());
-                    }
-                    if let Some(refused) = refusals.tick() {
-                        tracing::info!(
-                            refused,
-                            sample_path = %sanitize(&path, 120),
-                            sample_error = %sanitize(&error.to_string(), 120),
-                            "requests refused"
-                        );
-                    }
-                    Ok(Status::from(error).into_http())
+                    Ok(refuse(error, reason))
                 }
             }
         })
     }
+}
+
+/// Longest a rate-limited request is held before its refusal is sent. A client that ignores the retry hint and
+/// asks again at once then costs a timer per request, not a CPU-bound loop that slows everyone else.
+const TARPIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+async fn tarpit(retry_after: std::time::Duration) {
+    tokio::time::sleep(retry_after.min(TARPIT)).await;
+}
+
+/// The message of an Enroll answer that refused the attempt (a wrong, spent or expired token, a bad CSR); `None`
+/// for success and for failures that are the server's (UNAVAILABLE, INTERNAL, RESOURCE_EXHAUSTED).
+fn refused_enrollment(response: &Response<Body>) -> Option<String> {
+    let code = response.headers().get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    let code = tonic::Code::from_i32(code);
+    if matches!(
+        code,
+        tonic::Code::Ok | tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::ResourceExhausted
+    ) {
+        return None;
+    }
+    let message = response.headers().get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or_default();
+    Some(format!("{code:?}: {message}"))
 }
 
 /// An authentication outcome as a bounded label.

@@ -71,7 +71,12 @@ pub struct Metrics {
     pub store_errors: Family<OperationLabels, Counter>,
     pub certificates: Family<EventLabels, Counter>,
     pub tokens_issued: Counter,
-    pub connections_open: Gauge,
+    /// Connections of every listener (open, accepted, shed, refused).
+    pub listeners: crate::listener::Meters,
+    /// Requests refused by rate limits.
+    pub limits: crate::ratelimit::LimitMeters,
+    /// Store operations refused because too many were in flight.
+    pub store_shed: Counter,
     pub handshake_failures: Family<ReasonLabels, Counter>,
     ready: Gauge,
     epoch_age: Seconds,
@@ -98,7 +103,9 @@ impl Metrics {
         let store_errors = Family::<OperationLabels, Counter>::default();
         let certificates = Family::<EventLabels, Counter>::default();
         let tokens_issued = Counter::default();
-        let connections_open = Gauge::default();
+        let listeners = crate::listener::Meters::default();
+        let limits = crate::ratelimit::LimitMeters::default();
+        let store_shed = Counter::default();
         let handshake_failures = Family::<ReasonLabels, Counter>::default();
         let ready = Gauge::default();
         let epoch_age = Seconds::default();
@@ -116,12 +123,14 @@ impl Metrics {
             "access tokens issued (IssueToken and the token endpoint)",
             tokens_issued.clone(),
         );
-        registry.register("connections_open", "open connections on the gRPC port", connections_open.clone());
+        listeners.register(&mut registry);
+        limits.register(&mut registry);
         registry.register(
-            "tls_handshake_failures",
-            "failed or refused TLS handshakes by reason",
-            handshake_failures.clone(),
+            "store_operations_shed",
+            "store operations refused at once (UNAVAILABLE) because --store-max-in-flight were in flight",
+            store_shed.clone(),
         );
+        registry.register("tls_handshake_failures", "failed TLS handshakes by reason", handshake_failures.clone());
         registry.register(
             "ready",
             "1 when the readiness probe passes (store reachable, certificates unexpired), 0 when /readyz answers 503",
@@ -152,7 +161,7 @@ impl Metrics {
         for event in ["issued", "renewed", "revoked"] {
             drop(certificates.get_or_create(&EventLabels { event }));
         }
-        for reason in ["bad_certificate", "protocol", "closed", "timeout", "connection_cap", "handshake_cap"] {
+        for reason in ["bad_certificate", "protocol", "closed", "timeout"] {
             drop(handshake_failures.get_or_create(&ReasonLabels { reason }));
         }
         for operation in ["ping", "revocation_epoch", "get_principal", "get_certificate", "insert_certificate"] {
@@ -174,7 +183,9 @@ impl Metrics {
             store_errors,
             certificates,
             tokens_issued,
-            connections_open,
+            listeners,
+            limits,
+            store_shed,
             handshake_failures,
             ready,
             epoch_age,

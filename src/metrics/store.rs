@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 use super::{Metrics, OperationLabels};
 use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
@@ -21,14 +22,33 @@ use crate::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageReq
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    /// Store operations in flight; none waits for a permit.
+    in_flight: Semaphore,
+    max_in_flight: usize,
 }
 
 impl MeteredStore {
-    pub fn wrap(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Arc<dyn Store> {
-        Arc::new(Self { inner, metrics })
+    /// Meters `inner` and bounds its operations in flight to `max_in_flight`: beyond it an operation fails at once
+    /// (UNAVAILABLE to the caller) instead of queueing behind a slow store, so a retry storm cannot grow memory and
+    /// latency without bound. The readiness probe's `ping` is exempt.
+    pub fn wrap(inner: Arc<dyn Store>, metrics: Arc<Metrics>, max_in_flight: usize) -> Arc<dyn Store> {
+        Arc::new(Self { inner, metrics, in_flight: Semaphore::new(max_in_flight), max_in_flight })
     }
 
     async fn timed<T>(&self, operation: &'static str, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let _permit = match operation {
+            "ping" => None,
+            _ => match self.in_flight.try_acquire() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    self.metrics.store_shed.inc();
+                    return Err(Error::Unavailable(format!(
+                        "store overloaded: {} operations in flight (--store-max-in-flight)",
+                        self.max_in_flight
+                    )));
+                }
+            },
+        };
         let started = Instant::now();
         let result = call.await;
         let labels = OperationLabels { operation };

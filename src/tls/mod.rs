@@ -1,9 +1,11 @@
-//! mTLS for any tonic server: a rustls configuration that verifies client certificates against the CA, and an accept
-//! loop that performs handshakes (each in its own task, under a timeout, within caps on handshakes and connections
-//! that never block accepting) and feeds finished connections to `Server::serve_with_incoming*`. tonic then exposes
-//! the peer certificates to the [`AuthLayer`](crate::auth::AuthLayer) through `TlsConnectInfo`.
+//! mTLS for any tonic server: a rustls configuration that verifies client certificates against the CA, and the
+//! incoming stream of handshaken connections for `Server::serve_with_incoming*`. Connections are accepted by the one
+//! accept machinery ([`crate::listener`]: caps that shed the idlest instead of blocking accept); each handshake runs
+//! in its own task under a deadline. tonic then exposes the peer certificates to the
+//! [`AuthLayer`](crate::auth::AuthLayer) through `TlsConnectInfo`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,23 +14,23 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
-use tracing::{debug, warn};
+use tracing::debug;
 
 pub mod chain;
 pub use chain::KnownIntermediates;
 
 use crate::audit::refusals::Refusals;
 use crate::error::{Error, Result};
+use crate::listener::{self, Phase, Table, Tracked};
 use crate::metrics::Metrics;
-use crate::ratelog::RateLimitedLog;
 
 /// Finished handshakes waiting for the gRPC server to take them.
 const ACCEPT_BACKLOG: usize = 256;
@@ -36,16 +38,11 @@ const ACCEPT_BACKLOG: usize = 256;
 /// A handshaken connection, as `serve_with_incoming` wants it.
 pub type Conn = std::result::Result<Connection, std::io::Error>;
 
-/// What one listener lets clients hold. Beyond a cap, a new connection is closed at once: accept never stops, so a
-/// flood cannot push real clients into the kernel's queue behind it.
+/// What the gRPC listener lets clients hold: the listener's caps and deadlines (see [`crate::listener`]), and how
+/// long a connection without a client certificate may stay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Longest a TLS handshake may take.
-    pub handshake_timeout: Duration,
-    /// Handshakes in progress at once.
-    pub max_handshakes: usize,
-    /// Open connections (handshaking or established) at once.
-    pub max_connections: usize,
+    pub listener: listener::Limits,
     /// A connection without a client certificate is closed after this long without receiving anything...
     pub unauthenticated_idle: Duration,
     /// ... and after this long in any case.
@@ -55,9 +52,14 @@ pub struct ConnectionLimits {
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
-            handshake_timeout: Duration::from_secs(5),
-            max_handshakes: 2048,
-            max_connections: 10_000,
+            listener: listener::Limits {
+                max_connections: 10_000,
+                max_handshakes: 2048,
+                max_anonymous: 1000,
+                first_phase: Duration::from_secs(5),
+                first_phase_under_pressure: Duration::from_secs(1),
+                lifetime: Duration::MAX,
+            },
             unauthenticated_idle: Duration::from_secs(10),
             unauthenticated_lifetime: Duration::from_secs(300),
         }
@@ -113,11 +115,11 @@ pub fn incoming(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (ReceiverStream<Conn>, JoinHandle<()>) {
-    incoming_observed(listener, config, limits, Observers::default(), shutdown)
+    let table = Table::new("grpc", limits.listener, listener::Meters::default());
+    incoming_observed(listener, config, table, limits, Observers::default(), shutdown)
 }
 
-/// Who hears about connections: metrics (open connections, failed handshakes) and the audit log's refusal counts
-/// (failed and refused handshakes, per source address).
+/// Who hears about failed handshakes: metrics and the audit log's refusal counts (per source address).
 #[derive(Clone, Default)]
 pub struct Observers {
     pub metrics: Option<Arc<Metrics>>,
@@ -125,93 +127,66 @@ pub struct Observers {
 }
 
 impl Observers {
-    fn failed(&self, peer: Option<std::net::SocketAddr>, reason: &'static str, detail: &str) {
+    fn failed(&self, peer: SocketAddr, reason: &'static str, detail: &str) {
         if let Some(metrics) = &self.metrics {
             metrics.handshake_failed(reason);
         }
         if let Some(refusals) = &self.refusals {
-            refusals.record(peer.map(|p| p.ip()), reason, detail);
+            refusals.record(Some(peer.ip()), reason, detail);
         }
     }
 }
 
-/// [`incoming`], telling `observers` about connections.
+/// [`incoming`] on a connection `table` of the caller's (whose meters it counts into), telling `observers` about
+/// failed handshakes.
 pub fn incoming_observed(
-    listener: TcpListener,
+    tcp: TcpListener,
     config: rustls::ServerConfig,
+    table: Arc<Table>,
     limits: ConnectionLimits,
     observers: Observers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (ReceiverStream<Conn>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(ACCEPT_BACKLOG);
     let acceptor = TlsAcceptor::from(Arc::new(config));
+    let handle = move |stream: Tracked, peer: SocketAddr| {
+        let (acceptor, tx, observers) = (acceptor.clone(), tx.clone(), observers.clone());
+        tokio::spawn(handshake(stream, peer, acceptor, tx, limits, observers));
+    };
     let task = tokio::spawn(async move {
         tokio::select! {
             _ = shutdown => {}
-            _ = accept_loop(listener, acceptor, tx, limits, observers) => {}
+            _ = listener::accept(tcp, table, Phase::Handshake, handle) => {}
         }
     });
     (ReceiverStream::new(rx), task)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+async fn handshake(
+    stream: Tracked,
+    peer: SocketAddr,
     acceptor: TlsAcceptor,
     conns: mpsc::Sender<Conn>,
     limits: ConnectionLimits,
     observers: Observers,
 ) {
-    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let (refused, failed) = (RateLimitedLog::default(), RateLimitedLog::default());
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(error) => {
-                // Typically EMFILE: back off instead of spinning, and say so once per interval.
-                if let Some(failures) = failed.tick() {
-                    warn!(%error, failures, "accept failed");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // Over a cap: close at once (by dropping the socket) and keep accepting.
-        let Ok(connection) = connections.clone().try_acquire_owned() else {
-            observers.failed(Some(peer), "connection_cap", "over the open-connection cap");
-            if let Some(refused) = refused.tick() {
-                warn!(limit = "open connections", value = limits.max_connections, refused, "connections refused");
-            }
-            continue;
-        };
-        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
-            observers.failed(Some(peer), "handshake_cap", "over the handshakes-in-progress cap");
-            if let Some(refused) = refused.tick() {
-                warn!(limit = "handshakes in progress", value = limits.max_handshakes, refused, "connections refused");
-            }
-            continue;
-        };
-        // serve_with_incoming ignores Server::tcp_nodelay; without it small responses wait for delayed ACKs.
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, conns, observers) = (acceptor.clone(), conns.clone(), observers.clone());
-        tokio::spawn(async move {
-            let result = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
-            drop(handshake);
-            match result {
-                Ok(Ok(tls)) => {
-                    let open = observers.metrics.map(OpenConnection::new);
-                    let _ = conns.send(Ok(Connection::new(tls, connection, open, &limits))).await;
-                }
-                Ok(Err(error)) => {
-                    observers.failed(Some(peer), handshake_failure(&error), &error.to_string());
-                    debug!(%peer, %error, "TLS handshake rejected");
-                }
-                Err(_) => {
-                    observers.failed(Some(peer), "timeout", "TLS handshake timed out");
-                    debug!(%peer, "TLS handshake timed out");
-                }
-            }
-        });
+    let slot = stream.slot().handle();
+    let deadline = limits.listener.first_phase_deadline(slot.table());
+    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let anonymous = tls.get_ref().1.peer_certificates().is_none_or(|c| c.is_empty());
+            slot.enter(if anonymous { Phase::Waiting } else { Phase::Active }, anonymous);
+            let _ = conns.send(Ok(Connection::new(tls, anonymous, &limits))).await;
+        }
+        Ok(Err(_)) if slot.is_shed() => debug!(%peer, "handshake shed"),
+        Ok(Err(error)) => {
+            observers.failed(peer, handshake_failure(&error), &error.to_string());
+            debug!(%peer, %error, "TLS handshake rejected");
+        }
+        Err(_) => {
+            observers.failed(peer, "timeout", "TLS handshake timed out");
+            debug!(%peer, "TLS handshake timed out");
+        }
     }
 }
 
@@ -219,26 +194,8 @@ async fn accept_loop(
 /// without a client certificate the deadlines that close it when idle or old (it can only reach services that need
 /// no identity, so it has no reason to linger).
 pub struct Connection {
-    stream: TlsStream<TcpStream>,
-    _slot: OwnedSemaphorePermit,
-    _open: Option<OpenConnection>,
+    stream: TlsStream<Tracked>,
     deadlines: Option<Deadlines>,
-}
-
-/// Counts a connection in `connections_open` for as long as it lives.
-struct OpenConnection(Arc<Metrics>);
-
-impl OpenConnection {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.connections_open.inc();
-        Self(metrics)
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.connections_open.dec();
-    }
 }
 
 /// Why a handshake failed, as a bounded label: the client's certificate was refused, or anything else in TLS.
@@ -260,19 +217,13 @@ struct Deadlines {
 }
 
 impl Connection {
-    fn new(
-        stream: TlsStream<TcpStream>,
-        slot: OwnedSemaphorePermit,
-        open: Option<OpenConnection>,
-        limits: &ConnectionLimits,
-    ) -> Self {
-        let anonymous = stream.get_ref().1.peer_certificates().is_none_or(|c| c.is_empty());
+    fn new(stream: TlsStream<Tracked>, anonymous: bool, limits: &ConnectionLimits) -> Self {
         let deadlines = anonymous.then(|| Deadlines {
             idle_after: limits.unauthenticated_idle,
             idle: Box::pin(tokio::time::sleep(limits.unauthenticated_idle)),
             end: Box::pin(tokio::time::sleep(limits.unauthenticated_lifetime)),
         });
-        Self { stream, _slot: slot, _open: open, deadlines }
+        Self { stream, deadlines }
     }
 }
 

@@ -12,76 +12,45 @@ use axum::extract::{Extension, Form, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::CertificateDer;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use super::TokenIssuer;
 use crate::auth::Authenticator;
 use crate::auth::authorize::permission;
 use crate::error::Error;
-
-const MAX_CONNECTIONS: usize = 256;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+use crate::listener::Table;
+use crate::listener::http::{HttpOptions, PeerCertificate};
+use crate::ratelimit::{Operation, RateLimiter};
 
 #[derive(Clone)]
 struct App {
     issuer: Arc<TokenIssuer>,
     authenticator: Arc<Authenticator>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
-/// The client certificate of the connection a request came on, if any.
-#[derive(Clone)]
-struct Peer(Option<CertificateDer<'static>>);
-
-/// Serves the OAuth endpoints on `listener` with TLS `config` (client certificates optional) until `shutdown`.
+/// Serves the OAuth endpoints on `listener` with TLS `config` (client certificates optional) and the limits of
+/// `table` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
+    table: Arc<Table>,
     mut config: rustls::ServerConfig,
     issuer: Arc<TokenIssuer>,
     authenticator: Arc<Authenticator>,
+    limiter: Option<Arc<RateLimiter>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
     let app = Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
         .route("/jwks.json", get(jwks))
         .route("/oauth2/token", post(token))
-        .with_state(App { issuer, authenticator });
-    tokio::select! {
-        _ = shutdown => {}
-        _ = accept_loop(listener, acceptor, app) => {}
-    }
-}
-
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: Router) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else { return };
-            let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
-            let service = TowerToHyperService::new(app.layer(Extension(Peer(peer))));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service);
-            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
-        });
-    }
+        .with_state(App { issuer, authenticator, limiter });
+    let options = HttpOptions { tls: Some(TlsAcceptor::from(Arc::new(config))), keep_alive: true };
+    crate::listener::http::serve(listener, table, options, app, shutdown).await;
 }
 
 async fn metadata(State(app): State<App>) -> Response {
@@ -118,7 +87,7 @@ async fn jwks(State(app): State<App>) -> Response {
 /// optional `scope` (space-separated) and `lifetime` (seconds). The client authenticates with its certificate.
 async fn token(
     State(app): State<App>,
-    Extension(Peer(peer)): Extension<Peer>,
+    Extension(PeerCertificate(peer)): Extension<PeerCertificate>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let Some(certificate) = peer else {
@@ -137,6 +106,11 @@ async fn token(
     if !caller.has_permission(permission::TOKEN_ISSUE) {
         let message = format!("{} principals may not get tokens (permission {})", caller.kind, permission::TOKEN_ISSUE);
         return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", &message);
+    }
+    if let Some(limiter) = &app.limiter
+        && let Err(limited) = limiter.check(caller.kind, &caller.id, Operation::Token)
+    {
+        return too_many_requests(limited.retry_after);
     }
     let audience = form.get("audience").or_else(|| form.get("resource")).cloned().unwrap_or_default();
     let scopes: Vec<String> = form.get("scope").map(|s| vec![s.clone()]).unwrap_or_default();
@@ -167,6 +141,20 @@ async fn token(
             oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
         }
     }
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up) for a caller over its token rate limit.
+fn too_many_requests(retry_after: Duration) -> Response {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut response = oauth_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        &format!("rate limit for tokens reached; retry in {seconds}s"),
+    );
+    if let Ok(value) = seconds.to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// An RFC 6749 section 5.2 error response.

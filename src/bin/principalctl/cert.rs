@@ -283,11 +283,16 @@ async fn renew_once(
     let profile = Profile::load(dir).map_err(|e| permanent(e.to_string()))?;
     let credentials = profile.credentials().map_err(|e| permanent(e.to_string()))?;
     let (key, csr) = pending_key_and_csr(dir, key_type).map_err(permanent)?;
-    let mut client =
+    let client =
         rpc::connect(server, &credentials).await.map_err(|message| RenewError { message, permanent: false })?;
     let request =
         pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: validity.map_or(0, |v| v.as_secs()) };
-    let issued = client.renew_certificate(request).await.map_err(|status| RenewError {
+    let issued = rpc::retrying(|| {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.renew_certificate(request).await }
+    })
+    .await
+    .map_err(|status| RenewError {
         permanent: matches!(
             status.code(),
             Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition

@@ -72,11 +72,17 @@ pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Res
         csr: csr.into_bytes(),
         validity_seconds: 0,
     };
-    let issued = PrincipalServiceClient::new(channel)
-        .enroll(request)
-        .await
-        .map_err(|s| format!("enrollment refused: {}", s.message()))?
-        .into_inner();
+    let client = PrincipalServiceClient::new(channel);
+    let issued = crate::rpc::retrying(|| {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.enroll(request).await }
+    })
+    .await
+    .map_err(|s| match s.code() {
+        tonic::Code::ResourceExhausted => format!("enrollment rate limited: {}", s.message()),
+        _ => format!("enrollment refused: {}", s.message()),
+    })?
+    .into_inner();
     write_profile(out, &token.s, &key, &issued, &root_pem)?;
     let serial = issued.certificate.map(|c| c.serial).unwrap_or_default();
     println!("enrolled {} (certificate {serial}); profile written to {}", token.p, out.display());

@@ -75,6 +75,23 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// Calls `call`, waiting out what the server says is temporary: a rate limit (its retry hint, with jitter) or
+/// UNAVAILABLE (backoff with jitter). Each wait is announced on stderr.
+pub async fn retrying<T, F, Fut>(call: F) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let waiting = |status: &Status, wait: std::time::Duration| {
+        let why = match status.code() {
+            Code::ResourceExhausted => "rate limited by the server",
+            _ => "server unavailable",
+        };
+        eprintln!("{why}; retrying in {:.1}s", wait.as_secs_f64());
+    };
+    client::Retry::default().call(call, waiting).await
+}
+
 pub fn explain(server: &str, status: &Status) -> String {
     let message = status.message();
     match status.code() {
@@ -89,6 +106,7 @@ pub fn explain(server: &str, status: &Status) -> String {
         }
         Code::Unavailable => format!("server unavailable, retry later: {message}"),
         Code::DeadlineExceeded => format!("{server} did not answer in time"),
+        Code::ResourceExhausted => format!("rate limited: {message}"),
         // Under TLS 1.3 a client certificate the server rejects only shows on the first call, as a transport error.
         Code::Unknown | Code::Internal
             if message.contains("transport error") || message.contains("h2 protocol error") =>

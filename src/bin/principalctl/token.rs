@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 use crate::output::{self, Format};
-use crate::rpc::Context;
+use crate::rpc::{self, Context};
 
 #[derive(Args, Debug)]
 pub struct TokenArgs {
@@ -56,7 +56,14 @@ pub async fn run(ctx: &Context, args: TokenArgs) -> Result<(), String> {
         None => 0,
     };
     let request = pb::IssueTokenRequest { audience, scopes: args.scopes, lifetime_seconds: lifetime };
-    let issued = ctx.client().await?.issue_token(request).await.map_err(|s| ctx.explain(s))?.into_inner();
+    let client = ctx.client().await?;
+    let issued = rpc::retrying(|| {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.issue_token(request).await }
+    })
+    .await
+    .map_err(|s| ctx.explain(s))?
+    .into_inner();
     match ctx.format {
         Format::Json => output::print_json(&json!({
             "access_token": issued.access_token,
