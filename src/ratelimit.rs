@@ -129,7 +129,7 @@ impl FromStr for Rate {
 pub struct RateLimits {
     pub per_type: HashMap<(PrincipalType, Operation), Option<Rate>>,
     pub enroll: Option<Rate>,
-    /// Cells a refused Enroll costs its source address in all (an accepted one costs 1).
+    /// How many times slower refused Enroll attempts are allowed than attempts (rate and burst divided by it).
     pub enroll_failure_cost: u32,
 }
 
@@ -242,9 +242,29 @@ impl LimitMeters {
 /// The limiters of one replica (limits are per replica: N replicas admit N times as much).
 pub struct RateLimiter {
     per_type: HashMap<(PrincipalType, Operation), DefaultKeyedRateLimiter<PrincipalId>>,
-    enroll: Option<(DefaultKeyedRateLimiter<IpAddr>, NonZeroU32)>,
+    enroll: Option<EnrollLimits>,
     clock: DefaultClock,
     meters: LimitMeters,
+}
+
+/// Enroll per source: attempts at the configured rate, refused attempts at a rate `enroll_failure_cost` times lower.
+/// A source that used up its refusals is blocked until its next one is due (GCRA cannot run into debt, so the block
+/// is what makes a refusal cost more than an attempt once the bucket is empty).
+struct EnrollLimits {
+    attempts: DefaultKeyedRateLimiter<IpAddr>,
+    refusals: DefaultKeyedRateLimiter<IpAddr>,
+    blocked: std::sync::Mutex<HashMap<IpAddr, std::time::Instant>>,
+}
+
+/// The key of a source address: IPv6 by its /64 (what one host or site is given), IPv4 whole.
+fn source_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
 }
 
 impl RateLimiter {
@@ -255,8 +275,13 @@ impl RateLimiter {
             .filter_map(|(key, rate)| rate.map(|r| (*key, DefaultKeyedRateLimiter::keyed(r.quota()))))
             .collect();
         let enroll = limits.enroll.map(|rate| {
-            let cost = limits.enroll_failure_cost.clamp(1, rate.burst.max(1));
-            (DefaultKeyedRateLimiter::keyed(rate.quota()), NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN))
+            let cost = limits.enroll_failure_cost.max(1);
+            let refusals = Rate { count: rate.count, per: rate.per * cost, burst: (rate.burst / cost).max(1) };
+            EnrollLimits {
+                attempts: DefaultKeyedRateLimiter::keyed(rate.quota()),
+                refusals: DefaultKeyedRateLimiter::keyed(refusals.quota()),
+                blocked: std::sync::Mutex::default(),
+            }
         });
         Self { per_type, enroll, clock: DefaultClock::default(), meters }
     }
@@ -272,22 +297,28 @@ impl RateLimiter {
 
     /// Counts one Enroll attempt from `source`.
     pub fn check_enroll(&self, source: IpAddr) -> Result<(), Limited> {
-        let Some((limiter, _)) = &self.enroll else { return Ok(()) };
-        limiter.check_key(&source).map_err(|not_until| {
+        let Some(enroll) = &self.enroll else { return Ok(()) };
+        let key = source_key(source);
+        let limited = |retry_after| {
             self.meters.limited(Operation::Enroll, "source");
-            Limited { operation: Operation::Enroll, retry_after: not_until.wait_time_from(self.clock.now()) }
-        })
+            Limited { operation: Operation::Enroll, retry_after }
+        };
+        let now = std::time::Instant::now();
+        let blocked = enroll.blocked.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
+        if let Some(until) = blocked.filter(|until| *until > now) {
+            return Err(limited(until - now));
+        }
+        enroll.attempts.check_key(&key).map_err(|not_until| limited(not_until.wait_time_from(self.clock.now())))
     }
 
-    /// Charges `source` for a refused Enroll (a wrong or spent token): guessing costs more than enrolling.
+    /// Charges `source` for a refused Enroll (a wrong, spent or expired token): once its refusals are used up, it
+    /// is blocked until the next one is due.
     pub fn enroll_refused(&self, source: IpAddr) {
-        if let Some((limiter, cost)) = &self.enroll {
-            // Cell by cell, so that a bucket with fewer cells left than the cost is emptied rather than spared.
-            for _ in 1..cost.get() {
-                if limiter.check_key(&source).is_err() {
-                    break;
-                }
-            }
+        let Some(enroll) = &self.enroll else { return };
+        let key = source_key(source);
+        if let Err(not_until) = enroll.refusals.check_key(&key) {
+            let until = std::time::Instant::now() + not_until.wait_time_from(self.clock.now());
+            enroll.blocked.lock().unwrap_or_else(|p| p.into_inner()).insert(key, until);
         }
     }
 
@@ -297,9 +328,13 @@ impl RateLimiter {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        if let Some((limiter, _)) = &self.enroll {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+        if let Some(enroll) = &self.enroll {
+            for limiter in [&enroll.attempts, &enroll.refusals] {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+            let now = std::time::Instant::now();
+            enroll.blocked.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, until| *until > now);
         }
     }
 }
@@ -343,15 +378,23 @@ mod tests {
     #[test]
     fn refused_enrollments_cost_more() {
         let mut limits = RateLimits::default();
-        limits.apply("enroll=1/h:20").unwrap();
+        limits.apply("enroll=100/h:20").unwrap();
         let limiter = RateLimiter::new(&limits, LimitMeters::default());
         let source: IpAddr = "192.0.2.1".parse().unwrap();
-        limiter.check_enroll(source).unwrap();
-        limiter.enroll_refused(source);
-        limiter.check_enroll(source).unwrap();
-        limiter.enroll_refused(source);
-        // Two refused attempts of 10 cells each out of 20: the next attempt is refused.
-        assert!(limiter.check_enroll(source).is_err());
+        // Refusals: 10/h, burst 2. Two refused attempts pass, the third refusal blocks the source.
+        for _ in 0..3 {
+            limiter.check_enroll(source).unwrap();
+            limiter.enroll_refused(source);
+        }
+        let limited = limiter.check_enroll(source).unwrap_err();
+        assert!(limited.retry_after > Duration::from_secs(300), "{limited:?}");
         limiter.check_enroll("192.0.2.2".parse().unwrap()).unwrap();
+        // A whole IPv6 /64 is one source.
+        let (a, b): (IpAddr, IpAddr) = ("2001:db8::1".parse().unwrap(), "2001:db8::ffff:2".parse().unwrap());
+        for _ in 0..3 {
+            limiter.check_enroll(a).unwrap();
+            limiter.enroll_refused(a);
+        }
+        assert!(limiter.check_enroll(b).is_err());
     }
 }

@@ -159,7 +159,7 @@ where
                 // Without a source address (not TCP) there is nothing to key on: a deployment detail, not a client's.
                 let Some(source) = peer.map(|a| a.ip()) else { return inner.call(request).await };
                 if let Err(limited) = limiter.check_enroll(source) {
-                    tarpit(limited.retry_after).await;
+                    tarpit().await;
                     return Ok(refuse(limited.into(), "rate_limited"));
                 }
                 let response = inner.call(request).await?;
@@ -178,7 +178,7 @@ where
                     if let Some((limiter, operation)) = limits
                         && let Err(limited) = limiter.check(caller.kind, &caller.id, operation)
                     {
-                        tarpit(limited.retry_after).await;
+                        tarpit().await;
                         return Ok(refuse(limited.into(), "rate_limited"));
                     }
                     request.extensions_mut().insert(caller);
@@ -197,12 +197,12 @@ where
     }
 }
 
-/// Longest a rate-limited request is held before its refusal is sent. A client that ignores the retry hint and
+/// How long a rate-limited request is held before its refusal is sent. A client that ignores the retry hint and
 /// asks again at once then costs a timer per request, not a CPU-bound loop that slows everyone else.
 const TARPIT: std::time::Duration = std::time::Duration::from_millis(250);
 
-async fn tarpit(retry_after: std::time::Duration) {
-    tokio::time::sleep(retry_after.min(TARPIT)).await;
+async fn tarpit() {
+    tokio::time::sleep(TARPIT).await;
 }
 
 /// The message of an Enroll answer that refused the attempt (a wrong, spent or expired token, a bad CSR); `None`
