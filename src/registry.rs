@@ -76,6 +76,8 @@ pub struct Registry {
     default_validity: Duration,
     authenticator: Arc<Authenticator>,
     audit: Recorder,
+    /// Most live certificates a principal of a type may hold (none: no cap).
+    live_caps: HashMap<PrincipalType, u32>,
 }
 
 impl Registry {
@@ -88,7 +90,15 @@ impl Registry {
         authenticator: Arc<Authenticator>,
         audit: Recorder,
     ) -> Self {
-        Self { store, ca, identity, validity, default_validity, authenticator, audit }
+        Self { store, ca, identity, validity, default_validity, authenticator, audit, live_caps: HashMap::new() }
+    }
+
+    /// Caps how many live certificates (unexpired, unrevoked, not yet renewed) a principal of each type may hold:
+    /// IssueCertificate and Enroll are refused at the cap (renewal replaces a certificate, so it is never refused).
+    /// A soft cap: concurrent issuances to one principal may each see one below it.
+    pub fn with_live_certificate_caps(mut self, caps: HashMap<PrincipalType, u32>) -> Self {
+        self.live_caps = caps;
+        self
     }
 
     pub async fn create_principal(&self, origin: &Origin, new: NewPrincipal) -> Result<Principal> {

@@ -113,15 +113,18 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     };
     keeper.refresh().await?;
     let follower = crate::auth::RevocationFollower::new(store.clone(), authenticator.clone(), config.revocation_poll);
-    let registry = Arc::new(Registry::new(
-        store.clone(),
-        ca.clone(),
-        config.identity.clone(),
-        config.cert_validity.clone(),
-        DEFAULT_CERT_VALIDITY,
-        authenticator.clone(),
-        recorder.clone(),
-    ));
+    let registry = Arc::new(
+        Registry::new(
+            store.clone(),
+            ca.clone(),
+            config.identity.clone(),
+            config.cert_validity.clone(),
+            DEFAULT_CERT_VALIDITY,
+            authenticator.clone(),
+            recorder.clone(),
+        )
+        .with_live_certificate_caps(config.overload.live_certificate_caps.clone()),
+    );
     let refusals = Arc::new(Refusals::default());
     let tokens = start_tokens(&config, &store, &recorder, &metrics, oauth_addr).await?;
     let issuers = crate::revocation::Issuers::load(ca.clone(), store.clone()).await?;

@@ -260,3 +260,29 @@ async fn a_noisy_principal_and_an_enroll_flood_leave_a_quiet_principal_alone() {
     eprintln!("quiet WhoAmI p99: calm {calm:?}, beside the noise {noisy:?}");
     assert!(noisy <= calm.mul_f64(1.5) + Duration::from_millis(10), "calm {calm:?}, noisy {noisy:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_may_cap_live_certificates_per_principal() {
+    let server = TestServer::start_with(&["--max-live-certificates", "worker=2"]).await;
+    let first = server.enroll("capped", pb::PrincipalType::Worker).await;
+    server.issue("capped").await;
+    let (_key, csr) = common::key_and_csr();
+    let request =
+        pb::IssueCertificateRequest { principal_id: "capped".into(), csr: csr.into_bytes(), validity_seconds: 0 };
+    let mut admin = server.admin().await;
+    let status = admin.issue_certificate(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("holds 2 live certificates"), "{}", status.message());
+    // Renewal replaces a certificate, so it is allowed at the cap; revoking one makes room.
+    let (_key, csr) = common::key_and_csr();
+    let renewal = pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: 0 };
+    let renewed = server.client(&first).await.renew_certificate(renewal).await.expect("renewal at the cap");
+    let serial = renewed.into_inner().certificate.unwrap().serial;
+    admin.revoke_certificate(pb::RevokeCertificateRequest { serial, reason: 0 }).await.unwrap();
+    admin.issue_certificate(request).await.expect("room again");
+    // Other types are not capped.
+    server.enroll("uncapped", pb::PrincipalType::Service).await;
+    for _ in 0..3 {
+        server.issue("uncapped").await;
+    }
+}

@@ -1,9 +1,12 @@
 //! Limits and overload: the gRPC listener's caps and deadlines, rate limits, and the store's in-flight bound.
 
+use std::collections::HashMap;
+
 use clap::Args;
 
 use super::duration::{nonzero, parse_duration_flag};
 use crate::error::Error;
+use crate::model::PrincipalType;
 use crate::ratelimit::RateLimits;
 use crate::tls::ConnectionLimits;
 
@@ -30,6 +33,10 @@ pub struct OverloadArgs {
     /// audit_read (per principal), enroll (per source address). See README "Limits and overload" for defaults.
     #[arg(long = "rate-limit", env = "PRINCIPALD_RATE_LIMITS", value_delimiter = ',')]
     pub rate_limits: Vec<String>,
+    /// Most live certificates (unexpired, unrevoked, not renewed) one principal of a type may hold, `TYPE=N`;
+    /// repeatable or comma-separated. IssueCertificate and Enroll are refused at the cap. Default: no cap.
+    #[arg(long = "max-live-certificates", env = "PRINCIPALD_MAX_LIVE_CERTIFICATES", value_delimiter = ',')]
+    pub max_live_certificates: Vec<String>,
     /// Store operations in flight at once on this replica; beyond it requests fail at once with UNAVAILABLE instead
     /// of queueing behind a slow store.
     #[arg(long, env = "PRINCIPALD_STORE_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
@@ -41,6 +48,7 @@ pub struct OverloadArgs {
 pub struct OverloadConfig {
     pub connections: ConnectionLimits,
     pub rates: RateLimits,
+    pub live_certificate_caps: HashMap<PrincipalType, u32>,
     pub store_max_in_flight: usize,
 }
 
@@ -63,6 +71,24 @@ impl OverloadArgs {
         for setting in self.rate_limits.iter().filter(|s| !s.trim().is_empty()) {
             rates.apply(setting)?;
         }
-        Ok(OverloadConfig { connections, rates, store_max_in_flight: self.store_max_in_flight as usize })
+        let mut live_certificate_caps = HashMap::new();
+        for setting in self.max_live_certificates.iter().filter(|s| !s.trim().is_empty()) {
+            let invalid = || {
+                Error::InvalidArgument(format!(
+                    "invalid --max-live-certificates {setting:?}: use TYPE=N with TYPE admin, worker, user or service \
+                     and N at least 1"
+                ))
+            };
+            let (kind, n) = setting.split_once('=').ok_or_else(invalid)?;
+            let kind: PrincipalType = kind.trim().parse().map_err(|_| invalid())?;
+            let n: u32 = n.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(invalid)?;
+            live_certificate_caps.insert(kind, n);
+        }
+        Ok(OverloadConfig {
+            connections,
+            rates,
+            live_certificate_caps,
+            store_max_in_flight: self.store_max_in_flight as usize,
+        })
     }
 }

@@ -237,3 +237,35 @@ impl Store for MeteredStore {
         self.timed("ping", self.inner.ping()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    #[tokio::test]
+    async fn beyond_the_bound_an_operation_fails_at_once_instead_of_queueing() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = StoreConfig::sqlite_in(dir.path()).open().await.unwrap();
+        let metrics = Metrics::new();
+        let store = MeteredStore { inner, metrics: metrics.clone(), in_flight: Semaphore::new(1), max_in_flight: 1 };
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let slow = store.timed("get_principal", async {
+            let _ = held.await;
+            Ok(())
+        });
+        let second = async {
+            tokio::task::yield_now().await;
+            let refused = store.timed("get_principal", async { Ok(()) }).await;
+            assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+            // The readiness probe is never refused.
+            store.timed("ping", async { Ok(()) }).await.unwrap();
+            let _ = release.send(());
+        };
+        let (slow, ()) = tokio::join!(slow, second);
+        slow.unwrap();
+        assert_eq!(metrics.store_shed.get(), 1);
+        // Once the slow one finished, the next gets through.
+        store.timed("get_principal", async { Ok(()) }).await.unwrap();
+    }
+}

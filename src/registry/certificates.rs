@@ -37,6 +37,7 @@ impl Registry {
                 principal.status
             )));
         }
+        self.check_live_cap(&principal).await?;
         let validity = self.validity(principal.kind, validity, None)?;
         let issued = self.sign(principal.kind, id, &csr, validity, principal.generation)?;
         // The store re-checks, in the same write, that the principal is still ACTIVE with this type and generation.
@@ -44,6 +45,33 @@ impl Registry {
         self.store.insert_certificate(&issued.record, event.as_ref()).await?;
         tracing::info!(principal = %id, serial = %issued.record.serial, by = %origin.actor.principal_id, "certificate issued");
         Ok(issued)
+    }
+
+    /// Refuses a new certificate to a principal that holds its type's cap of live ones already.
+    pub(super) async fn check_live_cap(&self, principal: &crate::model::Principal) -> Result<()> {
+        let Some(&cap) = self.live_caps.get(&principal.kind) else { return Ok(()) };
+        let now = crate::model::now();
+        let (mut live, mut page) = (0u32, PageRequest { size: 500, token: None });
+        loop {
+            let listed = self.store.list_certificates(&principal.id, false, &page).await?;
+            live += listed
+                .items
+                .iter()
+                .filter(|c| c.revocation.is_none() && c.renewal.is_none() && c.not_after > now)
+                .count() as u32;
+            if live >= cap {
+                return Err(Error::FailedPrecondition(format!(
+                    "principal {:?} holds {live} live certificates, the most a {} may hold \
+                     (--max-live-certificates): revoke one first",
+                    principal.id.as_str(),
+                    principal.kind
+                )));
+            }
+            match listed.next_token {
+                Some(token) => page.token = Some(token),
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Issues the caller a new certificate with its own id and type, replacing the one it calls with (once).

@@ -88,6 +88,7 @@ impl Registry {
             Some(p) if p.status == PrincipalStatus::Active => p,
             _ => return Err(enrollment_refused("it is unknown, or its principal is not active")),
         };
+        self.check_live_cap(&principal).await?;
         let validity = self.validity(principal.kind, validity, None)?;
         let issued = self.sign(principal.kind, id, &csr, validity, principal.generation)?;
         let details = serde_json::json!({
