@@ -11,6 +11,7 @@ mod crl;
 mod issuance;
 mod load;
 mod ocsp;
+mod overload;
 mod procs;
 mod report;
 mod revocation;
@@ -48,7 +49,7 @@ struct Cli {
     /// Principal counts for the scale figures (embedded store); empty to skip them.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
     scale: Vec<u64>,
-    /// Only these figure groups (a, b, c, d, opt, e, k, l, m, o, t); all when empty.
+    /// Only these figure groups (a, b, c, d, opt, e, k, l, m, o, t, v); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also measure issuance with the root key in AWS KMS (this URI, e.g. awskms:alias/bench; AWS_ENDPOINT_URL_KMS
@@ -160,6 +161,11 @@ async fn main() {
         let variants = compare::audit();
         let stores = stores::fresh(&cli, variants.len()).await;
         compare::compare(&mut rows, "l", tmp.path(), &variants, stores, cli.duration).await;
+    }
+    if wanted("v") {
+        eprintln!("== limits and overload");
+        let store = stores::args(&cli).await;
+        overload::overload(&mut rows, tmp.path(), store, cli.duration).await;
     }
     report::print(&rows);
     let json = report::to_json(&rows, machine());
