@@ -55,7 +55,7 @@ async fn limiter_cost(rows: &mut Vec<Row>, tmp: &Path, store_args: &[String], du
         let worker = crate::enroll(&server.url(), &crate::admin_credentials(&data), "v-worker", 1).await.remove(0);
         servers.push((server, worker));
     }
-    let (off, on) = crate::alternating(4, duration, |limits_on, slice| {
+    let (off, on) = crate::alternating(8, duration, |limits_on, slice| {
         let (server, worker) = &servers[usize::from(limits_on)];
         let (url, worker) = (server.url(), worker.clone());
         async move { crate::whoami_stats(&url, &worker, STREAMS, slice).await }
