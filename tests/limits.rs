@@ -253,7 +253,7 @@ async fn a_noisy_principal_and_an_enroll_flood_leave_a_quiet_principal_alone() {
     // only RESOURCE_EXHAUSTED.
     let wrong = outcomes.iter().filter(|c| **c == Code::Unauthenticated).count() as u64;
     assert!((10..=12 + elapsed.as_secs()).contains(&wrong), "{wrong} wrong guesses in {elapsed:?}");
-    assert_eq!(outcomes.last(), Some(&Code::ResourceExhausted));
+    assert!(outcomes.contains(&Code::ResourceExhausted), "{outcomes:?}");
     // The quiet principal was served every time (who_am_i_latencies fails otherwise). Its p99 beside the noise
     // against its calm p99 is a speed figure: principald-bench group v measures it with the server in its own
     // process (goal 1.5x); here, on a test machine running other tests at once, it is only reported.
