@@ -123,3 +123,151 @@ async fn enroll_is_the_only_rpc_a_connection_without_a_certificate_may_call() {
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert!(status.message().contains("enrollment token refused"), "{}", status.message());
 }
+
+async fn anonymous(
+    server: &TestServer,
+) -> pb::principal_service_client::PrincipalServiceClient<tonic::transport::Channel> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca_pem()))
+        .domain_name("localhost");
+    let channel =
+        tonic::transport::Endpoint::from_shared(server.url.clone()).unwrap().tls_config(tls).unwrap().connect().await;
+    pb::principal_service_client::PrincipalServiceClient::new(channel.unwrap())
+}
+
+async fn new_token(server: &TestServer, id: &str) -> String {
+    let mut admin = server.admin().await;
+    admin
+        .create_enrollment_token(pb::CreateEnrollmentTokenRequest { principal_id: id.into(), ttl_seconds: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_before_a_suspension_is_dead_after_reactivation() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let request = pb::CreatePrincipalRequest {
+        id: "lost-box".into(),
+        r#type: pb::PrincipalType::Worker.into(),
+        ..Default::default()
+    };
+    admin.create_principal(request).await.unwrap();
+    let leaked = new_token(&server, "lost-box").await;
+    admin
+        .suspend_principal(pb::SuspendPrincipalRequest { id: "lost-box".into(), reason: "leak".into() })
+        .await
+        .unwrap();
+    admin.activate_principal(pb::ActivatePrincipalRequest { id: "lost-box".into() }).await.unwrap();
+    let (_key, csr) = common::key_and_csr();
+    let request = pb::EnrollRequest {
+        principal_id: "lost-box".into(),
+        secret: leaked,
+        csr: csr.into_bytes(),
+        validity_seconds: 0,
+    };
+    let status = anonymous(&server).await.enroll(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(status.message().contains("made before its principal was suspended"), "{}", status.message());
+    // A token made now works.
+    let fresh = new_token(&server, "lost-box").await;
+    let (_key, csr) = common::key_and_csr();
+    let request = pb::EnrollRequest {
+        principal_id: "lost-box".into(),
+        secret: fresh,
+        csr: csr.into_bytes(),
+        validity_seconds: 0,
+    };
+    anonymous(&server).await.enroll(request).await.expect("a token made after the reactivation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_enroll_response_is_recovered_with_the_same_key_only() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let request = pb::CreatePrincipalRequest {
+        id: "flaky-net".into(),
+        r#type: pb::PrincipalType::Worker.into(),
+        ..Default::default()
+    };
+    admin.create_principal(request).await.unwrap();
+    let secret = new_token(&server, "flaky-net").await;
+    let (_key, csr) = common::key_and_csr();
+    let request = pb::EnrollRequest {
+        principal_id: "flaky-net".into(),
+        secret: secret.clone(),
+        csr: csr.clone().into_bytes(),
+        validity_seconds: 0,
+    };
+    let mut client = anonymous(&server).await;
+    let first = client.enroll(request.clone()).await.unwrap().into_inner();
+    // The response was "lost": the same request again gets the same certificate, and nothing new is issued.
+    let again = client.enroll(request).await.expect("a same-key retry").into_inner();
+    assert_eq!(first.certificate.as_ref().unwrap().serial, again.certificate.as_ref().unwrap().serial);
+    assert_eq!(first.certificate_pem, again.certificate_pem);
+    // Another key with the same token: used.
+    let (_other, csr) = common::key_and_csr();
+    let request =
+        pb::EnrollRequest { principal_id: "flaky-net".into(), secret, csr: csr.into_bytes(), validity_seconds: 0 };
+    let status = client.enroll(request).await.unwrap_err();
+    assert!(status.message().contains("used already"), "{}", status.message());
+    let listed = admin
+        .list_certificates(pb::ListCertificatesRequest { principal_id: "flaky-net".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.certificates.len(), 1);
+    // Both audit events name the token by the same short id, never by its secret.
+    let events = admin.list_audit_events(pb::ListAuditEventsRequest::default()).await.unwrap().into_inner().events;
+    let ids: Vec<String> = events
+        .iter()
+        .filter(|e| e.r#type.starts_with("enrollment_token."))
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.details_json).unwrap()["token"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids[0] == ids[1] && ids[0].len() == 12, "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principalctl_enroll_reads_the_token_from_stdin_or_a_file() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let admin_profile = server.data_dir.join("profiles").join("admin");
+    let work = tempfile::tempdir().unwrap();
+    for (id, how) in [("via-stdin", "stdin"), ("via-file", "file")] {
+        let request = pb::CreatePrincipalRequest {
+            id: id.into(),
+            r#type: pb::PrincipalType::Worker.into(),
+            ..Default::default()
+        };
+        admin.create_principal(request).await.unwrap();
+        let made = principalctl(&admin_profile, &["principal", "enroll-token", id]).await;
+        let token = String::from_utf8(made.stdout).unwrap();
+        let out = work.path().join(id);
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_principalctl"));
+        command.arg("enroll").env_remove("PRINCIPALCTL_PROFILE");
+        if how == "stdin" {
+            command.arg("-").stdin(std::process::Stdio::piped());
+        } else {
+            let file = work.path().join(format!("{id}.token"));
+            std::fs::write(&file, &token).unwrap();
+            command.arg("--token-file").arg(file);
+        }
+        command.arg("--out").arg(&out).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let output = tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().unwrap();
+            if let Some(mut stdin) = child.stdin.take() {
+                std::io::Write::write_all(&mut stdin, token.as_bytes()).unwrap();
+            }
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(output.status.success(), "{how}: {}", text(&output));
+        assert!(out.join("profile.json").exists() && !out.join("pending-key.pem").exists(), "{how}");
+    }
+}

@@ -164,7 +164,7 @@ impl Registry {
     }
 
     /// The PEM of the intermediate with fingerprint `issuer` ("" for the root).
-    async fn intermediate_pem(&self, issuer: &str) -> Result<String> {
+    pub(super) async fn intermediate_pem(&self, issuer: &str) -> Result<String> {
         let current = self.ca.issuing();
         if issuer == current.fingerprint() {
             return Ok(current.intermediate_pem.clone());

@@ -296,6 +296,8 @@ pub struct EnrollmentToken {
     /// Hex SHA-256 of the secret.
     pub hash: String,
     pub principal: PrincipalId,
+    /// The principal's generation when the token was made: a raise (suspension, deletion, key compromise) kills it.
+    pub generation: u64,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }
@@ -304,8 +306,11 @@ pub struct EnrollmentToken {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnrollmentTokenState {
     pub principal: PrincipalId,
+    pub generation: u64,
     pub expires_at: OffsetDateTime,
     pub consumed: bool,
+    /// The certificate it paid for, once consumed.
+    pub serial: Option<Serial>,
 }
 
 impl EnrollmentTokenState {
@@ -322,6 +327,10 @@ impl EnrollmentTokenState {
         }
     }
 }
+
+/// The refusal of a token made before its principal's certificates were last withdrawn.
+pub(crate) const ENROLLMENT_WITHDRAWN: &str =
+    "it was made before its principal was suspended, deleted or had a key compromised";
 
 /// Why an enrollment token was refused, the same words for every backend.
 pub(crate) fn enrollment_refused(why: &str) -> crate::error::Error {

@@ -233,9 +233,9 @@ pub fn key_and_csr(key_type: KeyType) -> Result<(KeyPair, String), String> {
 
 /// The key of a renewal in progress: kept until the renewal succeeds, so a retry after a lost response asks with the
 /// same key and gets the certificate the server already issued (a certificate renews once, for one key).
-const PENDING_KEY: &str = "pending-key.pem";
+pub const PENDING_KEY: &str = "pending-key.pem";
 
-fn pending_key_and_csr(dir: &Path, key_type: KeyType) -> Result<(KeyPair, String), String> {
+pub fn pending_key_and_csr(dir: &Path, key_type: KeyType) -> Result<(KeyPair, String), String> {
     let path = dir.join(PENDING_KEY);
     match std::fs::read_to_string(&path) {
         Ok(pem) => {

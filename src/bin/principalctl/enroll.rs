@@ -15,7 +15,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::cert::{KeyType, key_and_csr, write_profile};
+use crate::cert::{KeyType, PENDING_KEY, pending_key_and_csr, write_profile};
 
 const PREFIX: &str = "pdenroll1.";
 
@@ -50,6 +50,22 @@ fn decode(text: &str) -> Result<TokenString, String> {
     Ok(token)
 }
 
+/// The token from the argument, from stdin (`-`) or from a file.
+pub fn read_token(argument: Option<&str>, file: Option<&Path>) -> Result<String, String> {
+    match (argument, file) {
+        (_, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the enrollment token from {}: {e}", path.display())),
+        (Some("-"), None) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("cannot read the enrollment token from stdin: {e}"))?;
+            Ok(text)
+        }
+        (Some(token), None) => Ok(token.to_owned()),
+        (None, None) => Err("give the enrollment token: TOKEN, - (stdin) or --token-file FILE".into()),
+    }
+}
+
 pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Result<(), String> {
     let token = decode(token)?;
     if !force && out.join(principald::client::PROFILE_FILE).exists() {
@@ -65,7 +81,11 @@ pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Res
         .tls_config(tls)
         .map_err(|e| e.to_string())?;
     let channel = endpoint.connect().await.map_err(|e| format!("cannot connect to {}: {e}", token.s))?;
-    let (key, csr) = key_and_csr(key_type)?;
+    // The key waits in DIR until the profile is written: a retry after a lost response asks with the same key and
+    // gets the certificate the server already issued for this token.
+    let created = !out.exists();
+    principald::files::create_private_dir(out).map_err(|e| e.to_string())?;
+    let (key, csr) = pending_key_and_csr(out, key_type)?;
     let request = pb::EnrollRequest {
         principal_id: token.p.clone(),
         secret: token.k.clone(),
@@ -78,12 +98,23 @@ pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Res
         async move { client.enroll(request).await }
     })
     .await
-    .map_err(|s| match s.code() {
-        tonic::Code::ResourceExhausted => format!("enrollment rate limited: {}", s.message()),
-        _ => format!("enrollment refused: {}", s.message()),
+    .map_err(|s| {
+        use tonic::Code::{FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated};
+        if matches!(s.code(), Unauthenticated | InvalidArgument | FailedPrecondition | PermissionDenied) {
+            // Refused for good: nothing of this attempt stays behind. (Otherwise the key waits for a retry.)
+            let _ = std::fs::remove_file(out.join(PENDING_KEY));
+            if created {
+                let _ = std::fs::remove_dir(out);
+            }
+        }
+        match s.code() {
+            tonic::Code::ResourceExhausted => format!("enrollment rate limited: {}", s.message()),
+            _ => format!("enrollment refused: {}", s.message()),
+        }
     })?
     .into_inner();
     write_profile(out, &token.s, &key, &issued, &root_pem)?;
+    let _ = std::fs::remove_file(out.join(PENDING_KEY));
     let serial = issued.certificate.map(|c| c.serial).unwrap_or_default();
     println!("enrolled {} (certificate {serial}); profile written to {}", token.p, out.display());
     Ok(())

@@ -50,8 +50,13 @@ enum Command {
     /// Get this machine's first certificate with a one-time enrollment token (no profile needed): generates the key
     /// here, pins the server by the CA fingerprint in the token, writes a ready profile to --out.
     Enroll {
-        /// The string `principalctl principal enroll-token` printed.
-        token: String,
+        /// The string `principalctl principal enroll-token` printed, or `-` to read it from stdin (keeps the secret
+        /// off the command line, where `ps` shows it).
+        #[arg(required_unless_present = "token_file", conflicts_with = "token_file")]
+        token: Option<String>,
+        /// Read the token from this file instead.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_enum, default_value_t = cert::KeyType::P256)]
@@ -90,8 +95,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    if let Command::Enroll { token, out, key_type, force } = &cli.command {
-        return enroll::run(token, out, *key_type, *force).await;
+    if let Command::Enroll { token, token_file, out, key_type, force } = &cli.command {
+        let token = enroll::read_token(token.as_deref(), token_file.as_deref())?;
+        return enroll::run(&token, out, *key_type, *force).await;
     }
     let ctx = rpc::Context::load(cli.profile.as_deref(), cli.server.as_deref(), cli.output)?;
     match cli.command {

@@ -48,6 +48,7 @@ pub async fn enrollment_tokens_are_consumed_once_with_their_certificate(store: A
     let token = |hash: &str, ttl: i64| EnrollmentToken {
         hash: hash.into(),
         principal: p.id.clone(),
+        generation: p.generation,
         created_at: t0(),
         expires_at: t0() + time::Duration::seconds(ttl),
     };
@@ -74,7 +75,11 @@ pub async fn enrollment_tokens_are_consumed_once_with_their_certificate(store: A
     for serial in ["e1", "e2", "e3", "e6"] {
         assert!(s.get_certificate(&serial.parse().unwrap()).await.unwrap().is_none(), "{serial}");
     }
-    // A suspended principal cannot enroll, and the token survives for later.
+    // The consumed token names its certificate (for a retry after a lost response).
+    let used = s.get_enrollment_token("aa").await.unwrap().unwrap();
+    assert!(used.consumed && used.serial.as_ref().map(|s| s.as_str()) == Some(won), "{used:?}");
+    // A suspended principal cannot enroll; and a token made before the suspension is dead for good: reactivation
+    // raised the principal's generation above the token's.
     s.create_enrollment_token(&token("bb", 3600), None).await.unwrap();
     let (from, to) = ([crate::model::PrincipalStatus::Active], crate::model::PrincipalStatus::Suspended);
     let suspended = s.transition_principal(&p.id, &from, to, None, t0(), None).await.unwrap();
@@ -84,8 +89,14 @@ pub async fn enrollment_tokens_are_consumed_once_with_their_certificate(store: A
     ));
     let (from, to) = ([crate::model::PrincipalStatus::Suspended], crate::model::PrincipalStatus::Active);
     let active = s.transition_principal(&p.id, &from, to, None, t0(), None).await.unwrap();
+    assert!(active.generation > p.generation);
     let cert = crate::model::CertificateRecord { generation: active.generation, ..certificate("e8", &suspended, t0()) };
-    s.enroll("bb", &cert, t0(), None).await.unwrap();
+    refused(s.enroll("bb", &cert, t0(), None).await, "suspended, deleted or had a key compromised");
+    assert!(!s.get_enrollment_token("bb").await.unwrap().unwrap().consumed, "a refusal changes nothing");
+    // A token made after the reactivation works.
+    let fresh = EnrollmentToken { generation: active.generation, ..token("cc", 3600) };
+    s.create_enrollment_token(&fresh, None).await.unwrap();
+    s.enroll("cc", &cert, t0(), None).await.unwrap();
 }
 
 /// Suspension voids the principal's certificates by its floor; relying parties learn it from the revoked-certificate

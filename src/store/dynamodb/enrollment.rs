@@ -23,6 +23,7 @@ impl DynamoStore {
             .table_name(&self.principals)
             .item("id", s(&key(&t.hash)))
             .item("principal_id", s(t.principal.as_str()))
+            .item("generation", n(t.generation as i64))
             .item("created_at", n(t.created_at.unix_timestamp()))
             .item("expires_at", n(t.expires_at.unix_timestamp()))
             .condition_expression("attribute_not_exists(id)")
@@ -40,8 +41,11 @@ impl DynamoStore {
         let corrupt = |e: Error| Error::internal("corrupt enrollment token item", e);
         Ok(Some(EnrollmentTokenState {
             principal: get_s(&item, "principal_id")?.parse().map_err(corrupt)?,
+            // Tokens made before tokens carried a generation: 0.
+            generation: get_n(&item, "generation").unwrap_or(0) as u64,
             expires_at: super::items::time_from(get_n(&item, "expires_at")?)?,
             consumed: item.contains_key("consumed_at"),
+            serial: item.get("serial").and_then(|v| v.as_s().ok()).map(|s| s.parse()).transpose().map_err(corrupt)?,
         }))
     }
 
@@ -57,12 +61,13 @@ impl DynamoStore {
             .key("id", s(&key(hash)))
             .condition_expression(
                 "attribute_exists(id) AND principal_id = :principal AND attribute_not_exists(consumed_at) \
-                 AND expires_at > :now",
+                 AND expires_at > :now AND (attribute_not_exists(generation) OR generation = :generation)",
             )
             .update_expression("SET consumed_at = :now, serial = :serial")
             .expression_attribute_values(":principal", s(cert.principal_id.as_str()))
             .expression_attribute_values(":now", n(at.unix_timestamp()))
             .expression_attribute_values(":serial", s(cert.serial.as_str()))
+            .expression_attribute_values(":generation", n(cert.generation as i64))
             .build()
             .map_err(|e| Error::internal("enrollment update", e))?;
         let check =
@@ -91,6 +96,8 @@ impl DynamoStore {
             enrollment_refused("it was used already")
         } else if get_n(&item, "expires_at").is_ok_and(|e| e <= at.unix_timestamp()) {
             enrollment_refused("it has expired")
+        } else if get_n(&item, "generation").is_ok_and(|g| g != cert.generation as i64) {
+            enrollment_refused(crate::store::ENROLLMENT_WITHDRAWN)
         } else {
             Error::Unavailable("enrollment token changed during enrollment; retry".into())
         }

@@ -283,8 +283,15 @@ pub(super) fn parse_certificate_cursor(token: &str) -> Result<(i64, String)> {
 pub(super) fn insert_enrollment_token(conn: &Connection, t: &crate::store::EnrollmentToken) -> Result<()> {
     select_principal(conn, &t.principal)?.ok_or_else(|| errors::principal_not_found(&t.principal))?;
     conn.execute(
-        "INSERT INTO enrollment_tokens (hash, principal_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        params![t.hash, t.principal.as_str(), t.created_at.unix_timestamp(), t.expires_at.unix_timestamp()],
+        "INSERT INTO enrollment_tokens (hash, principal_id, created_at, expires_at, generation) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            t.hash,
+            t.principal.as_str(),
+            t.created_at.unix_timestamp(),
+            t.expires_at.unix_timestamp(),
+            t.generation as i64
+        ],
     )
     .map_err(sql_err)?;
     Ok(())
@@ -298,21 +305,18 @@ pub(super) fn consume_enrollment_token(
     at: OffsetDateTime,
 ) -> Result<()> {
     let refused = crate::store::enrollment_refused;
-    let found: Option<(String, i64, Option<i64>)> = conn
-        .query_row("SELECT principal_id, expires_at, consumed_at FROM enrollment_tokens WHERE hash = ?1", [hash], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()
-        .map_err(sql_err)?;
-    let Some((principal, expires_at, consumed_at)) = found else { return Err(refused("it is unknown")) };
-    if principal != cert.principal_id.as_str() {
+    let Some(token) = select_enrollment_token(conn, hash)? else { return Err(refused("it is unknown")) };
+    if token.principal != cert.principal_id {
         return Err(refused("it was made for another principal"));
     }
-    if consumed_at.is_some() {
+    if token.consumed {
         return Err(refused("it was used already"));
     }
-    if expires_at <= at.unix_timestamp() {
+    if token.expires_at <= at {
         return Err(refused("it has expired"));
+    }
+    if token.generation != cert.generation {
+        return Err(refused(crate::store::ENROLLMENT_WITHDRAWN));
     }
     conn.execute(
         "UPDATE enrollment_tokens SET consumed_at = ?2, serial = ?3 WHERE hash = ?1",
@@ -326,18 +330,23 @@ pub(super) fn select_enrollment_token(
     conn: &Connection,
     hash: &str,
 ) -> Result<Option<crate::store::EnrollmentTokenState>> {
-    let found: Option<(String, i64, Option<i64>)> = conn
-        .query_row("SELECT principal_id, expires_at, consumed_at FROM enrollment_tokens WHERE hash = ?1", [hash], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
+    type Row = (String, i64, Option<i64>, i64, Option<String>);
+    let found: Option<Row> = conn
+        .query_row(
+            "SELECT principal_id, expires_at, consumed_at, generation, serial FROM enrollment_tokens WHERE hash = ?1",
+            [hash],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
         .optional()
         .map_err(sql_err)?;
     found
-        .map(|(principal, expires_at, consumed_at)| {
+        .map(|(principal, expires_at, consumed_at, generation, serial)| {
             Ok(crate::store::EnrollmentTokenState {
                 principal: principal.parse().map_err(corrupt)?,
+                generation: generation as u64,
                 expires_at: timestamp(expires_at)?,
                 consumed: consumed_at.is_some(),
+                serial: serial.map(|s| s.parse()).transpose().map_err(corrupt)?,
             })
         })
         .transpose()
