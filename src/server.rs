@@ -101,6 +101,16 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     authenticator.refresh_revoked_issuers().await?;
     let recorder = Recorder::new(&config.replica_id, config.accountability.audit);
     if !config.accountability.audit {
+        // The log says so itself before this replica writes anything unrecorded.
+        let origin = crate::audit::Origin::system("serve");
+        let details = serde_json::json!({ "replica": config.replica_id, "flag": "--audit off" });
+        let event = Recorder::new(&config.replica_id, true).event(
+            &origin,
+            crate::audit::kind::AUDIT_DISABLED,
+            &config.replica_id,
+            details,
+        );
+        store.append_audit(&event.into_iter().collect::<Vec<_>>()).await?;
         tracing::warn!("the audit log is off (--audit off): changes are not recorded");
     }
     let keeper = crate::issuing::Keeper {

@@ -228,3 +228,14 @@ async fn principalctl_verify_reports_tampering() {
     assert!(!verified.status.success(), "{text}");
     assert!(text.contains("breaks at position 4") && text.contains("altered"), "{text}");
 }
+
+#[tokio::test]
+async fn a_replica_with_the_audit_log_off_says_so_in_the_log_first() {
+    let server = TestServer::start_with(&["--audit", "off"]).await;
+    let disabled = events(&server, of_type("audit.disabled")).await;
+    assert_eq!(disabled.len(), 1, "{disabled:?}");
+    assert_eq!(disabled[0].target, server.config().replica_id);
+    // What it does afterwards is not recorded.
+    server.enroll("unrecorded", pb::PrincipalType::Worker).await;
+    assert!(events(&server, of_type("principal.created")).await.iter().all(|e| e.target != "unrecorded"));
+}

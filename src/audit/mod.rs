@@ -35,6 +35,8 @@ pub mod kind {
     pub const ENROLLMENT_TOKEN_CREATED: &str = "enrollment_token.created";
     pub const ENROLLMENT_TOKEN_CONSUMED: &str = "enrollment_token.consumed";
     pub const REQUESTS_REFUSED: &str = "requests.refused";
+    /// A replica started with the audit log off: the changes it makes from now on are not recorded.
+    pub const AUDIT_DISABLED: &str = "audit.disabled";
 }
 
 /// The outcome of an event: changes are recorded only when they commit; refusals are aggregated.

@@ -98,10 +98,10 @@ async fn token(
     }
     let caller = match app.authenticator.authenticate(certificate.as_ref()).await {
         Ok(caller) => caller,
-        Err(Error::Unavailable(_)) => {
-            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "retry later");
+        Err(Error::Unauthenticated(message) | Error::PermissionDenied(message)) => {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &message);
         }
-        Err(error) => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", &error.to_string()),
+        Err(error) => return failed(error),
     };
     if !caller.has_permission(permission::TOKEN_ISSUE) {
         let message = format!("{} principals may not get tokens (permission {})", caller.kind, permission::TOKEN_ISSUE);
@@ -133,12 +133,47 @@ async fn token(
         Err(Error::InvalidArgument(message) | Error::FailedPrecondition(message)) => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &message)
         }
-        Err(Error::Unavailable(_)) => {
+        Err(error) => failed(error),
+    }
+}
+
+/// The answer to a failure that is the server's, never the client's: like the gRPC mapping (`error.rs`), the detail
+/// (store or KMS errors, ARNs, paths) goes to the log and the client gets a generic message.
+fn failed(error: Error) -> Response {
+    match error {
+        Error::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "token endpoint: unavailable");
             oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "retry later")
         }
-        Err(error) => {
-            tracing::warn!(%error, "token endpoint failed");
-            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+        Error::RateLimited { retry_after, .. } => too_many_requests(retry_after),
+        error => {
+            tracing::error!(%error, "token endpoint failed");
+            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal server error; see the server log")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn server_failures_never_reach_the_client() {
+        let leaky = "AccessDeniedException: arn:aws:iam::123456789012:role/task on table principald-meta";
+        for (error, code) in [
+            (Error::Internal(leaky.into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (Error::Unavailable(leaky.into()), StatusCode::SERVICE_UNAVAILABLE),
+            (Error::NotFound(leaky.into()), StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            let response = failed(error);
+            assert_eq!(response.status(), code);
+            let text = body(response).await;
+            assert!(!text.contains("arn:") && !text.contains("AccessDenied"), "{text}");
         }
     }
 }

@@ -74,7 +74,14 @@ impl KmsKey {
     fn open_here(key_id: &str, region: Option<&str>, endpoint: Option<&str>, create: bool) -> Result<Self> {
         let runtime = runtime()?;
         let client = runtime.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            // Every call (Sign and GetPublicKey included) is bounded: a KMS that stops answering makes signing
+            // unavailable within CALL_TIMEOUT instead of holding a blocking thread for good.
+            let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .operation_attempt_timeout(std::time::Duration::from_secs(4))
+                .operation_timeout(CALL_TIMEOUT)
+                .build();
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
             if let Some(region) = region {
                 loader = loader.region(aws_config::Region::new(region.to_owned()));
             }
