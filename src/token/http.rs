@@ -153,6 +153,26 @@ fn failed(error: Error) -> Response {
     }
 }
 
+/// 429 with `Retry-After` (whole seconds, rounded up) for a caller over its token rate limit.
+fn too_many_requests(retry_after: Duration) -> Response {
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut response = oauth_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        &format!("rate limit for tokens reached; retry in {seconds}s"),
+    );
+    if let Ok(value) = seconds.to_string().parse() {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// An RFC 6749 section 5.2 error response.
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({ "error": error, "error_description": description });
+    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,24 +196,4 @@ mod tests {
             assert!(!text.contains("arn:") && !text.contains("AccessDenied"), "{text}");
         }
     }
-}
-
-/// 429 with `Retry-After` (whole seconds, rounded up) for a caller over its token rate limit.
-fn too_many_requests(retry_after: Duration) -> Response {
-    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let mut response = oauth_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "temporarily_unavailable",
-        &format!("rate limit for tokens reached; retry in {seconds}s"),
-    );
-    if let Ok(value) = seconds.to_string().parse() {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
-}
-
-/// An RFC 6749 section 5.2 error response.
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let body = json!({ "error": error, "error_description": description });
-    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }
