@@ -19,7 +19,6 @@ use crate::model::IntermediateRecord;
 use crate::model::now;
 use crate::pki::ca::CertificateAuthority;
 use crate::pki::intermediate::IntermediatePolicy;
-use crate::server_cert::ServerCertificate;
 use crate::store::Store;
 use crate::tls::KnownIntermediates;
 
@@ -73,7 +72,6 @@ pub struct Keeper {
     pub ca: Arc<CertificateAuthority>,
     pub store: Arc<dyn Store>,
     pub authenticator: Arc<Authenticator>,
-    pub server_cert: Arc<ServerCertificate>,
     pub known: Arc<KnownIntermediates>,
     pub audit: Recorder,
 }
@@ -126,7 +124,7 @@ impl Keeper {
     }
 
     /// Replaces the intermediate when due or revoked: the root signs a new one (off the runtime), the store records
-    /// it, then it is installed and the server certificate re-issued from it.
+    /// it, then it is installed.
     pub async fn rotate_if_due(&self) -> Result<bool> {
         if !self.ca.rotation_due(now(), |fp| self.authenticator.issuer_revoked(fp)) {
             return Ok(false);
@@ -138,11 +136,8 @@ impl Keeper {
         if let Some(record) = &next.record {
             self.store.record_intermediate(record, intermediate_event(&self.audit, record).as_ref()).await?;
         }
+        // The server certificate is the root's, not the intermediate's: it stays.
         self.ca.install(next);
-        let server_cert = self.server_cert.clone();
-        tokio::task::spawn_blocking(move || server_cert.reissue())
-            .await
-            .map_err(|e| Error::internal("server certificate", e))??;
         self.refresh().await?;
         Ok(true)
     }

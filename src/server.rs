@@ -117,7 +117,6 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         ca: ca.clone(),
         store: store.clone(),
         authenticator: authenticator.clone(),
-        server_cert: server_cert.clone(),
         known,
         audit: recorder.clone(),
     };

@@ -23,6 +23,8 @@ use crate::pki::profile;
 
 /// A server certificate lives one year.
 pub const SERVER_VALIDITY: time::Duration = time::Duration::days(365);
+/// Validity of the server certificate of a replica whose leaves are signed by replica intermediates.
+pub const SERVER_VALIDITY_WITH_INTERMEDIATES: time::Duration = time::Duration::days(30);
 
 /// The current server certificate and how to replace it.
 pub struct ServerCertificate {
@@ -47,11 +49,9 @@ impl ServerCertificate {
     /// only when the current certificate cannot be read at all.
     pub fn load(dir: &DataDir, ca: Arc<CertificateAuthority>, fallback_names: &[String]) -> Result<Arc<Self>> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        // A replica signing through its own intermediate starts with a certificate from it (a file left by an earlier
-        // run may chain through an intermediate revoked since).
-        let fresh_intermediate = ca.issuing().record.is_some();
+        // A file left by an earlier version may chain through an intermediate: the root signs server certificates now.
         let current = match read(dir, &provider).and_then(|c| issued_by(&c, &ca).map(|()| c)) {
-            Ok(current) if !fresh_intermediate && !due(current.not_before, current.not_after, now()) => current,
+            Ok(current) if current.key.cert.len() == 1 && !due(current.not_before, current.not_after, now()) => current,
             Ok(current) => issue(dir, &ca, &provider, &current.names)?,
             Err(_) => {
                 let names = read_names(dir).unwrap_or_else(|| fallback_names.to_vec());
@@ -74,14 +74,6 @@ impl ServerCertificate {
         let fresh = with_root(issue(&self.dir, &self.ca, &self.provider, &names)?, &self.ca);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(true)
-    }
-
-    /// Re-issues the certificate now (same names), e.g. after the issuing intermediate changed.
-    pub fn reissue(&self) -> Result<()> {
-        let names = self.current.read().unwrap_or_else(|p| p.into_inner()).names.clone();
-        let fresh = with_root(issue(&self.dir, &self.ca, &self.provider, &names)?, &self.ca);
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-        Ok(())
     }
 
     pub fn not_after(&self) -> OffsetDateTime {
@@ -174,10 +166,10 @@ fn describe(der: &[u8]) -> Option<(OffsetDateTime, OffsetDateTime, Vec<String>)>
     Some((cert.validity().not_before.to_datetime(), cert.validity().not_after.to_datetime(), names))
 }
 
-/// Issues a new server key and certificate for `names` from `ca` and writes both to the data dir (key 0600). Key
-/// first: a crash between the two writes leaves a mismatched pair, which the next start detects and repairs by
-/// issuing again with the names read from the certificate file. Returns the certificate, its key, its validity and the
-/// intermediate that signed it (DER; `None` when the root did).
+/// Issues a new server key and certificate for `names`, signed by `ca`'s root (intermediates carry the clientAuth
+/// EKU only, so they cannot sign a server certificate), and writes both to the data dir (key 0600). Key first: a crash
+/// between the two writes leaves a mismatched pair, which the next start detects and repairs by issuing again with the
+/// names read from the certificate file. Returns the certificate, its key, its validity and `None` (no intermediate).
 #[allow(clippy::type_complexity)]
 pub fn issue_files(
     dir: &DataDir,
@@ -186,13 +178,16 @@ pub fn issue_files(
 ) -> Result<(rcgen::Certificate, KeyPair, OffsetDateTime, OffsetDateTime, Option<Vec<u8>>)> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| Error::internal("server key", e))?;
     let at = now();
-    let not_after = (at + SERVER_VALIDITY).min(ca.issuing().not_after);
+    // With replica intermediates (a root in KMS or an HSM) a server key lives as long as a month, not a year: it cannot
+    // be withdrawn with its replica's intermediate any more.
+    let validity = if ca.issuing().record.is_some() { SERVER_VALIDITY_WITH_INTERMEDIATES } else { SERVER_VALIDITY };
+    let not_after = (at + validity).min(ca.not_after());
     let params = profile::server_certificate(names, at - profile::BACKDATE, not_after)?;
-    let (cert, issuing) = ca.sign(&params, &key)?;
+    let cert = ca.sign_with_root(&params, &key)?;
     files::write_private(&dir.server_key(), key.serialize_pem().as_bytes())?;
-    files::write_public(&dir.server_cert(), format!("{}{}", cert.pem(), issuing.intermediate_pem).as_bytes())?;
+    files::write_public(&dir.server_cert(), cert.pem().as_bytes())?;
     tracing::info!(names = %names.join(","), %not_after, "server certificate issued");
-    Ok((cert, key, params.not_before, not_after, issuing.record.as_ref().map(|r| r.der.clone())))
+    Ok((cert, key, params.not_before, not_after, None))
 }
 
 /// Issues and writes a new certificate (see [`issue_files`]) and returns it ready for rustls.
@@ -218,5 +213,54 @@ mod tests {
         assert!(!due(start, end, start + time::Duration::days(199)));
         assert!(due(start, end, start + time::Duration::days(200)));
         assert!(due(start, end, end + time::Duration::days(1)));
+    }
+}
+
+#[cfg(test)]
+mod eku {
+    use std::sync::Arc;
+
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+    use crate::pki::ca::{CertificateAuthority, Root};
+    use crate::pki::intermediate::IntermediatePolicy;
+    use crate::pki::profile;
+
+    fn verify_as_server(root: &CertificateDer<'static>, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        verifier
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// A stolen intermediate key cannot mint a server certificate a TLS client accepts; the root's server
+    /// certificate verifies.
+    #[test]
+    fn intermediates_are_for_client_certificates_only() {
+        let root =
+            Root::create(crate::pki::signer::in_memory().unwrap(), "eku test", time::Duration::days(30), true).unwrap();
+        let policy = IntermediatePolicy { lifetime: time::Duration::hours(24), longest_leaf: time::Duration::days(1) };
+        let ca = CertificateAuthority::with_intermediate(root, "r1", policy).unwrap();
+        let intermediate = CertificateDer::from(ca.issuing().record.as_ref().unwrap().der.clone());
+        let (_, parsed) = x509_parser::parse_x509_certificate(&intermediate).unwrap();
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth && !eku.any, "{eku:?}");
+
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let now = crate::model::now();
+        let params = profile::server_certificate(&["localhost".into()], now, now + time::Duration::hours(1)).unwrap();
+        let (forged, _) = ca.sign(&params, &key).unwrap();
+        let refused = verify_as_server(ca.cert_der(), &[forged.der().clone(), intermediate]);
+        assert!(refused.is_err(), "a server certificate below an intermediate was accepted");
+
+        let genuine = ca.sign_with_root(&params, &key).unwrap();
+        verify_as_server(ca.cert_der(), &[genuine.der().clone()]).expect("the root's server certificate");
     }
 }

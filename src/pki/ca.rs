@@ -253,6 +253,23 @@ impl CertificateAuthority {
         Ok((cert, issuing))
     }
 
+    /// Signs `params` for `public_key` with the root key itself (the server certificate: intermediates may only sign
+    /// client certificates). Blocking when the root is in KMS or on a token.
+    pub fn sign_with_root(
+        &self,
+        params: &CertificateParams,
+        public_key: &impl PublicKeyData,
+    ) -> Result<rcgen::Certificate, Error> {
+        let sign = || {
+            params.signed_by(public_key, &self.root.issuer).map_err(|e| {
+                Error::Unavailable(format!("the CA key {} could not sign: {e}", self.root.signer.describe()))
+            })
+        };
+        let on_workers = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if self.root.signer.is_remote() && on_workers { tokio::task::block_in_place(sign) } else { sign() }
+    }
+
     /// Where revocation status is published, if it is.
     pub fn status_urls(&self) -> Option<&StatusUrls> {
         self.root.status.as_ref()

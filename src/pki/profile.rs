@@ -28,8 +28,9 @@ pub fn ca_certificate(common_name: &str, validity: Duration, path_len: u8) -> Ce
     params
 }
 
-/// A replica's issuing intermediate: path length 0 (leaves only), named for the replica and its serial so every
-/// intermediate has a distinct subject.
+/// A replica's issuing intermediate: path length 0 (leaves only), extended key usage clientAuth only (what its leaves
+/// are for: a stolen intermediate key cannot mint a server certificate that a verifier checking EKU accepts), named for
+/// the replica and its serial so every intermediate has a distinct subject.
 pub fn intermediate_certificate(
     replica: &str,
     not_before: OffsetDateTime,
@@ -41,6 +42,7 @@ pub fn intermediate_certificate(
     params.distinguished_name = name(&format!("principald issuing CA {replica} {tag}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
     params.not_before = not_before;
     params.not_after = not_after;
