@@ -239,3 +239,33 @@ async fn a_replica_with_the_audit_log_off_says_so_in_the_log_first() {
     server.enroll("unrecorded", pb::PrincipalType::Worker).await;
     assert!(events(&server, of_type("principal.created")).await.iter().all(|e| e.target != "unrecorded"));
 }
+
+/// Deleting a chain's head hides the chain from a head-driven read; `principalctl audit verify` still finds its
+/// events and names the chain. On SQLite (the row in audit_chains) and on DynamoDB (the head item in meta).
+#[tokio::test]
+async fn verify_finds_a_chain_whose_head_was_deleted() {
+    let server = TestServer::start().await;
+    server.enroll("headless", pb::PrincipalType::Worker).await;
+    let chain = events(&server, pb::ListAuditEventsRequest::default()).await.last().unwrap().chain.clone();
+    match &server.config().store {
+        principald::store::StoreConfig::Dynamodb(config) => {
+            let client = principald::store::dynamodb::DynamoStore::client(config).await;
+            let key = aws_sdk_dynamodb::types::AttributeValue::S(format!("audit#{chain}"));
+            let table = format!("{}meta", config.table_prefix);
+            client.delete_item().table_name(table).key("key", key).send().await.unwrap();
+        }
+        _ => {
+            let db = principald::datadir::DataDir::new(&server.data_dir).database();
+            let deleted = rusqlite::Connection::open(db)
+                .unwrap()
+                .execute("DELETE FROM audit_chains WHERE chain = ?1", [&chain])
+                .unwrap();
+            assert_eq!(deleted, 1);
+        }
+    }
+    let profile = server.data_dir.join("profiles").join("admin");
+    let verified = principalctl(&profile, &["audit", "verify"]).await;
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(!verified.status.success(), "{text}");
+    assert!(text.contains(&format!("chain {chain:?}")) && text.contains("no head record"), "{text}");
+}

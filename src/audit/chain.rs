@@ -150,6 +150,27 @@ impl Verifier {
     }
 }
 
+/// Chains that hold events but have no head record (the head was deleted, which also hides the chain from a
+/// head-driven read): `seen` is every (chain, position) found by a listing of all events, in any order.
+pub fn headless<'a>(heads: &[ChainHead], seen: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Broken> {
+    let mut found: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (chain, seq) in seen {
+        if heads.iter().all(|h| h.chain != chain) {
+            let entry = found.entry(chain).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.max(seq);
+        }
+    }
+    found
+        .into_iter()
+        .map(|(chain, (count, last))| Broken {
+            chain: chain.to_owned(),
+            seq: last,
+            problem: format!("{count} events (up to position {last}) but no head record: the chain's head was deleted"),
+        })
+        .collect()
+}
+
 /// [`Verifier`] over events in any order.
 pub fn verify(heads: &[ChainHead], events: impl IntoIterator<Item = Recorded>) -> Report {
     let mut events: Vec<Recorded> = events.into_iter().collect();
