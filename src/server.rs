@@ -35,6 +35,7 @@ use crate::token::keys::TokenKeys;
 use crate::token::{TokenIssuer, TokenPolicy};
 use crate::{bootstrap, proto, tls};
 
+mod checkpoints;
 mod tasks;
 use tasks::{finish_sweeps, follow_readiness, forget_idle_limits, record_refusals, rotate_server_certificate};
 
@@ -244,6 +245,20 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let epoch = follower.spawn(wait_for(shutdown_rx.clone()));
     let sweeps = tokio::spawn(finish_sweeps(registry, shutdown_rx.clone()));
     let forget = tokio::spawn(forget_idle_limits(limiter, shutdown_rx.clone()));
+    let checkpoints = match &config.accountability.audit_checkpoints {
+        Some(dir) if config.accountability.audit => {
+            let writer = checkpoints::CheckpointWriter::new(
+                store.clone(),
+                ca.clone(),
+                recorder.clone(),
+                &config.replica_id,
+                &config.store,
+                dir.clone(),
+            )?;
+            Some(tokio::spawn(writer.run(config.accountability.audit_checkpoint_every, shutdown_rx.clone())))
+        }
+        _ => None,
+    };
     let refused = tokio::spawn(record_refusals(
         refusals,
         store.clone(),
@@ -278,8 +293,16 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         for task in token_keys.iter().chain(&oauth) {
             task.abort();
         }
-        // The last refusals counted go to the audit log before the process ends.
+        // The last refusals counted go to the audit log before the process ends, then the last checkpoint.
         let _ = tokio::time::timeout(Duration::from_secs(2), refused).await;
+        if let Some(task) = checkpoints
+            && let Ok(mut writer) = task.await
+            && let Err(error) = tokio::time::timeout(Duration::from_secs(10), writer.write_once())
+                .await
+                .unwrap_or_else(|_| Err(Error::Unavailable("timed out".into())))
+        {
+            warn!(%error, "cannot write the last audit checkpoint");
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), pki).await;
     });

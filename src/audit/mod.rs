@@ -7,6 +7,7 @@
 //! item serialises every write. Events never hold key material or tokens: only ids, serials and fingerprints.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod reader;
 pub mod refusals;
 
@@ -37,6 +38,9 @@ pub mod kind {
     pub const REQUESTS_REFUSED: &str = "requests.refused";
     /// A replica started with the audit log off: the changes it makes from now on are not recorded.
     pub const AUDIT_DISABLED: &str = "audit.disabled";
+    /// A signed checkpoint of this replica's chain heads (the note itself in the details; the files outside the store
+    /// are what `audit verify --checkpoints` trusts).
+    pub const AUDIT_CHECKPOINT: &str = "audit.checkpoint";
 }
 
 /// The outcome of an event: changes are recorded only when they commit; refusals are aggregated.

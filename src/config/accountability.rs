@@ -23,6 +23,13 @@ pub struct AccountabilityArgs {
     /// half of it, OCSP answers re-made on every revocation.
     #[arg(long, env = "PRINCIPALD_CRL_VALIDITY", default_value = "1h")]
     pub crl_validity: String,
+    /// Directory outside the store where signed checkpoints of this replica's audit chain heads are written
+    /// (`TIME_MS-REPLICA.note`, never overwritten), read by `principalctl audit verify --checkpoints DIR`.
+    #[arg(long, env = "PRINCIPALD_AUDIT_CHECKPOINTS")]
+    pub audit_checkpoints: Option<std::path::PathBuf>,
+    /// How often a checkpoint is written when the chains moved (and once more at graceful shutdown).
+    #[arg(long, env = "PRINCIPALD_AUDIT_CHECKPOINT_EVERY", default_value = "1m")]
+    pub audit_checkpoint_every: String,
 }
 
 /// Validated audit and CRL settings.
@@ -35,6 +42,9 @@ pub struct AccountabilityConfig {
     /// Whether issued access tokens are audit events.
     pub audit_tokens: bool,
     pub crl_validity: Duration,
+    /// Where signed checkpoints of the chain heads go, and how often.
+    pub audit_checkpoints: Option<std::path::PathBuf>,
+    pub audit_checkpoint_every: Duration,
 }
 
 impl AccountabilityArgs {
@@ -51,6 +61,11 @@ impl AccountabilityArgs {
             )?,
             audit_tokens: self.audit_tokens,
             crl_validity,
+            audit_checkpoints: self.audit_checkpoints.clone(),
+            audit_checkpoint_every: nonzero(
+                parse_duration_flag("--audit-checkpoint-every", &self.audit_checkpoint_every)?,
+                "--audit-checkpoint-every",
+            )?,
         })
     }
 }

@@ -84,18 +84,38 @@ impl TestServer {
     }
 
     /// Stops the server and starts a new one on the same data dir (new ports).
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.stop().await.start().await
+    }
+
+    /// Stops the server gracefully, keeping its data dir and configuration for [`Stopped::start`].
+    pub async fn stop(mut self) -> Stopped {
         let tmp = self._tmp.take();
         self.running.shutdown().await;
-        let mut config = self.config.clone();
+        Stopped { config: self.config, tmp }
+    }
+}
+
+/// A server stopped by [`TestServer::stop`]: its store can be changed behind its back before it starts again.
+pub struct Stopped {
+    pub config: ServeConfig,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl Stopped {
+    /// Starts a new server on the same data dir and store (new ports).
+    pub async fn start(self) -> TestServer {
+        let mut config = self.config;
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.health_listen = "127.0.0.1:0".parse().unwrap();
         config.pki.listen = "127.0.0.1:0".parse().unwrap();
-        let mut server = Self::start_config(config).await;
-        server._tmp = tmp;
+        let mut server = TestServer::start_config(config).await;
+        server._tmp = self.tmp;
         server
     }
+}
 
+impl TestServer {
     /// The server's store, opened separately (a second client of the same database or tables).
     pub async fn store(&self) -> std::sync::Arc<dyn principald::store::Store> {
         self.config.store.open().await.unwrap()

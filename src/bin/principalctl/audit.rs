@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use principald::audit::chain::Verifier;
+use principald::audit::checkpoint::{Checkpoint, Found};
 use principald::proto::{self as pb};
 use principald::service::audit::{event_from_wire, head_from_wire};
 use serde_json::{Value, json};
@@ -48,7 +49,13 @@ pub enum Command {
         no_follow: bool,
     },
     /// Recompute every hash chain and report the first broken link of each (exit status 1 if any).
-    Verify,
+    Verify {
+        /// Also check the store against the signed checkpoints in this directory (`principald --audit-checkpoints`):
+        /// every chain they name must still exist, reach the checkpointed position and hash to the checkpointed
+        /// value there. Only checkpoints signed by the profile's CA count.
+        #[arg(long, value_name = "DIR")]
+        checkpoints: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
@@ -68,7 +75,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
         Command::Watch { position, from_now, no_follow } => {
             watch(ctx, position.unwrap_or_default(), from_now, !no_follow).await
         }
-        Command::Verify => verify(ctx).await,
+        Command::Verify { checkpoints } => verify(ctx, checkpoints.as_deref()).await,
     }
 }
 
@@ -140,7 +147,36 @@ async fn watch(ctx: &Context, mut position: String, mut from_now: bool, follow: 
     }
 }
 
-async fn verify(ctx: &Context) -> Result<(), String> {
+/// The checkpoints in `dir` signed by the profile's CA (the last certificate of its CA file).
+fn trusted_checkpoints(ctx: &Context, dir: &std::path::Path) -> Result<Vec<Checkpoint>, String> {
+    let ca_path = ctx.profile.ca_cert_path();
+    let ca_pem = std::fs::read_to_string(&ca_path).map_err(|e| format!("cannot read {}: {e}", ca_path.display()))?;
+    let root =
+        pem::parse_many(ca_pem).ok().and_then(|mut c| c.pop()).ok_or("the profile's CA file holds no certificate")?;
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read --checkpoints {}: {e}", dir.display()))?;
+    let (mut trusted, mut ignored) = (Vec::new(), 0);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "note") {
+            continue;
+        }
+        match std::fs::read_to_string(&path).ok().map(|text| Checkpoint::open(&text, root.contents())) {
+            Some(Ok(checkpoint)) => trusted.push(checkpoint),
+            _ => ignored += 1,
+        }
+    }
+    if ignored > 0 {
+        eprintln!("ignored {ignored} file(s) in {} that are not checkpoints signed by this CA", dir.display());
+    }
+    if trusted.is_empty() {
+        return Err(format!("no audit checkpoint signed by this CA in {}", dir.display()));
+    }
+    Ok(trusted)
+}
+
+async fn verify(ctx: &Context, checkpoints: Option<&std::path::Path>) -> Result<(), String> {
+    let checkpoints = checkpoints.map(|dir| trusted_checkpoints(ctx, dir)).transpose()?.unwrap_or_default();
+    let mut found = Found::wanting(&checkpoints);
     let mut client = ctx.client().await?;
     let heads = client.list_audit_chains(pb::ListAuditChainsRequest {}).await.map_err(|s| ctx.explain(s))?;
     let heads: Vec<_> = heads.into_inner().chains.into_iter().map(head_from_wire).collect();
@@ -162,6 +198,9 @@ async fn verify(ctx: &Context) -> Result<(), String> {
         .await
         .map_err(|s| ctx.explain(s))?
         .into_inner();
+        for event in &page.events {
+            found.add(&event.chain, event.seq, &event.hash);
+        }
         seen.extend(page.events.into_iter().map(|e| (e.chain, e.seq)));
         if page.next_page_token.is_empty() {
             break;
@@ -171,6 +210,7 @@ async fn verify(ctx: &Context) -> Result<(), String> {
     let headless = principald::audit::chain::headless(&heads, seen.iter().map(|(c, s)| (c.as_str(), *s)));
     report.chains += headless.len();
     report.broken.extend(headless);
+    report.broken.extend(principald::audit::checkpoint::check(&checkpoints, &found));
     match ctx.format {
         Format::Json => output::print_json(&json!({
             "chains": report.chains,

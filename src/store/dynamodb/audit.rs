@@ -33,6 +33,9 @@ const HEAD_ATTEMPTS: u32 = 5;
 pub struct Chains {
     names: Vec<String>,
     heads: Vec<Mutex<Option<ChainHead>>>,
+    /// Chains whose events run past their head (the head was deleted or rolled back behind principald's back): this
+    /// process no longer appends to them, so the evidence stays as found for `audit verify`.
+    broken: Vec<std::sync::atomic::AtomicBool>,
     next: AtomicUsize,
 }
 
@@ -42,19 +45,26 @@ impl Chains {
         Self {
             names: (0..CHAINS).map(|k| format!("{replica}/{k}")).collect(),
             heads: (0..CHAINS).map(|_| Mutex::new(None)).collect(),
+            broken: (0..CHAINS).map(|_| std::sync::atomic::AtomicBool::new(false)).collect(),
             next: AtomicUsize::new(0),
         }
     }
 
     /// The first free chain (so a lightly loaded process appends to few chains), else the next in turn once free.
     async fn acquire(&self) -> (usize, MutexGuard<'_, Option<ChainHead>>) {
-        for (index, head) in self.heads.iter().enumerate() {
+        let usable = |index: usize| !self.broken[index].load(Ordering::Relaxed);
+        for (index, head) in self.heads.iter().enumerate().filter(|(i, _)| usable(*i)) {
             if let Ok(guard) = head.try_lock() {
                 return (index, guard);
             }
         }
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % CHAINS;
+        let index =
+            (0..CHAINS).map(|_| self.next.fetch_add(1, Ordering::Relaxed) % CHAINS).find(|i| usable(*i)).unwrap_or(0);
         (index, self.heads[index].lock().await)
+    }
+
+    fn set_broken(&self, index: usize) {
+        self.broken[index].store(true, Ordering::Relaxed);
     }
 }
 
@@ -67,8 +77,8 @@ impl DynamoStore {
         event: Option<&AuditEvent>,
     ) -> std::result::Result<(), TransactionFailure> {
         let Some(event) = event else { return self.transact(items).await };
-        let (index, mut head) = self.chains.acquire().await;
-        let name = &self.chains.names[index];
+        let (mut index, mut head) = self.chains.acquire().await;
+        let mut name = &self.chains.names[index];
         let head_index = items.len();
         for _ in 0..HEAD_ATTEMPTS {
             if head.is_none() {
@@ -83,6 +93,15 @@ impl DynamoStore {
                 Ok(()) => {
                     *head = Some(ChainHead { chain: name.clone(), seq: sealed.seq, hash: sealed.hash });
                     return Ok(());
+                }
+                // The head matched but an event is already at the next position: the chain runs past its head (its
+                // head was deleted or rolled back in the table). Leave it as found and append elsewhere.
+                Err(failure) if !failure.failed_condition(head_index) && failure.failed_condition(head_index + 1) => {
+                    tracing::error!(chain = %name, "audit chain has events beyond its head (tampered with?): no longer appending to it; run principalctl audit verify");
+                    self.chains.set_broken(index);
+                    drop(head);
+                    (index, head) = self.chains.acquire().await;
+                    name = &self.chains.names[index];
                 }
                 // Another process appended to this chain: learn its head and try again.
                 Err(failure) if failure.failed_condition(head_index) || failure.failed_condition(head_index + 1) => {

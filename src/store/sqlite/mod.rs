@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 mod audit;
+/// The name of the embedded store's one audit chain.
+pub use audit::CHAIN;
 mod ca;
 mod listing;
 mod rows;
