@@ -127,10 +127,11 @@ async fn check(store: &dyn Store, ca: &CertificateAuthority, server_cert: &Serve
     if server_cert.not_after() <= now {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: server certificate expired\n");
     }
-    if ca.issuing().not_after <= now {
+    let issuing = ca.issuing();
+    if issuing.signs_until.unwrap_or(issuing.not_after) <= now {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: issuing intermediate expired (the CA key is unreachable)\n",
+            "not ready: the issuing intermediate reached the end of its signing window and could not be replaced (the CA key is unreachable)\n",
         );
     }
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await {

@@ -264,3 +264,27 @@ mod eku {
         verify_as_server(ca.cert_der(), &[genuine.der().clone()]).expect("the root's server certificate");
     }
 }
+
+#[cfg(test)]
+mod window {
+    use crate::pki::ca::{CertificateAuthority, Root};
+    use crate::pki::intermediate::IntermediatePolicy;
+    use crate::pki::profile;
+
+    /// An intermediate that could not be replaced stops signing at the end of its window.
+    #[test]
+    fn an_intermediate_signs_nothing_past_its_window() {
+        let root =
+            Root::create(crate::pki::signer::in_memory().unwrap(), "window", time::Duration::days(1), true).unwrap();
+        let policy =
+            IntermediatePolicy { lifetime: time::Duration::seconds(1), longest_leaf: time::Duration::hours(1) };
+        let ca = CertificateAuthority::with_intermediate(root, "r1", policy).unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let now = crate::model::now();
+        let params = profile::server_certificate(&["x".into()], now, now + time::Duration::minutes(5)).unwrap();
+        ca.sign(&params, &key).expect("within the window");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let refused = ca.sign(&params, &key).err().expect("past the window");
+        assert!(matches!(refused, crate::error::Error::Unavailable(_)), "{refused:?}");
+    }
+}

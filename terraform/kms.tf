@@ -3,8 +3,7 @@ data "aws_region" "current" {}
 data "aws_partition" "current" {}
 
 locals {
-  account_root   = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"
-  key_admins     = length(var.ca_key_administrators) > 0 ? var.ca_key_administrators : [local.account_root]
+  account_root = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"
   ca_key_uri     = "awskms:${aws_kms_alias.ca.arn}"
   logs_principal = "logs.${data.aws_region.current.name}.amazonaws.com"
 }
@@ -29,14 +28,69 @@ resource "aws_kms_alias" "ca" {
 data "aws_iam_policy_document" "ca_key" {
   #checkov:skip=CKV_AWS_111:in a key policy, resources "*" means this key and nothing else
   #checkov:skip=CKV_AWS_356:in a key policy, resources "*" means this key and nothing else
-  #checkov:skip=CKV_AWS_109:in a key policy, resources "*" means this key and nothing else; administration is limited to ca_key_administrators
+  #checkov:skip=CKV_AWS_109:in a key policy, resources "*" means this key and nothing else; administration is limited to ca_key_administrators, policy changes to ca_key_policy_administrators, and explicit denies keep everyone else from using the key, changing its policy or granting its use
   statement {
-    sid       = "Administer"
-    actions   = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"]
+    sid = "Administer"
+    # Everything but using the key, granting its use and changing who may.
+    actions   = ["kms:Describe*", "kms:Enable*", "kms:List*", "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"]
     resources = ["*"]
     principals {
       type        = "AWS"
-      identifiers = local.key_admins
+      identifiers = var.ca_key_administrators
+    }
+  }
+
+  statement {
+    sid       = "ChangeThePolicy"
+    actions   = ["kms:PutKeyPolicy", "kms:GetKeyPolicy"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = var.ca_key_policy_administrators
+    }
+  }
+
+  # Explicit denies win over any IAM policy in the account (kms:* on * included).
+  statement {
+    sid       = "NobodyElseUsesTheKey"
+    effect    = "Deny"
+    actions   = ["kms:Sign"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "ArnNotEquals"
+      variable = "aws:PrincipalArn"
+      values   = concat([aws_iam_role.task.arn], var.ca_key_signers)
+    }
+  }
+
+  statement {
+    sid       = "NobodyElseChangesThePolicy"
+    effect    = "Deny"
+    actions   = ["kms:PutKeyPolicy"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "ArnNotEquals"
+      variable = "aws:PrincipalArn"
+      values   = var.ca_key_policy_administrators
+    }
+  }
+
+  statement {
+    sid       = "NoGrants"
+    effect    = "Deny"
+    actions   = ["kms:CreateGrant"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
     }
   }
 
@@ -97,14 +151,69 @@ resource "aws_kms_alias" "ca_derive" {
 data "aws_iam_policy_document" "ca_derive_key" {
   #checkov:skip=CKV_AWS_111:in a key policy, resources "*" means this key and nothing else
   #checkov:skip=CKV_AWS_356:in a key policy, resources "*" means this key and nothing else
-  #checkov:skip=CKV_AWS_109:in a key policy, resources "*" means this key and nothing else; administration is limited to ca_key_administrators
+  #checkov:skip=CKV_AWS_109:in a key policy, resources "*" means this key and nothing else; administration is limited to ca_key_administrators, policy changes to ca_key_policy_administrators, and explicit denies keep everyone else from using the key, changing its policy or granting its use
   statement {
-    sid       = "Administer"
-    actions   = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"]
+    sid = "Administer"
+    # Everything but using the key, granting its use and changing who may.
+    actions   = ["kms:Describe*", "kms:Enable*", "kms:List*", "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"]
     resources = ["*"]
     principals {
       type        = "AWS"
-      identifiers = local.key_admins
+      identifiers = var.ca_key_administrators
+    }
+  }
+
+  statement {
+    sid       = "ChangeThePolicy"
+    actions   = ["kms:PutKeyPolicy", "kms:GetKeyPolicy"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = var.ca_key_policy_administrators
+    }
+  }
+
+  # Explicit denies win over any IAM policy in the account (kms:* on * included).
+  statement {
+    sid       = "NobodyElseUsesTheKey"
+    effect    = "Deny"
+    actions   = ["kms:GenerateMac"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "ArnNotEquals"
+      variable = "aws:PrincipalArn"
+      values   = [aws_iam_role.task.arn]
+    }
+  }
+
+  statement {
+    sid       = "NobodyElseChangesThePolicy"
+    effect    = "Deny"
+    actions   = ["kms:PutKeyPolicy"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "ArnNotEquals"
+      variable = "aws:PrincipalArn"
+      values   = var.ca_key_policy_administrators
+    }
+  }
+
+  statement {
+    sid       = "NoGrants"
+    effect    = "Deny"
+    actions   = ["kms:CreateGrant"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
     }
   }
 
@@ -153,14 +262,14 @@ resource "aws_kms_alias" "data" {
 data "aws_iam_policy_document" "data_key" {
   #checkov:skip=CKV_AWS_111:in a key policy, resources "*" means this key and nothing else
   #checkov:skip=CKV_AWS_356:in a key policy, resources "*" means this key and nothing else
-  #checkov:skip=CKV_AWS_109:in a key policy, resources "*" means this key and nothing else; administration is limited to ca_key_administrators
+  #checkov:skip=CKV_AWS_109:in a key policy, resources "*" means this key and nothing else; administration is limited to ca_key_administrators and ca_key_policy_administrators
   statement {
     sid       = "Administer"
     actions   = ["kms:*"]
     resources = ["*"]
     principals {
       type        = "AWS"
-      identifiers = local.key_admins
+      identifiers = concat(var.ca_key_administrators, var.ca_key_policy_administrators)
     }
   }
 

@@ -143,9 +143,21 @@ variable "ca_key_deletion_window_days" {
 }
 
 variable "ca_key_administrators" {
-  description = "IAM principal ARNs allowed to administer the CA key (not to sign with it). Empty: the account root."
+  description = "IAM principal ARNs that administer the CA keys (describe, enable, disable, tag, schedule deletion), never sign, derive, create grants or change the key policies. Required: with no default, a broad IAM permission elsewhere in the account never becomes the right to administer the CA."
   type        = list(string)
-  default     = []
+  validation {
+    condition     = length(var.ca_key_administrators) > 0
+    error_message = "Name at least one CA key administrator (an IAM role ARN)."
+  }
+}
+
+variable "ca_key_policy_administrators" {
+  description = "IAM principal ARNs that may change the CA keys' policies (kms:PutKeyPolicy): the role terraform applies this module with (KMS refuses a key policy its creator could not change). Nobody else may, and nobody may create grants on the CA keys."
+  type        = list(string)
+  validation {
+    condition     = length(var.ca_key_policy_administrators) > 0
+    error_message = "Name the role that applies this module (it must be able to update the key policies)."
+  }
 }
 
 variable "ca_key_signers" {

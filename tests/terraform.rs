@@ -2,58 +2,14 @@
 //! checkov finds nothing (scripts/terraform-check), and the module cannot drift from the code: its tables are
 //! migrations/dynamodb's, and its IAM task policy grants exactly the DynamoDB and KMS calls the code makes.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::terraform::{conditions, mac_algorithm_condition, module, repo, resources, terraform_check, text};
 use serde_json::Value;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn terraform_check(args: &[&str]) -> (bool, String) {
-    let out =
-        Command::new(repo().join("scripts/terraform-check")).args(args).output().expect("scripts/terraform-check");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
-/// Every `.tf` file of the module (not the examples) as JSON, merged by top-level block kind.
-fn module() -> BTreeMap<String, Vec<Value>> {
-    let mut blocks: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for entry in std::fs::read_dir(repo().join("terraform")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "tf") {
-            let (ok, json) = terraform_check(&["json", path.to_str().unwrap()]);
-            assert!(ok, "{}: {json}", path.display());
-            let json: Value = serde_json::from_str(&json).unwrap();
-            for (kind, items) in json.as_object().unwrap() {
-                blocks.entry(kind.clone()).or_default().extend(items.as_array().unwrap().iter().cloned());
-            }
-        }
-    }
-    blocks
-}
-
-/// `resource "TYPE" "NAME" {...}` bodies of one type, by name.
-fn resources(module: &BTreeMap<String, Vec<Value>>, block: &str, kind: &str) -> BTreeMap<String, Value> {
-    let mut out = BTreeMap::new();
-    for item in module.get(block).into_iter().flatten() {
-        if let Some(named) = item.get(kind).and_then(Value::as_object) {
-            for (name, body) in named {
-                out.insert(name.clone(), body.clone());
-            }
-        }
-    }
-    out
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
 
 #[test]
 fn terraform_parses_strictly_and_checkov_passes() {
@@ -310,78 +266,6 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
     .map(|(a, r)| (a.to_string(), r.to_string()))
     .collect();
     assert_eq!(kms_grants, expected, "each KMS action on its own key only: the root signs, the derivation key MACs");
-}
-
-/// A statement's conditions as (test, variable, values).
-fn conditions(statement: &Value) -> BTreeSet<(String, String, String)> {
-    statement
-        .get("condition")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|c| (text(&c["test"]), text(&c["variable"]), text(&c["values"])))
-        .collect()
-}
-
-fn mac_algorithm_condition() -> BTreeSet<(String, String, String)> {
-    [("StringEquals".to_string(), "kms:MacAlgorithm".to_string(), "[\"HMAC_SHA_256\"]".to_string())].into()
-}
-
-/// Whether the IAM action pattern `pattern` (`kms:Get*`, `kms:*`) covers `action`.
-fn covers(pattern: &str, action: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => action.starts_with(prefix),
-        None => pattern == action,
-    }
-}
-
-/// The CA's derivation key: an HMAC_256 key whose GenerateMac is the right to sign as any replica intermediate, so
-/// only the task role may call it (HMAC_SHA_256 only), and the code finds it under the alias Terraform gives it.
-#[test]
-fn the_derivation_key_is_an_hmac_key_only_the_replicas_can_use() {
-    let module = module();
-    let keys = resources(&module, "resource", "aws_kms_key");
-    let (root, derive) = (&keys["ca"], &keys["ca_derive"]);
-    assert_eq!(text(&derive["key_usage"]), "GENERATE_VERIFY_MAC");
-    assert_eq!(text(&derive["customer_master_key_spec"]), "HMAC_256");
-    assert_eq!(derive["deletion_window_in_days"], root["deletion_window_in_days"], "deleted as carefully as the root");
-    assert!(derive.get("enable_key_rotation").is_none_or(|r| r == false), "a rotated MAC key changes every key");
-    assert_eq!(text(&derive["policy"]), "${data.aws_iam_policy_document.ca_derive_key.json}");
-
-    // Named as the code names it: the CA alias plus "-derive", whether the URI names the alias or its ARN (the
-    // module's ca_key_uri is the alias ARN).
-    let aliases = resources(&module, "resource", "aws_kms_alias");
-    assert_eq!(text(&aliases["ca_derive"]["target_key_id"]), "${aws_kms_key.ca_derive.key_id}");
-    let ca_name = text(&aliases["ca"]["name"]).replace("${var.name}", "principald");
-    let derive_name = text(&aliases["ca_derive"]["name"]).replace("${aws_kms_alias.ca.name}", &ca_name);
-    let root_arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-    assert_eq!(principald::pki::signer::kms_derive_alias(&ca_name, root_arn), derive_name);
-    let arn_of = |name: &str| format!("arn:aws:kms:eu-west-1:111122223333:{name}");
-    assert_eq!(principald::pki::signer::kms_derive_alias(&arn_of(&ca_name), root_arn), arn_of(&derive_name));
-    let locals: Vec<&Value> = module.get("locals").into_iter().flatten().collect();
-    assert!(
-        locals.iter().any(|l| l.get("ca_key_uri").is_some_and(|u| text(u) == "awskms:${aws_kms_alias.ca.arn}")),
-        "the deployment names the root by its alias ARN: {locals:?}"
-    );
-
-    // Key policy: administrators cannot MAC, GenerateMac is the task role's alone, with one algorithm.
-    let policies = resources(&module, "data", "aws_iam_policy_document");
-    let mut macs = 0;
-    for statement in policies["ca_derive_key"]["statement"].as_array().unwrap() {
-        let actions: Vec<String> = statement["actions"].as_array().unwrap().iter().map(text).collect();
-        assert!(!actions.iter().any(|a| covers(a, "kms:VerifyMac")), "nobody needs VerifyMac: {actions:?}");
-        if !actions.iter().any(|a| covers(a, "kms:GenerateMac")) {
-            continue;
-        }
-        macs += 1;
-        assert_eq!(actions, ["kms:GenerateMac"], "GenerateMac in a statement of its own");
-        let principals = statement["principals"].as_array().unwrap();
-        assert_eq!(principals.len(), 1, "{principals:?}");
-        assert_eq!(text(&principals[0]["type"]), "AWS");
-        assert_eq!(text(&principals[0]["identifiers"]), "[\"${aws_iam_role.task.arn}\"]", "the task role only");
-        assert_eq!(conditions(statement), mac_algorithm_condition());
-    }
-    assert_eq!(macs, 1, "one statement grants GenerateMac");
 }
 
 /// Relying parties reach CRLs and OCSP through the NLB's own plain-TCP listener to the replicas' PKI port, the

@@ -122,6 +122,9 @@ pub struct Issuing {
     pub not_after: OffsetDateTime,
     /// When a replacement is due (never for the root).
     pub rotate_at: Option<OffsetDateTime>,
+    /// The end of an intermediate's signing window: past it, it signs nothing even if no replacement could be made
+    /// (signing answers UNAVAILABLE and readiness 503 until one is). Never for the root.
+    pub signs_until: Option<OffsetDateTime>,
     /// Signing blocks on KMS or a token (the root signs leaves itself and is remote).
     pub remote: bool,
     /// Any replica can re-derive this key (see [`crate::pki::intermediate`]), so its CRLs and OCSP answers outlive
@@ -137,6 +140,7 @@ impl From<intermediate::Signed> for Issuing {
             not_after: signed.record.not_after,
             record: Some(signed.record),
             rotate_at: Some(signed.rotate_at),
+            signs_until: Some(signed.signs_until),
             remote: false,
             derivable: signed.derivable,
         }
@@ -196,6 +200,7 @@ impl CertificateAuthority {
             intermediate_pem: String::new(),
             not_after: root.not_after,
             rotate_at: None,
+            signs_until: None,
             remote: root.signer.is_remote(),
             derivable: true,
         });
@@ -238,6 +243,13 @@ impl CertificateAuthority {
         public_key: &impl PublicKeyData,
     ) -> Result<(rcgen::Certificate, Arc<Issuing>), Error> {
         let issuing = self.issuing();
+        if issuing.signs_until.is_some_and(|until| crate::model::now() >= until) {
+            return Err(Error::Unavailable(
+                "this replica's issuing intermediate reached the end of its signing window and no replacement could \
+                 be signed yet (is the CA key reachable?)"
+                    .into(),
+            ));
+        }
         let mut params = params.clone();
         if let (Some(urls), Some(serial)) = (&self.root.status, &params.serial_number)
             && issuing.derivable

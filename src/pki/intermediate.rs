@@ -67,6 +67,8 @@ pub struct Signed {
     pub der: Vec<u8>,
     pub record: IntermediateRecord,
     pub rotate_at: OffsetDateTime,
+    /// The end of its signing window: it signs nothing after this, replaced or not.
+    pub signs_until: OffsetDateTime,
     /// Its key was derived, so any replica can re-derive it ([`rederive_key`]).
     pub derivable: bool,
 }
@@ -105,8 +107,9 @@ pub fn sign(root: &SigningRoot<'_>, replica: &str, policy: IntermediatePolicy) -
         revoked_at: None,
     };
     let rotate_at = at + policy.lifetime * 2 / 3;
+    let signs_until = at + policy.lifetime;
     tracing::info!(replica, fingerprint = %record.fingerprint, %not_after, %rotate_at, "issuing intermediate signed");
-    Ok(Signed { key, params, der, record, rotate_at, derivable })
+    Ok(Signed { key, params, der, record, rotate_at, signs_until, derivable })
 }
 
 #[cfg(test)]

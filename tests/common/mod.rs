@@ -5,6 +5,7 @@
 pub mod counting;
 pub mod dynamo;
 pub mod signers;
+pub mod terraform;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,9 @@
 #
 #   terraform init && terraform apply -var vpc_id=vpc-... -var 'private_subnet_ids=["subnet-a","subnet-b"]' \
 #     -var 'client_cidrs=["10.0.0.0/8"]' -var image=111122223333.dkr.ecr.eu-west-1.amazonaws.com/principald:1.0.0 \
-#     -var operator_role_arn=arn:aws:iam::111122223333:role/ca-operators
+#     -var operator_role_arn=arn:aws:iam::111122223333:role/ca-operators \
+#     -var key_admin_role_arn=arn:aws:iam::111122223333:role/security-admins \
+#     -var deploy_role_arn=arn:aws:iam::111122223333:role/terraform
 
 terraform {
   required_version = ">= 1.5.0"
@@ -45,6 +47,16 @@ variable "operator_role_arn" {
   type        = string
 }
 
+variable "key_admin_role_arn" {
+  description = "The role that administers (never uses) the CA keys."
+  type        = string
+}
+
+variable "deploy_role_arn" {
+  description = "The role this configuration is applied with: the only one that may change the CA keys' policies."
+  type        = string
+}
+
 variable "image" {
   description = "principald image in ECR."
   type        = string
@@ -64,6 +76,8 @@ module "principald" {
   cert_validity            = "worker=24h,service=7d,user=8h"
   server_names             = ["principald.internal.example.com"]
   ca_key_signers           = [var.operator_role_arn]
+  ca_key_administrators    = [var.key_admin_role_arn]
+  ca_key_policy_administrators = [var.deploy_role_arn]
 
   tags = {
     service = "principald"
