@@ -118,7 +118,8 @@ resource "aws_dynamodb_table" "meta" {
   tags = var.tags
 }
 
-# The audit log: one item per event (chain + seq), hash-chained; the task role may only append and read it.
+# The audit log: one item per event (chain + seq), hash-chained. The task role has no UpdateItem or DeleteItem on it,
+# but its PutItem could replace an event: signed checkpoints outside the store catch that (README, "Audit log").
 resource "aws_dynamodb_table" "audit" {
   name                        = "${var.name}-audit"
   billing_mode                = "PAY_PER_REQUEST"

@@ -32,14 +32,32 @@ data "aws_iam_policy_document" "task" {
     sid = "Tables"
     actions = [
       "dynamodb:ConditionCheckItem",
-      "dynamodb:DeleteItem",
       "dynamodb:DescribeTable",
       "dynamodb:GetItem",
       "dynamodb:PutItem",
-      "dynamodb:Scan",
       "dynamodb:UpdateItem",
     ]
     resources = local.tables
+  }
+
+  # Scans: the small meta table (intermediates, token keys, chain heads) and, for revoking an intermediate, the
+  # certificates it signed.
+  statement {
+    sid       = "ScanMetaAndCertificates"
+    actions   = ["dynamodb:Scan"]
+    resources = [aws_dynamodb_table.meta.arn, aws_dynamodb_table.certificates.arn]
+  }
+
+  # The only deletion the service makes: records of intermediates past retention.
+  statement {
+    sid       = "ForgetExpiredIntermediates"
+    actions   = ["dynamodb:DeleteItem"]
+    resources = [aws_dynamodb_table.meta.arn]
+    condition {
+      test     = "ForAllValues:StringLike"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["intermediate#*"]
+    }
   }
 
   statement {
@@ -48,7 +66,9 @@ data "aws_iam_policy_document" "task" {
     resources = [for table in local.tables : "${table}/index/*"]
   }
 
-  # Append and read only: the service cannot update or delete audit events (their chain heads live in meta).
+  # No UpdateItem or DeleteItem on audit events. PutItem cannot be limited to new items (IAM cannot require a condition
+  # expression), so whoever holds this role can still replace an event, and it updates the chain heads in meta: the
+  # signed checkpoints outside the store (--audit-checkpoints) are what catch a rewrite (README, "Audit log").
   statement {
     sid       = "AuditLogAppendAndRead"
     actions   = ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"]

@@ -224,6 +224,17 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
                     ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"].contains(&action.as_str()),
                     "the audit log is append-and-read only, not {action}"
                 );
+            } else if action == "dynamodb:DeleteItem" {
+                // Only expired intermediates' records in meta are ever deleted.
+                assert_eq!(resources, "[\"${aws_dynamodb_table.meta.arn}\"]", "DeleteItem on meta only");
+                let leading =
+                    ("ForAllValues:StringLike".into(), "dynamodb:LeadingKeys".into(), "[\"intermediate#*\"]".into());
+                assert_eq!(conditions(statement), [leading].into(), "DeleteItem on intermediate records only");
+            } else if action == "dynamodb:Scan" {
+                assert_eq!(
+                    resources, "[\"${aws_dynamodb_table.meta.arn}\",\"${aws_dynamodb_table.certificates.arn}\"]",
+                    "Scan where the code scans only"
+                );
             } else {
                 assert!(
                     resources.contains("local.tables"),
