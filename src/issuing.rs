@@ -48,6 +48,12 @@ pub async fn start(
     )
     .await?;
     let root = root.publishing_status_at(Some(status));
+    // The key must sign with the key its certificate names, before anything it signs is trusted (a wrong key ARN or
+    // token object, a token that garbles signatures).
+    let signer = root.signer().clone();
+    tokio::task::spawn_blocking(move || crate::pki::signer::self_test(signer.as_ref()))
+        .await
+        .map_err(|e| Error::internal("signer self-test", e))??;
     let longest_leaf = config.cert_validity.values().copied().chain([DEFAULT_CERT_VALIDITY]).max().unwrap_or_default();
     let policy = IntermediatePolicy {
         lifetime: time::Duration::try_from(config.intermediate_lifetime).map_err(|e| Error::internal("lifetime", e))?,
