@@ -299,6 +299,15 @@ pub struct TokenKeyRecord {
     pub expires_at: OffsetDateTime,
 }
 
+impl TokenKeyRecord {
+    /// Whether revoking an intermediate withdrew this key: its replica had an intermediate revoked after the key was
+    /// made (`revoke-intermediate` says the replica is compromised, and so is every key it held). Keys made after
+    /// the revocation (the replica's next key, or a rebuilt replica under the same name) stay.
+    pub fn withdrawn_by(&self, intermediates: &[IntermediateRecord]) -> bool {
+        intermediates.iter().any(|i| i.replica == self.replica && i.revoked_at.is_some_and(|r| self.created_at <= r))
+    }
+}
+
 /// A replica's issuing intermediate, recorded before it signs anything, so an auditor can see which replica issued
 /// what and an operator can revoke a compromised replica's intermediate.
 #[derive(Clone, Debug, PartialEq, Eq)]

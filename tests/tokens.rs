@@ -357,3 +357,34 @@ async fn principalctl_gets_and_verifies_a_bound_token() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("bound to another certificate"), "{refused:?}");
 }
+
+/// Revoking a replica's intermediate says the replica is compromised: the token keys it held leave the published
+/// set, and verifiers refuse tokens they signed (also ones verified before, within the verifier's key refresh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_intermediate_withdraws_its_replicas_token_keys() {
+    let server = TestServer::start_with(&["--token-audience", AUDIENCE, "--intermediates", "always"]).await;
+    let worker = server.enroll("withdrawn-keys", pb::PrincipalType::Worker).await;
+    let request = pb::IssueTokenRequest { audience: AUDIENCE.into(), ..Default::default() };
+    let token = issue(&server, &worker, request).await.unwrap().access_token;
+    let store = server.store().await;
+    let issuer = format!("spiffe://{}", server.config().identity.trust_domain);
+    let presented: [u8; 32] = {
+        let leaf = pem::parse_many(&worker.cert_pem).unwrap().remove(0);
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.contents()).as_ref().try_into().unwrap()
+    };
+    let before = principald::auth::token::TokenVerifier::new(&issuer, AUDIENCE, store.clone());
+    before.verify(&token, &presented).await.expect("a token from a live replica verifies");
+    let live = principald::token::keys::live_token_keys(store.as_ref()).await.unwrap();
+    assert_eq!(live.len(), 1, "{live:?}");
+
+    let mut admin = server.admin().await;
+    let listed = admin.list_intermediates(pb::ListIntermediatesRequest::default()).await.unwrap().into_inner();
+    let fingerprint = listed.intermediates[0].sha256_fingerprint.clone();
+    admin.revoke_intermediate(pb::RevokeIntermediateRequest { sha256_fingerprint: fingerprint }).await.unwrap();
+
+    let live = principald::token::keys::live_token_keys(store.as_ref()).await.unwrap();
+    assert!(live.is_empty(), "the compromised replica's key left the published set: {live:?}");
+    let after = principald::auth::token::TokenVerifier::new(&issuer, AUDIENCE, store.clone());
+    let refused = after.verify(&token, &presented).await.unwrap_err();
+    assert!(refused.to_string().contains("does not publish"), "{refused}");
+}

@@ -23,6 +23,9 @@ pub const LEEWAY: Duration = Duration::from_secs(30);
 const CACHE_ENTRIES: usize = 100_000;
 /// Unknown key ids re-read the store at most this often.
 const KEY_REFRESH: Duration = Duration::from_secs(1);
+/// Known keys are re-read at least this often, so a key withdrawn (by revoking its replica's intermediate) or expired
+/// stops verifying here, cached verdicts included, within this bound.
+const KEYS_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// What a verified token grants.
 #[derive(Clone, Debug)]
@@ -62,6 +65,10 @@ impl TokenVerifier {
     /// with the reason otherwise.
     pub async fn verify(&self, token: &str, presented: &[u8; 32]) -> Result<Arc<BTreeSet<String>>> {
         let now = crate::model::now().unix_timestamp();
+        let stale = self.keys.lock().unwrap_or_else(|p| p.into_inner()).0.is_none_or(|r| r.elapsed() >= KEYS_MAX_AGE);
+        if stale {
+            self.reload().await?;
+        }
         if let Some(v) = self.verified.get(token) {
             return check_cached(&v, presented, now);
         }
@@ -105,16 +112,27 @@ impl TokenVerifier {
         if !refresh {
             return Ok(None);
         }
+        self.reload().await?;
+        Ok(self.keys.lock().unwrap_or_else(|p| p.into_inner()).1.get(kid).cloned())
+    }
+
+    /// Re-reads the published keys. The read time is set first, so concurrent callers do not all read; when a key
+    /// disappeared, cached verdicts are dropped (some may rest on it).
+    async fn reload(&self) -> Result<()> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Instant::now());
         let mut fresh = HashMap::new();
-        for record in self.store.list_token_keys(crate::model::now()).await? {
+        for record in crate::token::keys::live_token_keys(self.store.as_ref()).await? {
             let Ok(jwk) = serde_json::from_str::<jsonwebtoken::jwk::Jwk>(&record.public_jwk) else { continue };
             if let Ok(key) = DecodingKey::from_jwk(&jwk) {
                 fresh.insert(record.kid, Arc::new(key));
             }
         }
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        *keys = (Some(Instant::now()), fresh);
-        Ok(keys.1.get(kid).cloned())
+        if keys.1.keys().any(|kid| !fresh.contains_key(kid)) {
+            self.verified.clear();
+        }
+        keys.1 = fresh;
+        Ok(())
     }
 }
 

@@ -26,6 +26,7 @@ struct ActiveKey {
     pair: EcdsaKeyPair,
     /// base64url of the JWS header `{"alg":"ES256","typ":"at+jwt","kid":...}`.
     header: String,
+    created_at: OffsetDateTime,
     rotate_at: OffsetDateTime,
 }
 
@@ -91,7 +92,7 @@ impl TokenKeys {
             return Ok(jwks.clone());
         }
         let mut keys = Vec::new();
-        for record in self.store.list_token_keys(now()).await? {
+        for record in live_token_keys(self.store.as_ref()).await? {
             match serde_json::from_str::<serde_json::Value>(&record.public_jwk) {
                 Ok(jwk) => keys.push(jwk),
                 Err(error) => tracing::warn!(kid = %record.kid, %error, "ignoring an unreadable token key"),
@@ -103,11 +104,25 @@ impl TokenKeys {
         Ok(jwks)
     }
 
-    /// Replaces the key when its signing window is over (the new one is announced first).
-    pub async fn rotate_if_due(&self) -> Result<bool> {
-        let due = self.active.read().unwrap_or_else(|p| p.into_inner()).rotate_at <= now();
-        if !due {
+    /// Replaces the key when its signing window is over, or when `check_withdrawn` finds it withdrawn by the
+    /// revocation of this replica's intermediate (the new one is announced first).
+    pub async fn rotate_if_due(&self, check_withdrawn: bool) -> Result<bool> {
+        let active = self.active.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let withdrawn = check_withdrawn && {
+            let record = TokenKeyRecord {
+                kid: String::new(),
+                replica: self.replica.clone(),
+                public_jwk: String::new(),
+                created_at: active.created_at,
+                expires_at: active.rotate_at,
+            };
+            record.withdrawn_by(&self.store.list_intermediates().await?)
+        };
+        if active.rotate_at > now() && !withdrawn {
             return Ok(false);
+        }
+        if withdrawn {
+            tracing::warn!("this replica's intermediate was revoked: replacing its token signing key");
         }
         let next = announce(&self.store, &self.audit, &self.replica, self.rotation, self.max_token).await?;
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
@@ -115,18 +130,25 @@ impl TokenKeys {
         Ok(true)
     }
 
-    /// Keeps the key fresh until `shutdown`.
+    /// Keeps the key fresh until `shutdown`; once a minute it also checks that no intermediate revocation withdrew it.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        loop {
+        for round in 1u64.. {
             tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => return,
                 _ = tokio::time::sleep(CHECK_EVERY) => {}
             }
-            if let Err(error) = self.rotate_if_due().await {
+            if let Err(error) = self.rotate_if_due(round % 6 == 0).await {
                 tracing::warn!(%error, "cannot replace the token signing key; the current one stays in use");
             }
         }
     }
+}
+
+/// Every announced key that may still have live tokens and was not withdrawn by the revocation of its replica's
+/// intermediate: what the JWKS publishes and verifiers accept.
+pub async fn live_token_keys(store: &dyn Store) -> Result<Vec<TokenKeyRecord>> {
+    let (keys, intermediates) = tokio::try_join!(store.list_token_keys(now()), store.list_intermediates())?;
+    Ok(keys.into_iter().filter(|k| !k.withdrawn_by(&intermediates)).collect())
 }
 
 /// A new key, recorded in the store (with its audit event) before it is used.
@@ -169,5 +191,5 @@ async fn announce(
     store.record_token_key(&record, event.as_ref()).await?;
     tracing::info!(kid = %kid, %rotate_at, "token signing key announced");
     let header = serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": kid }).to_string();
-    Ok(ActiveKey { pair, header: URL_SAFE_NO_PAD.encode(header), rotate_at })
+    Ok(ActiveKey { pair, header: URL_SAFE_NO_PAD.encode(header), created_at, rotate_at })
 }
