@@ -70,6 +70,13 @@ impl TokenKeys {
     /// for, `typ` at+jwt, `kid` of the active key).
     pub fn sign(&self, claims: &impl serde::Serialize) -> Result<String> {
         let key = self.active.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // A key stays published until `rotate_at + max_token` (+ a minute): past its rotation time it would sign tokens
+        // that outlive its presence in the JWKS. No replacement could be announced (the store is unreachable).
+        if now() > key.rotate_at + time::Duration::MINUTE.min(self.rotation) {
+            return Err(Error::Unavailable(
+                "the token signing key is past its rotation and no new one could be announced".into(),
+            ));
+        }
         let payload = serde_json::to_vec(claims).map_err(|e| Error::internal("encode claims", e))?;
         let mut token = String::with_capacity(key.header.len() + payload.len() * 4 / 3 + 100);
         token.push_str(&key.header);
@@ -192,4 +199,24 @@ async fn announce(
     tracing::info!(kid = %kid, %rotate_at, "token signing key announced");
     let header = serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": kid }).to_string();
     Ok(ActiveKey { pair, header: URL_SAFE_NO_PAD.encode(header), created_at, rotate_at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_past_its_rotation_signs_nothing_when_no_replacement_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::StoreConfig::sqlite_in(dir.path()).open().await.unwrap();
+        let keys =
+            TokenKeys::start(store, Recorder::new("r1", true), "r1", Duration::from_secs(1), Duration::from_secs(60))
+                .await
+                .unwrap();
+        keys.sign(&serde_json::json!({ "sub": "x" })).expect("a fresh key signs");
+        // No keeper runs: the key is not replaced.
+        tokio::time::sleep(Duration::from_millis(3200)).await; // rotation 1 s + grace 1 s, in whole seconds
+        let refused = keys.sign(&serde_json::json!({ "sub": "x" })).unwrap_err();
+        assert!(matches!(refused, Error::Unavailable(_)), "{refused:?}");
+    }
 }
