@@ -94,17 +94,7 @@ async fn a_new_worker_enrolls_once_with_a_token_and_bad_tokens_change_nothing() 
 #[tokio::test]
 async fn enroll_is_the_only_rpc_a_connection_without_a_certificate_may_call() {
     let server = TestServer::start().await;
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca_pem()))
-        .domain_name("localhost");
-    let channel = tonic::transport::Endpoint::from_shared(server.url.clone())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut anonymous = pb::principal_service_client::PrincipalServiceClient::new(channel);
+    let mut anonymous = server.anonymous().await;
     let status = anonymous.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     let status = anonymous
@@ -122,17 +112,6 @@ async fn enroll_is_the_only_rpc_a_connection_without_a_certificate_may_call() {
     let status = anonymous.enroll(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert!(status.message().contains("enrollment token refused"), "{}", status.message());
-}
-
-async fn anonymous(
-    server: &TestServer,
-) -> pb::principal_service_client::PrincipalServiceClient<tonic::transport::Channel> {
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca_pem()))
-        .domain_name("localhost");
-    let channel =
-        tonic::transport::Endpoint::from_shared(server.url.clone()).unwrap().tls_config(tls).unwrap().connect().await;
-    pb::principal_service_client::PrincipalServiceClient::new(channel.unwrap())
 }
 
 async fn new_token(server: &TestServer, id: &str) -> String {
@@ -168,7 +147,7 @@ async fn a_token_made_before_a_suspension_is_dead_after_reactivation() {
         csr: csr.into_bytes(),
         validity_seconds: 0,
     };
-    let status = anonymous(&server).await.enroll(request).await.unwrap_err();
+    let status = server.anonymous().await.enroll(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert!(status.message().contains("made before its principal was suspended"), "{}", status.message());
     // A token made now works.
@@ -180,7 +159,7 @@ async fn a_token_made_before_a_suspension_is_dead_after_reactivation() {
         csr: csr.into_bytes(),
         validity_seconds: 0,
     };
-    anonymous(&server).await.enroll(request).await.expect("a token made after the reactivation");
+    server.anonymous().await.enroll(request).await.expect("a token made after the reactivation");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +180,7 @@ async fn a_lost_enroll_response_is_recovered_with_the_same_key_only() {
         csr: csr.clone().into_bytes(),
         validity_seconds: 0,
     };
-    let mut client = anonymous(&server).await;
+    let mut client = server.anonymous().await;
     let first = client.enroll(request.clone()).await.unwrap().into_inner();
     // The response was "lost": the same request again gets the same certificate, and nothing new is issued.
     let again = client.enroll(request).await.expect("a same-key retry").into_inner();

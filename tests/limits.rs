@@ -22,16 +22,6 @@ fn token_request() -> pb::IssueTokenRequest {
 }
 
 /// A client without a certificate, as a new machine enrolling.
-async fn anonymous(
-    server: &TestServer,
-) -> pb::principal_service_client::PrincipalServiceClient<tonic::transport::Channel> {
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(server.ca_pem()))
-        .domain_name("localhost");
-    let channel =
-        tonic::transport::Endpoint::from_shared(server.url.clone()).unwrap().tls_config(tls).unwrap().connect().await;
-    pb::principal_service_client::PrincipalServiceClient::new(channel.unwrap())
-}
 
 fn enroll_request(id: &str, secret: &str) -> pb::EnrollRequest {
     let (_key, csr) = common::key_and_csr();
@@ -83,7 +73,7 @@ async fn guessing_enrollment_tokens_runs_out_of_attempts_and_is_audited() {
         .await
         .unwrap()
         .into_inner();
-    let mut client = anonymous(&server).await;
+    let mut client = server.anonymous().await;
     // Refused attempts are allowed at a tenth of the rate (here a burst of 2): the third wrong guess blocks...
     for guess in ["wrong-1", "wrong-2", "wrong-3"] {
         let status = client.enroll(enroll_request("machine", guess)).await.unwrap_err();
@@ -225,7 +215,7 @@ async fn a_noisy_principal_and_an_enroll_flood_leave_a_quiet_principal_alone() {
             }
         }));
     }
-    let mut guesser = anonymous(&server).await;
+    let mut guesser = server.anonymous().await;
     let guessing = {
         let stop = stop.clone();
         tokio::spawn(async move {

@@ -135,6 +135,15 @@ impl TestServer {
         self.client(&self.admin).await
     }
 
+    /// A client without a certificate (the server verified against the CA), as a machine enrolling.
+    pub async fn anonymous(&self) -> Client {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(self.ca_pem()))
+            .domain_name("localhost");
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url.clone()).unwrap().tls_config(tls).unwrap();
+        PrincipalServiceClient::new(endpoint.connect().await.expect("TLS connection"))
+    }
+
     /// Creates a principal through the API and returns credentials issued to it through the API.
     pub async fn enroll(&self, id: &str, kind: pb::PrincipalType) -> Credentials {
         let mut admin = self.admin().await;
