@@ -21,8 +21,6 @@ fn token_request() -> pb::IssueTokenRequest {
     pb::IssueTokenRequest { audience: AUDIENCE.into(), ..Default::default() }
 }
 
-/// A client without a certificate, as a new machine enrolling.
-
 fn enroll_request(id: &str, secret: &str) -> pb::EnrollRequest {
     let (_key, csr) = common::key_and_csr();
     pb::EnrollRequest { principal_id: id.into(), secret: secret.into(), csr: csr.into_bytes(), validity_seconds: 0 }
