@@ -153,6 +153,12 @@ impl Serial {
         &self.0
     }
 
+    /// The same number as DER writes it when its top bit is set (a leading 00 byte keeps it positive): what
+    /// principald stores for a serial openssl prints without that byte (`C499B0...` for `00c499b0...`).
+    pub fn with_sign_byte(&self) -> Option<Serial> {
+        self.0.starts_with(['8', '9', 'a', 'b', 'c', 'd', 'e', 'f']).then(|| Serial(format!("00{}", self.0)))
+    }
+
     /// The big-endian bytes (always whole: serials hold an even number of hex digits).
     pub fn to_bytes(&self) -> Vec<u8> {
         self.0

@@ -508,3 +508,43 @@ async fn an_admin_cannot_revoke_the_certificate_it_is_calling_with() {
     assert_eq!(status.code(), Code::FailedPrecondition);
     admin.who_am_i(pb::WhoAmIRequest {}).await.expect("still works");
 }
+
+/// A serial as openssl prints it (upper case, without DER's leading 00 byte) or with colons finds the certificate.
+#[tokio::test]
+async fn serials_round_trip_with_openssl() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    admin
+        .create_principal(pb::CreatePrincipalRequest {
+            id: "serials".into(),
+            r#type: pb::PrincipalType::Worker.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Half of all serials have their top bit set (a leading 00 in DER); issue until one has.
+    for _ in 0..64 {
+        let creds = server.issue("serials").await;
+        let (_d, file) = common::temp_file("cert.pem", &creds.cert_pem);
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-serial", "-in"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8(out.stdout).unwrap().trim().strip_prefix("serial=").unwrap().to_owned();
+        let found =
+            admin.get_certificate(pb::GetCertificateRequest { serial: printed.clone() }).await.unwrap().into_inner();
+        let stored = found.serial.clone();
+        // The same number: hex digits after any leading zeros.
+        assert_eq!(stored.trim_start_matches('0').to_ascii_uppercase(), printed.trim_start_matches('0'), "{printed}");
+        let colons: Vec<String> =
+            printed.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+        let again = admin.get_certificate(pb::GetCertificateRequest { serial: colons.join(":") }).await.unwrap();
+        assert_eq!(again.into_inner().serial, stored);
+        if stored.starts_with("00") {
+            assert!(!printed.starts_with("00"), "openssl drops the sign byte: {printed}");
+            return;
+        }
+    }
+    panic!("64 serials without the top bit set");
+}

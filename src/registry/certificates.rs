@@ -220,12 +220,13 @@ impl Registry {
         reason: RevocationReason,
     ) -> Result<CertificateRecord> {
         let caller = authenticated(origin)?;
+        let record = self.get_certificate(serial).await?;
+        let serial = &record.serial;
         if *serial == caller.serial {
             return Err(Error::FailedPrecondition(
                 "this is the certificate you are calling with; revoke it from another admin's session".into(),
             ));
         }
-        let record = self.get_certificate(serial).await?;
         let compromise = reason == RevocationReason::KeyCompromise;
         if compromise && record.principal_id == caller.id {
             return Err(Error::FailedPrecondition(
@@ -266,8 +267,17 @@ impl Registry {
         Ok(record)
     }
 
+    /// The certificate with `serial`, also when it is given as openssl prints it (without DER's leading 00 byte).
     pub async fn get_certificate(&self, serial: &Serial) -> Result<CertificateRecord> {
-        self.store.get_certificate(serial).await?.ok_or_else(|| Error::NotFound(format!("certificate {serial}")))
+        if let Some(record) = self.store.get_certificate(serial).await? {
+            return Ok(record);
+        }
+        if let Some(signed) = serial.with_sign_byte()
+            && let Some(record) = self.store.get_certificate(&signed).await?
+        {
+            return Ok(record);
+        }
+        Err(Error::NotFound(format!("certificate {serial}")))
     }
 
     /// A principal's certificates; `NotFound` if the principal does not exist.
