@@ -441,3 +441,21 @@ async fn assert_renewed_and_serving(
     let mut client = pb::principal_service_client::PrincipalServiceClient::new(channel);
     client.who_am_i(pb::WhoAmIRequest {}).await.expect("TLS with the new server certificate");
 }
+
+/// A renewal check on a certificate principald refuses (its principal suspended) says so and fails, instead of "not
+/// renewing" until the certificate expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_notices_a_dead_certificate() {
+    let server = TestServer::start().await;
+    let admin = admin_profile(&server);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("w1");
+    assert_ok(&ctl(&admin, &["principal", "create", "w1", "--type", "worker"]).await);
+    assert_ok(&ctl(&admin, &["cert", "issue", "w1", "--out", dir.to_str().unwrap()]).await);
+    assert_ok(&ctl(&dir, &["cert", "renew", "--if-expires-within", "1d"]).await);
+    assert_ok(&ctl(&admin, &["principal", "suspend", "w1", "--reason", "lost laptop"]).await);
+    let out = ctl(&dir, &["cert", "renew", "--if-expires-within", "1d"]).await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("no longer authenticates"), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("not renewing"), "{}", stdout(&out));
+}

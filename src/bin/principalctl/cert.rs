@@ -106,6 +106,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
                 let (_, not_after) = validity_of(&ctx.profile.cert_path())?;
                 let left = not_after - OffsetDateTime::now_utc();
                 if left > time::Duration::try_from(within).unwrap_or(time::Duration::MAX) {
+                    still_authenticates(&ctx.profile.dir, &ctx.server).await?;
                     println!("certificate valid until {}; not renewing", rfc3339(not_after));
                     return Ok(());
                 }
@@ -333,6 +334,37 @@ fn print_renewed(format: Format, renewed: &Renewed) {
 
 /// Renews forever at about two thirds of each certificate's lifetime; transient failures are retried with
 /// exponential backoff (1 s doubling to 5 min) until the certificate expires.
+/// How often `renew --watch` checks, while waiting, that its certificate still authenticates.
+const ALIVE_CHECK: Duration = Duration::from_secs(3600);
+
+/// `Err` when the server refuses the profile's certificate for good (revoked, suspended, deleted, void): such a
+/// certificate can never be renewed, and saying "not renewing" would hide it until expiry. A server that cannot be
+/// reached is not a verdict (`Ok`, with a warning).
+async fn still_authenticates(dir: &Path, server: &str) -> Result<(), String> {
+    let profile = Profile::load(dir).map_err(|e| e.to_string())?;
+    let credentials = profile.credentials().map_err(|e| e.to_string())?;
+    let checked = match rpc::connect(server, &credentials).await {
+        Ok(mut client) => client.who_am_i(pb::WhoAmIRequest {}).await.map(|_| ()),
+        Err(message) => {
+            eprintln!("principalctl: cannot check the certificate with the server: {message}");
+            return Ok(());
+        }
+    };
+    match checked {
+        Ok(()) => Ok(()),
+        Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => Err(format!(
+            "the certificate in {} no longer authenticates ({}): it cannot be renewed; ask an admin for a new \
+             certificate or an enrollment token",
+            dir.display(),
+            status.message()
+        )),
+        Err(status) => {
+            eprintln!("principalctl: cannot check the certificate with the server: {}", rpc::explain(server, &status));
+            Ok(())
+        }
+    }
+}
+
 async fn watch_loop(dir: &Path, server: &str, validity: Option<Duration>, key_type: KeyType) -> Result<(), String> {
     const MAX_BACKOFF: Duration = Duration::from_secs(300);
     loop {
@@ -341,12 +373,15 @@ async fn watch_loop(dir: &Path, server: &str, validity: Option<Duration>, key_ty
         let renew_at: OffsetDateTime = not_before + (not_after - not_before) * 2 / 3;
         let wait: time::Duration = renew_at - OffsetDateTime::now_utc();
         if wait.is_positive() {
+            still_authenticates(dir, server).await?;
             eprintln!(
                 "principalctl: certificate valid until {}; renewing at {}",
                 rfc3339(not_after),
                 rfc3339(renew_at)
             );
-            tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO)).await;
+            // Wake at least hourly to notice a certificate revoked (or its principal suspended) in the meantime.
+            tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO).min(ALIVE_CHECK)).await;
+            continue;
         }
         let mut backoff = Duration::from_secs(1);
         loop {
