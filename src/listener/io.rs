@@ -35,15 +35,17 @@ impl Tracked {
 
 impl AsyncRead for Tracked {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let entry = self.slot.entry().clone();
+        // Every read of every connection passes here: borrow the row, no reference count traffic.
+        let this = &mut *self;
+        let entry = this.slot.entry();
         entry.register(cx.waker());
         if entry.is_shed() {
             return Poll::Ready(Err(Self::shed_error()));
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.slot.touch();
+            this.slot.touch();
         }
         polled
     }
