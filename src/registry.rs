@@ -9,7 +9,7 @@ mod certificates;
 mod enrollment;
 mod intermediates;
 
-pub use enrollment::NewEnrollment;
+pub use enrollment::{NewEnrollment, TokenStatus, TokenView};
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -17,9 +17,22 @@ resource "aws_dynamodb_table" "principals" {
     type = "S"
   }
 
+  attribute {
+    name = "token_principal"
+    type = "S"
+  }
+
   global_secondary_index {
     name            = "by_type_shard"
     hash_key        = "type_shard"
+    range_key       = "id"
+    projection_type = "ALL"
+  }
+
+  # Enrollment token items only (sparse): ListEnrollmentTokens reads one principal's tokens.
+  global_secondary_index {
+    name            = "by_token_principal"
+    hash_key        = "token_principal"
     range_key       = "id"
     projection_type = "ALL"
   }

@@ -98,7 +98,10 @@ async fn enroll_is_the_only_rpc_a_connection_without_a_certificate_may_call() {
     let status = anonymous.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     let status = anonymous
-        .create_enrollment_token(pb::CreateEnrollmentTokenRequest { principal_id: "admin".into(), ttl_seconds: 0 })
+        .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+            principal_id: "admin".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
@@ -117,7 +120,7 @@ async fn enroll_is_the_only_rpc_a_connection_without_a_certificate_may_call() {
 async fn new_token(server: &TestServer, id: &str) -> String {
     let mut admin = server.admin().await;
     admin
-        .create_enrollment_token(pb::CreateEnrollmentTokenRequest { principal_id: id.into(), ttl_seconds: 0 })
+        .create_enrollment_token(pb::CreateEnrollmentTokenRequest { principal_id: id.into(), ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -249,4 +252,99 @@ async fn principalctl_enroll_reads_the_token_from_stdin_or_a_file() {
         assert!(output.status.success(), "{how}: {}", text(&output));
         assert!(out.join("profile.json").exists() && !out.join("pending-key.pem").exists(), "{how}");
     }
+}
+
+/// An admin lists a principal's tokens, revokes one (which then never enrolls) and caps another's certificate
+/// validity; the list tells what each token did; a worker may not list them; the audit log names the revoked token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_listed_revoked_and_capped_with_principalctl() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let request = pb::CreatePrincipalRequest {
+        id: "listed-box".into(),
+        r#type: pb::PrincipalType::Worker.into(),
+        ..Default::default()
+    };
+    admin.create_principal(request).await.unwrap();
+    let admin_profile = server.data_dir.join("profiles").join("admin");
+    let make = |extra: &'static [&'static str]| {
+        let profile = admin_profile.clone();
+        async move {
+            let mut args = vec!["principal", "enroll-token", "listed-box", "-o", "json"];
+            args.extend_from_slice(extra);
+            let made = principalctl(&profile, &args).await;
+            assert!(made.status.success(), "{}", text(&made));
+            serde_json::from_slice::<serde_json::Value>(&made.stdout).unwrap()
+        }
+    };
+    let doomed = make(&[]).await;
+    let capped = make(&["--max-validity", "2h"]).await;
+    assert_eq!(capped["max_validity_seconds"], 7200);
+    let (doomed_id, capped_id) = (doomed["id"].as_str().unwrap(), capped["id"].as_str().unwrap());
+    assert_eq!(doomed_id.len(), 12);
+
+    let list = |profile: std::path::PathBuf| async move {
+        let out = principalctl(&profile, &["principal", "enroll-tokens", "listed-box", "-o", "json"]).await;
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    };
+    let listed = list(admin_profile.clone()).await;
+    let status_of = |listed: &[serde_json::Value], id: &str| {
+        listed.iter().find(|t| t["id"] == id).map(|t| t["status"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(status_of(&listed, doomed_id).as_deref(), Some("pending"), "{listed:?}");
+    assert_eq!(status_of(&listed, capped_id).as_deref(), Some("pending"), "{listed:?}");
+    assert!(
+        !String::from_utf8_lossy(&serde_json::to_vec(&listed).unwrap()).contains(doomed["token"].as_str().unwrap())
+    );
+
+    let out = principalctl(&admin_profile, &["principal", "enroll-token", "revoke", "listed-box", doomed_id]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let work = tempfile::tempdir().unwrap();
+    let out = enroll_cmd(doomed["token"].as_str().unwrap(), &work.path().join("doomed")).await;
+    assert!(!out.status.success() && text(&out).contains("revoked"), "{}", text(&out));
+    assert!(!work.path().join("doomed").join("profile.json").exists());
+
+    let out = enroll_cmd(capped["token"].as_str().unwrap(), &work.path().join("capped")).await;
+    assert!(out.status.success(), "{}", text(&out));
+    // The certificate lives at most the cap (openssl's view): expires within 2h + a minute, not within 1h.
+    let cert = work.path().join("capped").join("cert.pem");
+    let checkend = |secs: &str| {
+        let out = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-checkend", secs, "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap();
+        out.status.success()
+    };
+    assert!(checkend("3600") && !checkend("7260"), "the enrolled certificate is capped at 2h");
+
+    let listed = list(admin_profile.clone()).await;
+    assert_eq!(status_of(&listed, doomed_id).as_deref(), Some("revoked"));
+    assert_eq!(status_of(&listed, capped_id).as_deref(), Some("used"));
+    let used = listed.iter().find(|t| t["id"] == capped_id).unwrap();
+    assert!(!used["serial"].as_str().unwrap().is_empty(), "a used token names its certificate: {used:?}");
+    // A used token cannot be revoked (its certificate can): a clear error, exit 1.
+    let out = principalctl(&admin_profile, &["principal", "enroll-token", "revoke", "listed-box", capped_id]).await;
+    assert!(!out.status.success() && text(&out).contains("used already"), "{}", text(&out));
+    let out =
+        principalctl(&admin_profile, &["principal", "enroll-token", "revoke", "listed-box", "0123456789ab"]).await;
+    assert!(!out.status.success() && text(&out).contains("not found"), "{}", text(&out));
+
+    // The enrolled worker may not see or revoke tokens.
+    let worker = work.path().join("capped");
+    let out = principalctl(&worker, &["principal", "enroll-tokens", "listed-box"]).await;
+    assert!(!out.status.success() && text(&out).to_lowercase().contains("permission"), "{}", text(&out));
+
+    let events = admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            r#type: "enrollment_token.revoked".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].details_json.contains(doomed_id), "{}", events[0].details_json);
 }

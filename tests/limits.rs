@@ -67,7 +67,10 @@ async fn guessing_enrollment_tokens_runs_out_of_attempts_and_is_audited() {
     };
     admin.create_principal(request).await.unwrap();
     let made = admin
-        .create_enrollment_token(pb::CreateEnrollmentTokenRequest { principal_id: "machine".into(), ttl_seconds: 0 })
+        .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+            principal_id: "machine".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

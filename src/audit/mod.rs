@@ -35,6 +35,7 @@ pub mod kind {
     pub const TOKEN_ISSUED: &str = "token.issued";
     pub const ENROLLMENT_TOKEN_CREATED: &str = "enrollment_token.created";
     pub const ENROLLMENT_TOKEN_CONSUMED: &str = "enrollment_token.consumed";
+    pub const ENROLLMENT_TOKEN_REVOKED: &str = "enrollment_token.revoked";
     pub const REQUESTS_REFUSED: &str = "requests.refused";
     /// A replica started with the audit log off: the changes it makes from now on are not recorded.
     pub const AUDIT_DISABLED: &str = "audit.disabled";

@@ -187,6 +187,8 @@ impl MethodPolicy {
             .allow_method(svc, "GetCrl", Authenticated)
             .allow_method(svc, "IssueToken", p(TOKEN_ISSUE))
             .allow_method(svc, "CreateEnrollmentToken", p(CERTIFICATE_ISSUE))
+            .allow_method(svc, "ListEnrollmentTokens", p(CERTIFICATE_ISSUE))
+            .allow_method(svc, "RevokeEnrollmentToken", p(CERTIFICATE_REVOKE))
             .allow_method(svc, "Enroll", Anonymous)
             .allow_service("grpc.health.v1.Health", Anonymous)
             .allow_service("grpc.reflection.v1.ServerReflection", Anonymous)

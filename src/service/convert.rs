@@ -128,3 +128,23 @@ pub fn intermediate_to_wire(i: IntermediateRecord) -> proto::Intermediate {
         revoke_time: i.revoked_at.map(timestamp),
     }
 }
+
+pub fn enrollment_token_to_wire(t: crate::registry::TokenView) -> proto::EnrollmentTokenInfo {
+    use crate::registry::TokenStatus;
+    let status = match t.status {
+        TokenStatus::Pending => proto::EnrollmentTokenStatus::Pending,
+        TokenStatus::Used => proto::EnrollmentTokenStatus::Used,
+        TokenStatus::Expired => proto::EnrollmentTokenStatus::Expired,
+        TokenStatus::Revoked => proto::EnrollmentTokenStatus::Revoked,
+        TokenStatus::Withdrawn => proto::EnrollmentTokenStatus::Withdrawn,
+    };
+    proto::EnrollmentTokenInfo {
+        id: t.id,
+        principal_id: t.state.principal.as_str().to_owned(),
+        created_at: Some(timestamp(t.state.created_at)),
+        expires_at: Some(timestamp(t.state.expires_at)),
+        status: status.into(),
+        serial: t.state.serial.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        max_validity_seconds: t.state.max_validity.unwrap_or(0),
+    }
+}

@@ -254,13 +254,38 @@ impl PrincipalService for PrincipalApi {
         let origin = origin(&request, "CreateEnrollmentToken")?;
         let r = request.into_inner();
         let id = principal_id(&r.principal_id)?;
-        let created = self.registry.create_enrollment_token(&origin, &id, validity(r.ttl_seconds)).await?;
+        let (ttl, max_validity) = (validity(r.ttl_seconds), validity(r.max_validity_seconds));
+        let created = self.registry.create_enrollment_token(&origin, &id, ttl, max_validity).await?;
         Ok(Response::new(pb::EnrollmentToken {
             principal_id: id.as_str().to_owned(),
             secret: created.secret,
             ca_sha256_fingerprint: self.registry.ca_fingerprint(),
             expires_at: Some(timestamp(created.expires_at)),
+            id: created.id,
+            max_validity_seconds: max_validity.map_or(0, |v| v.as_secs()),
         }))
+    }
+
+    async fn list_enrollment_tokens(
+        &self,
+        request: Request<pb::ListEnrollmentTokensRequest>,
+    ) -> Reply<pb::ListEnrollmentTokensResponse> {
+        let id = principal_id(&request.into_inner().principal_id)?;
+        let tokens = self.registry.list_enrollment_tokens(&id).await?;
+        Ok(Response::new(pb::ListEnrollmentTokensResponse {
+            tokens: tokens.into_iter().map(enrollment_token_to_wire).collect(),
+        }))
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        request: Request<pb::RevokeEnrollmentTokenRequest>,
+    ) -> Reply<pb::EnrollmentTokenInfo> {
+        let origin = origin(&request, "RevokeEnrollmentToken")?;
+        let r = request.into_inner();
+        let id = principal_id(&r.principal_id)?;
+        let revoked = self.registry.revoke_enrollment_token(&origin, &id, &r.token_id).await?;
+        Ok(Response::new(enrollment_token_to_wire(revoked)))
     }
 
     async fn enroll(&self, request: Request<pb::EnrollRequest>) -> Reply<pb::IssueCertificateResponse> {

@@ -237,6 +237,15 @@ pub trait Store: Send + Sync + 'static {
     /// the registry refuse a bad token before it signs anything.
     async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>>;
 
+    /// Every enrollment token of `principal` (pending, used, expired or revoked), newest first. Tokens are kept until
+    /// their principal is deleted for good; they expire within days, so the list stays short.
+    async fn list_enrollment_tokens(&self, principal: &PrincipalId) -> Result<Vec<EnrollmentTokenState>>;
+
+    /// Revokes the unused enrollment token whose secret hashes to `hash`, so it can never be consumed, in one write
+    /// with `audit`. `NotFound` for an unknown token, `FailedPrecondition` for a used or already revoked one: a
+    /// concurrent Enroll and revocation end with exactly one of them done.
+    async fn revoke_enrollment_token(&self, hash: &str, at: OffsetDateTime, audit: Option<&AuditEvent>) -> Result<()>;
+
     /// Consumes the enrollment token whose secret hashes to `hash` and records `cert` for its principal, in one atomic
     /// write that checks everything [`insert_certificate`](Self::insert_certificate) checks and that the token exists,
     /// belongs to `cert.principal_id`, is unexpired at `at` and unused: of concurrent uses exactly one wins.
@@ -300,17 +309,25 @@ pub struct EnrollmentToken {
     pub generation: u64,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    /// The longest validity (seconds) of the certificate it pays for (and so of that certificate's renewals), if
+    /// its maker capped it below the type's maximum.
+    pub max_validity: Option<u64>,
 }
 
-/// An enrollment token as read back: whose it is, until when, and whether it was used.
+/// An enrollment token as read back: whose it is, until when, and whether it was used or revoked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnrollmentTokenState {
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
     pub principal: PrincipalId,
     pub generation: u64,
+    pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
+    pub max_validity: Option<u64>,
     pub consumed: bool,
     /// The certificate it paid for, once consumed.
     pub serial: Option<Serial>,
+    pub revoked: bool,
 }
 
 impl EnrollmentTokenState {
@@ -320,6 +337,8 @@ impl EnrollmentTokenState {
             Err(enrollment_refused("it was made for another principal"))
         } else if self.consumed {
             Err(enrollment_refused("it was used already"))
+        } else if self.revoked {
+            Err(enrollment_refused(ENROLLMENT_REVOKED))
         } else if self.expires_at <= at {
             Err(enrollment_refused("it has expired"))
         } else {
@@ -331,6 +350,9 @@ impl EnrollmentTokenState {
 /// The refusal of a token made before its principal's certificates were last withdrawn.
 pub(crate) const ENROLLMENT_WITHDRAWN: &str =
     "it was made before its principal was suspended, deleted or had a key compromised";
+
+/// The refusal of a token an operator revoked.
+pub(crate) const ENROLLMENT_REVOKED: &str = "it was revoked";
 
 /// Why an enrollment token was refused, the same words for every backend.
 pub(crate) fn enrollment_refused(why: &str) -> crate::error::Error {
@@ -351,6 +373,10 @@ pub struct CaClaim {
 pub(crate) mod errors {
     use crate::error::Error;
     use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus};
+
+    pub fn enrollment_token_not_found() -> Error {
+        Error::NotFound("enrollment token not found; `principalctl principal enroll-tokens ID` lists them".into())
+    }
 
     pub fn principal_not_found(id: &PrincipalId) -> Error {
         Error::NotFound(format!("principal {:?}", id.as_str()))

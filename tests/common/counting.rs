@@ -174,6 +174,12 @@ impl Store for CountingStore {
     async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>> {
         self.inner.get_enrollment_token(hash).await
     }
+    async fn list_enrollment_tokens(&self, principal: &PrincipalId) -> Result<Vec<EnrollmentTokenState>> {
+        self.inner.list_enrollment_tokens(principal).await
+    }
+    async fn revoke_enrollment_token(&self, hash: &str, at: OffsetDateTime, audit: Option<&AuditEvent>) -> Result<()> {
+        self.inner.revoke_enrollment_token(hash, at, audit).await
+    }
     async fn enroll(
         &self,
         hash: &str,

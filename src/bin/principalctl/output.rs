@@ -210,3 +210,50 @@ pub fn key_values(rows: &[(&str, String)]) {
         println!("{:<width$}  {v}", format!("{k}:"), width = width + 1);
     }
 }
+
+fn enrollment_token_status(value: i32) -> &'static str {
+    match pb::EnrollmentTokenStatus::try_from(value) {
+        Ok(pb::EnrollmentTokenStatus::Pending) => "pending",
+        Ok(pb::EnrollmentTokenStatus::Used) => "used",
+        Ok(pb::EnrollmentTokenStatus::Expired) => "expired",
+        Ok(pb::EnrollmentTokenStatus::Revoked) => "revoked",
+        Ok(pb::EnrollmentTokenStatus::Withdrawn) => "withdrawn",
+        _ => "unknown",
+    }
+}
+
+pub fn enrollment_tokens(format: Format, list: &[pb::EnrollmentTokenInfo]) {
+    match format {
+        Format::Json => print_json(&Value::Array(
+            list.iter()
+                .map(|t| {
+                    json!({
+                        "id": t.id,
+                        "principal_id": t.principal_id,
+                        "status": enrollment_token_status(t.status),
+                        "created_at": time(&t.created_at),
+                        "expires_at": time(&t.expires_at),
+                        "serial": t.serial,
+                        "max_validity_seconds": t.max_validity_seconds,
+                    })
+                })
+                .collect(),
+        )),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        t.principal_id.clone(),
+                        enrollment_token_status(t.status).into(),
+                        time(&t.created_at),
+                        time(&t.expires_at),
+                        t.serial.clone(),
+                    ]
+                })
+                .collect();
+            table(&["ID", "PRINCIPAL", "STATUS", "CREATED", "EXPIRES", "CERTIFICATE"], &rows);
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! `principalctl principal ...`
 
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use principald::proto::{self as pb};
 
 use crate::output;
@@ -32,15 +32,42 @@ pub enum Status {
     Deleted,
 }
 
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EnrollToken {
+    /// The principal the token enrolls.
+    #[arg(required = true)]
+    id: Option<String>,
+    /// How long it may be used (at most 7d).
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// The longest validity of the certificate it pays for (and of that certificate's renewals); default: the
+    /// type's maximum.
+    #[arg(long)]
+    max_validity: Option<String>,
+    #[command(subcommand)]
+    action: Option<EnrollTokenAction>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnrollTokenAction {
+    /// Revoke an unused enrollment token so it can never enroll (`enroll-tokens ID` lists the ids).
+    Revoke {
+        /// The principal.
+        id: String,
+        /// The token's id as listed (12 hex digits).
+        token_id: String,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Create a one-time enrollment token for a principal: a new worker runs `principalctl enroll TOKEN --out DIR`.
-    EnrollToken {
-        id: String,
-        /// How long it may be used (at most 7d).
-        #[arg(long, default_value = "1h")]
-        ttl: String,
-    },
+    /// Create a one-time enrollment token for a principal (a new worker runs `principalctl enroll - --out DIR` with
+    /// it on stdin), or revoke one: `enroll-token revoke ID TOKEN_ID`.
+    EnrollToken(EnrollToken),
+    /// List a principal's enrollment tokens (never their secrets): id, status, expiry, the certificate a used one
+    /// paid for.
+    EnrollTokens { id: String },
     /// Create an active principal.
     Create {
         /// 1-64 of lowercase letters, digits, '.', '_', '-'; starts with a letter or digit.
@@ -77,9 +104,26 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
     let mut client = ctx.client().await?;
     let explain = |s| ctx.explain(s);
     match command {
-        Command::EnrollToken { id, ttl } => {
+        Command::EnrollToken(EnrollToken { action: Some(EnrollTokenAction::Revoke { id, token_id }), .. }) => {
+            let request = pb::RevokeEnrollmentTokenRequest { principal_id: id, token_id };
+            let revoked = client.revoke_enrollment_token(request).await.map_err(explain)?.into_inner();
+            output::enrollment_tokens(ctx.format, &[revoked]);
+        }
+        Command::EnrollTokens { id } => {
+            let request = pb::ListEnrollmentTokensRequest { principal_id: id };
+            let list = client.list_enrollment_tokens(request).await.map_err(explain)?.into_inner();
+            output::enrollment_tokens(ctx.format, &list.tokens);
+        }
+        Command::EnrollToken(EnrollToken { id, ttl, max_validity, action: None }) => {
             let ttl = principald::config::parse_duration(&ttl).map_err(|e| format!("invalid --ttl: {e}"))?;
-            let request = pb::CreateEnrollmentTokenRequest { principal_id: id, ttl_seconds: ttl.as_secs() };
+            let max_validity = max_validity
+                .map(|v| principald::config::parse_duration(&v).map_err(|e| format!("invalid --max-validity: {e}")))
+                .transpose()?;
+            let request = pb::CreateEnrollmentTokenRequest {
+                principal_id: id.unwrap_or_default(),
+                ttl_seconds: ttl.as_secs(),
+                max_validity_seconds: max_validity.map_or(0, |v| v.as_secs()),
+            };
             let created = client.create_enrollment_token(request).await.map_err(explain)?.into_inner();
             let token = crate::enroll::encode(&crate::enroll::TokenString {
                 s: ctx.server.clone(),
@@ -90,8 +134,10 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
             match ctx.format {
                 output::Format::Json => output::print_json(&serde_json::json!({
                     "principal_id": created.principal_id,
+                    "id": created.id,
                     "token": token,
                     "expires_at": output::time(&created.expires_at),
+                    "max_validity_seconds": created.max_validity_seconds,
                 })),
                 output::Format::Table => println!("{token}"),
             }

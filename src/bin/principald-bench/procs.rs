@@ -245,6 +245,18 @@ impl PrincipalService for BareApi {
     ) -> Result<Response<pb::EnrollmentToken>, Status> {
         Err(Status::unimplemented("bare"))
     }
+    async fn list_enrollment_tokens(
+        &self,
+        _: Request<pb::ListEnrollmentTokensRequest>,
+    ) -> Result<Response<pb::ListEnrollmentTokensResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn revoke_enrollment_token(
+        &self,
+        _: Request<pb::RevokeEnrollmentTokenRequest>,
+    ) -> Result<Response<pb::EnrollmentTokenInfo>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
     async fn enroll(&self, _: Request<pb::EnrollRequest>) -> Result<Response<pb::IssueCertificateResponse>, Status> {
         Err(Status::unimplemented("bare"))
     }

@@ -167,7 +167,7 @@ async fn enrollments(url: &str, admin: &Credentials, data: &Path, _duration: Dur
                 let kind = pb::PrincipalType::Worker.into();
                 let request = pb::CreatePrincipalRequest { id: id.clone(), r#type: kind, ..Default::default() };
                 client.create_principal(request).await.unwrap();
-                let request = pb::CreateEnrollmentTokenRequest { principal_id: id.clone(), ttl_seconds: 0 };
+                let request = pb::CreateEnrollmentTokenRequest { principal_id: id.clone(), ..Default::default() };
                 made.push((id, client.create_enrollment_token(request).await.unwrap().into_inner().secret));
             }
             made

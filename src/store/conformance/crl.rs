@@ -37,68 +37,6 @@ pub async fn revoked_certificates_are_read_by_partition_while_unexpired(store: A
     assert!(s.revoked_certificates(10, later).await.unwrap().is_empty());
 }
 
-pub async fn enrollment_tokens_are_consumed_once_with_their_certificate(store: Arc<dyn Store>) {
-    use crate::error::Error;
-    use crate::store::EnrollmentToken;
-    let s = store.as_ref();
-    let p = principal("enrollee", PrincipalType::Worker);
-    let other = principal("other", PrincipalType::Worker);
-    s.create_principal(&p, None).await.unwrap();
-    s.create_principal(&other, None).await.unwrap();
-    let token = |hash: &str, ttl: i64| EnrollmentToken {
-        hash: hash.into(),
-        principal: p.id.clone(),
-        generation: p.generation,
-        created_at: t0(),
-        expires_at: t0() + time::Duration::seconds(ttl),
-    };
-    let refused = |r: crate::error::Result<()>, why: &str| match r {
-        Err(Error::Unauthenticated(m)) => assert!(m.contains(why), "{m} (expected {why})"),
-        other => panic!("expected a refusal ({why}), got {other:?}"),
-    };
-    s.create_enrollment_token(&token("aa", 3600), None).await.unwrap();
-    s.create_enrollment_token(&token("ee", 0), None).await.unwrap();
-    let ghost = EnrollmentToken { principal: "ghost".parse().unwrap(), ..token("gg", 3600) };
-    assert!(s.create_enrollment_token(&ghost, None).await.is_err(), "tokens only for existing principals");
-
-    refused(s.enroll("ff", &certificate("e1", &p, t0()), t0(), None).await, "unknown");
-    refused(s.enroll("ee", &certificate("e2", &p, t0()), t0(), None).await, "expired");
-    refused(s.enroll("aa", &certificate("e3", &other, t0()), t0(), None).await, "another principal");
-    // Two concurrent uses: exactly one wins; the loser changes nothing.
-    let (e4, e5) = (certificate("e4", &p, t0()), certificate("e5", &p, t0()));
-    let (a, b) = tokio::join!(s.enroll("aa", &e4, t0(), None), s.enroll("aa", &e5, t0(), None));
-    assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
-    let (won, lost) = if a.is_ok() { ("e4", "e5") } else { ("e5", "e4") };
-    assert!(s.get_certificate(&won.parse().unwrap()).await.unwrap().is_some());
-    assert!(s.get_certificate(&lost.parse().unwrap()).await.unwrap().is_none());
-    refused(s.enroll("aa", &certificate("e6", &p, t0()), t0(), None).await, "used already");
-    for serial in ["e1", "e2", "e3", "e6"] {
-        assert!(s.get_certificate(&serial.parse().unwrap()).await.unwrap().is_none(), "{serial}");
-    }
-    // The consumed token names its certificate (for a retry after a lost response).
-    let used = s.get_enrollment_token("aa").await.unwrap().unwrap();
-    assert!(used.consumed && used.serial.as_ref().map(|s| s.as_str()) == Some(won), "{used:?}");
-    // A suspended principal cannot enroll; and a token made before the suspension is dead for good: reactivation
-    // raised the principal's generation above the token's.
-    s.create_enrollment_token(&token("bb", 3600), None).await.unwrap();
-    let (from, to) = ([crate::model::PrincipalStatus::Active], crate::model::PrincipalStatus::Suspended);
-    let suspended = s.transition_principal(&p.id, &from, to, None, t0(), None).await.unwrap();
-    assert!(matches!(
-        s.enroll("bb", &certificate("e7", &p, t0()), t0(), None).await,
-        Err(Error::FailedPrecondition(_))
-    ));
-    let (from, to) = ([crate::model::PrincipalStatus::Suspended], crate::model::PrincipalStatus::Active);
-    let active = s.transition_principal(&p.id, &from, to, None, t0(), None).await.unwrap();
-    assert!(active.generation > p.generation);
-    let cert = crate::model::CertificateRecord { generation: active.generation, ..certificate("e8", &suspended, t0()) };
-    refused(s.enroll("bb", &cert, t0(), None).await, "suspended, deleted or had a key compromised");
-    assert!(!s.get_enrollment_token("bb").await.unwrap().unwrap().consumed, "a refusal changes nothing");
-    // A token made after the reactivation works.
-    let fresh = EnrollmentToken { generation: active.generation, ..token("cc", 3600) };
-    s.create_enrollment_token(&fresh, None).await.unwrap();
-    s.enroll("cc", &cert, t0(), None).await.unwrap();
-}
-
 /// Suspension voids the principal's certificates by its floor; relying parties learn it from the revoked-certificate
 /// reads (privilegeWithdrawn). Certificates issued after reactivation stay live, even when a sweep is finished late.
 pub async fn suspension_revokes_what_the_floor_voids_and_nothing_after(store: Arc<dyn Store>) {

@@ -13,9 +13,11 @@ use crate::store::{PageRequest, PrincipalFilter, Store};
 
 mod audit;
 mod crl;
+mod enrollment;
 mod hardening;
 pub use audit::*;
 pub use crl::*;
+pub use enrollment::*;
 pub use hardening::*;
 
 /// Expands to one `#[tokio::test]` per conformance check; `$make` is an async expression yielding a fresh empty
@@ -35,7 +37,7 @@ macro_rules! store_conformance_tests {
             intermediates_are_recorded_and_revoked_once, audit_events_commit_with_their_change_or_not_at_all,
             ca_claims_intermediates_and_token_keys_record_one_event_each, audit_chains_hold_together_under_concurrent_writers,
             audit_listings_filter_and_page, revoked_certificates_are_read_by_partition_while_unexpired,
-            enrollment_tokens_are_consumed_once_with_their_certificate,
+            enrollment_tokens_are_consumed_once_with_their_certificate, enrollment_tokens_are_listed_and_revoked_once,
             suspension_revokes_what_the_floor_voids_and_nothing_after,
             crl_numbers_grow_and_only_a_newer_crl_replaces_a_stored_one, revoking_an_intermediate_revokes_what_it_signed);
     };

@@ -364,6 +364,14 @@ impl Store for DynamoStore {
         self.read_enrollment_token(hash).await
     }
 
+    async fn list_enrollment_tokens(&self, principal: &PrincipalId) -> Result<Vec<EnrollmentTokenState>> {
+        self.query_enrollment_tokens(principal).await
+    }
+
+    async fn revoke_enrollment_token(&self, hash: &str, at: OffsetDateTime, audit: Option<&AuditEvent>) -> Result<()> {
+        self.revoke_token(hash, at, audit).await
+    }
+
     async fn enroll(
         &self,
         hash: &str,

@@ -15,6 +15,7 @@ mod audit;
 /// The name of the embedded store's one audit chain.
 pub use audit::CHAIN;
 mod ca;
+mod enrollment;
 mod listing;
 mod rows;
 mod writer;
@@ -402,7 +403,7 @@ impl Store for SqliteStore {
     async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
         let (token, event) = (token.clone(), audit.cloned());
         self.write(move |conn| {
-            insert_enrollment_token(conn, &token)?;
+            enrollment::insert(conn, &token)?;
             audit::append(conn, event.as_ref())
         })
         .await
@@ -410,7 +411,21 @@ impl Store for SqliteStore {
 
     async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>> {
         let hash = hash.to_owned();
-        self.read(move |conn| select_enrollment_token(conn, &hash)).await
+        self.read(move |conn| enrollment::select(conn, &hash)).await
+    }
+
+    async fn list_enrollment_tokens(&self, principal: &PrincipalId) -> Result<Vec<EnrollmentTokenState>> {
+        let principal = principal.clone();
+        self.read(move |conn| enrollment::list(conn, &principal)).await
+    }
+
+    async fn revoke_enrollment_token(&self, hash: &str, at: OffsetDateTime, audit: Option<&AuditEvent>) -> Result<()> {
+        let (hash, event) = (hash.to_owned(), audit.cloned());
+        self.write(move |conn| {
+            enrollment::revoke(conn, &hash, at)?;
+            audit::append(conn, event.as_ref())
+        })
+        .await
     }
 
     async fn enroll(
@@ -422,7 +437,7 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let (hash, c, event) = (hash.to_owned(), cert.clone(), audit.cloned());
         self.write(move |conn| {
-            consume_enrollment_token(conn, &hash, &c, at)?;
+            enrollment::consume(conn, &hash, &c, at)?;
             issuable_principal(conn, &c)?;
             insert_certificate_row(conn, &c)?;
             audit::append(conn, event.as_ref())
