@@ -30,6 +30,7 @@ locals {
     PRINCIPALD_SERVER_NAMES          = join(",", concat([aws_lb.this.dns_name], var.server_names))
     PRINCIPALD_CERT_VALIDITY         = var.cert_validity
     PRINCIPALD_INTERMEDIATE_LIFETIME = var.intermediate_lifetime
+    PRINCIPALD_AUDIT_CHECKPOINTS     = local.audit_checkpoints
     PRINCIPALD_LOG_FORMAT            = "json"
     AWS_REGION                       = data.aws_region.current.name
   })

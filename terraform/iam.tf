@@ -13,8 +13,8 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
   }
 }
 
-# What principald itself may do, and nothing more. tests/terraform.rs checks that the DynamoDB and KMS actions here are
-# exactly the calls the code makes while serving (table creation and key creation are `migrate` / `bootstrap` work
+# What principald itself may do, and nothing more, and only through the VPC's endpoints (endpoints.tf).
+# tests/terraform.rs checks that the DynamoDB, KMS and S3 actions here are exactly the calls the code makes while serving (table creation and key creation are `migrate` / `bootstrap` work
 # that Terraform does instead). TransactWriteItems has no IAM action of its own: it is authorized through the
 # PutItem, UpdateItem and ConditionCheckItem of its items.
 resource "aws_iam_role" "task" {
@@ -38,6 +38,11 @@ data "aws_iam_policy_document" "task" {
       "dynamodb:UpdateItem",
     ]
     resources = local.tables
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.dynamodb_source
+    }
   }
 
   # Scans: the small meta table (intermediates, token keys, chain heads) and, for revoking an intermediate, the
@@ -46,6 +51,11 @@ data "aws_iam_policy_document" "task" {
     sid       = "ScanMetaAndCertificates"
     actions   = ["dynamodb:Scan"]
     resources = [aws_dynamodb_table.meta.arn, aws_dynamodb_table.certificates.arn]
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.dynamodb_source
+    }
   }
 
   # The only deletion the service makes: records of intermediates past retention.
@@ -58,12 +68,22 @@ data "aws_iam_policy_document" "task" {
       variable = "dynamodb:LeadingKeys"
       values   = ["intermediate#*"]
     }
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.dynamodb_source
+    }
   }
 
   statement {
     sid       = "Indexes"
     actions   = ["dynamodb:Query"]
     resources = [for table in local.tables : "${table}/index/*"]
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.dynamodb_source
+    }
   }
 
   # No UpdateItem or DeleteItem on audit events. PutItem cannot be limited to new items (IAM cannot require a condition
@@ -73,6 +93,11 @@ data "aws_iam_policy_document" "task" {
     sid       = "AuditLogAppendAndRead"
     actions   = ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"]
     resources = [aws_dynamodb_table.audit.arn, "${aws_dynamodb_table.audit.arn}/index/*"]
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.dynamodb_source
+    }
   }
 
   statement {
@@ -89,12 +114,22 @@ data "aws_iam_policy_document" "task" {
       variable = "kms:MessageType"
       values   = ["RAW", "DIGEST"]
     }
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.kms_source
+    }
   }
 
   statement {
     sid       = "ReadTheCaKey"
     actions   = ["kms:DescribeKey", "kms:GetPublicKey"]
     resources = [aws_kms_key.ca.arn]
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.kms_source
+    }
   }
 
   # GenerateMac with the derivation key is the right to sign as any replica intermediate (their keys are derived
@@ -108,12 +143,56 @@ data "aws_iam_policy_document" "task" {
       variable = "kms:MacAlgorithm"
       values   = ["HMAC_SHA_256"]
     }
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.kms_source
+    }
   }
 
   statement {
     sid       = "ReadTheCaDerivationKey"
     actions   = ["kms:DescribeKey"]
     resources = [aws_kms_key.ca_derive.arn]
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.kms_source
+    }
+  }
+
+  # Audit checkpoints (checkpoints.tf; the code: src/server/checkpoints_s3.rs): new objects under the prefix, nothing
+  # else on S3. The bucket's default Object Lock retention applies to each, so a replica can neither shorten it nor
+  # delete or overwrite a checkpoint version (COMPLIANCE mode).
+  statement {
+    sid       = "WriteAuditCheckpoints"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.checkpoints.arn}/${var.audit_checkpoints_prefix}*"]
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.s3_source
+    }
+  }
+
+  # The CA key policies grant the task role kms:Sign and kms:GenerateMac themselves, without this policy, so the
+  # conditions above alone would not tie those to the VPC: an explicit deny does, whatever else allows. Requests AWS
+  # services make on the role's behalf (aws:ViaAWSService) carry no endpoint and are left alone.
+  statement {
+    sid       = "NothingFromOutsideTheVpc"
+    effect    = "Deny"
+    actions   = ["dynamodb:*", "kms:*", "s3:*"]
+    resources = ["*"]
+    condition {
+      test     = "StringNotEquals"
+      variable = local.vpc_condition_key
+      values   = local.vpc_sources
+    }
+    condition {
+      test     = "BoolIfExists"
+      variable = "aws:ViaAWSService"
+      values   = ["false"]
+    }
   }
 }
 
@@ -147,4 +226,72 @@ resource "aws_iam_role_policy" "execution_secrets" {
   name   = "secrets"
   role   = aws_iam_role.execution.id
   policy = data.aws_iam_policy_document.execution_secrets.json
+}
+
+# Read-only access for resource servers (AuthLayer, TokenVerifier read principals, certificates, intermediates and
+# token keys) and auditors (`principalctl audit verify` reads the audit log, its chain heads and the signed
+# checkpoints): reads of the tables and the checkpoints, the CA's public key, and no write anywhere. The one Scan is
+# the meta table's, where the code finds token keys, intermediates and chain heads. Created when reader_principals
+# names who may assume it; the CA key policy lets this role (and no other reader) call GetPublicKey.
+data "aws_iam_policy_document" "reader_assume" {
+  count = length(var.reader_principals) > 0 ? 1 : 0
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "AWS"
+      identifiers = var.reader_principals
+    }
+  }
+}
+
+resource "aws_iam_role" "reader" {
+  count              = length(var.reader_principals) > 0 ? 1 : 0
+  name               = "${var.name}-reader"
+  assume_role_policy = data.aws_iam_policy_document.reader_assume[0].json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "reader" {
+  statement {
+    sid       = "ReadTheTables"
+    actions   = ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query"]
+    resources = concat(local.tables, [aws_dynamodb_table.audit.arn])
+  }
+
+  statement {
+    sid       = "QueryTheIndexes"
+    actions   = ["dynamodb:Query"]
+    resources = [for table in concat(local.tables, [aws_dynamodb_table.audit.arn]) : "${table}/index/*"]
+  }
+
+  statement {
+    sid       = "ScanMeta"
+    actions   = ["dynamodb:Scan"]
+    resources = [aws_dynamodb_table.meta.arn]
+  }
+
+  statement {
+    sid       = "ReadTheCaPublicKey"
+    actions   = ["kms:GetPublicKey"]
+    resources = [aws_kms_key.ca.arn]
+  }
+
+  statement {
+    sid       = "ReadAuditCheckpoints"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.checkpoints.arn}/*"]
+  }
+
+  statement {
+    sid       = "ListAuditCheckpoints"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.checkpoints.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "reader" {
+  count  = length(var.reader_principals) > 0 ? 1 : 0
+  name   = "principald-read-only"
+  role   = aws_iam_role.reader[0].id
+  policy = data.aws_iam_policy_document.reader.json
 }

@@ -123,6 +123,20 @@ data "aws_iam_policy_document" "ca_key" {
       identifiers = concat([aws_iam_role.task.arn], var.ca_key_signers)
     }
   }
+
+  # The read-only role (iam.tf), when there is one: the public key, nothing else.
+  dynamic "statement" {
+    for_each = aws_iam_role.reader
+    content {
+      sid       = "ReadersReadThePublicKey"
+      actions   = ["kms:GetPublicKey"]
+      resources = ["*"]
+      principals {
+        type        = "AWS"
+        identifiers = [statement.value.arn]
+      }
+    }
+  }
 }
 
 # The CA's derivation secret: an HMAC key beside the root. Each replica intermediate's private key is derived from
@@ -245,7 +259,7 @@ data "aws_iam_policy_document" "ca_derive_key" {
   }
 }
 
-# Encrypts the tables and the logs at rest (a customer-managed key, rotated yearly).
+# Encrypts the tables, the logs and the alarm topic at rest (a customer-managed key, rotated yearly).
 resource "aws_kms_key" "data" {
   description             = "${var.name} tables and logs"
   enable_key_rotation     = true
@@ -285,6 +299,18 @@ data "aws_iam_policy_document" "data_key" {
       test     = "StringEquals"
       variable = "kms:ViaService"
       values   = ["dynamodb.${data.aws_region.current.name}.amazonaws.com"]
+    }
+  }
+
+  # The alarm topic (alarms.tf) is encrypted with this key: CloudWatch alarms publish to it (the statement the SNS
+  # documentation gives for CloudWatch and encrypted topics).
+  statement {
+    sid       = "CloudWatchAlarms"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["cloudwatch.amazonaws.com"]
     }
   }
 

@@ -98,10 +98,38 @@ resource "aws_vpc_security_group_ingress_rule" "service_pki" {
   to_port           = var.pki_port
 }
 
-resource "aws_vpc_security_group_egress_rule" "service_https" {
+# Egress of the replicas: HTTPS to the AWS APIs through VPC endpoints (endpoints.tf), and nothing else. principald
+# calls out to nothing but DynamoDB, KMS and S3 (it serves CRLs and OCSP, it fetches none), and ECS pulls the image and
+# ships the logs through the task's interface: no route to the internet, no NAT. What remains:
+# - HTTPS to the interface endpoints (KMS, Logs, ECR, SSM / Secrets Manager): their security group, or, when the VPC
+#   brings its own endpoints (create_vpc_endpoints = false), the VPC's own ranges;
+# - HTTPS to the S3 and DynamoDB prefix lists, which the gateway endpoints route (without a gateway endpoint they
+#   would leave through NAT, where the task role's aws:SourceVpce / aws:SourceVpc conditions refuse them).
+resource "aws_vpc_security_group_egress_rule" "service_interface_endpoints" {
+  count                        = var.create_vpc_endpoints ? 1 : 0
+  security_group_id            = aws_security_group.service.id
+  description                  = "HTTPS to the interface endpoints (KMS, CloudWatch Logs, ECR, SSM, Secrets Manager)"
+  referenced_security_group_id = aws_security_group.endpoints[0].id
+  ip_protocol                  = "tcp"
+  from_port                    = 443
+  to_port                      = 443
+}
+
+resource "aws_vpc_security_group_egress_rule" "service_vpc_https" {
+  for_each          = var.create_vpc_endpoints ? toset([]) : toset([for a in data.aws_vpc.this.cidr_block_associations : a.cidr_block])
   security_group_id = aws_security_group.service.id
-  description       = "HTTPS to AWS APIs (DynamoDB, KMS, ECR, CloudWatch Logs) via NAT or VPC endpoints"
-  cidr_ipv4         = "0.0.0.0/0"
+  description       = "HTTPS to the VPC's own interface endpoints in ${each.value}"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_vpc_security_group_egress_rule" "service_gateway_endpoints" {
+  for_each          = data.aws_prefix_list.gateway
+  security_group_id = aws_security_group.service.id
+  description       = "HTTPS to ${each.key} through its gateway endpoint"
+  prefix_list_id    = each.value.id
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443

@@ -34,7 +34,7 @@ output "table_arns" {
 }
 
 output "task_role_arn" {
-  description = "The replicas' IAM role (least privilege: the tables, the CA key and its derivation key only)."
+  description = "The replicas' IAM role (least privilege: the tables, the CA key and its derivation key, PutObject of audit checkpoints; through the VPC endpoints only)."
   value       = aws_iam_role.task.arn
 }
 
@@ -51,4 +51,29 @@ output "log_group" {
 output "pki_url" {
   description = "Where relying parties fetch CRLs (BASE/crl/...) and OCSP answers (BASE/ocsp): what certificates name."
   value       = local.pki_url
+}
+
+output "audit_checkpoints_bucket" {
+  description = "The S3 bucket (Object Lock, COMPLIANCE) of the signed audit checkpoints."
+  value       = aws_s3_bucket.checkpoints.bucket
+}
+
+output "audit_checkpoints" {
+  description = "Where the replicas write signed audit checkpoints (PRINCIPALD_AUDIT_CHECKPOINTS): s3://BUCKET/PREFIX, for `principalctl audit verify --checkpoints`."
+  value       = local.audit_checkpoints
+}
+
+output "reader_role_arn" {
+  description = "The read-only role for resource servers and auditors (null unless reader_principals is set)."
+  value       = one(aws_iam_role.reader[*].arn)
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic of the module's alarms (kms:Sign beyond the expected rate): subscribe to it."
+  value       = aws_sns_topic.alarms.arn
+}
+
+output "vpc_endpoint_ids" {
+  description = "The VPC endpoints the replicas use, by service (empty with create_vpc_endpoints = false)."
+  value       = merge({ for k, e in aws_vpc_endpoint.gateway : k => e.id }, { for k, e in aws_vpc_endpoint.interface : k => e.id })
 }

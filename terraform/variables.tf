@@ -15,8 +15,20 @@ variable "vpc_id" {
 }
 
 variable "private_subnet_ids" {
-  description = "Subnets of the replicas (private; they reach DynamoDB and KMS through NAT or VPC endpoints)."
+  description = "Subnets of the replicas (private; they reach AWS through VPC endpoints only, see create_vpc_endpoints)."
   type        = list(string)
+}
+
+variable "create_vpc_endpoints" {
+  description = "Create the VPC endpoints the replicas use (gateway: DynamoDB, S3; interface, with private DNS: KMS, CloudWatch Logs, ECR api and dkr, and SSM / Secrets Manager when `secrets` names them). The task role works only through them (aws:SourceVpce). Set false when the VPC already has endpoints for these services (a second interface endpoint with private DNS, or a second gateway endpoint on the same route table, is refused by AWS): the task role is then tied to the VPC (aws:SourceVpc) and the replicas may reach HTTPS in the VPC and the S3 and DynamoDB prefix lists."
+  type        = bool
+  default     = true
+}
+
+variable "private_route_table_ids" {
+  description = "Route tables of private_subnet_ids, for the DynamoDB and S3 gateway endpoints; empty: looked up from the subnets (which works only for subnets with an explicit route table association, not for subnets on the VPC's main route table)."
+  type        = list(string)
+  default     = []
 }
 
 variable "load_balancer_subnet_ids" {
@@ -36,8 +48,13 @@ variable "client_cidrs" {
 }
 
 variable "image" {
-  description = "principald container image (built from the repository's Dockerfile), e.g. ECR_URL:TAG."
+  description = "principald container image (built from the repository's Dockerfile) by digest: REPOSITORY@sha256:DIGEST (a tag may be kept before the digest, REPOSITORY:TAG@sha256:DIGEST). A tag alone can be moved to other code after review; a digest cannot."
   type        = string
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@sha256:[0-9a-f]{64}$", var.image))
+    error_message = "image: name the image by digest, REPOSITORY[:TAG]@sha256:<64 hex digits> (e.g. from `docker buildx imagetools inspect` or the ECR console), not by tag alone: a tag can be re-pointed."
+  }
 }
 
 variable "replicas" {
@@ -164,6 +181,52 @@ variable "ca_key_signers" {
   description = "Extra IAM principal ARNs that may sign with the CA key (ECDSA_SHA_256, RAW or DIGEST only), e.g. the operator role that runs `principald bootstrap` and root rotation. The replicas' task role is always allowed."
   type        = list(string)
   default     = []
+}
+
+variable "kms_sign_alarm_threshold" {
+  description = "kms:Sign calls per 5 minutes in this account and region above which the alarm fires; null: replicas x 20 (a replica signs about 5 times in 5 minutes: an audit checkpoint a minute while the log moves, an intermediate every 2/3 of intermediate_lifetime, the root's CRL and intermediates' OCSP answers when revocations change them; x 2 for deployments, which run up to twice the replicas; x 2 headroom). Raise it by what other users of kms:Sign in the account and region sign."
+  type        = number
+  default     = null
+}
+
+variable "alarm_actions" {
+  description = "Extra alarm actions (ARNs: SNS topics, ...) besides the module's SNS topic (output alarm_topic_arn)."
+  type        = list(string)
+  default     = []
+}
+
+variable "reader_principals" {
+  description = "IAM principal ARNs that may assume the read-only role (output reader_role_arn): resource servers (AuthLayer, TokenVerifier) and auditors (`principalctl audit verify`). Empty: no reader role."
+  type        = list(string)
+  default     = []
+}
+
+variable "audit_checkpoints_bucket" {
+  description = "Name of the S3 bucket (Object Lock, COMPLIANCE) for signed audit checkpoints; empty: NAME-checkpoints-ACCOUNT_ID (set it when the same name is deployed in two regions of one account)."
+  type        = string
+  default     = ""
+}
+
+variable "audit_checkpoints_prefix" {
+  description = "Key prefix of the checkpoints in the bucket; the replicas may write under it only."
+  type        = string
+  default     = "checkpoints/"
+
+  validation {
+    condition     = !startswith(var.audit_checkpoints_prefix, "/") && !strcontains(var.audit_checkpoints_prefix, "*")
+    error_message = "audit_checkpoints_prefix: no leading '/' and no '*'."
+  }
+}
+
+variable "audit_checkpoint_retention_days" {
+  description = "Object Lock retention (COMPLIANCE mode: nobody, the account root included, can delete or overwrite a checkpoint version before it ends, nor shorten it) of each audit checkpoint."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.audit_checkpoint_retention_days >= 1
+    error_message = "audit_checkpoint_retention_days: at least 1."
+  }
 }
 
 variable "tags" {

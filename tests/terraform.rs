@@ -1,14 +1,17 @@
 //! terraform/ checked without the terraform binary (which cannot be downloaded here): every file parses strictly and
 //! checkov finds nothing (scripts/terraform-check), and the module cannot drift from the code: its tables are
-//! migrations/dynamodb's, and its IAM task policy grants exactly the DynamoDB and KMS calls the code makes.
+//! migrations/dynamodb's, and its IAM task policy grants exactly the DynamoDB, KMS and S3 calls the code makes, through
+//! the VPC's endpoints only; the replicas have no egress to the internet, and the image is named by digest.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::terraform::{conditions, mac_algorithm_condition, module, repo, resources, terraform_check, text};
+use common::terraform::{
+    calls, conditions, locals, mac_algorithm_condition, module, repo, resources, terraform_check, text,
+};
 use serde_json::Value;
 
 #[test]
@@ -115,77 +118,9 @@ fn terraform_tables_are_the_migrations_tables() {
     assert_eq!(tables.len(), expected.len(), "terraform has tables the migrations do not: {:?}", tables.keys());
 }
 
-/// The source of an AWS SDK crate of this build (from `cargo metadata`): its client has one file per operation.
-fn sdk_operations(package: &str) -> BTreeSet<String> {
-    // Only the host's dependencies: a build downloads nothing else, so other platforms' crates (Windows-only ones,
-    // say) are missing from a fresh machine's cargo cache and `--offline` could not resolve them.
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--offline", "--format-version", "1", "--filter-platform", &host_triple()])
-        .arg("--manifest-path")
-        .arg(repo().join("Cargo.toml"))
-        .output()
-        .expect("cargo metadata: cannot run cargo");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
-    let metadata: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata printed invalid JSON");
-    let manifest = metadata["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == package)
-        .map(|p| PathBuf::from(p["manifest_path"].as_str().unwrap()))
-        .unwrap_or_else(|| panic!("{package} is not in the build"));
-    std::fs::read_dir(manifest.parent().unwrap().join("src/client"))
-        .unwrap()
-        .filter_map(|e| e.unwrap().path().file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .collect()
-}
-
-/// The triple of the machine building the tests (`host:` in `rustc -vV`), which is the platform the tests run on.
-fn host_triple() -> String {
-    let out = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .arg("-vV")
-        .output()
-        .expect("rustc -vV: cannot run rustc");
-    assert!(out.status.success(), "rustc -vV failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .unwrap_or_else(|| panic!("rustc -vV printed no host line: {text}"))
-        .trim()
-        .to_owned()
-}
-
-fn camel(snake: &str) -> String {
-    snake.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect()
-}
-
-/// IAM actions (`service:Operation`) for the SDK calls made in `files`.
-fn calls(service: &str, package: &str, files: &[PathBuf]) -> BTreeSet<String> {
-    let operations = sdk_operations(package);
-    let mut found = BTreeSet::new();
-    for file in files {
-        let source = std::fs::read_to_string(file).unwrap();
-        for op in &operations {
-            // TransactWriteItems is not an IAM action: its items' actions (below) authorize it.
-            if op != "transact_write_items" && source.contains(&format!(".{op}()")) {
-                found.insert(format!("{service}:{}", camel(op)));
-            }
-        }
-        // Items of a TransactWriteItems need the item action too.
-        for (item, action) in [
-            ("Put::builder", "PutItem"),
-            ("Update::builder", "UpdateItem"),
-            ("Delete::builder", "DeleteItem"),
-            ("ConditionCheck::builder", "ConditionCheckItem"),
-        ] {
-            if service == "dynamodb" && source.contains(item) {
-                found.insert(format!("dynamodb:{action}"));
-            }
-        }
-    }
-    found
-}
-
+/// The task role grants exactly the DynamoDB, KMS and S3 calls the code makes, each only through the VPC's endpoints
+/// of its service (`aws:SourceVpce`, or `aws:SourceVpc` when the VPC brings its own), and an explicit deny refuses
+/// the rest from anywhere else (the CA key policies grant Sign and GenerateMac on their own).
 #[test]
 fn the_task_role_grants_exactly_the_calls_the_code_makes() {
     let dynamo_files: Vec<PathBuf> = std::fs::read_dir(repo().join("src/store/dynamodb"))
@@ -205,6 +140,13 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
         kms.into_iter()
             .filter(|a| !["kms:CreateKey", "kms:CreateAlias", "kms:ScheduleKeyDeletion"].contains(&a.as_str())),
     );
+    // Audit checkpoints: every S3 call is in this one file; until it exists, the PutObject it is to make.
+    let s3_file = repo().join("src/server/checkpoints_s3.rs");
+    let s3 = match s3_file.exists() {
+        true => calls("s3", "aws-sdk-s3", &[s3_file]),
+        false => ["s3:PutObject".to_owned()].into(),
+    };
+    needed.extend(s3);
 
     let module = module();
     let policies = resources(&module, "data", "aws_iam_policy_document");
@@ -212,13 +154,35 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
     let mut granted = BTreeSet::new();
     // (action, resources) of every KMS grant: each action on the key it belongs to.
     let mut kms_grants = BTreeSet::new();
+    let mut denies = 0;
     for statement in statements {
         let actions: Vec<String> = statement["actions"].as_array().unwrap().iter().map(text).collect();
         let resources = text(&statement["resources"]);
+        if statement.get("effect").is_some_and(|e| e == "Deny") {
+            denies += 1;
+            assert_eq!(actions, ["dynamodb:*", "kms:*", "s3:*"], "the deny covers every service the role uses");
+            let outside =
+                ("StringNotEquals".into(), "${local.vpc_condition_key}".into(), "${local.vpc_sources}".into());
+            let direct = ("BoolIfExists".into(), "aws:ViaAWSService".into(), "[\"false\"]".into());
+            assert_eq!(conditions(statement), [outside, direct].into(), "denied from outside the VPC's endpoints");
+            continue;
+        }
+        // Every grant only through the endpoint of its own service.
+        let service = actions[0].split(':').next().unwrap().to_owned();
+        assert!(
+            actions.iter().all(|a| a.starts_with(&format!("{service}:"))),
+            "one service per statement: {actions:?}"
+        );
+        let vpc = ("StringEquals".into(), "${local.vpc_condition_key}".into(), format!("${{local.{service}_source}}"));
+        let mut conditions = conditions(statement);
+        assert!(conditions.remove(&vpc), "{actions:?}: only through the VPC ({vpc:?}), not {conditions:?}");
         for action in &actions {
             assert!(!action.contains('*'), "no wildcard actions: {action}");
             if action.starts_with("kms:") {
                 kms_grants.insert((action.clone(), resources.clone()));
+            } else if action.starts_with("s3:") {
+                let prefix = "[\"${aws_s3_bucket.checkpoints.arn}/${var.audit_checkpoints_prefix}*\"]";
+                assert_eq!(resources, prefix, "{action}: checkpoints under the prefix only");
             } else if resources.contains("aws_dynamodb_table.audit") {
                 assert!(
                     ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable"].contains(&action.as_str()),
@@ -229,7 +193,7 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
                 assert_eq!(resources, "[\"${aws_dynamodb_table.meta.arn}\"]", "DeleteItem on meta only");
                 let leading =
                     ("ForAllValues:StringLike".into(), "dynamodb:LeadingKeys".into(), "[\"intermediate#*\"]".into());
-                assert_eq!(conditions(statement), [leading].into(), "DeleteItem on intermediate records only");
+                assert_eq!(conditions, [leading].into(), "DeleteItem on intermediate records only");
             } else if action == "dynamodb:Scan" {
                 assert_eq!(
                     resources, "[\"${aws_dynamodb_table.meta.arn}\",\"${aws_dynamodb_table.certificates.arn}\"]",
@@ -242,12 +206,8 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
                 );
             }
             if action == "kms:Sign" {
-                let conditions: BTreeSet<(String, String)> = statement["condition"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| (text(&c["variable"]), text(&c["values"])))
-                    .collect();
+                let conditions: BTreeSet<(String, String)> =
+                    conditions.iter().map(|(_, variable, values)| (variable.clone(), values.clone())).collect();
                 assert!(
                     conditions.contains(&("kms:SigningAlgorithm".into(), "[\"ECDSA_SHA_256\"]".into())),
                     "{conditions:?}"
@@ -259,12 +219,13 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
                 );
             }
             if action == "kms:GenerateMac" {
-                assert_eq!(conditions(statement), mac_algorithm_condition(), "GenerateMac with HMAC_SHA_256 only");
+                assert_eq!(conditions, mac_algorithm_condition(), "GenerateMac with HMAC_SHA_256 only");
             }
             granted.insert(action.clone());
         }
     }
     assert_eq!(granted, needed, "task role actions (left) vs the calls the code makes (right)");
+    assert_eq!(denies, 1, "one deny: nothing from outside the VPC");
     let (ca, derive) = ("[\"${aws_kms_key.ca.arn}\"]", "[\"${aws_kms_key.ca_derive.arn}\"]");
     let expected: BTreeSet<(String, String)> = [
         ("kms:DescribeKey", ca),
@@ -277,6 +238,102 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
     .map(|(a, r)| (a.to_string(), r.to_string()))
     .collect();
     assert_eq!(kms_grants, expected, "each KMS action on its own key only: the root signs, the derivation key MACs");
+
+    // The sources: this module's endpoint of each service (gateway for DynamoDB and S3, interface for KMS), or the
+    // VPC when the VPC brings its own; the deny names all of them.
+    let locals = locals(&module);
+    let key = "${var.create_vpc_endpoints ? \"aws:SourceVpce\" : \"aws:SourceVpc\"}";
+    assert_eq!(locals["vpc_condition_key"], key);
+    for (service, endpoint) in [
+        ("dynamodb", "aws_vpc_endpoint.gateway[\"dynamodb\"].id"),
+        ("s3", "aws_vpc_endpoint.gateway[\"s3\"].id"),
+        ("kms", "aws_vpc_endpoint.interface[\"kms\"].id"),
+    ] {
+        let source = format!("${{var.create_vpc_endpoints ? [{endpoint}] : [var.vpc_id]}}");
+        assert_eq!(locals[&format!("{service}_source")], source, "{service}");
+        assert!(locals["vpc_sources"].contains(&format!("local.{service}_source")), "the deny names {service}'s");
+    }
+    let endpoints = resources(&module, "resource", "aws_vpc_endpoint");
+    assert_eq!(text(&endpoints["gateway"]["vpc_endpoint_type"]), "Gateway");
+    assert_eq!(text(&endpoints["interface"]["vpc_endpoint_type"]), "Interface");
+    assert!(locals["gateway_services"].contains("[\"dynamodb\", \"s3\"]"), "{}", locals["gateway_services"]);
+    for service in ["\"kms\"", "\"logs\"", "\"ecr.api\"", "\"ecr.dkr\""] {
+        assert!(locals["interface_services"].contains(service), "an interface endpoint for {service}");
+    }
+}
+
+/// The replicas reach nothing but the VPC endpoints: no egress to 0.0.0.0/0 (or ::/0) anywhere, and the service's
+/// egress is HTTPS to the interface endpoints (or the VPC's ranges when it brings its own) and to the gateway
+/// endpoints' prefix lists.
+#[test]
+fn the_replicas_have_no_route_to_the_internet() {
+    let module = module();
+    let egress = resources(&module, "resource", "aws_vpc_security_group_egress_rule");
+    for (name, rule) in &egress {
+        let to = rule.get("cidr_ipv4").or(rule.get("cidr_ipv6")).map(text).unwrap_or_default();
+        assert!(to != "0.0.0.0/0" && to != "::/0", "{name}: egress to the internet");
+    }
+    let service: BTreeMap<&str, &Value> = egress
+        .iter()
+        .filter(|(_, rule)| text(&rule["security_group_id"]) == "${aws_security_group.service.id}")
+        .map(|(name, rule)| (name.as_str(), rule))
+        .collect();
+    assert_eq!(
+        service.keys().copied().collect::<Vec<_>>(),
+        ["service_gateway_endpoints", "service_interface_endpoints", "service_vpc_https"],
+        "the replicas' egress"
+    );
+    for (name, rule) in &service {
+        assert_eq!((text(&rule["from_port"]), text(&rule["to_port"])), ("443".into(), "443".into()), "{name}");
+    }
+    assert_eq!(
+        text(&service["service_interface_endpoints"]["referenced_security_group_id"]),
+        "${aws_security_group.endpoints[0].id}"
+    );
+    assert_eq!(text(&service["service_gateway_endpoints"]["prefix_list_id"]), "${each.value.id}");
+    assert_eq!(text(&service["service_gateway_endpoints"]["for_each"]), "${data.aws_prefix_list.gateway}");
+    // Only when the VPC brings its own endpoints, and then to the VPC's own ranges.
+    let vpc = service["service_vpc_https"];
+    assert!(text(&vpc["for_each"]).starts_with("${var.create_vpc_endpoints ? toset([]) :"), "{vpc}");
+    assert!(text(&vpc["for_each"]).contains("data.aws_vpc.this.cidr_block_associations"), "{vpc}");
+}
+
+/// The image is named by digest: the variable's validation refuses a tag alone.
+#[test]
+fn the_image_is_named_by_digest() {
+    let module = module();
+    let image = module["variable"].iter().find_map(|v| v.get("image")).expect("variable image");
+    let validation = &image["validation"][0];
+    let condition = text(&validation["condition"]);
+    let pattern = condition
+        .strip_prefix("${can(regex(\"")
+        .and_then(|c| c.strip_suffix("\", var.image))}"))
+        .unwrap_or_else(|| panic!("image validation: can(regex(\"...\", var.image)), not {condition}"))
+        .replace("\\\\", "\\");
+    assert!(text(&validation["error_message"]).contains("@sha256:"), "the error says what is expected");
+    let digest = "b6840c42b9fad5839fdbe7543198f097ad223f8e6193c5d72bfbbd7008ee4e46";
+    let repository = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/principald";
+    for (image, accepted) in [
+        (format!("{repository}@sha256:{digest}"), true),
+        (format!("{repository}:1.0.0@sha256:{digest}"), true),
+        (format!("{repository}:1.0.0"), false),
+        (format!("{repository}:latest"), false),
+        (repository.to_owned(), false),
+        (format!("{repository}@sha256:{}", &digest[..40]), false),
+        (format!("{repository}:sha256-{digest}"), false),
+    ] {
+        // Python's re agrees with Terraform's RE2 on this pattern's syntax (classes, anchors, counts).
+        let out = Command::new("python3")
+            .args(["-c", "import re, sys; sys.exit(0 if re.search(sys.argv[1], sys.argv[2]) else 1)", &pattern, &image])
+            .status()
+            .expect("python3");
+        assert_eq!(out.success(), accepted, "{image} with {pattern}");
+    }
+    // The examples follow it.
+    for file in ["terraform/README.md", "terraform/examples/complete/main.tf", "README.md"] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        assert!(text.contains(&format!("principald:1.0.0@sha256:{digest}")), "{file}: an image by digest");
+    }
 }
 
 /// Relying parties reach CRLs and OCSP through the NLB's own plain-TCP listener to the replicas' PKI port, the

@@ -1,7 +1,8 @@
-# A deployment into an existing VPC: three replicas behind an internal NLB, the CA key in KMS, DynamoDB tables.
+# A deployment into an existing VPC: three replicas behind an internal NLB, the CA key in KMS, DynamoDB tables, VPC
+# endpoints (no internet egress), an Object Lock bucket for signed audit checkpoints.
 #
 #   terraform init && terraform apply -var vpc_id=vpc-... -var 'private_subnet_ids=["subnet-a","subnet-b"]' \
-#     -var 'client_cidrs=["10.0.0.0/8"]' -var image=111122223333.dkr.ecr.eu-west-1.amazonaws.com/principald:1.0.0 \
+#     -var 'client_cidrs=["10.0.0.0/8"]' -var image=111122223333.dkr.ecr.eu-west-1.amazonaws.com/principald:1.0.0@sha256:b6840c42b9fad5839fdbe7543198f097ad223f8e6193c5d72bfbbd7008ee4e46 \
 #     -var operator_role_arn=arn:aws:iam::111122223333:role/ca-operators \
 #     -var key_admin_role_arn=arn:aws:iam::111122223333:role/security-admins \
 #     -var deploy_role_arn=arn:aws:iam::111122223333:role/terraform
@@ -58,25 +59,32 @@ variable "deploy_role_arn" {
 }
 
 variable "image" {
-  description = "principald image in ECR."
+  description = "principald image in ECR, by digest: REPOSITORY[:TAG]@sha256:DIGEST."
   type        = string
+}
+
+variable "private_route_table_ids" {
+  description = "Route tables of the private subnets (for the DynamoDB and S3 gateway endpoints); empty: looked up from the subnets."
+  type        = list(string)
+  default     = []
 }
 
 module "principald" {
   source = "../.."
 
-  name                     = "principald"
-  vpc_id                   = var.vpc_id
-  private_subnet_ids       = var.private_subnet_ids
-  load_balancer_subnet_ids = var.private_subnet_ids
-  internal                 = true
-  client_cidrs             = var.client_cidrs
-  image                    = var.image
-  replicas                 = 3
-  cert_validity            = "worker=24h,service=7d,user=8h"
-  server_names             = ["principald.internal.example.com"]
-  ca_key_signers           = [var.operator_role_arn]
-  ca_key_administrators    = [var.key_admin_role_arn]
+  name                         = "principald"
+  vpc_id                       = var.vpc_id
+  private_subnet_ids           = var.private_subnet_ids
+  private_route_table_ids      = var.private_route_table_ids
+  load_balancer_subnet_ids     = var.private_subnet_ids
+  internal                     = true
+  client_cidrs                 = var.client_cidrs
+  image                        = var.image
+  replicas                     = 3
+  cert_validity                = "worker=24h,service=7d,user=8h"
+  server_names                 = ["principald.internal.example.com"]
+  ca_key_signers               = [var.operator_role_arn]
+  ca_key_administrators        = [var.key_admin_role_arn]
   ca_key_policy_administrators = [var.deploy_role_arn]
 
   tags = {
@@ -92,6 +100,11 @@ output "endpoint" {
 output "ca_key_uri" {
   description = "Pass to `principald bootstrap --ca-key`."
   value       = module.principald.ca_key_uri
+}
+
+output "audit_checkpoints" {
+  description = "Where the signed audit checkpoints are: `principalctl audit verify --checkpoints`."
+  value       = module.principald.audit_checkpoints
 }
 
 output "table_prefix" {
