@@ -9,6 +9,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use crate::error::Error;
 use crate::files;
 
+pub mod credentials;
+
 /// File name of a profile inside its directory.
 pub const PROFILE_FILE: &str = "profile.json";
 

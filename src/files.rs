@@ -27,6 +27,25 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
         .map_err(|e| Error::InvalidArgument(format!("cannot create directory {}: {e}", dir.display())))
 }
 
+/// Points the symbolic link `link` at `target` (relative to the link's directory), atomically: a new link is made
+/// beside it and renamed over whatever `link` was (an older link or a regular file), so a reader always finds one.
+pub fn replace_symlink(link: &Path, target: &Path) -> Result<(), Error> {
+    let fail = |e: std::io::Error| Error::InvalidArgument(format!("cannot link {}: {e}", link.display()));
+    let dir = link.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = link.file_name().and_then(|n| n.to_str()).unwrap_or("link");
+    let tmp = dir.join(format!(".{name}.link{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        std::os::unix::fs::symlink(target, &tmp)?;
+        fs::rename(&tmp, link)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(fail)
+}
+
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let fail = |e: std::io::Error| Error::InvalidArgument(format!("cannot write {}: {e}", path.display()));

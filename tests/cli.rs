@@ -98,14 +98,40 @@ async fn principalctl_renews_in_place_and_only_when_due() {
     assert!(stdout(&out).contains("not renewing"), "{}", stdout(&out));
     assert_eq!(std::fs::read_to_string(dir.join("profile.json")).unwrap(), before);
 
-    let out = ctl(&dir, &["cert", "renew", "--if-expires-within", "60d"]).await;
+    let (old_cert, old_key) =
+        (std::fs::read(dir.join("cert.pem")).unwrap(), std::fs::read(dir.join("key.pem")).unwrap());
+    // The hook runs after the files are in place, with their paths in its environment.
+    let hook = r#"openssl x509 -noout -serial -in "$PRINCIPALCTL_CERT" > "$PRINCIPALCTL_PROFILE_DIR/hook.out" && echo "$PRINCIPALCTL_SERIAL" >> "$PRINCIPALCTL_PROFILE_DIR/hook.out""#;
+    let out = ctl(&dir, &["cert", "renew", "--if-expires-within", "60d", "--exec", hook]).await;
     assert_ok(&out);
     assert!(stdout(&out).contains("renewed"), "{}", stdout(&out));
+    // Same names, new contents: software pointed at cert.pem and key.pem keeps working.
     let profile = principald::client::Profile::load(&dir).unwrap();
-    assert_ne!(profile.file.cert, "cert.pem");
-    assert!(!dir.join("key.pem").exists(), "the old key is removed");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(profile.key_path()).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!((profile.file.cert.as_str(), profile.file.key.as_str()), ("cert.pem", "key.pem"));
+    assert_eq!(std::fs::read_to_string(dir.join("profile.json")).unwrap(), before, "profile.json unchanged");
+    assert_ne!(std::fs::read(dir.join("cert.pem")).unwrap(), old_cert);
+    assert_ne!(std::fs::read(dir.join("key.pem")).unwrap(), old_key);
+    let pubkey = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    assert_eq!(
+        pubkey(&["x509", "-noout", "-pubkey", "-in", cert.to_str().unwrap()]),
+        pubkey(&["pkey", "-pubout", "-in", key.to_str().unwrap()]),
+        "the key matches the certificate (openssl)"
+    );
+    let hook_out = std::fs::read_to_string(dir.join("hook.out")).unwrap();
+    let serial = hook_out.lines().nth(1).unwrap();
+    assert!(
+        hook_out.lines().next().unwrap().eq_ignore_ascii_case(&format!("serial={}", serial.trim_start_matches("00")))
+    );
+    // A failing hook: the renewal stands, the command says so and exits 1.
+    let out = ctl(&dir, &["cert", "renew", "--exec", "exit 3"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("renewed, but the --exec hook failed"), "{}", stderr(&out));
+    let profile = principald::client::Profile::load(&dir).unwrap();
     let me =
         server.client(&profile.credentials().unwrap()).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
     assert_eq!(me.principal_id, "w1");
@@ -149,6 +175,7 @@ async fn principalctl_watch_renews_at_two_thirds_of_the_lifetime() {
     assert_ok(&ctl(&admin, &["principal", "create", "w1", "--type", "worker"]).await);
     // 60 s plus the 60 s backdate: renewal is due about 20 s from now.
     assert_ok(&ctl(&admin, &["cert", "issue", "w1", "--out", dir.to_str().unwrap(), "--validity", "60s"]).await);
+    let first = std::fs::read(dir.join("cert.pem")).unwrap();
     let mut watch = Command::new(PRINCIPALCTL)
         .arg("--profile")
         .arg(&dir)
@@ -160,7 +187,7 @@ async fn principalctl_watch_renews_at_two_thirds_of_the_lifetime() {
     let mut renewed = false;
     for _ in 0..90 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if principald::client::Profile::load(&dir).unwrap().file.cert != "cert.pem" {
+        if std::fs::read(dir.join("cert.pem")).unwrap() != first {
             renewed = true;
             break;
         }

@@ -4,17 +4,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
-use principald::client::{Profile, ProfileFile};
+use principald::client::{Profile, ProfileFile, credentials};
 use principald::config::parse_duration;
 use principald::files;
 use principald::model::RevocationReason;
 use principald::proto::{self as pb};
 use rcgen::{CertificateParams, KeyPair};
 use time::OffsetDateTime;
-use tonic::Code;
 
 use crate::output::{self, Format};
-use crate::rpc::{self, Context};
+use crate::renew;
+use crate::rpc::Context;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum KeyType {
@@ -54,6 +54,11 @@ pub enum Command {
         validity: Option<Duration>,
         #[arg(long, value_enum, default_value_t)]
         key_type: KeyType,
+        /// Run this shell command after each renewal (reload nginx, Envoy, ...). It gets PRINCIPALCTL_CERT,
+        /// PRINCIPALCTL_KEY, PRINCIPALCTL_CA, PRINCIPALCTL_SERIAL and PRINCIPALCTL_PROFILE_DIR; the renewed files are
+        /// already in place under their usual names.
+        #[arg(long, value_name = "CMD")]
+        exec: Option<String>,
     },
     /// Show one certificate.
     Get { serial: String },
@@ -98,22 +103,23 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
         Command::Issue { principal, out, validity, key_type, force } => {
             issue(ctx, principal, &out, validity, key_type, force).await
         }
-        Command::Renew { if_expires_within, watch, validity, key_type } => {
+        Command::Renew { if_expires_within, watch, validity, key_type, exec } => {
             if watch {
-                return watch_loop(&ctx.profile.dir, &ctx.server, validity, key_type).await;
+                return renew::watch_loop(&ctx.profile.dir, &ctx.server, validity, key_type, exec.as_deref()).await;
             }
             if let Some(within) = if_expires_within {
                 let (_, not_after) = validity_of(&ctx.profile.cert_path())?;
                 let left = not_after - OffsetDateTime::now_utc();
                 if left > time::Duration::try_from(within).unwrap_or(time::Duration::MAX) {
-                    still_authenticates(&ctx.profile.dir, &ctx.server).await?;
+                    renew::still_authenticates(&ctx.profile.dir, &ctx.server).await?;
                     println!("certificate valid until {}; not renewing", rfc3339(not_after));
                     return Ok(());
                 }
             }
-            let renewed = renew_once(&ctx.profile.dir, &ctx.server, validity, key_type).await.map_err(|e| e.message)?;
-            print_renewed(ctx.format, &renewed);
-            Ok(())
+            let renewed =
+                renew::renew_once(&ctx.profile.dir, &ctx.server, validity, key_type).await.map_err(|e| e.message)?;
+            renew::print_renewed(ctx.format, &renewed);
+            exec.map_or(Ok(()), |command| renew::run_hook(&command, &renewed))
         }
         Command::Get { serial } => {
             let c = ctx
@@ -194,7 +200,7 @@ async fn issue(
 }
 
 /// Writes a ready-to-use profile to `out`: key.pem (0600), cert.pem (what TLS presents), ca.pem (`root_pem`, the only
-/// trust anchor) and profile.json naming `server`.
+/// trust anchor) under their stable names (see `principald::client::credentials`), and profile.json naming `server`.
 pub fn write_profile(
     out: &Path,
     server: &str,
@@ -203,19 +209,14 @@ pub fn write_profile(
     root_pem: &str,
 ) -> Result<(), String> {
     files::create_private_dir(out).map_err(|e| e.to_string())?;
-    let write = |name: &str, data: &str, private: bool| {
-        let path = out.join(name);
-        if private { files::write_private(&path, data.as_bytes()) } else { files::write_public(&path, data.as_bytes()) }
-            .map_err(|e| e.to_string())
-    };
-    write("key.pem", &key.serialize_pem(), true)?;
-    write("cert.pem", presented_chain(issued), false)?;
-    write("ca.pem", root_pem, false)?;
+    let serial = issued.certificate.as_ref().map_or("", |c| c.serial.as_str());
+    credentials::install(out, serial, presented_chain(issued), &key.serialize_pem(), root_pem)
+        .map_err(|e| e.to_string())?;
     let file = ProfileFile {
         server: server.to_owned(),
-        ca_cert: "ca.pem".into(),
-        cert: "cert.pem".into(),
-        key: "key.pem".into(),
+        ca_cert: credentials::CA_FILE.into(),
+        cert: credentials::CERT_FILE.into(),
+        key: credentials::KEY_FILE.into(),
     };
     Profile::save(out, &file).map_err(|e| e.to_string())?;
     Ok(())
@@ -260,152 +261,6 @@ fn csr_for(key: &KeyPair) -> Result<String, String> {
     params.serialize_request(key).and_then(|r| r.pem()).map_err(|e| format!("cannot build the CSR: {e}"))
 }
 
-/// A renewal that failed; `permanent` failures (revoked, suspended, expired) are not worth retrying.
-struct RenewError {
-    message: String,
-    permanent: bool,
-}
-
-struct Renewed {
-    certificate: pb::Certificate,
-    profile_dir: PathBuf,
-}
-
-/// Renews the profile in `dir` once: new key (kept as pending until success, see [`PENDING_KEY`]) and CSR,
-/// RenewCertificate with the current credentials, then new files and an atomic switch of profile.json to them. A crash
-/// at any point leaves a working profile, and the next attempt resumes with the same key.
-async fn renew_once(
-    dir: &Path,
-    server: &str,
-    validity: Option<Duration>,
-    key_type: KeyType,
-) -> Result<Renewed, RenewError> {
-    let permanent = |message: String| RenewError { message, permanent: true };
-    let profile = Profile::load(dir).map_err(|e| permanent(e.to_string()))?;
-    let credentials = profile.credentials().map_err(|e| permanent(e.to_string()))?;
-    let (key, csr) = pending_key_and_csr(dir, key_type).map_err(permanent)?;
-    let client =
-        rpc::connect(server, &credentials).await.map_err(|message| RenewError { message, permanent: false })?;
-    let request =
-        pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: validity.map_or(0, |v| v.as_secs()) };
-    let issued = rpc::retrying(|| {
-        let (mut client, request) = (client.clone(), request.clone());
-        async move { client.renew_certificate(request).await }
-    })
-    .await
-    .map_err(|status| RenewError {
-        permanent: matches!(
-            status.code(),
-            Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition
-        ),
-        message: rpc::explain(server, &status),
-    })?;
-    let issued = issued.into_inner();
-    let certificate = issued.certificate.clone().unwrap_or_default();
-    let tag: String = certificate.serial.chars().take(16).collect();
-    let (cert_name, key_name) = (format!("cert-{tag}.pem"), format!("key-{tag}.pem"));
-    let io = |e: principald::error::Error| RenewError { message: e.to_string(), permanent: true };
-    files::write_private(&dir.join(&key_name), key.serialize_pem().as_bytes()).map_err(io)?;
-    files::write_public(&dir.join(&cert_name), presented_chain(&issued).as_bytes()).map_err(io)?;
-    files::write_public(&profile.ca_cert_path(), root_of(&issued.ca_chain_pem).as_bytes()).map_err(io)?;
-    let file = ProfileFile { cert: cert_name, key: key_name, ..profile.file.clone() };
-    Profile::save(dir, &file).map_err(io)?;
-    let _ = std::fs::remove_file(dir.join(PENDING_KEY));
-    // The old files are no longer referenced; remove them so old keys do not linger.
-    for old in [profile.cert_path(), profile.key_path()] {
-        if old != dir.join(&file.cert) && old != dir.join(&file.key) {
-            let _ = std::fs::remove_file(old);
-        }
-    }
-    Ok(Renewed { certificate, profile_dir: dir.to_path_buf() })
-}
-
-fn print_renewed(format: Format, renewed: &Renewed) {
-    match format {
-        Format::Json => output::print_json(&output::certificate_json(&renewed.certificate)),
-        Format::Table => println!(
-            "renewed: serial {} valid until {} (profile {})",
-            renewed.certificate.serial,
-            output::time(&renewed.certificate.not_after),
-            renewed.profile_dir.display()
-        ),
-    }
-}
-
-/// Renews forever at about two thirds of each certificate's lifetime; transient failures are retried with
-/// exponential backoff (1 s doubling to 5 min) until the certificate expires.
-/// How often `renew --watch` checks, while waiting, that its certificate still authenticates.
-const ALIVE_CHECK: Duration = Duration::from_secs(3600);
-
-/// `Err` when the server refuses the profile's certificate for good (revoked, suspended, deleted, void): such a
-/// certificate can never be renewed, and saying "not renewing" would hide it until expiry. A server that cannot be
-/// reached is not a verdict (`Ok`, with a warning).
-async fn still_authenticates(dir: &Path, server: &str) -> Result<(), String> {
-    let profile = Profile::load(dir).map_err(|e| e.to_string())?;
-    let credentials = profile.credentials().map_err(|e| e.to_string())?;
-    let checked = match rpc::connect(server, &credentials).await {
-        Ok(mut client) => client.who_am_i(pb::WhoAmIRequest {}).await.map(|_| ()),
-        Err(message) => {
-            eprintln!("principalctl: cannot check the certificate with the server: {message}");
-            return Ok(());
-        }
-    };
-    match checked {
-        Ok(()) => Ok(()),
-        Err(status) if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied) => Err(format!(
-            "the certificate in {} no longer authenticates ({}): it cannot be renewed; ask an admin for a new \
-             certificate or an enrollment token",
-            dir.display(),
-            status.message()
-        )),
-        Err(status) => {
-            eprintln!("principalctl: cannot check the certificate with the server: {}", rpc::explain(server, &status));
-            Ok(())
-        }
-    }
-}
-
-async fn watch_loop(dir: &Path, server: &str, validity: Option<Duration>, key_type: KeyType) -> Result<(), String> {
-    const MAX_BACKOFF: Duration = Duration::from_secs(300);
-    loop {
-        let profile = Profile::load(dir).map_err(|e| e.to_string())?;
-        let (not_before, not_after) = validity_of(&profile.cert_path())?;
-        let renew_at: OffsetDateTime = not_before + (not_after - not_before) * 2 / 3;
-        let wait: time::Duration = renew_at - OffsetDateTime::now_utc();
-        if wait.is_positive() {
-            still_authenticates(dir, server).await?;
-            eprintln!(
-                "principalctl: certificate valid until {}; renewing at {}",
-                rfc3339(not_after),
-                rfc3339(renew_at)
-            );
-            // Wake at least hourly to notice a certificate revoked (or its principal suspended) in the meantime.
-            tokio::time::sleep(wait.try_into().unwrap_or(Duration::ZERO).min(ALIVE_CHECK)).await;
-            continue;
-        }
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            match renew_once(dir, server, validity, key_type).await {
-                Ok(renewed) => {
-                    print_renewed(Format::Table, &renewed);
-                    break;
-                }
-                Err(e) if e.permanent => return Err(e.message),
-                Err(e) => {
-                    let left = not_after - OffsetDateTime::now_utc();
-                    if !left.is_positive() {
-                        return Err(format!("certificate expired before renewal succeeded: {}", e.message));
-                    }
-                    let delay = backoff.min(left.try_into().unwrap_or(backoff));
-                    eprintln!("principalctl: renewal failed ({}); retrying in {}s", e.message, delay.as_secs());
-                    tokio::time::sleep(delay).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-    }
-}
-
 fn parse_cert(path: &Path) -> Result<Vec<u8>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     use rustls::pki_types::CertificateDer;
@@ -415,7 +270,7 @@ fn parse_cert(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|_| format!("{} holds no PEM certificate", path.display()))
 }
 
-fn validity_of(path: &Path) -> Result<(OffsetDateTime, OffsetDateTime), String> {
+pub fn validity_of(path: &Path) -> Result<(OffsetDateTime, OffsetDateTime), String> {
     let der = parse_cert(path)?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|_| format!("{} is not a valid certificate", path.display()))?;
@@ -429,17 +284,17 @@ fn serial_of(path: &Path) -> Result<String, String> {
     Ok(principald::model::Serial::from_bytes(cert.raw_serial()).to_string())
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// What the profile presents in TLS: the leaf and its intermediate (servers before intermediates send the leaf only).
-fn presented_chain(issued: &pb::IssueCertificateResponse) -> &str {
+pub fn presented_chain(issued: &pb::IssueCertificateResponse) -> &str {
     if issued.certificate_chain_pem.is_empty() { &issued.certificate_pem } else { &issued.certificate_chain_pem }
 }
 
 /// The root, the last certificate of an issuer chain: the only certificate a profile trusts.
-fn root_of(chain: &str) -> &str {
+pub fn root_of(chain: &str) -> &str {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     chain.rfind(BEGIN).map_or(chain, |at| &chain[at..])
 }

@@ -8,6 +8,7 @@ mod crl;
 mod enroll;
 mod output;
 mod principal;
+mod renew;
 mod rpc;
 mod token;
 
