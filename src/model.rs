@@ -342,12 +342,30 @@ pub enum CertificateStatus {
     Valid,
     Revoked,
     Expired,
+    /// Unrevoked and unexpired, but refused: see [`CertificateRecord::void_reason`].
+    Void,
 }
 
 impl CertificateRecord {
     /// Whether `principal`'s revocation floor has passed this certificate by.
     pub fn is_void_for(&self, principal: &Principal) -> bool {
         self.generation < principal.generation
+    }
+
+    /// Why principald refuses this certificate although it is neither revoked nor expired, if it does: what
+    /// authentication checks besides the record itself (`principal` as stored now, `None` if gone; whether its issuing
+    /// intermediate was revoked).
+    pub fn void_reason(&self, principal: Option<&Principal>, issuer_revoked: bool) -> Option<&'static str> {
+        match principal {
+            None => Some("its principal was deleted"),
+            Some(p) if p.status == PrincipalStatus::Deleted => Some("its principal was deleted"),
+            Some(p) if p.status == PrincipalStatus::Suspended => Some("its principal is suspended"),
+            Some(p) if self.is_void_for(p) => {
+                Some("withdrawn: its principal was suspended or had a key compromised after it was issued")
+            }
+            _ if issuer_revoked => Some("its issuing intermediate was revoked"),
+            _ => None,
+        }
     }
 
     pub fn status_at(&self, now: OffsetDateTime) -> CertificateStatus {
@@ -386,6 +404,42 @@ pub fn now() -> OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_is_void_when_authentication_would_refuse_it_beyond_its_record() {
+        let at = now();
+        let mut p = Principal {
+            id: "w".parse().unwrap(),
+            kind: PrincipalType::Worker,
+            status: PrincipalStatus::Active,
+            description: String::new(),
+            email: None,
+            status_reason: None,
+            created_at: at,
+            updated_at: at,
+            generation: 1,
+        };
+        let c = CertificateRecord {
+            serial: "0a".parse().unwrap(),
+            principal_id: p.id.clone(),
+            principal_type: p.kind,
+            not_before: at,
+            not_after: at + time::Duration::days(1),
+            sha256_fingerprint: String::new(),
+            der: Vec::new(),
+            revocation: None,
+            generation: 1,
+            renewal: None,
+            issuer: "ab".into(),
+        };
+        assert_eq!(c.void_reason(Some(&p), false), None);
+        assert!(c.void_reason(Some(&p), true).unwrap().contains("intermediate"));
+        assert!(c.void_reason(None, false).unwrap().contains("deleted"));
+        p.generation = 2;
+        assert!(c.void_reason(Some(&p), false).unwrap().contains("withdrawn"));
+        p.status = PrincipalStatus::Suspended;
+        assert!(c.void_reason(Some(&p), false).unwrap().contains("suspended"));
+    }
 
     #[test]
     fn principal_ids_follow_the_documented_format() {

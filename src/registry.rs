@@ -9,6 +9,7 @@ mod certificates;
 mod enrollment;
 mod intermediates;
 
+pub use certificates::CertificateView;
 pub use enrollment::{NewEnrollment, TokenStatus, TokenView};
 
 use std::collections::HashMap;

@@ -486,3 +486,29 @@ async fn renew_notices_a_dead_certificate() {
     assert!(stderr(&out).contains("no longer authenticates"), "{}", stderr(&out));
     assert!(!stdout(&out).contains("not renewing"), "{}", stdout(&out));
 }
+
+/// `cert list` and `cert get` show what principald does with a certificate after a suspension, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_list_and_get_tell_why_a_certificate_is_dead() {
+    let server = TestServer::start().await;
+    let admin = admin_profile(&server);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("w1");
+    assert_ok(&ctl(&admin, &["principal", "create", "w1", "--type", "worker"]).await);
+    assert_ok(&ctl(&admin, &["cert", "issue", "w1", "--out", dir.to_str().unwrap()]).await);
+    let listed = |out: Output| serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap();
+    let before = listed(ctl(&admin, &["cert", "list", "w1", "-o", "json"]).await);
+    assert_eq!(before[0]["status"], "valid", "{before:?}");
+    let serial = before[0]["serial"].as_str().unwrap().to_owned();
+
+    assert_ok(&ctl(&admin, &["principal", "suspend", "w1", "--reason", "lost laptop"]).await);
+    assert_ok(&ctl(&admin, &["principal", "activate", "w1"]).await);
+    let out = ctl(&admin, &["cert", "list", "w1", "--include-revoked"]).await;
+    assert!(stdout(&out).contains("revoked (privilege-withdrawn)"), "{}", stdout(&out));
+    let out = ctl(&admin, &["cert", "get", &serial, "-o", "json"]).await;
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(got["status"] == "revoked" || got["status"] == "void", "never valid: {got}");
+    // And indeed refused.
+    let out = ctl(&dir, &["whoami"]).await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+}

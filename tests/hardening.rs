@@ -128,6 +128,7 @@ async fn forged_and_foreign_page_tokens_are_invalid_arguments() {
         page_size: 1,
         page_token: token.clone(),
         include_revoked: true,
+        ..Default::default()
     };
     let status = admin.list_certificates(certs).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "a principal listing's token is no certificate token: {status:?}");

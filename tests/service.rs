@@ -22,7 +22,7 @@ async fn certificate_count(admin: &mut Client, id: &str) -> usize {
         principal_id: id.into(),
         include_revoked: true,
         page_size: 1000,
-        page_token: String::new(),
+        ..Default::default()
     };
     admin.list_certificates(request).await.unwrap().into_inner().certificates.len()
 }
@@ -151,8 +151,7 @@ async fn certificate_lifecycle_happy_path() {
         .list_certificates(pb::ListCertificatesRequest {
             principal_id: "w1".into(),
             include_revoked: false,
-            page_size: 0,
-            page_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -180,6 +180,14 @@ impl Store for MeteredStore {
     async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
         self.timed("list_token_keys", self.inner.list_token_keys(at)).await
     }
+    async fn list_issued_by(
+        &self,
+        issuer: &str,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        self.timed("list_issued_by", self.inner.list_issued_by(issuer, include_revoked, page)).await
+    }
     async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
         self.timed("create_enrollment_token", self.inner.create_enrollment_token(token, audit)).await
     }

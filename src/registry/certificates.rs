@@ -280,6 +280,41 @@ impl Registry {
         Err(Error::NotFound(format!("certificate {serial}")))
     }
 
+    /// Each record with why principald refuses it although it is unrevoked and unexpired, if it does (what `cert
+    /// list` and `cert get` show as void). One principal read per distinct principal.
+    pub async fn certificate_views(&self, records: Vec<CertificateRecord>) -> Result<Vec<CertificateView>> {
+        let mut principals: std::collections::HashMap<PrincipalId, Option<crate::model::Principal>> =
+            Default::default();
+        let mut views = Vec::with_capacity(records.len());
+        for record in records {
+            if !principals.contains_key(&record.principal_id) {
+                let principal = self.store.get_principal(&record.principal_id).await?;
+                principals.insert(record.principal_id.clone(), principal);
+            }
+            let principal = principals[&record.principal_id].as_ref();
+            let issuer_revoked = !record.issuer.is_empty() && self.authenticator.issuer_revoked(&record.issuer);
+            let void = record.void_reason(principal, issuer_revoked);
+            views.push(CertificateView { record, void });
+        }
+        Ok(views)
+    }
+
+    /// The unexpired certificates the intermediate `issuer` (64 hex digits) signed.
+    pub async fn list_issued_by(
+        &self,
+        issuer: &str,
+        include_revoked: bool,
+        page: PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        let issuer = issuer.trim().to_ascii_lowercase();
+        if issuer.len() != 64 || !issuer.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidArgument(
+                "invalid issuer_sha256_fingerprint: 64 hex digits (see `principalctl ca intermediates`)".into(),
+            ));
+        }
+        self.store.list_issued_by(&issuer, include_revoked, &page).await
+    }
+
     /// A principal's certificates; `NotFound` if the principal does not exist.
     pub async fn list_certificates(
         &self,
@@ -292,4 +327,12 @@ impl Registry {
         }
         self.store.list_certificates(id, include_revoked, &page).await
     }
+}
+
+/// A certificate record with what authentication would say about it beyond the record.
+#[derive(Clone, Debug)]
+pub struct CertificateView {
+    pub record: CertificateRecord,
+    /// Why it is refused although unrevoked and unexpired (see [`CertificateRecord::void_reason`]).
+    pub void: Option<&'static str>,
 }

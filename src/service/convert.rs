@@ -98,11 +98,20 @@ pub fn principal_to_wire(p: Principal) -> proto::Principal {
 }
 
 pub fn certificate_to_wire(c: CertificateRecord) -> proto::Certificate {
+    certificate_view_to_wire(crate::registry::CertificateView { record: c, void: None })
+}
+
+pub fn certificate_view_to_wire(view: crate::registry::CertificateView) -> proto::Certificate {
+    let (c, void) = (view.record, view.void);
     let status = match c.status_at(model::now()) {
+        CertificateStatus::Valid if void.is_some() => proto::CertificateStatus::Void,
         CertificateStatus::Valid => proto::CertificateStatus::Valid,
         CertificateStatus::Revoked => proto::CertificateStatus::Revoked,
         CertificateStatus::Expired => proto::CertificateStatus::Expired,
+        CertificateStatus::Void => proto::CertificateStatus::Void,
     };
+    let void_reason =
+        if status == proto::CertificateStatus::Void { void.unwrap_or_default().to_owned() } else { String::new() };
     proto::Certificate {
         serial: c.serial.as_str().to_owned(),
         principal_id: c.principal_id.as_str().to_owned(),
@@ -115,6 +124,7 @@ pub fn certificate_to_wire(c: CertificateRecord) -> proto::Certificate {
         revoke_time: c.revocation.map(|r| timestamp(r.at)),
         revocation_reason: c.revocation.map_or(0, |r| i32::from(r.reason.code())),
         issuer_sha256_fingerprint: c.issuer,
+        void_reason,
     }
 }
 

@@ -145,7 +145,8 @@ impl PrincipalService for PrincipalApi {
 
     async fn get_certificate(&self, request: Request<pb::GetCertificateRequest>) -> Reply<pb::Certificate> {
         let record = self.registry.get_certificate(&serial(&request.get_ref().serial)?).await?;
-        Ok(Response::new(certificate_to_wire(record)))
+        let view = self.registry.certificate_views(vec![record]).await?.pop().expect("one in, one out");
+        Ok(Response::new(certificate_view_to_wire(view)))
     }
 
     async fn list_certificates(
@@ -154,9 +155,22 @@ impl PrincipalService for PrincipalApi {
     ) -> Reply<pb::ListCertificatesResponse> {
         let r = request.into_inner();
         let page = registry::page_request(r.page_size, &r.page_token)?;
-        let page = self.registry.list_certificates(&principal_id(&r.principal_id)?, r.include_revoked, page).await?;
+        let page = match (r.principal_id.is_empty(), r.issuer_sha256_fingerprint.is_empty()) {
+            (true, false) => {
+                self.registry.list_issued_by(&r.issuer_sha256_fingerprint, r.include_revoked, page).await?
+            }
+            (_, true) => {
+                self.registry.list_certificates(&principal_id(&r.principal_id)?, r.include_revoked, page).await?
+            }
+            (false, false) => {
+                return Err(
+                    Error::InvalidArgument("give principal_id or issuer_sha256_fingerprint, not both".into()).into()
+                );
+            }
+        };
+        let views = self.registry.certificate_views(page.items).await?;
         Ok(Response::new(pb::ListCertificatesResponse {
-            certificates: page.items.into_iter().map(certificate_to_wire).collect(),
+            certificates: views.into_iter().map(certificate_view_to_wire).collect(),
             next_page_token: page.next_token.unwrap_or_default(),
         }))
     }

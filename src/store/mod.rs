@@ -179,6 +179,16 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<CertificateRecord>>;
 
+    /// The unexpired certificates the intermediate with this fingerprint signed (revoked ones only if
+    /// `include_revoked`), one page at a time: newest first on SQLite, in storage order on DynamoDB, which has no
+    /// index by issuer and scans (an incident tool, not a routine read).
+    async fn list_issued_by(
+        &self,
+        issuer: &str,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>>;
+
     /// Revokes the certificate at `at` for `reason` and returns it. `NotFound` if unknown; `FailedPrecondition` if it
     /// is already revoked (the first revocation's time and reason are kept). With reason keyCompromise the same write
     /// also raises the owner's generation, so every certificate issued to it so far is void at once (whoever holds the

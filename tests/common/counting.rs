@@ -168,6 +168,14 @@ impl Store for CountingStore {
     async fn list_token_keys(&self, at: OffsetDateTime) -> Result<Vec<TokenKeyRecord>> {
         self.inner.list_token_keys(at).await
     }
+    async fn list_issued_by(
+        &self,
+        issuer: &str,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        self.inner.list_issued_by(issuer, include_revoked, page).await
+    }
     async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
         self.inner.create_enrollment_token(token, audit).await
     }

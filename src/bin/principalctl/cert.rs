@@ -62,9 +62,13 @@ pub enum Command {
     },
     /// Show one certificate.
     Get { serial: String },
-    /// List a principal's certificates, newest first.
+    /// List a principal's certificates, newest first; or with --issuer, what one intermediate signed.
     List {
-        principal: String,
+        #[arg(required_unless_present = "issuer", conflicts_with = "issuer")]
+        principal: Option<String>,
+        /// The SHA-256 of an intermediate (`ca intermediates`): list the unexpired certificates it signed.
+        #[arg(long, value_name = "SHA256")]
+        issuer: Option<String>,
         /// Include revoked certificates.
         #[arg(long)]
         include_revoked: bool,
@@ -131,15 +135,16 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
             output::certificate(ctx.format, &c.into_inner());
             Ok(())
         }
-        Command::List { principal, include_revoked } => {
+        Command::List { principal, issuer, include_revoked } => {
             let mut client = ctx.client().await?;
             let (mut all, mut page_token) = (Vec::new(), String::new());
             loop {
                 let request = pb::ListCertificatesRequest {
-                    principal_id: principal.clone(),
+                    principal_id: principal.clone().unwrap_or_default(),
                     include_revoked,
                     page_size: 500,
                     page_token,
+                    issuer_sha256_fingerprint: issuer.clone().unwrap_or_default(),
                 };
                 let page = client.list_certificates(request).await.map_err(|s| ctx.explain(s))?.into_inner();
                 all.extend(page.certificates);

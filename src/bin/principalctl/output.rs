@@ -40,7 +40,17 @@ fn certificate_status(value: i32) -> &'static str {
         Ok(pb::CertificateStatus::Valid) => "valid",
         Ok(pb::CertificateStatus::Revoked) => "revoked",
         Ok(pb::CertificateStatus::Expired) => "expired",
+        Ok(pb::CertificateStatus::Void) => "void",
         _ => "unknown",
+    }
+}
+
+/// The status, with the reason for a revoked certificate and for a void one (why principald refuses it).
+fn status_with_reason(c: &pb::Certificate) -> String {
+    match certificate_status(c.status) {
+        "void" => format!("void ({})", c.void_reason),
+        "revoked" => format!("revoked ({})", revocation_reason(c.revocation_reason)),
+        status => status.to_owned(),
     }
 }
 
@@ -74,6 +84,7 @@ pub fn certificate_json(c: &pb::Certificate) -> Value {
         "issuer_sha256_fingerprint": c.issuer_sha256_fingerprint,
         "revoke_time": if revoked { Value::from(time(&c.revoke_time)) } else { Value::Null },
         "revocation_reason": if revoked { Value::from(revocation_reason(c.revocation_reason)) } else { Value::Null },
+        "void_reason": if c.void_reason.is_empty() { Value::Null } else { Value::from(c.void_reason.as_str()) },
     })
 }
 
@@ -151,7 +162,7 @@ pub fn certificates(format: Format, list: &[pb::Certificate]) {
                     vec![
                         c.serial.clone(),
                         c.principal_id.clone(),
-                        certificate_status(c.status).into(),
+                        status_with_reason(c),
                         time(&c.not_before),
                         time(&c.not_after),
                     ]
@@ -169,10 +180,18 @@ pub fn certificate(format: Format, c: &pb::Certificate) {
             let mut rows = vec![
                 ("serial", c.serial.clone()),
                 ("principal", format!("{} ({})", c.principal_id, principal_type(c.principal_type))),
-                ("status", certificate_status(c.status).into()),
+                ("status", status_with_reason(c)),
                 ("not before", time(&c.not_before)),
                 ("not after", time(&c.not_after)),
                 ("sha256", c.sha256_fingerprint.clone()),
+                (
+                    "issuer",
+                    if c.issuer_sha256_fingerprint.is_empty() {
+                        "root".into()
+                    } else {
+                        c.issuer_sha256_fingerprint.clone()
+                    },
+                ),
             ];
             if c.revoke_time.is_some() {
                 rows.push((

@@ -142,6 +142,25 @@ pub async fn revoking_an_intermediate_revokes_what_it_signed(store: Arc<dyn Stor
         s.insert_certificate(&cert, None).await.unwrap();
     }
     s.revoke_certificate(&"1d".parse().unwrap(), RevocationReason::Superseded, t0(), None).await.unwrap();
+    // What each issuer signed, one page at a time; revoked ones only when asked.
+    let issued_by = |issuer: String, include_revoked: bool| async move {
+        let (mut serials, mut token) = (Vec::new(), None);
+        loop {
+            let page = crate::store::PageRequest { size: 1, token };
+            let page = s.list_issued_by(&issuer, include_revoked, &page).await.unwrap();
+            serials.extend(page.items.into_iter().map(|c| c.serial.as_str().to_owned()));
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        serials.sort();
+        serials
+    };
+    assert_eq!(issued_by(ours.clone(), true).await, ["0d", "1d"]);
+    assert_eq!(issued_by(ours.clone(), false).await, ["0d"]);
+    assert_eq!(issued_by(theirs.clone(), false).await, ["2d"]);
+    assert!(issued_by("3f".repeat(32), true).await.is_empty());
     s.revoke_intermediate(&ours, t0(), None).await.unwrap();
     let listed: Vec<(String, RevocationReason)> = s
         .revoked_certificates(13, t0())

@@ -170,6 +170,60 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// What one intermediate signed: a filtered, consistent Scan of the certificates table (no index by issuer),
+    /// resumed after the last serial returned.
+    pub(super) async fn issued_by_page(
+        &self,
+        issuer: &str,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        let listing = format!("certificates|issuer={issuer}|{include_revoked}");
+        let mut start: Option<Item> = match &page.token {
+            None => None,
+            Some(token) => {
+                let serial: crate::model::Serial = page_token::decode(Backend::Dynamodb, &listing, token)?
+                    .parse()
+                    .map_err(|_| page_token::invalid("it is malformed"))?;
+                Some([("serial".to_owned(), s(serial.as_str()))].into())
+            }
+        };
+        let want = page.size.max(1) as usize;
+        let now = crate::model::now();
+        let mut found = Vec::new();
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.certificates)
+                .filter_expression(if include_revoked {
+                    "issuer = :issuer AND expires_at >= :now"
+                } else {
+                    "issuer = :issuer AND expires_at >= :now AND attribute_not_exists(revoked_at)"
+                })
+                .expression_attribute_values(":issuer", s(issuer))
+                .expression_attribute_values(":now", n(now.unix_timestamp()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("Scan", e))?;
+            for item in out.items() {
+                found.push(items::certificate_from(item)?);
+            }
+            if found.len() > want {
+                found.truncate(want);
+                let next_token =
+                    found.last().map(|c| page_token::encode(Backend::Dynamodb, &listing, c.serial.as_str()));
+                return Ok(Page { items: found, next_token });
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(Page { items: found, next_token: None }),
+            }
+        }
+    }
+
     /// One CRL partition from the sparse `by_revocation` index (only revoked certificates carry its key).
     pub(super) async fn revoked_in_partition(
         &self,

@@ -254,6 +254,15 @@ impl Store for DynamoStore {
         self.certificates_page(principal, include_revoked, page).await
     }
 
+    async fn list_issued_by(
+        &self,
+        issuer: &str,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        self.issued_by_page(issuer, include_revoked, page).await
+    }
+
     async fn revoke_certificate(
         &self,
         serial: &Serial,

@@ -47,7 +47,31 @@ pub(super) fn certificates(
     include_revoked: bool,
     page: &PageRequest,
 ) -> Result<Page<CertificateRecord>> {
-    let listing = format!("certificates|{principal}|{include_revoked}");
+    certificates_page(conn, "principal_id", principal.as_str(), include_revoked, page)
+}
+
+pub(super) fn issued_by(
+    conn: &Connection,
+    issuer: &str,
+    include_revoked: bool,
+    page: &PageRequest,
+) -> Result<Page<CertificateRecord>> {
+    certificates_page(conn, "issuer", issuer, include_revoked, page)
+}
+
+/// Certificates whose `column` (indexed with not_before) is `value`, newest first.
+fn certificates_page(
+    conn: &Connection,
+    column: &'static str,
+    value: &str,
+    include_revoked: bool,
+    page: &PageRequest,
+) -> Result<Page<CertificateRecord>> {
+    let listing = if column == "principal_id" {
+        format!("certificates|{value}|{include_revoked}")
+    } else {
+        format!("certificates|{column}={value}|{include_revoked}")
+    };
     let cursor = match &page.token {
         None => (i64::MAX, String::new()),
         Some(token) => parse_certificate_cursor(&page_token::decode(Backend::Sqlite, &listing, token)?)?,
@@ -55,13 +79,13 @@ pub(super) fn certificates(
     let size = page.size.max(1);
     let sql = format!(
         "SELECT {CERTIFICATE_COLUMNS} FROM certificates
-         WHERE principal_id = ?1 AND (?2 OR revoked_at IS NULL)
+         WHERE {column} = ?1 AND (?2 OR revoked_at IS NULL)
            AND (not_before < ?3 OR (not_before = ?3 AND (?4 = '' OR serial < ?4)))
          ORDER BY not_before DESC, serial DESC LIMIT ?5"
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
     let rows = stmt
-        .query_map(params![principal.as_str(), include_revoked, cursor.0, cursor.1, size + 1], certificate_from_row)
+        .query_map(params![value, include_revoked, cursor.0, cursor.1, size + 1], certificate_from_row)
         .map_err(sql_err)?;
     let items = rows.collect::<rusqlite::Result<Result<Vec<_>>>>().map_err(sql_err)??;
     Ok(paginate(items, size, |c| {

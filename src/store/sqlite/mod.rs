@@ -253,6 +253,16 @@ impl Store for SqliteStore {
         self.read(move |conn| listing::certificates(conn, &principal, include_revoked, &page)).await
     }
 
+    async fn list_issued_by(
+        &self,
+        issuer: &str,
+        include_revoked: bool,
+        page: &PageRequest,
+    ) -> Result<Page<CertificateRecord>> {
+        let (issuer, page) = (issuer.to_owned(), page.clone());
+        self.read(move |conn| listing::issued_by(conn, &issuer, include_revoked, &page)).await
+    }
+
     async fn revoke_certificate(
         &self,
         serial: &Serial,

@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0009_stored_crls.sql"),
     include_str!("../../../migrations/sqlite/0010_enrollment_generation.sql"),
     include_str!("../../../migrations/sqlite/0011_enrollment_revocation.sql"),
+    include_str!("../../../migrations/sqlite/0012_certificates_by_issuer.sql"),
 ];
 
 /// Largest part of the database file read through a memory map.
