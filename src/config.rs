@@ -219,6 +219,8 @@ pub struct ServeConfig {
     pub replica_id: String,
     /// Signing window of one issuing intermediate.
     pub intermediate_lifetime: Duration,
+    /// How often the CA's keys are self-tested for readiness.
+    pub signer_check_every: Duration,
     /// Whether leaves are signed through a per-replica intermediate (else by the root key).
     pub intermediates: bool,
     /// Audit log and CRLs.
@@ -311,6 +313,7 @@ impl ServeArgs {
             tokens: self.tokens.validate()?,
             pki: self.pki.validate(self.listen)?,
             intermediate_lifetime: self.replica.intermediate_lifetime()?,
+            signer_check_every: self.replica.signer_check_every()?,
             intermediates: bootstrap.intermediates,
             data_dir: self.data.data_dir.clone(),
             store,

@@ -1,5 +1,6 @@
 //! Plain-HTTP health for load balancers, on its own port: `GET /healthz` (the process is alive) and `GET /readyz`
-//! (the store answers, the CA and the server certificate are unexpired: 200, otherwise 503). The same listener
+//! (the store answers, the CA and the server certificate are unexpired, the CA's keys passed their last self-test:
+//! 200, otherwise 503). The same listener
 //! serves what relying parties and monitoring fetch without credentials (CRLs, metrics), routed by their modules.
 //!
 //! The listener is exposed to whoever reaches the port, so it defends itself with the one accept machinery
@@ -9,7 +10,10 @@
 //!
 //! Readiness is decided by one background probe ([`Readiness`], once a second, whatever the request rate): `/readyz`
 //! and gRPC health both answer from its latest verdict, so polling either never queues behind store writes and never
-//! becomes a (billed) store read per request.
+//! becomes a (billed) store read per request. The CA's keys are self-tested by a slower task of their own
+//! ([`signer`]), whose last result the probe reads.
+
+mod signer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use crate::listener::{Limits, Meters, Table};
 use crate::pki::ca::CertificateAuthority;
 use crate::server_cert::ServerCertificate;
 use crate::store::Store;
+pub use signer::SignerCheck;
 
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the readiness probe runs, whatever the request rate.
@@ -39,19 +44,31 @@ type Verdict = (StatusCode, &'static str);
 #[derive(Clone)]
 pub struct Readiness {
     verdict: watch::Receiver<Verdict>,
+    signer: SignerCheck,
 }
 
 impl Readiness {
-    /// Runs the first check, then starts the probe that refreshes it every second until every `Readiness` is gone
-    /// (or the returned task is aborted).
+    /// Runs the first check, then starts the probe that refreshes it every second, and the self-test of the CA's
+    /// keys every `signer_check_every`, until every `Readiness` is gone (or the returned task is aborted).
     pub async fn start(
         store: Arc<dyn Store>,
         ca: Arc<CertificateAuthority>,
         server_cert: Arc<ServerCertificate>,
+        signer_check_every: Duration,
     ) -> (Self, JoinHandle<()>) {
-        let first = check(store.as_ref(), &ca, &server_cert).await;
+        let (signer, self_tests) = SignerCheck::start(ca.clone(), signer_check_every);
+        let first = check(store.as_ref(), &ca, &server_cert, &signer).await;
         let (tx, verdict) = watch::channel(first);
-        (Self { verdict }, tokio::spawn(probe(store, ca, server_cert, tx)))
+        let probe = probe(store, ca, server_cert, signer.clone(), tx);
+        let task = tokio::spawn(async move {
+            tokio::join!(probe, self_tests);
+        });
+        (Self { verdict, signer }, task)
+    }
+
+    /// Whether the CA's keys passed their last self-test, and it is recent (`principald_signer_ready`).
+    pub fn signer_ready(&self) -> bool {
+        self.signer.failure().is_none()
     }
 
     /// Whether the latest verdict is "ready".
@@ -101,11 +118,12 @@ async fn probe(
     store: Arc<dyn Store>,
     ca: Arc<CertificateAuthority>,
     server_cert: Arc<ServerCertificate>,
+    signer: SignerCheck,
     verdict: watch::Sender<Verdict>,
 ) {
     loop {
         tokio::time::sleep(PROBE_INTERVAL).await;
-        let next = check(store.as_ref(), &ca, &server_cert).await;
+        let next = check(store.as_ref(), &ca, &server_cert, &signer).await;
         let previous = *verdict.borrow();
         if next != previous {
             match next.0 {
@@ -119,7 +137,12 @@ async fn probe(
     }
 }
 
-async fn check(store: &dyn Store, ca: &CertificateAuthority, server_cert: &ServerCertificate) -> Verdict {
+async fn check(
+    store: &dyn Store,
+    ca: &CertificateAuthority,
+    server_cert: &ServerCertificate,
+    signer: &SignerCheck,
+) -> Verdict {
     let now = crate::model::now();
     if ca.not_after() <= now {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: CA certificate expired\n");
@@ -133,6 +156,9 @@ async fn check(store: &dyn Store, ca: &CertificateAuthority, server_cert: &Serve
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: the issuing intermediate reached the end of its signing window and could not be replaced (the CA key is unreachable)\n",
         );
+    }
+    if let Some(reason) = signer.failure() {
+        return (StatusCode::SERVICE_UNAVAILABLE, reason);
     }
     match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),

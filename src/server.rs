@@ -156,7 +156,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     // One readiness probe answers both /readyz and gRPC health.
-    let (readiness, probe) = Readiness::start(store.clone(), ca.clone(), server_cert.clone()).await;
+    let (readiness, probe) =
+        Readiness::start(store.clone(), ca.clone(), server_cert.clone(), config.signer_check_every).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()

@@ -1,17 +1,21 @@
 //! The CA root key outside the process: in AWS KMS (moto's server) and on a PKCS#11 token (SoftHSM2). Each test
 //! bootstraps and serves with the key there, issues over mTLS, and checks with openssl that the leaf chains through
 //! the replica's in-memory intermediate to the root. With `PRINCIPALD_TEST_STORE=dynamodb` the store is DynamoDB Local.
-//! The derivation secret beside each root is checked too: created by bootstrap, the same for every replica, and a
-//! clear refusal when it is missing.
+//! In `signers/`: bootstraps that race (`bootstraps.rs`); the derivation secret beside each root, created by
+//! bootstrap, the same for every replica, and a clear refusal when it is missing (`derivation.rs`); a token that
+//! restarts or disappears under a running key, and readiness following it (`liveness.rs`).
 
+#[path = "signers/bootstraps.rs"]
+mod bootstraps;
 mod common;
+#[path = "signers/derivation.rs"]
+mod derivation;
+#[path = "signers/liveness.rs"]
+mod liveness;
 
 use std::process::Command;
 
-use common::signers::{
-    derivation_is_refused_helpfully, kms_client, kms_key_uri, open, pkcs11_key_uri, pkcs11_label,
-    pkcs11_objects_labelled, pkcs11_tool_args, replicas_derive_the_same_keys,
-};
+use common::signers::{kms_key_uri, pkcs11_key_uri};
 use common::{TestServer, openssl_verify};
 use principald::client::Credentials;
 use principald::proto as pb;
@@ -196,90 +200,6 @@ async fn a_replica_with_the_kms_key_joins_from_the_store_alone() {
     running.shutdown().await;
 }
 
-/// Two bootstraps of one empty store with one key URI, at once: one key, one CA certificate, both succeed.
-async fn concurrent_bootstraps_agree(uri: &str) {
-    principald::install_crypto_provider();
-    let tmp = tempfile::tempdir().unwrap();
-    let store_config = if common::dynamo::e2e_on_dynamodb() {
-        principald::store::StoreConfig::Dynamodb(common::dynamo::fresh_config().await.unwrap())
-    } else {
-        common::serve_config(&tmp.path().join("a"), &[]).store
-    };
-    let store = store_config.open().await.unwrap();
-    let configs: Vec<_> = ["a", "b"]
-        .iter()
-        .map(|name| {
-            let mut config = common::serve_config(&tmp.path().join(name), &["--ca-key", uri]).bootstrap;
-            config.admin_id = format!("admin-{name}").parse().unwrap();
-            config
-        })
-        .collect();
-    let (a, b) = tokio::join!(
-        principald::bootstrap::run(&configs[0], store.clone()),
-        principald::bootstrap::run(&configs[1], store.clone())
-    );
-    a.expect("bootstrap a");
-    b.expect("bootstrap b");
-    let ca_a = std::fs::read_to_string(tmp.path().join("a/ca.pem")).unwrap();
-    assert_eq!(ca_a, std::fs::read_to_string(tmp.path().join("b/ca.pem")).unwrap(), "one CA certificate");
-    // Idempotent: again changes nothing.
-    let again = principald::bootstrap::run(&configs[0], store.clone()).await.unwrap();
-    assert!(again.created.is_empty(), "{:?}", again.created);
-    assert_eq!(std::fs::read_to_string(tmp.path().join("a/ca.pem")).unwrap(), ca_a);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_bootstraps_with_one_kms_alias_agree_on_one_ca() {
-    let Some(uri) = kms_key_uri() else { return };
-    concurrent_bootstraps_agree(&uri).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_bootstraps_with_one_token_label_agree_on_one_key_and_ca() {
-    let Some(uri) = pkcs11_key_uri() else { return };
-    concurrent_bootstraps_agree(&uri).await;
-    let label = uri.split("object=").nth(1).unwrap().split('?').next().unwrap().to_owned();
-    let listing = Command::new("pkcs11-tool")
-        .args(pkcs11_tool_args())
-        .args(["--list-objects", "--type", "privkey"])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    assert_eq!(listing.matches(&format!("label:      {label}\n")).count(), 1, "one key with the label: {listing}");
-}
-
-/// An HSM key made by the operator's own tools (opensc's pkcs11-tool) is adopted, not duplicated.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_adopts_a_key_generated_on_the_token() {
-    let Some(uri) = pkcs11_key_uri() else { return };
-    let label = uri.split("object=").nth(1).unwrap().split('?').next().unwrap().to_owned();
-    let out = Command::new("pkcs11-tool")
-        .args(pkcs11_tool_args())
-        .args(["--keypairgen", "--key-type", "EC:prime256v1", "--id", "01", "--label", &label])
-        .output()
-        .expect("pkcs11-tool (opensc) is installed");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let server = TestServer::start_with(&["--ca-key", &uri]).await;
-    server.admin().await.who_am_i(pb::WhoAmIRequest {}).await.expect("admin works");
-    let listing = Command::new("pkcs11-tool")
-        .args(pkcs11_tool_args())
-        .args(["--list-objects", "--type", "privkey"])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    assert_eq!(listing.matches(&format!("label:      {label}")).count(), 1, "one key with the label: {listing}");
-    // The root certificate is for that key: the token's public key is the certificate's.
-    let out = Command::new("pkcs11-tool")
-        .args(pkcs11_tool_args())
-        .args(["--read-object", "--type", "pubkey", "--label", &label])
-        .output()
-        .unwrap();
-    let root = std::fs::read_to_string(server.data_dir.join("ca.pem")).unwrap();
-    let der = rustls::pki_types::CertificateDer::from(pem::parse(root).unwrap().into_contents());
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-    assert_eq!(out.stdout, cert.public_key().raw, "the CA certificate holds the token's key");
-}
-
 async fn principalctl(profile: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = common::principalctl(profile, args).await;
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
@@ -406,122 +326,6 @@ async fn unusable_keys_are_refused_clearly() {
             let id = key.key_metadata().unwrap().key_id().to_owned();
             let refused = open(format!("awskms:{id}")).await;
             assert!(refused.contains(expected), "{refused}");
-        }
-    }
-}
-
-/// Two `principald bootstrap` processes creating the same token label at once end with one key, which both use.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_creating_one_token_label_end_with_one_key() {
-    let Some(uri) = pkcs11_key_uri() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let spawn = |name: &str| {
-        Command::new(env!("CARGO_BIN_EXE_principald"))
-            .args(["bootstrap", "--data-dir"])
-            .arg(tmp.path().join(name))
-            .args(["--ca-key", &uri])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, b) = (spawn("a"), spawn("b"));
-    for child in [a, b] {
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let key_of = |name: &str| {
-        let pem = std::fs::read_to_string(tmp.path().join(name).join("ca.pem")).unwrap();
-        let der = pem::parse(pem).unwrap().into_contents();
-        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        cert.public_key().raw.to_vec()
-    };
-    assert_eq!(key_of("a"), key_of("b"), "both CAs are for the one key left on the token");
-    let label = uri.split("object=").nth(1).unwrap().split('?').next().unwrap().to_owned();
-    let listing = Command::new("pkcs11-tool")
-        .args(pkcs11_tool_args())
-        .args(["--list-objects", "--type", "privkey"])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    assert_eq!(listing.matches(&format!("label:      {label}\n")).count(), 1, "{listing}");
-    assert_eq!(pkcs11_objects_labelled("secrkey", &format!("{label}-derive")), 1, "one derivation key as well");
-}
-
-/// A KMS root made before derivation existed (by hand here): replicas refuse to derive until bootstrap creates the
-/// HMAC key under `alias/NAME-derive`; then every replica derives the same keys.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kms_replicas_derive_one_key_per_intermediate_once_bootstrap_made_the_hmac_key() {
-    let Some(uri) = kms_key_uri() else { return };
-    let alias = uri.strip_prefix("awskms:").unwrap().to_owned();
-    let kms = kms_client().await;
-    let root = kms
-        .create_key()
-        .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
-        .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
-        .send()
-        .await
-        .unwrap();
-    let root_id = root.key_metadata().unwrap().key_id().to_owned();
-    kms.create_alias().alias_name(&alias).target_key_id(&root_id).send().await.unwrap();
-
-    let derive_alias = format!("{alias}-derive");
-    derivation_is_refused_helpfully(&uri, &derive_alias).await;
-    let missing = kms.describe_key().key_id(&derive_alias).send().await.unwrap_err();
-    assert!(missing.as_service_error().is_some_and(|e| e.is_not_found_exception()), "opening did not create it");
-
-    let bootstrapped = open(&uri, true).await;
-    let made = kms.describe_key().key_id(&derive_alias).send().await.expect("bootstrap created the derivation key");
-    let made = made.key_metadata().unwrap();
-    assert_eq!(made.key_usage(), Some(&aws_sdk_kms::types::KeyUsageType::GenerateVerifyMac));
-    assert_ne!(made.key_id(), root_id);
-    replicas_derive_the_same_keys(&uri, &bootstrapped).await;
-
-    // A root named by its key id finds its derivation key under alias/principald-derive-KEY_ID.
-    let by_id = format!("awskms:{root_id}");
-    derivation_is_refused_helpfully(&by_id, &format!("alias/principald-derive-{root_id}")).await;
-    let bootstrapped = open(&by_id, true).await;
-    replicas_derive_the_same_keys(&by_id, &bootstrapped).await;
-}
-
-/// A token key made by the operator's tools: no derivation secret until bootstrap generates `LABEL-derive`, then
-/// every replica derives the same keys.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hsm_replicas_derive_one_key_per_intermediate_once_bootstrap_made_the_secret_key() {
-    let Some(uri) = pkcs11_key_uri() else { return };
-    let label = pkcs11_label(&uri);
-    let out = Command::new("pkcs11-tool")
-        .args(pkcs11_tool_args())
-        .args(["--keypairgen", "--key-type", "EC:prime256v1", "--id", "02", "--label", &label])
-        .output()
-        .expect("pkcs11-tool (opensc) is installed");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
-    let derive_label = format!("{label}-derive");
-    derivation_is_refused_helpfully(&uri, &derive_label).await;
-    assert_eq!(pkcs11_objects_labelled("secrkey", &derive_label), 0, "opening did not create it");
-
-    let bootstrapped = open(&uri, true).await;
-    assert_eq!(pkcs11_objects_labelled("secrkey", &derive_label), 1, "bootstrap created the derivation key");
-    replicas_derive_the_same_keys(&uri, &bootstrapped).await;
-    drop(bootstrapped);
-    // Opening with `create` again adopts it.
-    let again = open(&uri, true).await;
-    assert_eq!(pkcs11_objects_labelled("secrkey", &derive_label), 1, "adopted, not duplicated");
-    replicas_derive_the_same_keys(&uri, &again).await;
-}
-
-/// A fresh root from bootstrap comes with its derivation key, for KMS and for a token, even when two bootstraps race.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_bootstraps_make_one_derivation_key() {
-    for uri in [kms_key_uri(), pkcs11_key_uri()].into_iter().flatten() {
-        let (a, b) = tokio::join!(open(&uri, true), open(&uri, true));
-        assert_eq!(a.public_point(), b.public_point(), "one root");
-        replicas_derive_the_same_keys(&uri, &a).await;
-        replicas_derive_the_same_keys(&uri, &b).await;
-        if uri.starts_with("pkcs11:") {
-            let label = pkcs11_label(&uri);
-            assert_eq!(pkcs11_objects_labelled("secrkey", &format!("{label}-derive")), 1, "one derivation key");
         }
     }
 }

@@ -59,6 +59,10 @@ pub struct ReplicaArgs {
     /// How long one in-memory issuing intermediate signs before the root replaces it (at 2/3 of this).
     #[arg(long, env = "PRINCIPALD_INTERMEDIATE_LIFETIME", default_value = "24h")]
     pub intermediate_lifetime: String,
+    /// How often the root key (KMS, HSM) and the current intermediate sign a test message for readiness; /readyz
+    /// answers 503 while the last test failed.
+    #[arg(long, env = "PRINCIPALD_SIGNER_CHECK_EVERY", default_value = "30s")]
+    pub signer_check_every: String,
 }
 
 impl CaArgs {
@@ -95,5 +99,13 @@ impl ReplicaArgs {
             return Err(Error::InvalidArgument("--intermediate-lifetime must be between 10m and 90d".into()));
         }
         Ok(lifetime)
+    }
+
+    pub fn signer_check_every(&self) -> Result<Duration, Error> {
+        let every = super::duration::parse_duration_flag("--signer-check-every", &self.signer_check_every)?;
+        if every < Duration::from_secs(1) || every > Duration::from_secs(3600) {
+            return Err(Error::InvalidArgument("--signer-check-every must be between 1s and 1h".into()));
+        }
+        Ok(every)
     }
 }

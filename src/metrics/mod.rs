@@ -79,6 +79,7 @@ pub struct Metrics {
     pub store_shed: Counter,
     pub handshake_failures: Family<ReasonLabels, Counter>,
     ready: Gauge,
+    signer_ready: Gauge,
     epoch_age: Seconds,
     expiry: Family<CertificateLabels, Seconds>,
     /// Seconds until the soonest nextUpdate of the CRLs this replica serves.
@@ -108,6 +109,7 @@ impl Metrics {
         let store_shed = Counter::default();
         let handshake_failures = Family::<ReasonLabels, Counter>::default();
         let ready = Gauge::default();
+        let signer_ready = Gauge::default();
         let epoch_age = Seconds::default();
         let expiry = Family::<CertificateLabels, Seconds>::default();
         let crl_next_update = Seconds::default();
@@ -135,6 +137,11 @@ impl Metrics {
             "ready",
             "1 when the readiness probe passes (store reachable, certificates unexpired), 0 when /readyz answers 503",
             ready.clone(),
+        );
+        registry.register(
+            "signer_ready",
+            "1 when the CA root key and the issuing intermediate passed their last self-test (--signer-check-every)",
+            signer_ready.clone(),
         );
         registry.register(
             "revocation_epoch_age_seconds",
@@ -188,6 +195,7 @@ impl Metrics {
             store_shed,
             handshake_failures,
             ready,
+            signer_ready,
             epoch_age,
             expiry,
             crl_next_update,
@@ -225,9 +233,15 @@ impl Metrics {
 
     /// The exposition text, with the gauges that are read at scrape time set first: readiness and `expiries`
     /// (certificate, seconds left).
-    pub fn render(&self, ready: bool, expiries: &[(&'static str, f64)], crl_next_update: Option<f64>) -> String {
+    pub fn render(
+        &self,
+        (ready, signer_ready): (bool, bool),
+        expiries: &[(&'static str, f64)],
+        crl_next_update: Option<f64>,
+    ) -> String {
         self.crl_next_update.set(crl_next_update.unwrap_or(f64::INFINITY));
         self.ready.set(i64::from(ready));
+        self.signer_ready.set(i64::from(signer_ready));
         let read_at = self.epoch_read_at.load(Ordering::Relaxed);
         let age = if read_at == 0 { f64::INFINITY } else { (crate::audit::now_ms() - read_at) as f64 / 1000.0 };
         self.epoch_age.set(age);
@@ -267,6 +281,6 @@ async fn serve(axum::extract::State(scrape): axum::extract::State<Arc<Scrape>>) 
         ("server", left(scrape.server_cert.not_after())),
     ];
     let crl = scrape.crls.all().iter().map(|c| left(c.crl.next_update)).reduce(f64::min);
-    let body = scrape.metrics.render(scrape.readiness.is_ready(), &expiries, crl);
+    let body = scrape.metrics.render((scrape.readiness.is_ready(), scrape.readiness.signer_ready()), &expiries, crl);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

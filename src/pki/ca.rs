@@ -152,6 +152,20 @@ impl Issuing {
     pub fn fingerprint(&self) -> &str {
         self.record.as_ref().map_or("", |r| r.fingerprint.as_str())
     }
+
+    /// Signs a test message with an intermediate's key and checks the signature against its public key. Nothing to
+    /// do when the root signs leaves (its own self-test covers it).
+    pub fn self_test(&self) -> Result<(), Error> {
+        if self.record.is_none() {
+            return Ok(());
+        }
+        let message = b"principald issuing key self-test";
+        let key = self.issuer.key();
+        let signature = key.sign(message).map_err(|e| Error::internal("issuing key self-test", e))?;
+        aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1, key.der_bytes())
+            .verify(message, &signature)
+            .map_err(|_| Error::internal("issuing key self-test", "its signature does not verify"))
+    }
 }
 
 enum IssuingKey {
