@@ -239,10 +239,21 @@ async fn principalctl_profiles_carry_the_chain_and_trust_the_root_only() {
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     let fingerprint = listed[0]["sha256_fingerprint"].as_str().unwrap().to_owned();
     assert_eq!(listed[0]["replica"], "replica-a");
+    // What the intermediate signed: the worker's live certificate (the renewal; the first one was superseded).
+    let (ok, out) = principalctl(&admin, &["-o", "json", "cert", "list", "--issuer", &fingerprint]).await;
+    assert!(ok, "{out}");
+    let signed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(signed.iter().any(|c| c["principal_id"] == "w1"), "{out}");
+    assert!(signed.iter().all(|c| c["issuer_sha256_fingerprint"] == fingerprint.as_str()), "{out}");
     let (ok, out) = principalctl(&admin, &["ca", "revoke-intermediate", &fingerprint]).await;
     assert!(ok && out.contains("revoked intermediate"), "{out}");
     let (ok, out) = principalctl(&worker, &["whoami"]).await;
     assert!(!ok, "a certificate of the revoked intermediate is refused: {out}");
+    // And principalctl says so: revoked (cACompromise) once swept, void until then; never valid.
+    let (ok, out) = principalctl(&admin, &["-o", "json", "cert", "list", "w1", "--include-revoked"]).await;
+    assert!(ok, "{out}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(listed.iter().all(|c| c["status"] != "valid"), "{out}");
     let (ok, out) = principalctl(&admin, &["ca", "revoke-intermediate", "not-a-fingerprint"]).await;
     assert!(!ok && out.contains("64 hex digits"), "{out}");
 }
