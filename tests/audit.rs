@@ -197,6 +197,36 @@ async fn principalctl_lists_watches_resumes_and_verifies() {
     assert_eq!(ids(&resumed), ids(&watched[4..]));
     let bad = principalctl(&profile, &["audit", "watch", "--no-follow", "--position", "junk!"]).await;
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("invalid position"), "{bad:?}");
+
+    // By default the most recent events, in the order they happened; --from-start goes back to the first.
+    let recent = principalctl(&profile, &["audit", "list", "--limit", "2", "-o", "json"]).await;
+    let recent: Vec<Value> =
+        String::from_utf8(recent.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(ids(&recent), ids(&watched[7..]), "the two most recent, oldest of them first");
+    let first = principalctl(&profile, &["audit", "list", "--limit", "1", "--from-start", "-o", "json"]).await;
+    let first: Vec<Value> =
+        String::from_utf8(first.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(ids(&first), ids(&watched[..1]));
+    // Tables carry the details (a suspension's reason) and watch tables a header and each event's position.
+    assert!(principalctl(&profile, &["principal", "suspend", "a1", "--reason", "lost laptop"]).await.status.success());
+    let table = principalctl(&profile, &["audit", "list", "--limit", "1"]).await;
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.lines().next().unwrap().contains("DETAILS"), "{table}");
+    assert!(table.contains("principal.suspended") && table.contains("lost laptop"), "{table}");
+    let watch = principalctl(&profile, &["audit", "watch", "--no-follow"]).await;
+    let watch = String::from_utf8(watch.stdout).unwrap();
+    let (header, last) = (watch.lines().next().unwrap(), watch.lines().last().unwrap());
+    assert!(header.starts_with("TIME") && header.ends_with("POSITION"), "{watch}");
+    let positions =
+        principalctl(&profile, &["audit", "watch", "--no-follow", "-o", "json", "--position", position]).await;
+    let newest: Value =
+        serde_json::from_str(String::from_utf8(positions.stdout).unwrap().lines().last().unwrap()).unwrap();
+    assert!(last.ends_with(newest["position"].as_str().unwrap()), "{last}");
+    // An event type no event can have is refused, naming the known ones.
+    let unknown = principalctl(&profile, &["audit", "list", "--type", "certificate.issue"]).await;
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unknown event type") && stderr.contains("certificate.issued"), "{stderr}");
 }
 
 #[tokio::test]

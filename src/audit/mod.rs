@@ -42,6 +42,28 @@ pub mod kind {
     /// A signed checkpoint of this replica's chain heads (the note itself in the details; the files outside the store
     /// are what `audit verify --checkpoints` trusts).
     pub const AUDIT_CHECKPOINT: &str = "audit.checkpoint";
+
+    /// Every event type, for listings that refuse a type no event can have.
+    pub const ALL: &[&str] = &[
+        PRINCIPAL_CREATED,
+        PRINCIPAL_SUSPENDED,
+        PRINCIPAL_ACTIVATED,
+        PRINCIPAL_DELETED,
+        CERTIFICATE_ISSUED,
+        CERTIFICATE_RENEWED,
+        CERTIFICATE_REVOKED,
+        CA_CLAIMED,
+        INTERMEDIATE_CREATED,
+        INTERMEDIATE_REVOKED,
+        TOKEN_KEY_CREATED,
+        TOKEN_ISSUED,
+        ENROLLMENT_TOKEN_CREATED,
+        ENROLLMENT_TOKEN_CONSUMED,
+        ENROLLMENT_TOKEN_REVOKED,
+        REQUESTS_REFUSED,
+        AUDIT_DISABLED,
+        AUDIT_CHECKPOINT,
+    ];
 }
 
 /// The outcome of an event: changes are recorded only when they commit; refusals are aggregated.
@@ -111,6 +133,8 @@ pub struct AuditFilter {
     pub actor: Option<String>,
     pub target: Option<String>,
     pub kind: Option<String>,
+    /// Newest first (the most recent events), instead of oldest first.
+    pub newest_first: bool,
 }
 
 impl AuditFilter {

@@ -38,12 +38,20 @@ pub fn filter_from_wire(r: &proto::ListAuditEventsRequest) -> Result<AuditFilter
     if [&r.actor, &r.target, &r.r#type].iter().any(|s| s.len() > 256) {
         return Err(Error::InvalidArgument("actor, target and type are at most 256 characters".into()));
     }
+    if !r.r#type.is_empty() && !crate::audit::kind::ALL.contains(&r.r#type.as_str()) {
+        return Err(Error::InvalidArgument(format!(
+            "unknown event type {:?}; known types: {}",
+            crate::ratelog::sanitize(&r.r#type, 64),
+            crate::audit::kind::ALL.join(", ")
+        )));
+    }
     Ok(AuditFilter {
         since_ms: ms(&r.since)?,
         until_ms: ms(&r.until)?,
         actor: text(&r.actor),
         target: text(&r.target),
         kind: text(&r.r#type),
+        newest_first: r.newest_first,
     })
 }
 

@@ -90,8 +90,8 @@ pub fn invalid(why: &str) -> Error {
 /// What a page token of an audit listing is bound to: its filter.
 pub fn audit_listing(filter: &crate::audit::AuditFilter) -> String {
     format!(
-        "audit|{:?}|{:?}|{:?}|{:?}|{:?}",
-        filter.since_ms, filter.until_ms, filter.actor, filter.target, filter.kind
+        "audit|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+        filter.since_ms, filter.until_ms, filter.actor, filter.target, filter.kind, filter.newest_first
     )
 }
 

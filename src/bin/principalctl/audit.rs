@@ -15,11 +15,15 @@ use crate::rpc::Context;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List events, oldest first.
+    /// List events: by default the most recent --limit of them (oldest of those first, like `journalctl -n`); with
+    /// --since or --from-start, forward from there.
     List {
         /// From this time on: RFC 3339 (2026-11-23T10:00:00Z) or an age such as 1h or 7d.
         #[arg(long)]
         since: Option<String>,
+        /// From the first event on.
+        #[arg(long, conflicts_with = "since")]
+        from_start: bool,
         /// Before this time (same forms as --since).
         #[arg(long)]
         until: Option<String>,
@@ -29,7 +33,7 @@ pub enum Command {
         /// Only events about this principal id, certificate serial or fingerprint.
         #[arg(long)]
         target: Option<String>,
-        /// Only this event type, e.g. certificate.issued.
+        /// Only this event type, e.g. certificate.issued (an unknown type is refused with the list of known ones).
         #[arg(long = "type")]
         kind: Option<String>,
         /// At most this many events (0: all).
@@ -60,8 +64,10 @@ pub enum Command {
 
 pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
     match command {
-        Command::List { since, until, actor, target, kind, limit } => {
+        Command::List { since, from_start, until, actor, target, kind, limit } => {
+            let newest_first = since.is_none() && !from_start;
             let request = pb::ListAuditEventsRequest {
+                newest_first,
                 since: since.as_deref().map(moment).transpose()?,
                 until: until.as_deref().map(moment).transpose()?,
                 actor: actor.unwrap_or_default(),
@@ -81,31 +87,33 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
 
 async fn list(ctx: &Context, mut request: pb::ListAuditEventsRequest, limit: usize) -> Result<(), String> {
     let mut client = ctx.client().await?;
-    let mut rows = Vec::new();
-    let mut printed = 0;
+    let mut events = Vec::new();
     loop {
-        request.page_size = i32::try_from(if limit == 0 { 1000 } else { (limit - printed).min(1000) }).unwrap_or(1000);
+        let left = if limit == 0 { 1000 } else { (limit - events.len()).min(1000) };
+        request.page_size = i32::try_from(left).unwrap_or(1000);
         let page = client.list_audit_events(request.clone()).await.map_err(|s| ctx.explain(s))?.into_inner();
-        for event in page.events {
-            printed += 1;
-            match ctx.format {
-                Format::Json => println!("{}", to_json(&event)),
-                Format::Table => rows.push(row(&event)),
-            }
-        }
-        if page.next_page_token.is_empty() || (limit != 0 && printed >= limit) {
+        events.extend(page.events);
+        if page.next_page_token.is_empty() || (limit != 0 && events.len() >= limit) {
             break;
         }
         request.page_token = page.next_page_token;
     }
-    if ctx.format == Format::Table {
-        output::table(&["TIME", "TYPE", "ACTOR", "TARGET", "SOURCE", "OUTCOME"], &rows);
+    // The most recent events were fetched newest first; they are shown in the order they happened.
+    if request.newest_first {
+        events.reverse();
+    }
+    match ctx.format {
+        Format::Json => events.iter().for_each(|e| println!("{}", to_json(e))),
+        Format::Table => output::table(&HEADER, &events.iter().map(row).collect::<Vec<_>>()),
     }
     Ok(())
 }
 
 async fn watch(ctx: &Context, mut position: String, mut from_now: bool, follow: bool) -> Result<(), String> {
     let mut failures = 0u32;
+    if ctx.format == Format::Table {
+        println!("{}", [HEADER.as_slice(), &["POSITION"]].concat().join("  "));
+    }
     loop {
         let request = pb::WatchAuditEventsRequest { position: position.clone(), from_now, follow };
         let stream = match ctx.client().await {
@@ -130,7 +138,7 @@ async fn watch(ctx: &Context, mut position: String, mut from_now: bool, follow: 
                     position.clone_from(&event.position);
                     match ctx.format {
                         Format::Json => println!("{}", to_json(&event)),
-                        Format::Table => println!("{}", row(&event).join("  ")),
+                        Format::Table => println!("{}  {}", row(&event).join("  "), event.position),
                     }
                 }
                 Ok(None) if !follow => return Ok(()),
@@ -253,6 +261,8 @@ fn time_of(event: &pb::AuditEvent) -> String {
     t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or_default()
 }
 
+const HEADER: [&str; 7] = ["TIME", "TYPE", "ACTOR", "TARGET", "SOURCE", "OUTCOME", "DETAILS"];
+
 fn row(event: &pb::AuditEvent) -> Vec<String> {
     let actor = event.actor.clone().unwrap_or_default();
     vec![
@@ -260,9 +270,26 @@ fn row(event: &pb::AuditEvent) -> Vec<String> {
         event.r#type.clone(),
         format!("{} ({})", actor.principal_id, actor.principal_type),
         event.target.clone(),
-        event.source_address.clone(),
+        if event.source_address.is_empty() { "-".into() } else { event.source_address.clone() },
         event.outcome.clone(),
+        details(&event.details_json),
     ]
+}
+
+/// The details an operator reads first (reason, count, ...) as `key=value` pairs, in one cell.
+fn details(json: &str) -> String {
+    const WIDTH: usize = 80;
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) else { return String::new() };
+    let pairs: Vec<String> = map
+        .iter()
+        .filter(|(k, _)| k.as_str() != "note")
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    let text = pairs.join(" ");
+    if text.chars().count() > WIDTH { format!("{}…", text.chars().take(WIDTH - 1).collect::<String>()) } else { text }
 }
 
 fn to_json(event: &pb::AuditEvent) -> Value {

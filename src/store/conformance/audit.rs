@@ -185,6 +185,32 @@ pub async fn audit_listings_filter_and_page(store: Arc<dyn Store>) {
     }
     assert_eq!(seen.len(), 10);
     assert!(seen.windows(2).all(|w| w[0].id < w[1].id), "ordered by id");
+    // Newest first, across pages, with and without a window: the same events, the other way round.
+    for filter in [
+        AuditFilter { newest_first: true, ..AuditFilter::default() },
+        AuditFilter {
+            newest_first: true,
+            since_ms: Some(before),
+            until_ms: Some(crate::audit::now_ms() + 1),
+            ..AuditFilter::default()
+        },
+    ] {
+        let (mut newest, mut token) = (Vec::new(), None);
+        loop {
+            let page = s.list_audit(&filter, &PageRequest { size: 3, token }).await.unwrap();
+            newest.extend(page.items.into_iter().map(|r| r.event));
+            match page.next_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        newest.reverse();
+        assert_eq!(newest, seen, "newest first is the same listing reversed ({filter:?})");
+    }
+    let (newest, first) =
+        (AuditFilter { newest_first: true, ..AuditFilter::default() }, PageRequest { size: 1, token: None });
+    let newest = s.list_audit(&newest, &first).await.unwrap();
+    assert_eq!(newest.items[0].event.target, "0c", "the most recent event first");
     let only = |filter: AuditFilter| async move {
         s.list_audit(&filter, &PageRequest { size: 100, token: None }).await.unwrap().items
     };

@@ -213,6 +213,9 @@ impl DynamoStore {
             items.extend(joined.map_err(|e| Error::internal("query task", e))??);
         }
         items.sort_by(|a, b| a.event.id.cmp(&b.event.id));
+        if filter.newest_first {
+            items.reverse();
+        }
         let next_token = if items.len() > size {
             items.truncate(size);
             items.last().map(|r| page_token::encode(Backend::Dynamodb, &listing, &r.event.id))
@@ -229,12 +232,17 @@ impl DynamoStore {
         after: Option<&str>,
         want: usize,
     ) -> Result<Vec<Recorded>> {
-        let low = match (after, filter.since_ms) {
-            (Some(after), _) => format!("{after}\u{0}"),
-            (None, Some(since)) => crate::audit::uuid_v7_floor(since),
-            (None, None) => "0".to_owned(),
+        // The key range [low, high]; `after` is the page cursor: exclusive on its side of the range.
+        let since = filter.since_ms.map_or_else(|| "0".to_owned(), crate::audit::uuid_v7_floor);
+        let until = filter.until_ms.map_or_else(|| "~".to_owned(), crate::audit::uuid_v7_floor);
+        let (low, high) = match after {
+            Some(after) if filter.newest_first => (since, after.min(until.as_str()).to_owned()),
+            Some(after) => (format!("{after}\u{0}").max(since), until.clone()),
+            None => (since, until.clone()),
         };
-        let high = filter.until_ms.map_or_else(|| "~".to_owned(), crate::audit::uuid_v7_floor);
+        if low > high {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::new();
         let mut start = None;
         while out.len() < want {
@@ -249,13 +257,18 @@ impl DynamoStore {
                 .expression_attribute_values(":low", s(&low))
                 .expression_attribute_values(":high", s(&high))
                 .limit(i32::try_from(want.max(25)).unwrap_or(i32::MAX))
+                .scan_index_forward(!filter.newest_first)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| sdk_error("Query", e))?;
             for item in page.items() {
                 let r = recorded_from(item)?;
-                if filter.matches(&r.event) && filter.until_ms.is_none_or(|_| r.event.id < high) {
+                // Both bounds are inclusive in the key condition: the exclusive ones are checked here.
+                let below_until = filter.until_ms.is_none_or(|_| r.event.id < until);
+                let past_cursor =
+                    after.is_none_or(|a| if filter.newest_first { r.event.id.as_str() < a } else { true });
+                if filter.matches(&r.event) && below_until && past_cursor {
                     out.push(r);
                 }
             }

@@ -115,12 +115,14 @@ pub(super) fn list(conn: &Connection, filter: &AuditFilter, page: &PageRequest) 
     let since = filter.since_ms.map(crate::audit::uuid_v7_floor).unwrap_or_default();
     let until = filter.until_ms.map(crate::audit::uuid_v7_floor);
     let size = page.size.max(1);
+    // Oldest first: after the cursor; newest first: before it (an empty cursor bounds nothing).
+    let (position, order) = if filter.newest_first { ("(?1 = '' OR id < ?1)", "DESC") } else { ("id > ?1", "ASC") };
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM audit_events
-             WHERE id > ?1 AND id >= ?2 AND (?3 IS NULL OR id < ?3) AND (?4 IS NULL OR actor_id = ?4)
+             WHERE {position} AND id >= ?2 AND (?3 IS NULL OR id < ?3) AND (?4 IS NULL OR actor_id = ?4)
                AND (?5 IS NULL OR target = ?5) AND (?6 IS NULL OR kind = ?6)
-             ORDER BY id LIMIT ?7"
+             ORDER BY id {order} LIMIT ?7"
         ))
         .map_err(sql_err)?;
     let rows = stmt
