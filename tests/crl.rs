@@ -329,3 +329,32 @@ async fn rustls_with_the_crls_refuses_a_suspended_principals_certificate() {
     assert!(refused.to_lowercase().contains("revoked"), "{refused}");
     assert!(rustls_handshake(addr, &kept).await.is_ok(), "another principal's certificate connects");
 }
+
+/// Read-your-writes: GetCrl right after a revocation (and a suspension) answers with a CRL that lists it, without
+/// waiting for the background refresh.
+#[tokio::test]
+async fn get_crl_right_after_a_revocation_lists_it() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    for round in 0..3 {
+        let id = format!("ryw-{round}");
+        let creds = server.enroll(&id, pb::PrincipalType::Worker).await;
+        let serial = serial_of(&creds);
+        let partition = partition_name(partition_of(&serial.parse().unwrap()));
+        let before = admin.get_crl(pb::GetCrlRequest { partition: partition.clone() }).await.unwrap().into_inner();
+        if round == 2 {
+            admin.suspend_principal(pb::SuspendPrincipalRequest { id, reason: "lost".into() }).await.unwrap();
+        } else {
+            let request = pb::RevokeCertificateRequest { serial: serial.clone(), ..Default::default() };
+            admin.revoke_certificate(request).await.unwrap();
+        }
+        let after = admin.get_crl(pb::GetCrlRequest { partition }).await.unwrap().into_inner();
+        assert_eq!(after.entries, before.entries + 1, "round {round}: the revocation is in the next GetCrl");
+        assert!(after.number > before.number);
+        let text = openssl_crl_text(&after.der);
+        let der = leaf_der(&creds);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let openssl_serial = cert.raw_serial().iter().map(|b| format!("{b:02X}")).collect::<String>();
+        assert!(text.contains(openssl_serial.trim_start_matches("00")), "round {round}: {text}");
+    }
+}

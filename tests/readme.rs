@@ -73,4 +73,20 @@ fn readme_walkthrough_works_verbatim() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // `crl fetch` ran right after the revocation: the CRLs it wrote already list worker-1's certificate (openssl's view).
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(cwd.path()).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let serial = openssl(&["x509", "-in", "worker-1/cert.pem", "-noout", "-serial"]);
+    let serial = serial.trim().trim_start_matches("serial=").to_owned();
+    let mut listed = String::new();
+    for entry in std::fs::read_dir(cwd.path().join("crls")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "crl") {
+            listed += &openssl(&["crl", "-inform", "DER", "-in", path.to_str().unwrap(), "-noout", "-text"]);
+        }
+    }
+    assert!(listed.contains(&format!("Serial Number: {serial}")), "the fetched CRLs do not list {serial}:\n{listed}");
 }

@@ -61,13 +61,43 @@ pub struct CrlPublisher {
     base: String,
     validity: time::Duration,
     published: RwLock<HashMap<Place, Arc<PublishedCrl>>>,
+    /// The revocation epoch read before the last successful refresh: every withdrawal up to it is in the CRLs.
+    published_epoch: std::sync::atomic::AtomicU64,
+    /// One refresh at a time (the background loop, and callers that need the CRLs current now).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl CrlPublisher {
     /// CRLs named under `base` (`BASE/crl/...`), valid `validity` from signing.
     pub fn new(store: Arc<dyn Store>, issuers: Arc<Issuers>, base: String, validity: Duration) -> Arc<Self> {
         let validity = time::Duration::try_from(validity).unwrap_or(time::Duration::HOUR);
-        Arc::new(Self { store, issuers, base, validity, published: Default::default() })
+        Arc::new(Self {
+            store,
+            issuers,
+            base,
+            validity,
+            published: Default::default(),
+            published_epoch: Default::default(),
+            refreshing: Default::default(),
+        })
+    }
+
+    /// Makes the CRLs include every withdrawal committed before the call (read-your-writes for whoever just revoked
+    /// a certificate): reads the revocation epoch and, if the CRLs are older, refreshes them now. One store read when
+    /// they are current; concurrent callers share one refresh.
+    pub async fn up_to_date(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let epoch = self.store.revocation_epoch().await?;
+        if self.published_epoch.load(Ordering::Acquire) >= epoch && self.get(0).is_some() {
+            return Ok(());
+        }
+        let _turn = self.refreshing.lock().await;
+        if self.published_epoch.load(Ordering::Acquire) >= epoch && self.get(0).is_some() {
+            return Ok(());
+        }
+        self.refresh_places(false).await?;
+        self.published_epoch.fetch_max(epoch, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The root's current CRL of `partition`.
@@ -287,9 +317,13 @@ impl CrlPublisher {
                 continue;
             }
             refreshed = std::time::Instant::now();
-            match self.refresh_places(stale).await {
+            let turn = self.refreshing.lock().await;
+            let outcome = self.refresh_places(stale).await;
+            drop(turn);
+            match outcome {
                 Ok(signed) => {
                     seen_epoch = Some(epoch);
+                    self.published_epoch.fetch_max(epoch, std::sync::atomic::Ordering::AcqRel);
                     if signed > 0 {
                         tracing::debug!(signed, epoch, "CRLs re-signed");
                     }

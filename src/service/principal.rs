@@ -232,6 +232,10 @@ impl PrincipalService for PrincipalApi {
                     .into(),
             )
         })?;
+        // A revocation committed before this call is in the answer (the walkthrough revokes, then fetches).
+        if let Err(error) = self.crls.up_to_date().await {
+            tracing::warn!(%error, "GetCrl: cannot bring the CRLs up to date; serving the published ones");
+        }
         let crl = self.crls.get(partition);
         let crl = crl.ok_or_else(|| Error::Unavailable("CRLs are not published yet".into()))?;
         Ok(Response::new(pb::Crl {
