@@ -25,7 +25,7 @@ mod store;
 mod tokens;
 pub use accountability::{AccountabilityArgs, AccountabilityConfig};
 pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, IntermediateMode, ReplicaArgs};
-pub use duration::parse_duration;
+pub use duration::{format_duration, parse_duration};
 use duration::{nonzero, parse_duration_flag};
 pub use limits::{OverloadArgs, OverloadConfig};
 pub use pki::{PkiArgs, PkiConfig, http_base};
@@ -34,6 +34,22 @@ pub use tokens::{TokenArgs, TokenConfig};
 
 /// Exit code for bad configuration (EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
+
+/// A command-line usage error as one line (clap's block without the usage and help hints, tips kept): what both
+/// binaries print instead of clap's multi-line block.
+pub fn usage_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line).to_owned());
+        }
+    }
+    parts.join(" ")
+}
 
 /// Default validity of client certificates, for every type without its own setting.
 pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);

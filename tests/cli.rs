@@ -293,8 +293,27 @@ fn bad_configuration_exits_64_with_a_clear_message() {
             .unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).trim_end().lines().count(), 1, "one line: {}", stderr(&out));
     }
     assert!(!tmp.path().join("data").exists(), "nothing was created before validation");
+}
+
+/// principalctl's usage errors are one line with exit status 1, like every other failure; help still exits 0.
+#[test]
+fn principalctl_usage_errors_are_one_line_and_exit_1() {
+    for (args, needle) in [
+        (&["--bogus"][..], "unexpected argument '--bogus'"),
+        (&["cert", "list"][..], "required arguments were not provided"),
+        (&["cert", "renew", "--if-expires-within", "soon"][..], "invalid value 'soon'"),
+        (&["nonsense"][..], "unrecognized subcommand 'nonsense'"),
+    ] {
+        let out = Command::new(PRINCIPALCTL).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).trim_end().lines().count(), 1, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).starts_with("principalctl: ") && stderr(&out).contains(needle), "{}", stderr(&out));
+    }
+    let help = Command::new(PRINCIPALCTL).args(["cert", "--help"]).output().unwrap();
+    assert!(help.status.success() && stdout(&help).contains("renew"), "{}", stdout(&help));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -354,8 +354,48 @@ async fn principalctl_gets_and_verifies_a_bound_token() {
     let other_cert = other_cert.to_str().unwrap().to_owned();
     *args.last_mut().unwrap() = &other_cert;
     let refused = common::principalctl(&profile, &args).await;
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("bound to another certificate"), "{refused:?}");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is bound to the certificate with SHA-256"),
+        "{refused:?}"
+    );
+    let report: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(report["valid"], false, "valid is false whenever the exit status is not 0: {report}");
+
+    // A resource server's operator has no profile: the JWKS over HTTPS trusted with --cacert, or from a file.
+    let ca = server.data_dir.join("ca.pem");
+    let no_profile = |args: Vec<String>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_principalctl"));
+        command.args(&args).env_remove("PRINCIPALCTL_PROFILE");
+        async move { tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap() }
+    };
+    let base = |jwks: &str, audience: &str| -> Vec<String> {
+        ["token", "verify", &token, "--jwks", jwks, "--audience", audience, "--issuer", &url].map(String::from).to_vec()
+    };
+    let mut args = base(&jwks, AUDIENCE);
+    args.extend(["--cacert".into(), ca.to_str().unwrap().into()]);
+    let checked = no_profile(args).await;
+    assert!(checked.status.success(), "{checked:?}");
+    let mut args = base(&jwks, AUDIENCE);
+    args.extend(["--cacert".into(), cert.into()]);
+    let untrusted = no_profile(args).await;
+    assert!(!untrusted.status.success(), "the JWKS server is not trusted by a leaf certificate");
+    let saved = no_profile(vec!["token".into(), "verify".into(), "--help".into()]).await;
+    assert!(String::from_utf8_lossy(&saved.stdout).contains("--cacert"), "flags are documented");
+    let (_j, jwks_file) = temp_file("jwks.json", &String::from_utf8(http_jwks(&jwks, &ca).await).unwrap());
+    let wrong = no_profile(base(jwks_file.to_str().unwrap(), "someone-else")).await;
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("someone-else") && stderr.contains(AUDIENCE), "names expected and actual: {stderr}");
+    let report: Value = serde_json::from_slice(&wrong.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+}
+
+/// The JWKS document at `url`, fetched with curl trusting `ca` only.
+async fn http_jwks(url: &str, ca: &std::path::Path) -> Vec<u8> {
+    let out = std::process::Command::new("curl").args(["-sf", "--cacert"]).arg(ca).arg(url).output().unwrap();
+    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }
 
 /// Revoking a replica's intermediate says the replica is compromised: the token keys it held leave the published

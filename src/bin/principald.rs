@@ -18,7 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let _ = e.print();
+            eprintln!(
+                "principald: configuration error: {} (see principald --help)",
+                principald::config::usage_line(&e)
+            );
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };

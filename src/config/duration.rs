@@ -33,6 +33,25 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// `d` the way a user types it: the largest units first, e.g. `7d`, `1h30m`, `90s` becomes `1m30s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let (mut secs, millis) = (d.as_secs(), d.subsec_millis());
+    if secs == 0 {
+        return format!("{millis}ms");
+    }
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out += &format!("{}{unit}", secs / size);
+            secs %= size;
+        }
+    }
+    if millis > 0 {
+        out += &format!("{millis}ms");
+    }
+    out
+}
+
 /// A duration flag's value, or an error naming the flag.
 pub(crate) fn parse_duration_flag(flag: &str, value: &str) -> Result<Duration, crate::error::Error> {
     parse_duration(value).map_err(|e| crate::error::Error::InvalidArgument(format!("invalid {flag} {value:?}: {e}")))
@@ -55,6 +74,10 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for (d, text) in [(90, "1m30s"), (604_800, "7d"), (5400, "1h30m"), (60, "1m"), (1, "1s")] {
+            assert_eq!(format_duration(Duration::from_secs(d)), text);
+            assert_eq!(parse_duration(text), Ok(Duration::from_secs(d)), "round trip");
+        }
         for bad in ["", "10", "s", "5x", "1.5h", "-1s", "99999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

@@ -201,11 +201,11 @@ impl Registry {
             None => Ok(max),
             Some(v) if v >= MIN_VALIDITY && v <= max => Ok(v),
             Some(v) => Err(Error::InvalidArgument(format!(
-                "requested validity of {}s is outside what this {kind} certificate allows: {} to {} seconds; omit it \
-                 for the maximum",
-                v.as_secs(),
-                MIN_VALIDITY.as_secs(),
-                max.as_secs()
+                "requested validity of {} is outside what this {kind} certificate allows: {} to {}; omit it for the \
+                 maximum",
+                crate::config::format_duration(v),
+                crate::config::format_duration(MIN_VALIDITY),
+                crate::config::format_duration(max)
             ))),
         }
     }

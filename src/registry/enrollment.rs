@@ -40,10 +40,11 @@ impl Registry {
     ) -> Result<NewEnrollment> {
         let ttl = ttl.unwrap_or(DEFAULT_ENROLLMENT_TTL);
         if !(Duration::from_secs(60)..=MAX_ENROLLMENT_TTL).contains(&ttl) {
+            let f = crate::config::format_duration;
             return Err(Error::InvalidArgument(format!(
-                "ttl of {}s is outside 60..={} seconds",
-                ttl.as_secs(),
-                MAX_ENROLLMENT_TTL.as_secs()
+                "ttl of {} is outside 1m to {}",
+                f(ttl),
+                f(MAX_ENROLLMENT_TTL)
             )));
         }
         let principal = self.get_principal(id).await?;

@@ -101,11 +101,12 @@ impl TokenIssuer {
             None => max,
             Some(l) if (MIN_LIFETIME..=max).contains(&l) => l,
             Some(l) => {
+                let f = crate::config::format_duration;
                 return Err(Error::InvalidArgument(format!(
-                    "requested lifetime of {}s is outside {}..={} seconds; omit it for the maximum",
-                    l.as_secs(),
-                    MIN_LIFETIME.as_secs(),
-                    max.as_secs()
+                    "requested lifetime of {} is outside {} to {}; omit it for the maximum",
+                    f(l),
+                    f(MIN_LIFETIME),
+                    f(max)
                 )));
             }
         };

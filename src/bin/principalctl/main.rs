@@ -78,7 +78,18 @@ enum Command {
 
 fn main() -> ExitCode {
     principald::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line and exit 1, like every other failure.
+            eprintln!("principalctl: {} (see principalctl --help)", principald::config::usage_line(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -100,8 +111,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         let token = enroll::read_token(token.as_deref(), token_file.as_deref())?;
         return enroll::run(&token, out, *key_type, *force).await;
     }
+    let command = match cli.command {
+        Command::Token(args) => match args.verify_without_profile(cli.profile.as_deref()).await {
+            Ok(verified) => return verified,
+            Err(args) => Command::Token(args),
+        },
+        other => other,
+    };
     let ctx = rpc::Context::load(cli.profile.as_deref(), cli.server.as_deref(), cli.output)?;
-    match cli.command {
+    match command {
         Command::Whoami => {
             let me =
                 ctx.client().await?.who_am_i(principald::proto::WhoAmIRequest {}).await.map_err(|s| ctx.explain(s))?;
