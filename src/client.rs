@@ -96,12 +96,36 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    /// `Ok` if the key is the private half of the first certificate's public key: a mismatch would otherwise show
+    /// only as an opaque TLS failure.
+    pub fn check(&self) -> Result<(), Error> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let leaf = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|_| Error::InvalidArgument("the certificate file holds no PEM certificate".into()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf)
+            .map_err(|_| Error::InvalidArgument("the certificate file holds no valid certificate".into()))?;
+        let key = rcgen::KeyPair::from_pem(&self.key_pem)
+            .map_err(|_| Error::InvalidArgument("the key file holds no usable private key (PEM, PKCS#8)".into()))?;
+        if rcgen::PublicKeyData::subject_public_key_info(&key) != cert.tbs_certificate.subject_pki.raw {
+            return Err(Error::InvalidArgument(
+                "the key does not match the certificate: the profile's key.pem and cert.pem are from different \
+                 issuances; run `principalctl cert renew` (or issue a new profile)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// An endpoint for `server` (must be `https://`) that presents `credentials` and trusts only their CA.
 pub fn endpoint(server: &str, credentials: &Credentials) -> Result<Endpoint, Error> {
     if !server.starts_with("https://") {
         // tonic silently speaks plaintext to http:// URIs even with a TLS config.
         return Err(Error::InvalidArgument(format!("server address {server:?} must start with https://")));
     }
+    credentials.check()?;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&credentials.ca_pem))
         .identity(Identity::from_pem(&credentials.cert_pem, &credentials.key_pem));

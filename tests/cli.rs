@@ -222,6 +222,38 @@ async fn principalctl_explains_connection_failures_in_one_line() {
 
     let missing = Command::new(PRINCIPALCTL).arg("whoami").env_remove("PRINCIPALCTL_PROFILE").output().unwrap();
     assert!(stderr(&missing).contains("no profile"), "{}", stderr(&missing));
+
+    // The health port (plain HTTP) given as the server.
+    let health = ctl(&admin, &["--server", &format!("https://{}", server.running.health_addr), "whoami"]).await;
+    assert!(stderr(&health).contains("does not speak TLS"), "{}", stderr(&health));
+    assert_eq!(stderr(&health).trim().lines().count(), 1, "{}", stderr(&health));
+
+    // A key that does not match the certificate: said before any connection.
+    let work = tempfile::tempdir().unwrap();
+    let copy = |name: &str| {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in ["profile.json", "ca.pem", "cert.pem", "key.pem"] {
+            std::fs::write(dir.join(file), std::fs::read(admin.join(file)).unwrap()).unwrap();
+        }
+        dir
+    };
+    let mismatched = copy("mismatched");
+    std::fs::write(mismatched.join("key.pem"), rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let out = ctl(&mismatched, &["whoami"]).await;
+    assert!(stderr(&out).contains("the key does not match the certificate"), "{}", stderr(&out));
+
+    // A certificate from another CA: always the same one-line explanation (the rejection races the first call).
+    let other = principald::pki::ca::CertificateAuthority::generate("other CA", time::Duration::days(30)).unwrap();
+    let foreign_creds = common::mint_with(&other, &rcgen::CertificateParams::new(Vec::<String>::new()).unwrap());
+    let foreign = copy("foreign");
+    std::fs::write(foreign.join("cert.pem"), &foreign_creds.cert_pem).unwrap();
+    std::fs::write(foreign.join("key.pem"), &foreign_creds.key_pem).unwrap();
+    for _ in 0..10 {
+        let out = ctl(&foreign, &["whoami"]).await;
+        assert!(stderr(&out).contains("rejected the TLS connection"), "{}", stderr(&out));
+        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    }
 }
 
 #[test]
@@ -296,6 +328,30 @@ fn bad_configuration_exits_64_with_a_clear_message() {
         assert_eq!(stderr(&out).trim_end().lines().count(), 1, "one line: {}", stderr(&out));
     }
     assert!(!tmp.path().join("data").exists(), "nothing was created before validation");
+}
+
+/// DynamoDB without a region, or at an endpoint nobody answers: one line that says so, not the SDK's error chain.
+#[test]
+fn dynamodb_misconfiguration_is_explained_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut command = Command::new(PRINCIPALD);
+        command.args(["serve", "--store", "dynamodb", "--data-dir"]).arg(tmp.path().join("data")).args(extra);
+        for name in ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"] {
+            command.env_remove(name);
+        }
+        command.env("AWS_EC2_METADATA_DISABLED", "true").envs(env.iter().copied());
+        command.output().unwrap()
+    };
+    let out = run(&[("AWS_CONFIG_FILE", "/nonexistent")], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("DynamoDB needs an AWS region: set AWS_REGION"), "{}", stderr(&out));
+    let credentials = [("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")];
+    let out = run(&credentials, &["--dynamodb-endpoint", "http://127.0.0.1:1"]);
+    assert!(!out.status.success());
+    let last = stderr(&out).trim_end().lines().last().unwrap_or_default().to_owned();
+    assert!(last.contains("cannot reach DynamoDB at http://127.0.0.1:1: connection refused"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("DispatchFailure"), "{}", stderr(&out));
 }
 
 /// principalctl's usage errors are one line with exit status 1, like every other failure; help still exits 0.

@@ -56,8 +56,9 @@ impl StoreConfig {
                 Ok(Vec::new())
             }
             Self::Dynamodb(config) => {
-                let client = dynamodb::DynamoStore::client(config).await;
-                dynamodb::schema::migrate(&client, &config.table_prefix).await
+                let client = dynamodb::DynamoStore::client_checked(config).await?;
+                let migrated = dynamodb::schema::migrate(&client, &config.table_prefix).await;
+                migrated.map_err(|e| dynamodb::unreachable(config, e))
             }
         }
     }

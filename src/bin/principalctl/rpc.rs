@@ -56,6 +56,11 @@ fn explain_transport(server: &str, error: &tonic::transport::Error) -> String {
         format!("{server} presented a certificate not signed by the profile's CA: check ca_cert in the profile")
     } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
         format!("{server}'s certificate does not cover this host name: use a name from its --server-name list")
+    } else if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
+        format!(
+            "{server} does not speak TLS: is that the health port (plain HTTP)? use principald's gRPC port (--listen, \
+             default 8443)"
+        )
     } else if lower.contains("dns error") || lower.contains("failed to lookup") {
         format!("cannot resolve the host in {server}")
     } else if lower.contains("timed out") || lower.contains("elapsed") {
@@ -107,9 +112,13 @@ pub fn explain(server: &str, status: &Status) -> String {
         Code::Unavailable => format!("server unavailable, retry later: {message}"),
         Code::DeadlineExceeded => format!("{server} did not answer in time"),
         Code::ResourceExhausted => format!("rate limited: {message}"),
-        // Under TLS 1.3 a client certificate the server rejects only shows on the first call, as a transport error.
-        Code::Unknown | Code::Internal
-            if message.contains("transport error") || message.contains("h2 protocol error") =>
+        // Under TLS 1.3 a client certificate the server rejects only shows on the first call, as a transport error
+        // (or, depending on timing, as a call cancelled by the closing connection).
+        Code::Unknown | Code::Internal | Code::Cancelled
+            if message.contains("transport error")
+                || message.contains("h2 protocol error")
+                || message.contains("operation was canceled")
+                || message.contains("connection reset") =>
         {
             format!(
                 "{server} rejected the TLS connection: the profile's client certificate is expired, not yet valid, or from another CA"

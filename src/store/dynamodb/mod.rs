@@ -58,6 +58,28 @@ pub struct DynamoConfig {
     pub replica: String,
 }
 
+/// A store that cannot be reached at all, said in one line with what to check, instead of the SDK's error chain.
+pub fn unreachable(config: &DynamoConfig, error: Error) -> Error {
+    let Error::Unavailable(detail) = &error else { return error };
+    let lower = detail.to_lowercase();
+    let cause = if lower.contains("connection refused") {
+        "connection refused"
+    } else if lower.contains("dns") || lower.contains("failed to lookup") || lower.contains("name or service") {
+        "the host name does not resolve"
+    } else if lower.contains("timeout") || lower.contains("timed out") {
+        "timed out"
+    } else if lower.contains("dispatch failure") || lower.contains("io error") {
+        "network error"
+    } else {
+        return error;
+    };
+    let place = config.endpoint.clone().unwrap_or_else(|| "the regional DynamoDB endpoint".into());
+    Error::Unavailable(format!(
+        "cannot reach DynamoDB at {place}: {cause}; check --dynamodb-endpoint (PRINCIPALD_DYNAMODB_ENDPOINT), the \
+         network and the AWS credentials"
+    ))
+}
+
 /// DynamoDB-backed [`Store`].
 #[derive(Clone)]
 pub struct DynamoStore {
@@ -89,10 +111,24 @@ impl DynamoStore {
         Client::new(&loader.load().await)
     }
 
+    /// [`client`](Self::client), refusing a configuration without a region (the SDK would fail every call with a
+    /// dispatch error that does not say so).
+    pub async fn client_checked(config: &DynamoConfig) -> Result<Client> {
+        let client = Self::client(config).await;
+        if client.config().region().is_none() {
+            return Err(Error::InvalidArgument(
+                "DynamoDB needs an AWS region: set AWS_REGION (e.g. us-east-1) or a region in the AWS profile \
+                 (DynamoDB Local accepts any)"
+                    .into(),
+            ));
+        }
+        Ok(client)
+    }
+
     /// Connects and checks that every table and index exists (naming what is missing otherwise).
     pub async fn connect(config: &DynamoConfig) -> Result<Self> {
-        let client = Self::client(config).await;
-        schema::check(&client, &config.table_prefix).await?;
+        let client = Self::client_checked(config).await?;
+        schema::check(&client, &config.table_prefix).await.map_err(|e| unreachable(config, e))?;
         Ok(Self::with_client(client, &config.table_prefix, &config.replica))
     }
 
