@@ -90,3 +90,77 @@ fn readme_walkthrough_works_verbatim() {
     }
     assert!(listed.contains(&format!("Serial Number: {serial}")), "the fetched CRLs do not list {serial}:\n{listed}");
 }
+
+/// The rows of the README table whose header row starts with `header`: (first cell, second cell).
+fn table_after(header: &str) -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find(header).unwrap_or_else(|| panic!("README has a table headed {header:?}"));
+    readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            (cells[0].to_owned(), cells[1].to_owned())
+        })
+        .collect()
+}
+
+/// Backquoted words of a cell.
+fn quoted(cell: &str) -> std::collections::BTreeSet<String> {
+    cell.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+}
+
+#[test]
+fn the_readme_permission_tables_are_the_codes() {
+    use principald::auth::{MethodPolicy, PermissionTable, Requirement};
+    use principald::model::PrincipalType;
+    let builtin = PermissionTable::builtin();
+    let mut typed = std::collections::BTreeSet::new();
+    for (types, permissions) in table_after("| type | permissions |") {
+        for kind in types.split(", ") {
+            let kind: PrincipalType = kind.parse().unwrap_or_else(|_| panic!("README names no type {kind:?}"));
+            let code: std::collections::BTreeSet<String> = builtin.for_type(kind).iter().cloned().collect();
+            assert_eq!(quoted(&permissions), code, "README permissions of {kind:?}");
+            typed.insert(kind);
+        }
+    }
+    assert_eq!(typed.len(), PrincipalType::ALL.len(), "every type has a row");
+
+    let policy = MethodPolicy::principald();
+    let service = "/principal.v1.PrincipalService/";
+    let mut documented = std::collections::BTreeSet::new();
+    for (methods, requires) in table_after("| RPC | requires |") {
+        for method in methods.split(", ") {
+            if method.contains('.') || method == "reflection" {
+                continue; // other services: checked below
+            }
+            let path = format!("{service}{method}");
+            let expected = match policy.requirement(&path) {
+                Some(Requirement::Permission(p)) => format!("`{p}`"),
+                Some(Requirement::Authenticated) => "any authenticated principal".into(),
+                Some(Requirement::Anonymous) => "anyone".into(),
+                None => panic!("README lists {method}, which the code denies"),
+            };
+            assert!(requires.starts_with(&expected), "{method}: README says {requires:?}, the code {expected:?}");
+            documented.insert(path);
+        }
+    }
+    let code: std::collections::BTreeSet<String> =
+        policy.method_paths().into_iter().filter(|p| p.starts_with(service)).collect();
+    assert_eq!(documented, code, "every RPC of the code's table is in the README's, and only those");
+    for anonymous in ["/grpc.health.v1.Health/Check", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"] {
+        assert_eq!(policy.requirement(anonymous), Some(&Requirement::Anonymous));
+    }
+}
+
+#[test]
+fn the_readme_lists_every_audit_event_type() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("Event types (`--type` refuses any other").expect("README lists the event types");
+    let paragraph = &readme[start..start + readme[start..].find("\n\n").unwrap()];
+    let listed: std::collections::BTreeSet<String> = quoted(paragraph).into_iter().filter(|w| w.contains('.')).collect();
+    let code: std::collections::BTreeSet<String> =
+        principald::audit::kind::ALL.iter().map(|k| k.to_string()).collect();
+    assert_eq!(listed, code);
+}
