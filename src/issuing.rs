@@ -83,27 +83,33 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// Keeps the intermediate fresh until `shutdown` (call [`refresh`](Self::refresh) once before serving). A CA
-    /// whose root signs leaves itself has nothing to keep.
+    /// Keeps the intermediate fresh until `shutdown` (call [`refresh`](Self::refresh) once before serving), and prunes
+    /// expired intermediates and token keys. A CA whose root signs leaves itself only prunes.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        if self.ca.issuing().record.is_none() {
-            return;
-        }
+        let keeps_intermediate = self.ca.issuing().record.is_some();
         // The server refreshed once before serving; the first prune comes with the next refresh.
         let mut refreshed = std::time::Instant::now();
         loop {
             if refreshed.elapsed() >= REFRESH_EVERY {
-                match self.refresh().await {
-                    Ok(()) => refreshed = std::time::Instant::now(),
-                    Err(error) => tracing::warn!(%error, "cannot refresh the issuing intermediates; will retry"),
+                if keeps_intermediate {
+                    match self.refresh().await {
+                        Ok(()) => refreshed = std::time::Instant::now(),
+                        Err(error) => tracing::warn!(%error, "cannot refresh the issuing intermediates; will retry"),
+                    }
+                } else {
+                    refreshed = std::time::Instant::now();
                 }
-                match self.store.forget_intermediates(now() - RETENTION).await {
+                match self.store.forget_expired(now() - RETENTION).await {
                     Ok(0) => {}
-                    Ok(pruned) => tracing::info!(pruned, "forgot intermediates expired past retention"),
-                    Err(error) => tracing::debug!(%error, "cannot prune expired intermediates; will retry"),
+                    Ok(pruned) => {
+                        tracing::info!(pruned, "forgot intermediates and token keys expired past retention")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot prune expired intermediates and token keys; will retry")
+                    }
                 }
             }
-            if let Err(error) = self.rotate_if_due().await {
+            if keeps_intermediate && let Err(error) = self.rotate_if_due().await {
                 tracing::warn!(%error, "cannot replace the issuing intermediate; the current one stays in use");
             }
             tokio::select! {

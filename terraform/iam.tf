@@ -58,15 +58,15 @@ data "aws_iam_policy_document" "task" {
     }
   }
 
-  # The only deletion the service makes: records of intermediates past retention.
+  # The only deletions the service makes: records of intermediates and token keys past retention.
   statement {
-    sid       = "ForgetExpiredIntermediates"
+    sid       = "ForgetExpiredRecords"
     actions   = ["dynamodb:DeleteItem"]
     resources = [aws_dynamodb_table.meta.arn]
     condition {
       test     = "ForAllValues:StringLike"
       variable = "dynamodb:LeadingKeys"
-      values   = ["intermediate#*"]
+      values   = ["intermediate#*", "token_key#*"]
     }
     condition {
       test     = "StringEquals"

@@ -159,8 +159,8 @@ fn the_readme_lists_every_audit_event_type() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let start = readme.find("Event types (`--type` refuses any other").expect("README lists the event types");
     let paragraph = &readme[start..start + readme[start..].find("\n\n").unwrap()];
-    let listed: std::collections::BTreeSet<String> = quoted(paragraph).into_iter().filter(|w| w.contains('.')).collect();
-    let code: std::collections::BTreeSet<String> =
-        principald::audit::kind::ALL.iter().map(|k| k.to_string()).collect();
+    let listed: std::collections::BTreeSet<String> =
+        quoted(paragraph).into_iter().filter(|w| w.contains('.')).collect();
+    let code: std::collections::BTreeSet<String> = principald::audit::kind::ALL.iter().map(|k| k.to_string()).collect();
     assert_eq!(listed, code);
 }

@@ -191,8 +191,11 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
             } else if action == "dynamodb:DeleteItem" {
                 // Only expired intermediates' records in meta are ever deleted.
                 assert_eq!(resources, "[\"${aws_dynamodb_table.meta.arn}\"]", "DeleteItem on meta only");
-                let leading =
-                    ("ForAllValues:StringLike".into(), "dynamodb:LeadingKeys".into(), "[\"intermediate#*\"]".into());
+                let leading = (
+                    "ForAllValues:StringLike".into(),
+                    "dynamodb:LeadingKeys".into(),
+                    "[\"intermediate#*\",\"token_key#*\"]".into(),
+                );
                 assert_eq!(conditions, [leading].into(), "DeleteItem on intermediate records only");
             } else if action == "dynamodb:Scan" {
                 assert_eq!(

@@ -163,8 +163,8 @@ impl Store for MeteredStore {
     async fn revoked_intermediates(&self) -> Result<std::collections::BTreeSet<String>> {
         self.timed("revoked_intermediates", self.inner.revoked_intermediates()).await
     }
-    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32> {
-        self.timed("forget_intermediates", self.inner.forget_intermediates(expired_before)).await
+    async fn forget_expired(&self, expired_before: OffsetDateTime) -> Result<u32> {
+        self.timed("forget_expired", self.inner.forget_expired(expired_before)).await
     }
     async fn revoke_intermediate(
         &self,

@@ -220,9 +220,12 @@ pub trait Store: Send + Sync + 'static {
     /// whenever the revocation epoch moves).
     async fn revoked_intermediates(&self) -> Result<std::collections::BTreeSet<String>>;
 
-    /// Deletes the records of intermediates that expired before `expired_before` (every certificate they signed has
-    /// expired and is gone from the store by then); returns how many. Keeps the listing (read by every replica) small.
-    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32>;
+    /// Deletes what nothing can depend on any more: the records of intermediates that expired before `expired_before`
+    /// (every certificate they signed has expired and is gone from the store by then), their place in the set of
+    /// revoked intermediates, and token keys whose last token expired before it. Returns how many records went.
+    /// Keeps what every replica reads (intermediates, revoked set, token keys) small. Audit chain heads are never
+    /// deleted: `audit verify` relies on them.
+    async fn forget_expired(&self, expired_before: OffsetDateTime) -> Result<u32>;
 
     /// Revokes an intermediate (every certificate it signed is void from then on) and raises the revocation epoch in
     /// the same write. `NotFound` if unknown, `FailedPrecondition` if already revoked.

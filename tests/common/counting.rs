@@ -123,8 +123,8 @@ impl Store for CountingStore {
     async fn revoked_intermediates(&self) -> Result<std::collections::BTreeSet<String>> {
         self.inner.revoked_intermediates().await
     }
-    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32> {
-        self.inner.forget_intermediates(expired_before).await
+    async fn forget_expired(&self, expired_before: OffsetDateTime) -> Result<u32> {
+        self.inner.forget_expired(expired_before).await
     }
     async fn revoke_intermediate(
         &self,

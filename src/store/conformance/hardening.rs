@@ -224,14 +224,32 @@ pub async fn intermediates_are_recorded_and_revoked_once(store: Arc<dyn Store>) 
 
     let old = IntermediateRecord { not_after: at - time::Duration::days(40), ..record("dd") };
     store.record_intermediate(&old, None).await.unwrap();
+    let revoked_old = IntermediateRecord { not_after: at - time::Duration::days(40), ..record("ee") };
+    store.record_intermediate(&revoked_old, None).await.unwrap();
+    store.revoke_intermediate("ee", at - time::Duration::days(41), None).await.unwrap();
+    let key = |kid: &str, expires_at: time::OffsetDateTime| crate::model::TokenKeyRecord {
+        kid: kid.into(),
+        replica: "replica-a".into(),
+        public_jwk: "{}".into(),
+        created_at: expires_at - time::Duration::days(1),
+        expires_at,
+    };
+    store.record_token_key(&key("old-key", at - time::Duration::days(40)), None).await.unwrap();
+    store.record_token_key(&key("live-key", at + time::Duration::days(1)), None).await.unwrap();
     assert_eq!(
-        store.forget_intermediates(at - time::Duration::days(30)).await.unwrap(),
-        1,
-        "only the long-expired one"
+        store.forget_expired(at - time::Duration::days(30)).await.unwrap(),
+        3,
+        "only the long-expired intermediates and token key"
     );
     let mut left: Vec<String> = store.list_intermediates().await.unwrap().into_iter().map(|r| r.fingerprint).collect();
     left.sort();
     assert_eq!(left, ["aa", "bb"]);
+    let revoked: Vec<String> = store.revoked_intermediates().await.unwrap().into_iter().collect();
+    assert_eq!(revoked, ["aa"], "a forgotten intermediate leaves the revoked set");
+    let keys: Vec<String> =
+        store.list_token_keys(at - time::Duration::days(100)).await.unwrap().into_iter().map(|k| k.kid).collect();
+    assert_eq!(keys, ["live-key"], "the long-expired token key is gone");
+    assert_eq!(store.forget_expired(at - time::Duration::days(30)).await.unwrap(), 0, "nothing left");
 }
 
 pub async fn interrupted_sweeps_are_finished(store: Arc<dyn Store>) {

@@ -101,28 +101,70 @@ impl DynamoStore {
     }
 
     /// Conditional deletes (a record is removed only if it is still expired), so replicas racing here are harmless.
+    /// A forgotten revoked intermediate leaves the revoked set on the epoch item after its record is gone (the set
+    /// never names an intermediate whose certificates could still be presented).
     pub(super) async fn forget(&self, expired_before: OffsetDateTime) -> Result<u32> {
+        let cutoff = expired_before.unix_timestamp();
         let mut deleted = 0;
+        let mut forgotten_revoked = Vec::new();
         for record in self.intermediates().await? {
             if record.not_after >= expired_before {
                 continue;
             }
-            let delete = self
-                .client
-                .delete_item()
+            let key = format!("{INTERMEDIATE_PREFIX}{}", record.fingerprint);
+            if self.delete_expired(&key, "not_after", cutoff).await? {
+                deleted += 1;
+            }
+            if record.revoked_at.is_some() {
+                forgotten_revoked.push(record.fingerprint);
+            }
+        }
+        // Also those whose record an earlier run removed before it could update the set.
+        let known: std::collections::BTreeSet<String> =
+            self.intermediates().await?.into_iter().map(|r| r.fingerprint).collect();
+        forgotten_revoked.extend(self.revoked().await?.into_iter().filter(|f| !known.contains(f)));
+        forgotten_revoked.sort();
+        forgotten_revoked.dedup();
+        if !forgotten_revoked.is_empty() {
+            self.client
+                .update_item()
                 .table_name(&self.meta)
-                .key("key", s(&format!("{INTERMEDIATE_PREFIX}{}", record.fingerprint)))
-                .condition_expression("not_after < :cutoff")
-                .expression_attribute_values(":cutoff", n(expired_before.unix_timestamp()))
+                .key("key", s(EPOCH_KEY))
+                .update_expression("DELETE revoked_intermediates :gone")
+                .expression_attribute_values(":gone", AttributeValue::Ss(forgotten_revoked))
                 .send()
-                .await;
-            match delete {
-                Ok(_) => deleted += 1,
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
-                Err(e) => return Err(sdk_error("DeleteItem", e)),
+                .await
+                .map_err(|e| sdk_error("UpdateItem", e))?;
+        }
+        for item in self.scan_meta(TOKEN_KEY_PREFIX).await? {
+            if get_n(&item, "expires_at")? < cutoff
+                && self
+                    .delete_expired(&format!("{TOKEN_KEY_PREFIX}{}", get_s(&item, "kid")?), "expires_at", cutoff)
+                    .await?
+            {
+                deleted += 1;
             }
         }
         Ok(deleted)
+    }
+
+    /// Deletes the meta item `key` if its `attribute` is still below `cutoff`; whether it did.
+    async fn delete_expired(&self, key: &str, attribute: &str, cutoff: i64) -> Result<bool> {
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.meta)
+            .key("key", s(key))
+            .condition_expression("#expiry < :cutoff")
+            .expression_attribute_names("#expiry", attribute)
+            .expression_attribute_values(":cutoff", n(cutoff))
+            .send()
+            .await;
+        match delete {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(sdk_error("DeleteItem", e)),
+        }
     }
 
     pub(super) async fn revoke(

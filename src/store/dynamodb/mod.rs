@@ -348,7 +348,7 @@ impl Store for DynamoStore {
         self.revoked().await
     }
 
-    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32> {
+    async fn forget_expired(&self, expired_before: OffsetDateTime) -> Result<u32> {
         self.forget(expired_before).await
     }
 

@@ -67,11 +67,12 @@ pub(super) fn revoked(conn: &Connection) -> Result<std::collections::BTreeSet<St
     rows.map(|r| r.map_err(sql_err)).collect()
 }
 
+/// The revoked set is the rows' `revoked_at`: it shrinks with them.
 pub(super) fn forget(conn: &Connection, expired_before: OffsetDateTime) -> Result<u32> {
-    let deleted = conn
-        .execute("DELETE FROM intermediates WHERE not_after < ?1", [expired_before.unix_timestamp()])
-        .map_err(sql_err)?;
-    Ok(u32::try_from(deleted).unwrap_or(u32::MAX))
+    let cutoff = expired_before.unix_timestamp();
+    let intermediates = conn.execute("DELETE FROM intermediates WHERE not_after < ?1", [cutoff]).map_err(sql_err)?;
+    let keys = conn.execute("DELETE FROM token_keys WHERE expires_at < ?1", [cutoff]).map_err(sql_err)?;
+    Ok(u32::try_from(intermediates + keys).unwrap_or(u32::MAX))
 }
 
 pub(super) fn revoke(conn: &Connection, fingerprint: &str, at: OffsetDateTime) -> Result<IntermediateRecord> {

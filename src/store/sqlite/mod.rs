@@ -333,7 +333,7 @@ impl Store for SqliteStore {
         self.read(ca::revoked).await
     }
 
-    async fn forget_intermediates(&self, expired_before: OffsetDateTime) -> Result<u32> {
+    async fn forget_expired(&self, expired_before: OffsetDateTime) -> Result<u32> {
         self.write(move |conn| ca::forget(conn, expired_before)).await
     }
 
