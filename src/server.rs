@@ -36,6 +36,7 @@ use crate::token::{TokenIssuer, TokenPolicy};
 use crate::{bootstrap, proto, tls};
 
 mod checkpoints;
+mod checkpoints_s3;
 mod tasks;
 use tasks::{finish_sweeps, follow_readiness, forget_idle_limits, record_refusals, rotate_server_certificate};
 
@@ -145,6 +146,27 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         config.accountability.crl_validity,
     );
     crls.refresh().await?;
+    let checkpoint_writer = match &config.accountability.audit_checkpoints {
+        Some(location) if config.accountability.audit => {
+            let mut writer = checkpoints::CheckpointWriter::new(
+                store.clone(),
+                ca.clone(),
+                recorder.clone(),
+                &config.replica_id,
+                &config.store,
+                location,
+                &metrics.checkpoints,
+            )
+            .await?;
+            // The first checkpoint before serving: a sink that cannot be written (a missing bucket, no s3:PutObject,
+            // no network path to S3) stops the start here rather than leaving the log unguarded until someone looks.
+            writer.write_once().await.map_err(|e| {
+                Error::FailedPrecondition(format!("--audit-checkpoints {location}: the first checkpoint failed: {e}"))
+            })?;
+            Some(writer)
+        }
+        _ => None,
+    };
     let withdrawals = authenticator.clone();
     let ocsp = crate::revocation::Responder::new(
         issuers,
@@ -246,20 +268,8 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let epoch = follower.spawn(wait_for(shutdown_rx.clone()));
     let sweeps = tokio::spawn(finish_sweeps(registry, shutdown_rx.clone()));
     let forget = tokio::spawn(forget_idle_limits(limiter, shutdown_rx.clone()));
-    let checkpoints = match &config.accountability.audit_checkpoints {
-        Some(dir) if config.accountability.audit => {
-            let writer = checkpoints::CheckpointWriter::new(
-                store.clone(),
-                ca.clone(),
-                recorder.clone(),
-                &config.replica_id,
-                &config.store,
-                dir.clone(),
-            )?;
-            Some(tokio::spawn(writer.run(config.accountability.audit_checkpoint_every, shutdown_rx.clone())))
-        }
-        _ => None,
-    };
+    let checkpoints = checkpoint_writer
+        .map(|writer| tokio::spawn(writer.run(config.accountability.audit_checkpoint_every, shutdown_rx.clone())));
     let refused = tokio::spawn(record_refusals(
         refusals,
         store.clone(),
@@ -298,7 +308,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
         let _ = tokio::time::timeout(Duration::from_secs(2), refused).await;
         if let Some(task) = checkpoints
             && let Ok(mut writer) = task.await
-            && let Err(error) = tokio::time::timeout(Duration::from_secs(10), writer.write_once())
+            && let Err(error) = tokio::time::timeout(Duration::from_secs(20), writer.write_once())
                 .await
                 .unwrap_or_else(|_| Err(Error::Unavailable("timed out".into())))
         {

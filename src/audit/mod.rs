@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod checkpoint_source;
 pub mod reader;
 pub mod refusals;
 

@@ -23,10 +23,12 @@ pub struct AccountabilityArgs {
     /// half of it, OCSP answers re-made on every revocation.
     #[arg(long, env = "PRINCIPALD_CRL_VALIDITY", default_value = "1h")]
     pub crl_validity: String,
-    /// Directory outside the store where signed checkpoints of this replica's audit chain heads are written
-    /// (`TIME_MS-REPLICA.note`, never overwritten), read by `principalctl audit verify --checkpoints DIR`.
-    #[arg(long, env = "PRINCIPALD_AUDIT_CHECKPOINTS")]
-    pub audit_checkpoints: Option<std::path::PathBuf>,
+    /// Where signed checkpoints of this replica's audit chain heads are written outside the store: a directory, or
+    /// `s3://BUCKET/PREFIX` (a bucket with Object Lock; needs s3:PutObject only), one file or object per checkpoint
+    /// (`TIME_MS-REPLICA.note`, never overwritten). The first is written before serving, so a directory or bucket that
+    /// cannot be written stops the start. Read by `principalctl audit verify --checkpoints DIR|s3://BUCKET/PREFIX`.
+    #[arg(long, env = "PRINCIPALD_AUDIT_CHECKPOINTS", value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub audit_checkpoints: Option<String>,
     /// How often a checkpoint is written when the chains moved (and once more at graceful shutdown).
     #[arg(long, env = "PRINCIPALD_AUDIT_CHECKPOINT_EVERY", default_value = "1m")]
     pub audit_checkpoint_every: String,
@@ -43,7 +45,7 @@ pub struct AccountabilityConfig {
     pub audit_tokens: bool,
     pub crl_validity: Duration,
     /// Where signed checkpoints of the chain heads go, and how often.
-    pub audit_checkpoints: Option<std::path::PathBuf>,
+    pub audit_checkpoints: Option<crate::audit::checkpoint_source::Location>,
     pub audit_checkpoint_every: Duration,
 }
 
@@ -61,7 +63,11 @@ impl AccountabilityArgs {
             )?,
             audit_tokens: self.audit_tokens,
             crl_validity,
-            audit_checkpoints: self.audit_checkpoints.clone(),
+            audit_checkpoints: self
+                .audit_checkpoints
+                .as_deref()
+                .map(|text| text.parse().map_err(|e| Error::InvalidArgument(format!("--audit-checkpoints: {e}"))))
+                .transpose()?,
             audit_checkpoint_every: nonzero(
                 parse_duration_flag("--audit-checkpoint-every", &self.audit_checkpoint_every)?,
                 "--audit-checkpoint-every",

@@ -60,6 +60,13 @@ pub struct CertificateLabels {
 
 type Seconds = Gauge<f64, std::sync::atomic::AtomicU64>;
 
+/// The checkpoint writer's counters (`principald_audit_checkpoints{outcome}`).
+#[derive(Clone, Debug, Default)]
+pub struct CheckpointMeters {
+    pub written: Counter,
+    pub failed: Counter,
+}
+
 /// Every metric principald exports.
 pub struct Metrics {
     registry: Registry,
@@ -78,6 +85,8 @@ pub struct Metrics {
     /// Store operations refused because too many were in flight.
     pub store_shed: Counter,
     pub handshake_failures: Family<ReasonLabels, Counter>,
+    /// Audit checkpoints written outside the store, and writes that failed.
+    pub checkpoints: CheckpointMeters,
     ready: Gauge,
     signer_ready: Gauge,
     epoch_age: Seconds,
@@ -108,6 +117,11 @@ impl Metrics {
         let limits = crate::ratelimit::LimitMeters::default();
         let store_shed = Counter::default();
         let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        let checkpoint_outcomes = Family::<OutcomeLabels, Counter>::default();
+        // One statement each: a family's guard held while taking another would deadlock.
+        let written = checkpoint_outcomes.get_or_create(&OutcomeLabels { outcome: "written" }).clone();
+        let failed = checkpoint_outcomes.get_or_create(&OutcomeLabels { outcome: "failed" }).clone();
+        let checkpoints = CheckpointMeters { written, failed };
         let ready = Gauge::default();
         let signer_ready = Gauge::default();
         let epoch_age = Seconds::default();
@@ -133,6 +147,11 @@ impl Metrics {
             store_shed.clone(),
         );
         registry.register("tls_handshake_failures", "failed TLS handshakes by reason", handshake_failures.clone());
+        registry.register(
+            "audit_checkpoints",
+            "signed audit checkpoints written outside the store (--audit-checkpoints), and writes that failed",
+            checkpoint_outcomes,
+        );
         registry.register(
             "ready",
             "1 when the readiness probe passes (store reachable, certificates unexpired), 0 when /readyz answers 503",
@@ -194,6 +213,7 @@ impl Metrics {
             limits,
             store_shed,
             handshake_failures,
+            checkpoints,
             ready,
             signer_ready,
             epoch_age,

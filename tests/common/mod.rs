@@ -4,7 +4,9 @@
 
 pub mod counting;
 pub mod dynamo;
+pub mod s3;
 pub mod signers;
+pub mod tamper;
 pub mod terraform;
 
 use std::path::{Path, PathBuf};

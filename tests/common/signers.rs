@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use principald::pki::signer::Signer;
 
-fn required(var: &str, what: &str) -> Option<String> {
+pub fn required(var: &str, what: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(value) if !value.is_empty() => Some(value),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use principald::audit::chain::Verifier;
 use principald::audit::checkpoint::{Checkpoint, Found};
+use principald::audit::checkpoint_source::Location;
 use principald::proto::{self as pb};
 use principald::service::audit::{event_from_wire, head_from_wire};
 use serde_json::{Value, json};
@@ -54,11 +55,12 @@ pub enum Command {
     },
     /// Recompute every hash chain and report the first broken link of each (exit status 1 if any).
     Verify {
-        /// Also check the store against the signed checkpoints in this directory (`principald --audit-checkpoints`):
-        /// every chain they name must still exist, reach the checkpointed position and hash to the checkpointed
-        /// value there. Only checkpoints signed by the profile's CA count.
-        #[arg(long, value_name = "DIR")]
-        checkpoints: Option<std::path::PathBuf>,
+        /// Also check the store against the signed checkpoints in this directory or S3 prefix (`principald
+        /// --audit-checkpoints`; S3 with the standard AWS credentials, needing s3:ListBucket and s3:GetObject): every
+        /// chain they name must still exist, reach the checkpointed position and hash to the checkpointed value
+        /// there. Only checkpoints signed by the profile's CA count.
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        checkpoints: Option<String>,
     },
 }
 
@@ -81,7 +83,10 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
         Command::Watch { position, from_now, no_follow } => {
             watch(ctx, position.unwrap_or_default(), from_now, !no_follow).await
         }
-        Command::Verify { checkpoints } => verify(ctx, checkpoints.as_deref()).await,
+        Command::Verify { checkpoints } => {
+            let location = checkpoints.map(|text| text.parse::<Location>()).transpose().map_err(|e| e.to_string())?;
+            verify(ctx, location.as_ref()).await
+        }
     }
 }
 
@@ -155,35 +160,34 @@ async fn watch(ctx: &Context, mut position: String, mut from_now: bool, follow: 
     }
 }
 
-/// The checkpoints in `dir` signed by the profile's CA (the last certificate of its CA file).
-fn trusted_checkpoints(ctx: &Context, dir: &std::path::Path) -> Result<Vec<Checkpoint>, String> {
+/// The checkpoints at `location` signed by the profile's CA (the last certificate of its CA file).
+async fn trusted_checkpoints(ctx: &Context, location: &Location) -> Result<Vec<Checkpoint>, String> {
     let ca_path = ctx.profile.ca_cert_path();
     let ca_pem = std::fs::read_to_string(&ca_path).map_err(|e| format!("cannot read {}: {e}", ca_path.display()))?;
     let root =
         pem::parse_many(ca_pem).ok().and_then(|mut c| c.pop()).ok_or("the profile's CA file holds no certificate")?;
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read --checkpoints {}: {e}", dir.display()))?;
+    let notes = location.read_notes().await.map_err(|e| format!("--checkpoints: {e}"))?;
     let (mut trusted, mut ignored) = (Vec::new(), 0);
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "note") {
-            continue;
-        }
-        match std::fs::read_to_string(&path).ok().map(|text| Checkpoint::open(&text, root.contents())) {
-            Some(Ok(checkpoint)) => trusted.push(checkpoint),
-            _ => ignored += 1,
+    for (_, text) in notes {
+        match Checkpoint::open(&text, root.contents()) {
+            Ok(checkpoint) => trusted.push(checkpoint),
+            Err(_) => ignored += 1,
         }
     }
     if ignored > 0 {
-        eprintln!("ignored {ignored} file(s) in {} that are not checkpoints signed by this CA", dir.display());
+        eprintln!("ignored {ignored} file(s) in {location} that are not checkpoints signed by this CA");
     }
     if trusted.is_empty() {
-        return Err(format!("no audit checkpoint signed by this CA in {}", dir.display()));
+        return Err(format!("no audit checkpoint signed by this CA in {location}"));
     }
     Ok(trusted)
 }
 
-async fn verify(ctx: &Context, checkpoints: Option<&std::path::Path>) -> Result<(), String> {
-    let checkpoints = checkpoints.map(|dir| trusted_checkpoints(ctx, dir)).transpose()?.unwrap_or_default();
+async fn verify(ctx: &Context, checkpoints: Option<&Location>) -> Result<(), String> {
+    let checkpoints = match checkpoints {
+        Some(location) => trusted_checkpoints(ctx, location).await?,
+        None => Vec::new(),
+    };
     let mut found = Found::wanting(&checkpoints);
     let mut client = ctx.client().await?;
     let heads = client.list_audit_chains(pb::ListAuditChainsRequest {}).await.map_err(|s| ctx.explain(s))?;
