@@ -115,6 +115,25 @@ data "aws_iam_policy_document" "checkpoints_bucket" {
     }
   }
 
+  # A checkpoint's name is never written twice, not even by the replicas: every PutObject must be conditional
+  # (If-None-Match: *, which principald always sends), so nobody holding the task role can put a newer version over a
+  # checkpoint that verifiers would then read instead of the locked original.
+  statement {
+    sid       = "NeverOverwrite"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.checkpoints.arn}/*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "Null"
+      variable = "s3:if-none-match"
+      values   = ["true"]
+    }
+  }
+
   statement {
     sid       = "TlsOnly"
     effect    = "Deny"

@@ -465,3 +465,41 @@ async fn a_kms_root_signing_leaves_itself_answers_ocsp_and_crls_for_them() {
     })
     .await;
 }
+
+/// A flood of OCSP requests for serials nobody issued, under a KMS root that signs its own leaves: beyond the
+/// responder's budget for the remote root (10 signatures a second, 50 in a burst) the answers are TryLater, not
+/// signatures, so anonymous relying parties cannot spend the KMS quota; once the flood stops, a real certificate's
+/// status is signed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ocsp_flood_cannot_spend_a_remote_roots_signing_budget() {
+    let Some(uri) = common::signers::kms_key_uri() else { return };
+    let server = TestServer::start_with(&["--ca-key", &uri, "--intermediates", "never"]).await;
+    let creds = server.enroll("ocsp-flooded", pb::PrincipalType::Worker).await;
+    let (leaf, _) = split_chain(&creds.cert_pem);
+    let (_, url) = pointers(&leaf);
+    let (_d, ca) = temp_file("ca.pem", &server.ca_pem());
+    let ask = move |serial: String| {
+        let out = std::process::Command::new("openssl")
+            .args(["ocsp", "-no_nonce", "-noverify", "-url", &url, "-issuer"])
+            .arg(&ca)
+            .args(["-serial", &serial])
+            .output()
+            .unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let ask = std::sync::Arc::new(ask);
+    let workers: Vec<_> = (0..20u32)
+        .map(|w| {
+            let ask = ask.clone();
+            std::thread::spawn(move || (0..10u32).map(|i| ask(format!("0x7{w:03x}{i:04x}5eed"))).collect::<Vec<_>>())
+        })
+        .collect();
+    let answers: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let later = answers.iter().filter(|a| a.to_lowercase().contains("trylater")).count();
+    let signed = answers.iter().filter(|a| a.contains(": unknown")).count();
+    assert!(later > 0, "200 requests for new serials all signed by KMS: {:?}", &answers[..3]);
+    assert_eq!(later + signed, answers.len(), "each answer is signed (unknown) or TryLater: {answers:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, text) = ocsp_of(&server, &creds);
+    assert_eq!(status, "good", "{text}");
+}

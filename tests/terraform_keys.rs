@@ -204,6 +204,11 @@ fn audit_checkpoints_go_to_a_write_once_bucket() {
     assert_eq!(deny("s3:DeleteObject"), Some(&Default::default()), "delete markers denied to all");
     let writers = ("ArnNotEquals".into(), "aws:PrincipalArn".into(), "[\"${aws_iam_role.task.arn}\"]".into());
     assert_eq!(deny("s3:PutObject"), Some(&[writers].into()), "only the replicas write");
+    let unconditional = ("Null".into(), "s3:if-none-match".into(), "[\"true\"]".into());
+    assert!(
+        denies.iter().any(|(a, c)| a == &["s3:PutObject"] && c == &[unconditional.clone()].into()),
+        "a PutObject without If-None-Match is denied to all (no checkpoint is overwritten)"
+    );
     let tls = denies.iter().find(|(a, _)| a == &["s3:*"]).map(|(_, c)| c.clone());
     assert_eq!(tls, Some([("Bool".into(), "aws:SecureTransport".into(), "[\"false\"]".into())].into()), "TLS only");
 

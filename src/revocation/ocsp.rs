@@ -25,6 +25,11 @@ const EPOCH_EVERY: Duration = Duration::from_millis(500);
 pub const MAX_CERTS: usize = 16;
 /// Bound on cached answers; the cache is emptied when it is full (and on every epoch change).
 const MAX_CACHED: usize = 100_000;
+/// Signatures a remote root (KMS, HSM) makes for OCSP per second, and in a burst: requests that miss the cache (new
+/// serials, several certificates, an emptied cache) beyond it get TryLater, so anonymous relying parties cannot spend
+/// the root's signing quota that CRLs and intermediates need.
+const REMOTE_SIGNATURES_PER_SECOND: u32 = 10;
+const REMOTE_SIGNATURES_BURST: u32 = 50;
 
 /// A DER OCSP response and how long caches may keep it.
 pub struct Answer {
@@ -42,6 +47,7 @@ pub struct Responder {
     validity: time::Duration,
     local_changes: LocalChanges,
     state: Mutex<State>,
+    remote_signatures: governor::DefaultDirectRateLimiter,
 }
 
 /// A signed response with its thisUpdate and nextUpdate.
@@ -71,7 +77,11 @@ impl Responder {
         local_changes: LocalChanges,
     ) -> Arc<Self> {
         let validity = time::Duration::try_from(validity).unwrap_or(time::Duration::HOUR);
-        Arc::new(Self { issuers, store, validity, local_changes, state: Mutex::default() })
+        let per_second = std::num::NonZeroU32::new(REMOTE_SIGNATURES_PER_SECOND).unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = std::num::NonZeroU32::new(REMOTE_SIGNATURES_BURST).unwrap_or(per_second);
+        let remote_signatures =
+            governor::RateLimiter::direct(governor::Quota::per_second(per_second).allow_burst(burst));
+        Arc::new(Self { issuers, store, validity, local_changes, state: Mutex::default(), remote_signatures })
     }
 
     /// The response to the DER OCSP request `der`. Never fails: errors become OCSP error statuses.
@@ -183,6 +193,9 @@ impl Responder {
         let this_update = now();
         let next_update = (this_update + self.validity).min(issuer.not_after);
         let remote = issuer.remote();
+        if remote && self.remote_signatures.check().is_err() {
+            return Err(Error::Unavailable("OCSP: the root's signing budget for this second is spent".into()));
+        }
         let (issuer, certs, nonce) = (issuer.clone(), certs.to_vec(), nonce.map(<[u8]>::to_vec));
         let build = move || {
             let answers: Vec<(&CertRef, Status)> = certs.iter().zip(statuses).collect();
