@@ -15,7 +15,9 @@ use crate::pki::oid::IdentityOids;
 pub const BACKDATE: Duration = Duration::seconds(60);
 
 /// The CA's own (root) certificate: path length 1 when it signs replica intermediates (which sign leaves), 0 when it
-/// signs leaves itself; key usage keyCertSign and cRLSign.
+/// signs leaves itself; key usage keyCertSign and cRLSign, and digitalSignature because the root itself signs OCSP
+/// responses about the certificates it issued (RFC 6960 section 4.2.2.2: the issuer may sign them) and the audit
+/// checkpoints; no other signatures are made with it.
 pub fn ca_certificate(common_name: &str, validity: Duration, path_len: u8) -> CertificateParams {
     let now = crate::model::now();
     let mut params = CertificateParams::default();

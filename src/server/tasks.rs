@@ -51,8 +51,12 @@ pub(super) async fn finish_sweeps(registry: Arc<Registry>, shutdown: watch::Rece
     }
 }
 
+/// Refusal events kept for the next attempt when the store would not take them (an outage of the store is when
+/// floods matter most); beyond this the oldest are dropped, and the log says how many.
+const MAX_PENDING_REFUSALS: usize = 4096;
+
 /// Writes the refused requests counted by the auth layer to the audit log, one event per source address and reason
-/// and interval (and once more at shutdown).
+/// and interval (and once more at shutdown). Events the store refused are written with the next interval's.
 pub(super) async fn record_refusals(
     refusals: Arc<Refusals>,
     store: Arc<dyn crate::store::Store>,
@@ -60,17 +64,28 @@ pub(super) async fn record_refusals(
     every: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
+    let mut pending = Vec::new();
     loop {
         let stopping = tokio::select! {
             _ = wait_for(shutdown.clone()) => true,
             _ = tokio::time::sleep(every) => false,
         };
-        let events = refusals.drain(&recorder, every.as_secs());
-        if !events.is_empty()
-            && let Err(error) = store.append_audit(&events).await
-        {
-            warn!(%error, events = events.len(), "cannot record refused requests in the audit log");
+        pending.extend(refusals.drain(&recorder, every.as_secs()));
+        if pending.len() > MAX_PENDING_REFUSALS {
+            let dropped = pending.len() - MAX_PENDING_REFUSALS;
+            pending.drain(..dropped);
+            warn!(dropped, "refused-request events dropped: the audit log has not taken them for too long");
         }
+        // One event per write, so a failure part-way keeps exactly the events not written (no duplicates on retry).
+        let mut written = 0;
+        for event in &pending {
+            if let Err(error) = store.append_audit(std::slice::from_ref(event)).await {
+                warn!(%error, events = pending.len() - written, "cannot record refused requests in the audit log; will retry");
+                break;
+            }
+            written += 1;
+        }
+        pending.drain(..written);
         if stopping {
             return;
         }

@@ -147,15 +147,19 @@ fn percent_decode_bytes(s: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// The URI with any `pin-value` removed.
+/// The URI with every `pin-value` masked (however often it appears, in the path or the query).
 fn redact(s: &str) -> String {
-    match s.find("pin-value=") {
-        Some(at) => {
-            let end = s[at..].find('&').map_or(s.len(), |e| at + e);
-            format!("{}pin-value=...{}", &s[..at], &s[end..])
-        }
-        None => s.to_owned(),
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("pin-value=") {
+        let value = at + "pin-value=".len();
+        let end = rest[value..].find(['&', ';', '?']).map_or(rest.len(), |e| value + e);
+        out.push_str(&rest[..value]);
+        out.push_str("...");
+        rest = &rest[end..];
     }
+    out.push_str(rest);
+    out
 }
 
 impl fmt::Display for KeyUri {
@@ -186,6 +190,15 @@ impl fmt::Debug for KeyUri {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_pin_value_is_masked() {
+        let uri = "pkcs11:token=a;pin-value=1234;object=k?pin-value=5678&module-path=/x.so";
+        let shown = redact(uri);
+        assert!(!shown.contains("1234") && !shown.contains("5678"), "{shown}");
+        assert_eq!(shown, "pkcs11:token=a;pin-value=...;object=k?pin-value=...&module-path=/x.so");
+    }
+
     use super::*;
 
     #[test]
