@@ -346,6 +346,7 @@ fn dynamodb_misconfiguration_is_explained_in_one_line() {
     let out = run(&[("AWS_CONFIG_FILE", "/nonexistent")], &[]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("DynamoDB needs an AWS region: set AWS_REGION"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains('\u{1b}'), "no color escape codes in logs written to a pipe: {}", stderr(&out));
     let credentials = [("AWS_REGION", "us-east-1"), ("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")];
     let out = run(&credentials, &["--dynamodb-endpoint", "http://127.0.0.1:1"]);
     assert!(!out.status.success());

@@ -101,7 +101,11 @@ async fn run(command: Command) -> Result<(), Failure> {
 fn init_logging(log: &LogArgs) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(&log.log_level)
         .map_err(|e| format!("configuration error: invalid --log-level {:?}: {e}", log.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colors only for a person at a terminal, and never with NO_COLOR set (no-color.org): logs shipped from a pipe
+    // or a file carry no escape codes.
+    let colors = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors);
     match log.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
