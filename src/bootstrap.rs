@@ -12,11 +12,12 @@ use crate::config::BootstrapConfig;
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};
 use crate::files;
+use crate::model::CaClaim;
 use crate::model::{Principal, PrincipalStatus, PrincipalType, now, sha256_hex};
 use crate::pki::ca::{CertificateAuthority, Root};
 use crate::pki::leaf;
 use crate::pki::signer::{self, KeyUri};
-use crate::store::{CaClaim, Store};
+use crate::store::Store;
 
 /// The CA lives ten years.
 pub const CA_VALIDITY: time::Duration = time::Duration::days(3650);

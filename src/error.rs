@@ -35,6 +35,12 @@ pub enum Error {
     RateLimited { message: String, retry_after: std::time::Duration },
 }
 
+/// The refusal for a backend this build left out (the `aws` feature: DynamoDB, AWS KMS, S3).
+#[cfg(not(feature = "aws"))]
+pub(crate) fn without_aws(what: &str) -> Error {
+    Error::FailedPrecondition(format!("{what} needs principald built with the `aws` feature (the default)"))
+}
+
 impl Error {
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         Self::Internal(format!("{context}: {err}"))

@@ -10,6 +10,11 @@ use crate::error::Error;
 
 mod certificate;
 pub use certificate::*;
+mod enrollment;
+pub(crate) use enrollment::{ENROLLMENT_REVOKED, ENROLLMENT_WITHDRAWN, enrollment_refused};
+pub use enrollment::{EnrollmentToken, EnrollmentTokenState};
+/// Durations as users type them (`90s`, `1h30m`, `7d`): parsing and formatting.
+pub mod duration;
 
 /// Most characters a principal id may have.
 pub const MAX_PRINCIPAL_ID_LEN: usize = 64;
@@ -162,6 +167,33 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
     t.replace_nanosecond(0).unwrap_or(t)
+}
+
+impl Principal {
+    /// `Ok` if this principal may receive `cert`: ACTIVE, of the certificate's type, and still at the generation the
+    /// certificate was signed under (nothing withdrew its certificates since it was read). Every store checks this
+    /// inside the write that records the certificate.
+    pub fn may_receive(&self, cert: &CertificateRecord) -> Result<(), Error> {
+        let id = self.id.as_str();
+        if self.status != PrincipalStatus::Active {
+            return Err(Error::FailedPrecondition(format!(
+                "principal {id:?} is {}: only active principals get certificates",
+                self.status
+            )));
+        }
+        if self.kind != cert.principal_type {
+            return Err(Error::FailedPrecondition(format!(
+                "principal {id:?} is a {}, not a {}",
+                self.kind, cert.principal_type
+            )));
+        }
+        if self.generation != cert.generation {
+            return Err(Error::FailedPrecondition(format!(
+                "the certificates of principal {id:?} were withdrawn during issuance; retry"
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

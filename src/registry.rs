@@ -58,7 +58,7 @@ pub struct Issued {
 impl Issued {
     /// `intermediate_pem` is the intermediate that signed `record` ("" when the root did); `root_pem` the root.
     pub fn new(record: CertificateRecord, intermediate_pem: &str, root_pem: &str) -> Self {
-        let certificate_pem = crate::pki::leaf::pem_of(&record.der);
+        let certificate_pem = crate::pki::pem::pem_of(&record.der);
         Self {
             certificate_chain_pem: format!("{certificate_pem}{intermediate_pem}"),
             ca_chain_pem: format!("{intermediate_pem}{root_pem}"),
@@ -147,8 +147,7 @@ impl Registry {
     }
 
     /// ACTIVE -> SUSPENDED. Callers cannot suspend themselves (that would lock out the last admin by accident).
-    pub async fn suspend(&self, origin: &Origin, id: &PrincipalId, reason: &str) -> Result<Principal> {
-        let caller = authenticated(origin)?;
+    pub async fn suspend(&self, caller: &Caller, origin: &Origin, id: &PrincipalId, reason: &str) -> Result<Principal> {
         refuse_self(caller, id, "suspend")?;
         if reason.chars().count() > MAX_DESCRIPTION {
             return Err(Error::InvalidArgument(format!("reason is longer than {MAX_DESCRIPTION} characters")));
@@ -168,8 +167,7 @@ impl Registry {
     }
 
     /// SUSPENDED -> ACTIVE.
-    pub async fn activate(&self, origin: &Origin, id: &PrincipalId) -> Result<Principal> {
-        let caller = authenticated(origin)?;
+    pub async fn activate(&self, caller: &Caller, origin: &Origin, id: &PrincipalId) -> Result<Principal> {
         let event = self.audit.event(origin, kind::PRINCIPAL_ACTIVATED, id.as_str(), serde_json::json!({}));
         let (from, to) = ([PrincipalStatus::Suspended], PrincipalStatus::Active);
         let principal = self.store.transition_principal(id, &from, to, None, now(), event.as_ref()).await?;
@@ -181,8 +179,7 @@ impl Registry {
 
     /// Soft delete: DELETED and the revocation floor raised in one write, then every certificate revoked (a sweep
     /// that a repeated delete or [`finish_sweeps`](Self::finish_sweeps) completes if it is interrupted).
-    pub async fn delete(&self, origin: &Origin, id: &PrincipalId) -> Result<(Principal, u32)> {
-        let caller = authenticated(origin)?;
+    pub async fn delete(&self, caller: &Caller, origin: &Origin, id: &PrincipalId) -> Result<(Principal, u32)> {
         refuse_self(caller, id, "delete")?;
         let event = self.audit.event(origin, kind::PRINCIPAL_DELETED, id.as_str(), serde_json::json!({}));
         let (store, target) = (self.store.clone(), id.clone());
@@ -249,11 +246,6 @@ impl Registry {
 enum Withdrawn {
     Principal(PrincipalId),
     Certificate(Serial),
-}
-
-/// The authenticated caller behind `origin`; changes principald makes itself never reach these rules.
-fn authenticated(origin: &Origin) -> Result<&Caller> {
-    origin.caller.as_deref().ok_or_else(|| Error::Unauthenticated("request was not authenticated".into()))
 }
 
 fn refuse_self(caller: &Caller, id: &PrincipalId, verb: &str) -> Result<()> {

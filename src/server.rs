@@ -13,7 +13,6 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::audit::Recorder;
-use crate::audit::reader::AuditReader;
 use crate::audit::refusals::Refusals;
 use crate::auth::{AuthLayer, Authenticator, MethodPolicy};
 use crate::config::{DEFAULT_CERT_VALIDITY, ServeConfig};
@@ -31,11 +30,13 @@ use crate::registry::Registry;
 use crate::revocation::CrlPublisher;
 use crate::server_cert::ServerCertificate;
 use crate::service::PrincipalApi;
+use crate::service::audit_reader::AuditReader;
 use crate::token::keys::TokenKeys;
 use crate::token::{TokenIssuer, TokenPolicy};
 use crate::{bootstrap, proto, tls};
 
 mod checkpoints;
+#[cfg(feature = "aws")]
 mod checkpoints_s3;
 mod tasks;
 use tasks::{finish_sweeps, follow_readiness, forget_idle_limits, record_refusals, rotate_server_certificate};

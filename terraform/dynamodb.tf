@@ -1,4 +1,4 @@
-# The tables of migrations/dynamodb, one to one (tests/terraform.rs compares them): keys, attributes, indexes and TTL.
+# The tables of migrations/dynamodb, one to one (tests/checks/terraform.rs compares them): keys, attributes, indexes and TTL.
 # principald finds them by prefix: PRINCIPALD_DYNAMODB_TABLE_PREFIX = "NAME-".
 
 resource "aws_dynamodb_table" "principals" {

@@ -16,7 +16,7 @@
 # (aws:SourceVpc) instead of to these endpoints.
 
 locals {
-  region           = data.aws_region.current.name
+  region = data.aws_region.current.name
   secrets_services = compact([
     anytrue([for arn in values(var.secrets) : strcontains(arn, ":ssm:")]) ? "ssm" : "",
     anytrue([for arn in values(var.secrets) : strcontains(arn, ":secretsmanager:")]) ? "secretsmanager" : "",

@@ -14,7 +14,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
 }
 
 # What principald itself may do, and nothing more, and only through the VPC's endpoints (endpoints.tf).
-# tests/terraform.rs checks that the DynamoDB, KMS and S3 actions here are exactly the calls the code makes while serving (table creation and key creation are `migrate` / `bootstrap` work
+# tests/checks/terraform.rs checks that the DynamoDB, KMS and S3 actions here are exactly the calls the code makes while serving (table creation and key creation are `migrate` / `bootstrap` work
 # that Terraform does instead). TransactWriteItems has no IAM action of its own: it is authorized through the
 # PutItem, UpdateItem and ConditionCheckItem of its items.
 resource "aws_iam_role" "task" {

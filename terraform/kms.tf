@@ -3,7 +3,7 @@ data "aws_region" "current" {}
 data "aws_partition" "current" {}
 
 locals {
-  account_root = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"
+  account_root   = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"
   ca_key_uri     = "awskms:${aws_kms_alias.ca.arn}"
   logs_principal = "logs.${data.aws_region.current.name}.amazonaws.com"
 }

@@ -60,6 +60,7 @@ pub fn object_key(prefix: &str, name: &str) -> String {
     if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") }
 }
 
+#[cfg(feature = "aws")]
 /// An S3 client configuration from the standard AWS chain (env, profile, instance or task role). An endpoint
 /// override (`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`: a local S3 such as moto, MinIO) gets path-style addressing,
 /// which those serve and virtual-hosted names on 127.0.0.1 cannot reach.
@@ -70,6 +71,7 @@ pub fn s3_config(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::from(sdk).force_path_style(overridden)
 }
 
+#[cfg(feature = "aws")]
 /// What S3 answered, briefly: its error code and message (`NoSuchBucket: The specified bucket does not exist`,
 /// `AccessDenied: ...`), or for a request that got no answer (no route, a timeout) the SDK's account of why.
 pub fn s3_error<E>(error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> String
@@ -110,11 +112,15 @@ impl Location {
                 }
                 Ok(notes)
             }
+            #[cfg(feature = "aws")]
             Self::S3 { bucket, prefix } => read_s3(bucket, prefix).await,
+            #[cfg(not(feature = "aws"))]
+            Self::S3 { .. } => Err(crate::error::without_aws("an s3:// checkpoint location")),
         }
     }
 }
 
+#[cfg(feature = "aws")]
 /// ListObjectsV2 (every page) and GetObject for each note under `prefix`.
 async fn read_s3(bucket: &str, prefix: &str) -> Result<Vec<(String, String)>> {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;

@@ -9,16 +9,12 @@
 pub mod chain;
 pub mod checkpoint;
 pub mod checkpoint_source;
-pub mod reader;
 pub mod refusals;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-
-use crate::auth::Caller;
 
 /// What happened. Stable strings: SIEM rules match on them.
 pub mod kind {
@@ -154,34 +150,25 @@ pub struct Origin {
     pub actor: Actor,
     pub address: Option<SocketAddr>,
     pub rpc: String,
-    /// The authenticated caller, for the registry's rules; `None` for principald's own changes.
-    pub caller: Option<Arc<Caller>>,
 }
 
 impl Origin {
-    /// A request's caller (with the hash of the certificate it presented, taken when it was authenticated), its
-    /// address and the RPC path.
-    pub fn request(caller: Arc<Caller>, address: Option<SocketAddr>, rpc: &str) -> Self {
-        let actor = Actor {
-            principal_id: caller.id.as_str().to_owned(),
-            principal_type: caller.kind.as_str().to_owned(),
-            certificate_serial: caller.serial.as_str().to_owned(),
-            certificate_sha256: crate::model::hex(&caller.certificate_sha256),
-        };
-        Self { actor, address, rpc: rpc.to_owned(), caller: Some(caller) }
+    /// A request's authenticated caller (`auth::Caller::actor`), its address and the RPC path.
+    pub fn request(actor: Actor, address: Option<SocketAddr>, rpc: &str) -> Self {
+        Self { actor, address, rpc: rpc.to_owned() }
     }
 
     /// A new worker enrolling as `id` (not authenticated yet: it proves itself with the enrollment token).
     pub fn enrolling(id: &crate::model::PrincipalId, address: Option<SocketAddr>) -> Self {
         let actor =
             Actor { principal_id: id.as_str().to_owned(), principal_type: "enrollment".into(), ..Actor::default() };
-        Self { actor, address, rpc: "/principal.v1.PrincipalService/Enroll".into(), caller: None }
+        Self { actor, address, rpc: "/principal.v1.PrincipalService/Enroll".into() }
     }
 
     /// principald itself, doing `what` (e.g. "bootstrap", "intermediate-rotation").
     pub fn system(what: &str) -> Self {
         let actor = Actor { principal_id: what.to_owned(), principal_type: "system".into(), ..Actor::default() };
-        Self { actor, address: None, rpc: String::new(), caller: None }
+        Self { actor, address: None, rpc: String::new() }
     }
 }
 

@@ -37,6 +37,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who the audit log names for this caller's changes: id, type and the certificate it presented (serial and
+    /// SHA-256, taken when it was authenticated).
+    pub fn actor(&self) -> crate::audit::Actor {
+        crate::audit::Actor {
+            principal_id: self.id.as_str().to_owned(),
+            principal_type: self.kind.as_str().to_owned(),
+            certificate_serial: self.serial.as_str().to_owned(),
+            certificate_sha256: crate::model::hex(&self.certificate_sha256),
+        }
+    }
+
     pub fn has_permission(&self, permission: &str) -> bool {
         self.permissions.contains(permission)
     }

@@ -12,10 +12,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use quick_cache::sync::Cache;
 
 use crate::error::{Error, Result};
+use crate::model::{TokenKeyRecord, now};
 use crate::store::Store;
-use crate::token::Claims;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
 
 /// Clock skew tolerated on exp and nbf.
 pub const LEEWAY: Duration = Duration::from_secs(30);
@@ -121,7 +122,7 @@ impl TokenVerifier {
     async fn reload(&self) -> Result<()> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Instant::now());
         let mut fresh = HashMap::new();
-        for record in crate::token::keys::live_token_keys(self.store.as_ref()).await? {
+        for record in live_token_keys(self.store.as_ref()).await? {
             let Ok(jwk) = serde_json::from_str::<jsonwebtoken::jwk::Jwk>(&record.public_jwk) else { continue };
             if let Ok(key) = DecodingKey::from_jwk(&jwk) {
                 fresh.insert(record.kid, Arc::new(key));
@@ -146,4 +147,32 @@ fn check_cached(v: &Verified, presented: &[u8; 32], now: i64) -> Result<Arc<BTre
         ));
     }
     Ok(v.scopes.clone())
+}
+
+/// The claims of an access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub client_id: String,
+    pub aud: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    pub scope: String,
+    pub cnf: Confirmation,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+/// Every announced key that may still have live tokens and was not withdrawn by the revocation of its replica's
+/// intermediate: what the JWKS publishes and verifiers accept.
+pub async fn live_token_keys(store: &dyn Store) -> Result<Vec<TokenKeyRecord>> {
+    let (keys, intermediates) = tokio::try_join!(store.list_token_keys(now()), store.list_intermediates())?;
+    Ok(keys.into_iter().filter(|k| !k.withdrawn_by(&intermediates)).collect())
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::duration::{nonzero, parse_duration_flag};
 use crate::error::Error;
+use crate::model::duration::{nonzero, parse_duration_flag};
 
 #[derive(Args, Debug, Clone)]
 pub struct AccountabilityArgs {

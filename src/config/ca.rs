@@ -94,7 +94,8 @@ impl ReplicaArgs {
     }
 
     pub fn intermediate_lifetime(&self) -> Result<Duration, Error> {
-        let lifetime = super::duration::parse_duration_flag("--intermediate-lifetime", &self.intermediate_lifetime)?;
+        let lifetime =
+            crate::model::duration::parse_duration_flag("--intermediate-lifetime", &self.intermediate_lifetime)?;
         if lifetime < Duration::from_secs(600) || lifetime > Duration::from_secs(90 * 24 * 3600) {
             return Err(Error::InvalidArgument("--intermediate-lifetime must be between 10m and 90d".into()));
         }
@@ -102,7 +103,7 @@ impl ReplicaArgs {
     }
 
     pub fn signer_check_every(&self) -> Result<Duration, Error> {
-        let every = super::duration::parse_duration_flag("--signer-check-every", &self.signer_check_every)?;
+        let every = crate::model::duration::parse_duration_flag("--signer-check-every", &self.signer_check_every)?;
         if every < Duration::from_secs(1) || every > Duration::from_secs(3600) {
             return Err(Error::InvalidArgument("--signer-check-every must be between 1s and 1h".into()));
         }

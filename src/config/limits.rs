@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use clap::Args;
 
-use super::duration::{nonzero, parse_duration_flag};
 use crate::error::Error;
 use crate::model::PrincipalType;
+use crate::model::duration::{nonzero, parse_duration_flag};
 use crate::ratelimit::RateLimits;
 use crate::tls::ConnectionLimits;
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::duration::parse_duration_flag;
 use crate::error::Error;
+use crate::model::duration::parse_duration_flag;
 
 #[derive(Args, Debug, Clone)]
 pub struct TokenArgs {

@@ -12,12 +12,13 @@ use tokio::sync::Semaphore;
 use super::{Metrics, OperationLabels};
 use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
+use crate::model::{CaClaim, EnrollmentToken, EnrollmentTokenState};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
-use crate::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageRequest, PrincipalFilter, Store};
+use crate::store::{Page, PageRequest, PrincipalFilter, Store};
 
 pub struct MeteredStore {
     inner: Arc<dyn Store>,

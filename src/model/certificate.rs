@@ -249,6 +249,36 @@ impl CertificateRecord {
     }
 }
 
+/// The CA a store belongs to: the hex SHA-256 of its certificate's DER, and the certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaClaim {
+    pub fingerprint: String,
+    pub certificate_pem: String,
+}
+
+impl CertificateRecord {
+    /// `Ok` if this certificate may be renewed into one for `owner`: same principal, unrevoked, not void, not renewed
+    /// before. Every store checks this inside the write that records the renewal.
+    pub fn renewable_by(&self, owner: &Principal) -> Result<(), Error> {
+        if self.principal_id != owner.id {
+            return Err(Error::FailedPrecondition(format!("certificate {} belongs to another principal", self.serial)));
+        }
+        if self.revocation.is_some() {
+            return Err(Error::FailedPrecondition(format!("certificate {} has been revoked", self.serial)));
+        }
+        if self.is_void_for(owner) {
+            return Err(Error::FailedPrecondition(format!(
+                "certificate {} was withdrawn with its principal's other certificates",
+                self.serial
+            )));
+        }
+        if self.renewal.is_some() {
+            return Err(Error::AlreadyExists(format!("certificate {} was already renewed", self.serial)));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

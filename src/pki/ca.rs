@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::model::IntermediateRecord;
 use crate::pki::crl::StatusUrls;
 use crate::pki::intermediate::{self, IntermediatePolicy};
-use crate::pki::leaf::pem_of;
+use crate::pki::pem::pem_of;
 use crate::pki::profile;
 use crate::pki::signer::{RcgenKey, Signer};
 

@@ -19,14 +19,6 @@ pub struct IssuedLeaf {
     pub intermediate_pem: String,
 }
 
-/// PEM (LF line endings) of a DER certificate.
-pub fn pem_of(der: &[u8]) -> String {
-    pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", der.to_vec()),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    )
-}
-
 /// Signs a client certificate for `kind`/`id` and `public_key`, valid from now (less the backdate) for `validity`,
 /// but never beyond its issuer's expiry.
 pub fn issue_client(

@@ -8,6 +8,7 @@ pub mod intermediate;
 pub mod leaf;
 pub mod ocsp;
 pub mod oid;
+pub mod pem;
 pub mod profile;
 pub mod signer;
 

@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
-use super::{Issued, MIN_VALIDITY, Registry, Withdrawn, authenticated};
+use super::{Issued, MIN_VALIDITY, Registry, Withdrawn};
 use crate::audit::{Origin, kind};
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::model::{
     CertificateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, Renewal, RevocationReason, Serial,
@@ -75,8 +76,13 @@ impl Registry {
     }
 
     /// Issues the caller a new certificate with its own id and type, replacing the one it calls with (once).
-    pub async fn renew(&self, origin: &Origin, csr: &[u8], validity: Option<Duration>) -> Result<Issued> {
-        let caller = authenticated(origin)?;
+    pub async fn renew(
+        &self,
+        caller: &Caller,
+        origin: &Origin,
+        csr: &[u8],
+        validity: Option<Duration>,
+    ) -> Result<Issued> {
         let csr = ValidatedCsr::parse(csr)?;
         let key = sha256_hex(&csr.spki_der);
         // Both strongly consistent point reads, side by side.
@@ -176,7 +182,7 @@ impl Registry {
         let known = intermediates.iter().find(|i| i.fingerprint == issuer);
         let known =
             known.ok_or_else(|| Error::internal("certificate chain", format!("intermediate {issuer} unknown")))?;
-        Ok(leaf::pem_of(&known.der))
+        Ok(crate::pki::pem::pem_of(&known.der))
     }
 
     /// The validity to issue: the type's maximum, or less if requested; a request outside `MIN_VALIDITY..=max` is
@@ -203,9 +209,9 @@ impl Registry {
             Some(v) => Err(Error::InvalidArgument(format!(
                 "requested validity of {} is outside what this {kind} certificate allows: {} to {}; omit it for the \
                  maximum",
-                crate::config::format_duration(v),
-                crate::config::format_duration(MIN_VALIDITY),
-                crate::config::format_duration(max)
+                crate::model::duration::format_duration(v),
+                crate::model::duration::format_duration(MIN_VALIDITY),
+                crate::model::duration::format_duration(max)
             ))),
         }
     }
@@ -215,11 +221,11 @@ impl Registry {
     /// included, are void at once), then sweeps them. A retry completes a sweep an earlier attempt left unfinished.
     pub async fn revoke(
         &self,
+        caller: &Caller,
         origin: &Origin,
         serial: &Serial,
         reason: RevocationReason,
     ) -> Result<CertificateRecord> {
-        let caller = authenticated(origin)?;
         let record = self.get_certificate(serial).await?;
         let serial = &record.serial;
         if *serial == caller.serial {

@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 use super::{Issued, Registry};
 use crate::audit::{Origin, kind};
 use crate::error::{Error, Result};
+use crate::model::{ENROLLMENT_WITHDRAWN, EnrollmentToken, EnrollmentTokenState, enrollment_refused};
 use crate::model::{PrincipalId, PrincipalStatus, now, sha256_hex};
 use crate::pki::csr::ValidatedCsr;
-use crate::store::{ENROLLMENT_WITHDRAWN, EnrollmentToken, EnrollmentTokenState, enrollment_refused};
 
 /// Default and longest lifetime of an enrollment token.
 pub const DEFAULT_ENROLLMENT_TTL: Duration = Duration::from_secs(3600);
@@ -40,7 +40,7 @@ impl Registry {
     ) -> Result<NewEnrollment> {
         let ttl = ttl.unwrap_or(DEFAULT_ENROLLMENT_TTL);
         if !(Duration::from_secs(60)..=MAX_ENROLLMENT_TTL).contains(&ttl) {
-            let f = crate::config::format_duration;
+            let f = crate::model::duration::format_duration;
             return Err(Error::InvalidArgument(format!(
                 "ttl of {} is outside 1m to {}",
                 f(ttl),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
+#[cfg(feature = "aws")]
 use super::checkpoints_s3::S3Sink;
 use super::wait_for;
 use crate::audit::checkpoint::{self, Checkpoint};
@@ -60,7 +61,10 @@ impl CheckpointWriter {
                 })?;
                 Sink::Dir(dir.clone())
             }
+            #[cfg(feature = "aws")]
             Location::S3 { bucket, prefix } => Sink::S3(S3Sink::new(bucket, prefix).await),
+            #[cfg(not(feature = "aws"))]
+            Location::S3 { .. } => return Err(crate::error::without_aws("--audit-checkpoints s3://")),
         };
         let chains = match store_config {
             crate::store::StoreConfig::Dynamodb(dynamo) => format!("{}/", dynamo.replica),
@@ -149,6 +153,7 @@ impl CheckpointWriter {
 /// Where checkpoints go: a directory (each a new file, fsynced) or an S3 prefix (each a new object).
 enum Sink {
     Dir(PathBuf),
+    #[cfg(feature = "aws")]
     S3(S3Sink),
 }
 
@@ -168,6 +173,7 @@ impl Sink {
                 })?;
                 Ok(path.display().to_string())
             }
+            #[cfg(feature = "aws")]
             Self::S3(s3) => s3.put(name, note).await.map(|()| s3.url(name)),
         }
     }

@@ -1,5 +1,5 @@
 //! The S3 sink of audit checkpoints (`--audit-checkpoints s3://BUCKET/PREFIX`): each checkpoint a new object, written
-//! once. Every S3 call the server makes is in this file, and it is PutObject only (tests/terraform.rs derives the task
+//! once. Every S3 call the server makes is in this file, and it is PutObject only (tests/checks/terraform.rs derives the task
 //! role's S3 permissions from it): the bucket's default Object Lock retention (COMPLIANCE mode, set by Terraform)
 //! keeps each object for its retention period, and `If-None-Match: *` refuses to replace an object that exists, so
 //! not even a new version hides a checkpoint under its name. Object Lock requires an integrity checksum on every

@@ -11,10 +11,17 @@ use crate::auth::Caller;
 use crate::error::Error;
 use crate::proto;
 
-/// The authenticated caller of `request` with the certificate it presented, its address and the method.
+/// Where `request` comes from: its authenticated caller with the certificate it presented, its address, the method.
 pub fn origin<T>(request: &Request<T>, method: &str) -> Result<Origin, Status> {
+    acting(request, method).map(|(_, origin)| origin)
+}
+
+/// The authenticated caller of `request` (for the registry's rules) and its [`origin`].
+pub fn acting<T>(request: &Request<T>, method: &str) -> Result<(Arc<Caller>, Origin), Status> {
     let caller: Arc<Caller> = Caller::from_request(request)?;
-    Ok(Origin::request(caller, peer_address(request), &format!("/principal.v1.PrincipalService/{method}")))
+    let origin =
+        Origin::request(caller.actor(), peer_address(request), &format!("/principal.v1.PrincipalService/{method}"));
+    Ok((caller, origin))
 }
 
 /// The peer's address as the TLS connection recorded it.

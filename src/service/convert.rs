@@ -120,7 +120,7 @@ pub fn certificate_view_to_wire(view: crate::registry::CertificateView) -> proto
         not_before: Some(timestamp(c.not_before)),
         not_after: Some(timestamp(c.not_after)),
         sha256_fingerprint: c.sha256_fingerprint,
-        certificate_pem: crate::pki::leaf::pem_of(&c.der),
+        certificate_pem: crate::pki::pem::pem_of(&c.der),
         revoke_time: c.revocation.map(|r| timestamp(r.at)),
         revocation_reason: c.revocation.map_or(0, |r| i32::from(r.reason.code())),
         issuer_sha256_fingerprint: c.issuer,
@@ -130,7 +130,7 @@ pub fn certificate_view_to_wire(view: crate::registry::CertificateView) -> proto
 
 pub fn intermediate_to_wire(i: IntermediateRecord) -> proto::Intermediate {
     proto::Intermediate {
-        certificate_pem: crate::pki::leaf::pem_of(&i.der),
+        certificate_pem: crate::pki::pem::pem_of(&i.der),
         sha256_fingerprint: i.fingerprint,
         replica: i.replica,
         not_before: Some(timestamp(i.not_before)),

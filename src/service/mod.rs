@@ -2,6 +2,7 @@
 //! and convert the answer ([`convert`]). Errors become statuses through the one mapping in [`crate::error`].
 
 pub mod audit;
+pub mod audit_reader;
 pub mod convert;
 pub mod principal;
 

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::audit::reader::{AuditReader, Position};
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::proto::principal_service_server::PrincipalService;
 use crate::proto::{self as pb};
 use crate::registry::{self, Issued, NewPrincipal, Registry};
 use crate::revocation::CrlPublisher;
-use crate::service::audit::{self, origin};
+use crate::service::audit::{self, acting, origin};
+use crate::service::audit_reader::{AuditReader, Position};
 use crate::service::convert::*;
 use crate::store::PrincipalFilter;
 use crate::token::TokenIssuer;
@@ -91,15 +91,15 @@ impl PrincipalService for PrincipalApi {
     }
 
     async fn suspend_principal(&self, request: Request<pb::SuspendPrincipalRequest>) -> Reply<pb::Principal> {
-        let origin = origin(&request, "SuspendPrincipal")?;
+        let (caller, origin) = acting(&request, "SuspendPrincipal")?;
         let r = request.into_inner();
-        let principal = self.registry.suspend(&origin, &principal_id(&r.id)?, &r.reason).await?;
+        let principal = self.registry.suspend(&caller, &origin, &principal_id(&r.id)?, &r.reason).await?;
         Ok(Response::new(principal_to_wire(principal)))
     }
 
     async fn activate_principal(&self, request: Request<pb::ActivatePrincipalRequest>) -> Reply<pb::Principal> {
-        let origin = origin(&request, "ActivatePrincipal")?;
-        let principal = self.registry.activate(&origin, &principal_id(&request.get_ref().id)?).await?;
+        let (caller, origin) = acting(&request, "ActivatePrincipal")?;
+        let principal = self.registry.activate(&caller, &origin, &principal_id(&request.get_ref().id)?).await?;
         Ok(Response::new(principal_to_wire(principal)))
     }
 
@@ -107,8 +107,9 @@ impl PrincipalService for PrincipalApi {
         &self,
         request: Request<pb::DeletePrincipalRequest>,
     ) -> Reply<pb::DeletePrincipalResponse> {
-        let origin = origin(&request, "DeletePrincipal")?;
-        let (principal, revoked) = self.registry.delete(&origin, &principal_id(&request.get_ref().id)?).await?;
+        let (caller, origin) = acting(&request, "DeletePrincipal")?;
+        let (principal, revoked) =
+            self.registry.delete(&caller, &origin, &principal_id(&request.get_ref().id)?).await?;
         Ok(Response::new(pb::DeletePrincipalResponse {
             principal: Some(principal_to_wire(principal)),
             revoked_certificates: revoked,
@@ -130,16 +131,16 @@ impl PrincipalService for PrincipalApi {
         &self,
         request: Request<pb::RenewCertificateRequest>,
     ) -> Reply<pb::IssueCertificateResponse> {
-        let origin = origin(&request, "RenewCertificate")?;
+        let (caller, origin) = acting(&request, "RenewCertificate")?;
         let r = request.into_inner();
-        let issued = self.registry.renew(&origin, &r.csr, validity(r.validity_seconds)).await?;
+        let issued = self.registry.renew(&caller, &origin, &r.csr, validity(r.validity_seconds)).await?;
         Ok(Response::new(issued_to_wire(issued)))
     }
 
     async fn revoke_certificate(&self, request: Request<pb::RevokeCertificateRequest>) -> Reply<pb::Certificate> {
-        let origin = origin(&request, "RevokeCertificate")?;
+        let (caller, origin) = acting(&request, "RevokeCertificate")?;
         let r = request.into_inner();
-        let record = self.registry.revoke(&origin, &serial(&r.serial)?, revocation_reason(r.reason)?).await?;
+        let record = self.registry.revoke(&caller, &origin, &serial(&r.serial)?, revocation_reason(r.reason)?).await?;
         Ok(Response::new(certificate_to_wire(record)))
     }
 

@@ -9,60 +9,22 @@ use time::OffsetDateTime;
 use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::Result;
 use crate::model::{
-    CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason,
-    Serial, TokenKeyRecord,
+    CaClaim, CertificateRecord, EnrollmentToken, EnrollmentTokenState, IntermediateRecord, Principal, PrincipalId,
+    PrincipalStatus, PrincipalType, RevocationReason, Serial, TokenKeyRecord,
 };
 use crate::pki::crl::{RevokedEntry, StoredCrl};
 
+mod config;
 pub mod conformance;
+#[cfg(feature = "aws")]
+pub mod dynamodb;
+/// Without the `aws` feature: the DynamoDB settings only (they parse; opening them is refused).
+#[cfg(not(feature = "aws"))]
+#[path = "dynamodb/config.rs"]
 pub mod dynamodb;
 pub mod page_token;
 pub mod sqlite;
-
-/// Which backend to use and how to reach it.
-#[derive(Clone, Debug)]
-pub enum StoreConfig {
-    /// One SQLite file (the embedded default); at most `max_batch` writes share a commit.
-    Sqlite { path: std::path::PathBuf, max_batch: usize },
-    /// DynamoDB tables (production; several replicas may share them).
-    Dynamodb(dynamodb::DynamoConfig),
-}
-
-impl StoreConfig {
-    /// The embedded store of a data directory.
-    pub fn sqlite_in(data_dir: &std::path::Path) -> Self {
-        Self::Sqlite { path: crate::datadir::DataDir::new(data_dir).database(), max_batch: sqlite::DEFAULT_MAX_BATCH }
-    }
-
-    /// Opens the store. SQLite applies pending migrations; DynamoDB checks that every table and index exists and
-    /// names what is missing.
-    pub async fn open(&self) -> Result<std::sync::Arc<dyn Store>> {
-        match self {
-            Self::Sqlite { path, max_batch } => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    crate::files::create_private_dir(dir)?;
-                }
-                Ok(std::sync::Arc::new(sqlite::SqliteStore::open_with(path, *max_batch)?))
-            }
-            Self::Dynamodb(config) => Ok(std::sync::Arc::new(dynamodb::DynamoStore::connect(config).await?)),
-        }
-    }
-
-    /// Creates or upgrades the schema; returns what changed, one line each.
-    pub async fn migrate(&self) -> Result<Vec<String>> {
-        match self {
-            Self::Sqlite { .. } => {
-                self.open().await?;
-                Ok(Vec::new())
-            }
-            Self::Dynamodb(config) => {
-                let client = dynamodb::DynamoStore::client_checked(config).await?;
-                let migrated = dynamodb::schema::migrate(&client, &config.table_prefix).await;
-                migrated.map_err(|e| dynamodb::unreachable(config, e))
-            }
-        }
-    }
-}
+pub use config::StoreConfig;
 
 /// Which principals `list_principals` returns; `None` matches any.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -313,86 +275,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 }
 
-mod enrollment;
-pub(crate) use enrollment::{ENROLLMENT_REVOKED, ENROLLMENT_WITHDRAWN, enrollment_refused};
-pub use enrollment::{EnrollmentToken, EnrollmentTokenState};
-
 /// How long records of expired certificates (and of the intermediates that signed them) are kept.
 pub const EXPIRED_RETENTION: time::Duration = time::Duration::days(30);
 
-/// The CA a store belongs to: the hex SHA-256 of its certificate's DER, and the certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CaClaim {
-    pub fingerprint: String,
-    pub certificate_pem: String,
-}
-
 /// Errors every backend reports the same way, so callers see the same messages whatever the store.
-pub(crate) mod errors {
-    use crate::error::Error;
-    use crate::model::{CertificateRecord, Principal, PrincipalId, PrincipalStatus};
-
-    pub fn enrollment_token_not_found() -> Error {
-        Error::NotFound("enrollment token not found; `principalctl principal enroll-tokens ID` lists them".into())
-    }
-
-    pub fn principal_not_found(id: &PrincipalId) -> Error {
-        Error::NotFound(format!("principal {:?}", id.as_str()))
-    }
-
-    pub fn wrong_status(current: &Principal, to: PrincipalStatus) -> Error {
-        Error::FailedPrecondition(format!(
-            "principal {:?} is {}; it cannot become {}",
-            current.id.as_str(),
-            current.status,
-            to
-        ))
-    }
-
-    /// `Ok` if `principal` may receive `cert`: ACTIVE, of the certificate's type, and still at the generation the
-    /// certificate was signed under (nothing withdrew its certificates since it was read).
-    pub fn check_issuable(principal: &Principal, cert: &CertificateRecord) -> Result<(), Error> {
-        let id = principal.id.as_str();
-        if principal.status != PrincipalStatus::Active {
-            return Err(Error::FailedPrecondition(format!(
-                "principal {id:?} is {}: only active principals get certificates",
-                principal.status
-            )));
-        }
-        if principal.kind != cert.principal_type {
-            return Err(Error::FailedPrecondition(format!(
-                "principal {id:?} is a {}, not a {}",
-                principal.kind, cert.principal_type
-            )));
-        }
-        if principal.generation != cert.generation {
-            return Err(Error::FailedPrecondition(format!(
-                "the certificates of principal {id:?} were withdrawn during issuance; retry"
-            )));
-        }
-        Ok(())
-    }
-
-    /// `Ok` if `parent` may be renewed into a certificate of `owner`: same principal, unrevoked, not void, not renewed.
-    pub fn check_renewable(parent: &CertificateRecord, owner: &Principal) -> Result<(), Error> {
-        if parent.principal_id != owner.id {
-            return Err(Error::FailedPrecondition(format!(
-                "certificate {} belongs to another principal",
-                parent.serial
-            )));
-        }
-        if parent.revocation.is_some() {
-            return Err(Error::FailedPrecondition(format!("certificate {} has been revoked", parent.serial)));
-        }
-        if parent.is_void_for(owner) {
-            return Err(Error::FailedPrecondition(format!(
-                "certificate {} was withdrawn with its principal's other certificates",
-                parent.serial
-            )));
-        }
-        if parent.renewal.is_some() {
-            return Err(Error::AlreadyExists(format!("certificate {} was already renewed", parent.serial)));
-        }
-        Ok(())
-    }
-}
+pub(crate) mod errors;

@@ -99,7 +99,7 @@ impl TokenKeys {
             return Ok(jwks.clone());
         }
         let mut keys = Vec::new();
-        for record in live_token_keys(self.store.as_ref()).await? {
+        for record in crate::auth::token::live_token_keys(self.store.as_ref()).await? {
             match serde_json::from_str::<serde_json::Value>(&record.public_jwk) {
                 Ok(jwk) => keys.push(jwk),
                 Err(error) => tracing::warn!(kid = %record.kid, %error, "ignoring an unreadable token key"),
@@ -149,13 +149,6 @@ impl TokenKeys {
             }
         }
     }
-}
-
-/// Every announced key that may still have live tokens and was not withdrawn by the revocation of its replica's
-/// intermediate: what the JWKS publishes and verifiers accept.
-pub async fn live_token_keys(store: &dyn Store) -> Result<Vec<TokenKeyRecord>> {
-    let (keys, intermediates) = tokio::try_join!(store.list_token_keys(now()), store.list_intermediates())?;
-    Ok(keys.into_iter().filter(|k| !k.withdrawn_by(&intermediates)).collect())
 }
 
 /// A new key, recorded in the store (with its audit event) before it is used.

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::error::{Error, Result};
@@ -34,26 +33,7 @@ pub struct TokenPolicy {
     pub trust_domain: String,
 }
 
-/// The claims of an access token.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    pub iss: String,
-    pub sub: String,
-    pub client_id: String,
-    pub aud: String,
-    pub iat: i64,
-    pub nbf: i64,
-    pub exp: i64,
-    pub jti: String,
-    pub scope: String,
-    pub cnf: Confirmation,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Confirmation {
-    #[serde(rename = "x5t#S256")]
-    pub x5t_s256: String,
-}
+pub use crate::auth::token::{Claims, Confirmation};
 
 /// An issued token, OAuth-shaped.
 #[derive(Clone, Debug)]
@@ -101,7 +81,7 @@ impl TokenIssuer {
             None => max,
             Some(l) if (MIN_LIFETIME..=max).contains(&l) => l,
             Some(l) => {
-                let f = crate::config::format_duration;
+                let f = crate::model::duration::format_duration;
                 return Err(Error::InvalidArgument(format!(
                     "requested lifetime of {} is outside {} to {}; omit it for the maximum",
                     f(l),
@@ -129,7 +109,7 @@ impl TokenIssuer {
             cnf: Confirmation { x5t_s256: URL_SAFE_NO_PAD.encode(caller.certificate_sha256) },
         };
         if let Some((recorder, store)) = &self.audit {
-            let origin = crate::audit::Origin::request(caller.clone(), None, "");
+            let origin = crate::audit::Origin::request(caller.actor(), None, "");
             let details = serde_json::json!({ "aud": audience, "scope": scope, "exp": exp, "jti": claims.jti });
             if let Some(event) = recorder.event(&origin, crate::audit::kind::TOKEN_ISSUED, caller.id.as_str(), details)
             {

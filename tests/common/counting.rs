@@ -8,11 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use principald::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use principald::error::Result;
+use principald::model::{CaClaim, EnrollmentToken, EnrollmentTokenState};
 use principald::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
 };
-use principald::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageRequest, PrincipalFilter, Store};
+use principald::store::{Page, PageRequest, PrincipalFilter, Store};
 use time::OffsetDateTime;
 
 pub struct CountingStore {

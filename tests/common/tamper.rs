@@ -1,4 +1,4 @@
-//! Changing the audit log behind principald's back, as whoever can write the store could (tests/checkpoints.rs):
+//! Changing the audit log behind principald's back, as whoever can write the store could (tests/e2e/any_store/checkpoints.rs):
 //! SQLite through its file, DynamoDB through its tables.
 
 use std::collections::HashMap;

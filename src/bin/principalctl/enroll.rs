@@ -72,7 +72,7 @@ pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Res
         return Err(format!("{} already holds a profile: choose another --out or pass --force", out.display()));
     }
     let root = pinned_root(&token.s, &token.f).await?;
-    let root_pem = principald::pki::leaf::pem_of(&root);
+    let root_pem = principald::pki::pem::pem_of(&root);
     // From here on the server is verified against the pinned root, like any profile's CA.
     let tls =
         tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(&root_pem));

@@ -15,6 +15,7 @@
 //! keys: derived from the private key), from which [`derive_p256_pkcs8`] re-derives any intermediate's key: a replica
 //! can sign for an intermediate whose replica died, and no intermediate key is ever stored.
 
+#[cfg(feature = "aws")]
 mod awskms;
 mod derive;
 mod file;
@@ -24,6 +25,7 @@ mod uri;
 use std::fmt;
 use std::sync::Arc;
 
+#[cfg(feature = "aws")]
 pub use awskms::companion_alias as kms_derive_alias;
 pub use derive::derive_p256_pkcs8;
 pub use uri::KeyUri;
@@ -64,6 +66,9 @@ pub trait Signer: Send + Sync + fmt::Debug {
 pub fn open(uri: &KeyUri, create: bool) -> Result<Arc<dyn Signer>> {
     Ok(match uri {
         KeyUri::File(path) => Arc::new(file::FileKey::open(path, create)?),
+        #[cfg(not(feature = "aws"))]
+        KeyUri::AwsKms { .. } => return Err(crate::error::without_aws("an awskms: key")),
+        #[cfg(feature = "aws")]
         KeyUri::AwsKms { key_id, region, endpoint } => {
             Arc::new(awskms::KmsKey::open(key_id, region.as_deref(), endpoint.as_deref(), create)?)
         }

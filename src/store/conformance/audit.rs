@@ -11,7 +11,8 @@ use crate::model::{PrincipalStatus, PrincipalType, RevocationReason, Serial};
 fn serial(s: &str) -> Serial {
     s.parse().unwrap()
 }
-use crate::store::{CaClaim, PageRequest, Store};
+use crate::model::CaClaim;
+use crate::store::{PageRequest, Store};
 
 fn event(what: &str, target: &str) -> AuditEvent {
     Recorder::new("conformance", true)

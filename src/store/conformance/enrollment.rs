@@ -8,7 +8,7 @@ use crate::store::Store;
 
 pub async fn enrollment_tokens_are_consumed_once_with_their_certificate(store: Arc<dyn Store>) {
     use crate::error::Error;
-    use crate::store::EnrollmentToken;
+    use crate::model::EnrollmentToken;
     let s = store.as_ref();
     let p = principal("enrollee", PrincipalType::Worker);
     let other = principal("other", PrincipalType::Worker);
@@ -73,7 +73,7 @@ pub async fn enrollment_tokens_are_consumed_once_with_their_certificate(store: A
 /// token never enrolls; a used token cannot be revoked; a refused revocation changes nothing.
 pub async fn enrollment_tokens_are_listed_and_revoked_once(store: Arc<dyn Store>) {
     use crate::error::Error;
-    use crate::store::EnrollmentToken;
+    use crate::model::EnrollmentToken;
     let s = store.as_ref();
     let p = principal("listed", PrincipalType::Worker);
     let other = principal("unlisted", PrincipalType::Worker);

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use super::{certificate, page, principal, t0};
 use crate::error::Error;
+use crate::model::CaClaim;
 use crate::model::{
     CertificateRecord, IntermediateRecord, PrincipalId, PrincipalStatus, PrincipalType, RevocationReason, Serial, now,
 };
-use crate::store::{CaClaim, PageRequest, PrincipalFilter, Store};
+use crate::store::{PageRequest, PrincipalFilter, Store};
 
 fn serial(s: &str) -> Serial {
     s.parse().unwrap()

@@ -10,8 +10,8 @@ use super::writes::{CA_KEY, EPOCH_KEY};
 use super::{DynamoStore, sdk_error};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
+use crate::model::CaClaim;
 use crate::model::{IntermediateRecord, TokenKeyRecord};
-use crate::store::CaClaim;
 
 const INTERMEDIATE_PREFIX: &str = "intermediate#";
 const TOKEN_KEY_PREFIX: &str = "token_key#";

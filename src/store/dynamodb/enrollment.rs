@@ -11,7 +11,8 @@ use super::{DynamoStore, sdk_error, writes};
 use crate::audit::AuditEvent;
 use crate::error::{Error, Result};
 use crate::model::{CertificateRecord, PrincipalId};
-use crate::store::{ENROLLMENT_REVOKED, EnrollmentToken, EnrollmentTokenState, enrollment_refused, errors};
+use crate::model::{ENROLLMENT_REVOKED, EnrollmentToken, EnrollmentTokenState, enrollment_refused};
+use crate::store::errors;
 
 type Item = std::collections::HashMap<String, AttributeValue>;
 
@@ -150,7 +151,7 @@ impl DynamoStore {
         } else if get_n(&item, "expires_at").is_ok_and(|e| e <= at.unix_timestamp()) {
             enrollment_refused("it has expired")
         } else if get_n(&item, "generation").is_ok_and(|g| g != cert.generation as i64) {
-            enrollment_refused(crate::store::ENROLLMENT_WITHDRAWN)
+            enrollment_refused(crate::model::ENROLLMENT_WITHDRAWN)
         } else {
             Error::Unavailable("enrollment token changed during enrollment; retry".into())
         }

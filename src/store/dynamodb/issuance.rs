@@ -26,7 +26,7 @@ impl DynamoStore {
             Ok(None) => return errors::principal_not_found(id),
             Err(e) => return e,
         };
-        if let Err(e) = errors::check_issuable(&principal, cert) {
+        if let Err(e) = principal.may_receive(cert) {
             return e;
         }
         Error::Unavailable("principal changed during issuance; retry".into())

@@ -12,6 +12,7 @@
 
 mod audit;
 mod ca;
+mod config;
 mod connect;
 mod crls;
 mod enrollment;
@@ -25,6 +26,7 @@ mod sweep;
 mod transact;
 pub mod writes;
 
+pub use config::DynamoConfig;
 pub use connect::unreachable;
 use transact::TransactionFailure;
 pub use transact::sdk_error;
@@ -36,27 +38,17 @@ use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
+use crate::model::{CaClaim, EnrollmentToken, EnrollmentTokenState};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
 };
 use crate::pki::crl::RevokedEntry;
-use crate::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageRequest, PrincipalFilter, Store, errors};
+use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
 use items::{Item, s};
 use writes::{EPOCH_KEY, Sweep};
 /// Items per TransactWriteItems call (DynamoDB's limit is 100).
 const MAX_TRANSACTION_ITEMS: usize = 100;
-
-/// Connection settings for [`DynamoStore::connect`].
-#[derive(Clone, Debug, Default)]
-pub struct DynamoConfig {
-    /// Prepended to every table name, e.g. `principald-`.
-    pub table_prefix: String,
-    /// Endpoint override (DynamoDB Local, VPC endpoints); the standard AWS endpoint when `None`.
-    pub endpoint: Option<String>,
-    /// Names this process's audit chains (`<replica>/<k>`); servers use their replica id.
-    pub replica: String,
-}
 
 /// DynamoDB-backed [`Store`].
 #[derive(Clone)]
@@ -210,8 +202,8 @@ impl Store for DynamoStore {
                     .await?
                     .ok_or_else(|| Error::NotFound(format!("certificate {parent}")))?;
                 let principal = self.get_principal(owner).await?.ok_or_else(|| errors::principal_not_found(owner))?;
-                errors::check_renewable(&previous, &principal)?;
-                errors::check_issuable(&principal, cert)?;
+                previous.renewable_by(&principal)?;
+                principal.may_receive(cert)?;
                 Err(Error::Unavailable("certificate changed during renewal; retry".into()))
             }
             Err(failure) if failure.failed_condition(2) => {

@@ -5,9 +5,9 @@ use time::OffsetDateTime;
 
 use super::rows::{bump_epoch, corrupt, sql_err, timestamp};
 use crate::error::{Error, Result};
+use crate::model::CaClaim;
 use crate::model::{IntermediateRecord, RevocationReason, TokenKeyRecord};
 use crate::pki::crl::StoredCrl;
-use crate::store::CaClaim;
 
 /// The recorded claim, and whether it is `claim` recorded by this call.
 pub(super) fn claim(conn: &Connection, claim: &CaClaim, replace: bool) -> Result<(CaClaim, bool)> {

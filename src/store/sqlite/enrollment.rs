@@ -6,9 +6,10 @@ use time::OffsetDateTime;
 
 use super::rows::{corrupt, select_principal, sql_err, timestamp};
 use crate::error::{Error, Result};
+use crate::model::enrollment_refused as refused;
 use crate::model::{CertificateRecord, PrincipalId};
-use crate::store::{ENROLLMENT_REVOKED, ENROLLMENT_WITHDRAWN, EnrollmentToken, EnrollmentTokenState};
-use crate::store::{enrollment_refused as refused, errors};
+use crate::model::{ENROLLMENT_REVOKED, ENROLLMENT_WITHDRAWN, EnrollmentToken, EnrollmentTokenState};
+use crate::store::errors;
 
 const COLUMNS: &str =
     "hash, principal_id, generation, created_at, expires_at, max_validity, consumed_at, serial, revoked_at";

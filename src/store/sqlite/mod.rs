@@ -24,12 +24,13 @@ use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
+use crate::model::{CaClaim, EnrollmentToken, EnrollmentTokenState};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
 };
 use crate::pki::crl::{RevokedEntry, StoredCrl};
-use crate::store::{CaClaim, EnrollmentToken, EnrollmentTokenState, Page, PageRequest, PrincipalFilter, Store, errors};
+use crate::store::{Page, PageRequest, PrincipalFilter, Store, errors};
 use rows::*;
 
 #[async_trait]
@@ -134,7 +135,7 @@ impl Store for SqliteStore {
             let principal = issuable_principal(conn, &c)?;
             let previous =
                 select_certificate(conn, &parent)?.ok_or_else(|| Error::NotFound(format!("certificate {parent}")))?;
-            errors::check_renewable(&previous, &principal)?;
+            previous.renewable_by(&principal)?;
             insert_certificate_row(conn, &c)?;
             conn.execute(
                 "UPDATE certificates SET renewed_by = ?2, renewal_key = ?3 WHERE serial = ?1",

@@ -246,11 +246,11 @@ pub(super) fn revoked_in_partition(
     .collect()
 }
 
-/// The certificate's principal, if it may receive the certificate now (see `errors::check_issuable`).
+/// The certificate's principal, if it may receive the certificate now (see `Principal::may_receive`).
 pub(super) fn issuable_principal(conn: &Connection, c: &CertificateRecord) -> Result<Principal> {
     let principal =
         select_principal(conn, &c.principal_id)?.ok_or_else(|| errors::principal_not_found(&c.principal_id))?;
-    errors::check_issuable(&principal, c)?;
+    principal.may_receive(c)?;
     Ok(principal)
 }
 

@@ -1,0 +1,135 @@
+//! The auth layer protecting a service that is not principald's (the Echo service of the example), with its own
+//! method table and permission: the reuse the layer is built for.
+
+use crate::common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestServer;
+use principald::auth::{
+    AuthLayer, Authenticator, Caller, MethodPolicy, PermissionTable, Requirement, RevocationFollower,
+};
+use principald::datadir::DataDir;
+use principald::model::PrincipalType;
+use principald::pki::oid::IdentityOids;
+use principald::proto::{self as pb};
+use tonic::{Code, Request, Response, Status};
+
+mod echo {
+    tonic::include_proto!("example.v1");
+}
+
+struct EchoService;
+
+#[tonic::async_trait]
+impl echo::echo_server::Echo for EchoService {
+    async fn echo(&self, request: Request<echo::EchoRequest>) -> Result<Response<echo::EchoResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        Ok(Response::new(echo::EchoResponse {
+            message: request.into_inner().message,
+            caller: format!("{} {}", caller.kind, caller.id),
+        }))
+    }
+}
+
+async fn start_echo(server: &TestServer) -> String {
+    let dir = DataDir::new(&server.data_dir);
+    let store = server.store().await;
+    let mut permissions = PermissionTable::builtin();
+    permissions.grant(PrincipalType::Service, "echo.call");
+    // A long cache TTL on purpose: only the revocation follower can make a withdrawal arrive quickly.
+    let authenticator =
+        Arc::new(Authenticator::new(store.clone(), IdentityOids::default(), permissions, Duration::from_secs(300)));
+    RevocationFollower::new(store, authenticator.clone(), Duration::from_millis(200)).spawn(std::future::pending());
+    let policy =
+        MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
+    let tls = principald::tls::server_config(
+        server.ca.cert_der(),
+        principald::server_cert::ServerCertificate::load(
+            &dir,
+            std::sync::Arc::new(principald::bootstrap::load_ca(&dir).unwrap()),
+            &[],
+        )
+        .unwrap(),
+        false,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (incoming, _accept) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(AuthLayer::new(authenticator, policy))
+            .add_service(echo::echo_server::EchoServer::new(EchoService))
+            .serve_with_incoming(incoming),
+    );
+    url
+}
+
+async fn call(url: &str, credentials: &principald::client::Credentials) -> Result<echo::EchoResponse, Status> {
+    let channel = principald::client::endpoint(url, credentials).unwrap().connect().await.unwrap();
+    echo::echo_client::EchoClient::new(channel)
+        .echo(echo::EchoRequest { message: "hi".into() })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn another_service_authenticates_and_authorizes_with_its_own_table() {
+    let server = TestServer::start().await;
+    let url = start_echo(&server).await;
+    let service = server.enroll("jobs", pb::PrincipalType::Service).await;
+    let worker = server.enroll("w1", pb::PrincipalType::Worker).await;
+
+    let reply = call(&url, &service).await.unwrap();
+    assert_eq!((reply.message.as_str(), reply.caller.as_str()), ("hi", "service jobs"));
+
+    let denied = call(&url, &worker).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(denied.message().contains("echo.call"), "{denied:?}");
+    let admin_denied = call(&url, &server.admin).await.unwrap_err();
+    assert_eq!(admin_denied.code(), Code::PermissionDenied, "only the table decides, not the type's name");
+
+    // A certificate revoked through principald before its first use is refused by the other service too: it reads
+    // the same store.
+    let other = server.issue("jobs").await;
+    let serial = {
+        let der = rustls::pki_types::pem::PemObject::from_pem_slice(other.cert_pem.as_bytes())
+            .map(|d: rustls::pki_types::CertificateDer| d.to_vec())
+            .unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        principald::model::Serial::from_bytes(cert.raw_serial()).to_string()
+    };
+    server.admin().await.revoke_certificate(pb::RevokeCertificateRequest { serial, reason: 0 }).await.unwrap();
+    let revoked = call(&url, &other).await.unwrap_err();
+    assert_eq!(revoked.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn an_embedding_service_refuses_a_certificate_revoked_after_it_was_cached_within_the_poll_bound() {
+    let server = TestServer::start().await;
+    let url = start_echo(&server).await;
+    let service = server.enroll("jobs", pb::PrincipalType::Service).await;
+    call(&url, &service).await.expect("valid, and now cached for 300 s");
+    let serial = server.client(&service).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    let revoked_at = std::time::Instant::now();
+    server
+        .admin()
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest { serial: serial.certificate_serial, reason: 0 })
+        .await
+        .unwrap();
+    loop {
+        match call(&url, &service).await {
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                break;
+            }
+            Ok(_) => {
+                assert!(revoked_at.elapsed() < Duration::from_secs(10), "still accepted after the poll bound");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
