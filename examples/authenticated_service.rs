@@ -21,17 +21,9 @@
 //! (audience, then principald's `--token-issuer`). A token presented over a connection with another certificate, or
 //! after its certificate was revoked, is refused.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use principald::auth::token::TokenVerifier;
-use principald::auth::{
-    AuthLayer, Authenticator, Caller, MethodPolicy, PermissionTable, Requirement, RevocationFollower,
-};
-use principald::datadir::DataDir;
+use principald::auth::{Caller, Requirement};
 use principald::model::PrincipalType;
-use principald::pki::oid::IdentityOids;
-use principald::server_cert::ServerCertificate;
+use principald::resource_server::ResourceServer;
 use tonic::{Request, Response, Status};
 
 mod echo {
@@ -61,37 +53,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:9443".into());
     let audience = args.next();
     let issuer = args.next().unwrap_or_else(|| "https://localhost:8444".into());
-    let dir = DataDir::new(std::path::Path::new(&data_dir));
 
-    // Identity and permissions: the same store and OIDs as principald; a permission only this service checks.
-    let store = principald::store::StoreConfig::sqlite_in(dir.root()).open().await?;
-    let mut permissions = PermissionTable::builtin();
-    permissions.grant(PrincipalType::Admin, "echo.call");
-    let authenticator =
-        Arc::new(Authenticator::new(store.clone(), IdentityOids::default(), permissions, Duration::from_secs(10)));
+    // Identity and permissions: principald's store, CA and OIDs, plus a permission only this service checks.
     // Revocations, suspensions and deletions made through principald (any replica) reach this service within a
-    // second: the follower drops the cache whenever the store's revocation epoch moves.
-    RevocationFollower::new(store.clone(), authenticator.clone(), RevocationFollower::DEFAULT_POLL)
-        .spawn(std::future::pending());
-    let policy =
-        MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
-
-    // mTLS with principald's CA.
-    let ca = Arc::new(principald::bootstrap::load_ca(&dir)?);
-    let tls = principald::tls::server_config(ca.cert_der(), ServerCertificate::load(&dir, ca.clone(), &[])?, false)?;
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("echo service on {}; call it with a principald admin certificate", listener.local_addr()?);
-    let (incoming, _accept) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
-
-    let mut auth = AuthLayer::new(authenticator, policy);
-    if let Some(audience) = audience {
+    // second: the builder follows the store's revocation epoch and drops cached verdicts when it moves.
+    let mut server = ResourceServer::open(std::path::Path::new(&data_dir))
+        .await?
+        .grant(PrincipalType::Admin, "echo.call")
+        .allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
+    if let Some(audience) = &audience {
         // Tokens signed by any principald replica verify: their keys are announced in the shared store.
-        auth = auth.with_bearer_tokens(Arc::new(TokenVerifier::new(&issuer, &audience, store)), true);
+        server = server.bearer_tokens(&issuer, audience, true);
     }
-    tonic::transport::Server::builder()
-        .layer(auth)
-        .add_service(EchoServer::new(EchoService))
-        .serve_with_incoming(incoming)
-        .await?;
+    let server = server.bind(listen.parse()?).await?;
+    println!("echo service on {}; call it with a principald admin certificate", server.local_addr());
+    server.serve(tonic::service::Routes::new(EchoServer::new(EchoService)), std::future::pending()).await?;
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod pki;
 pub mod ratelimit;
 pub mod ratelog;
 pub mod registry;
+pub mod resource_server;
 pub mod revocation;
 pub mod server;
 pub mod server_cert;

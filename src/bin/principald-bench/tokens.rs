@@ -111,7 +111,7 @@ async fn echo_stats(url: &str, creds: &Credentials, token: Option<String>, durat
 
 /// The example resource server in this process, on the bench server's store and certificates.
 async fn resource_server(data: &Path, store_args: &[String]) -> String {
-    use principald::auth::{AuthLayer, Authenticator, MethodPolicy, PermissionTable, Requirement};
+    use principald::auth::Requirement;
     struct Echo;
     #[tonic::async_trait]
     impl echo::echo_server::Echo for Echo {
@@ -127,27 +127,16 @@ async fn resource_server(data: &Path, store_args: &[String]) -> String {
         Some(_) => crate::stores::open_dynamodb(store_args).await,
         None => principald::store::StoreConfig::sqlite_in(data).open().await.unwrap(),
     };
-    let authenticator = Arc::new(Authenticator::new(
-        store.clone(),
-        Default::default(),
-        PermissionTable::builtin(),
-        Duration::from_secs(10),
-    ));
     let issuer = "spiffe://principald.local";
-    let verifier = Arc::new(principald::auth::token::TokenVerifier::new(issuer, AUDIENCE, store));
-    let policy = MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Authenticated);
-    let dir = principald::datadir::DataDir::new(data);
-    let ca = Arc::new(principald::bootstrap::load_ca(&dir).unwrap());
-    let cert = principald::server_cert::ServerCertificate::load(&dir, ca.clone(), &[]).unwrap();
-    let tls = principald::tls::server_config(ca.cert_der(), cert, false).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let (incoming, _) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
+    let bound = principald::resource_server::ResourceServer::new(data, store)
+        .allow_method("example.v1.Echo", "Echo", Requirement::Authenticated)
+        .bearer_tokens(issuer, AUDIENCE, false)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}", bound.local_addr().port());
     tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(AuthLayer::new(authenticator, policy).with_bearer_tokens(verifier, false))
-            .add_service(echo::echo_server::EchoServer::new(Echo))
-            .serve_with_incoming(incoming),
+        bound.serve(tonic::service::Routes::new(echo::echo_server::EchoServer::new(Echo)), std::future::pending()),
     );
     url
 }

@@ -3,17 +3,14 @@
 
 use crate::common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestServer;
-use principald::auth::{
-    AuthLayer, Authenticator, Caller, MethodPolicy, PermissionTable, Requirement, RevocationFollower,
-};
-use principald::datadir::DataDir;
+use principald::auth::{Caller, Requirement};
 use principald::model::PrincipalType;
-use principald::pki::oid::IdentityOids;
 use principald::proto::{self as pb};
+use principald::resource_server::ResourceServer;
+use tonic::service::Routes;
 use tonic::{Code, Request, Response, Status};
 
 mod echo {
@@ -34,36 +31,17 @@ impl echo::echo_server::Echo for EchoService {
 }
 
 async fn start_echo(server: &TestServer) -> String {
-    let dir = DataDir::new(&server.data_dir);
-    let store = server.store().await;
-    let mut permissions = PermissionTable::builtin();
-    permissions.grant(PrincipalType::Service, "echo.call");
     // A long cache TTL on purpose: only the revocation follower can make a withdrawal arrive quickly.
-    let authenticator =
-        Arc::new(Authenticator::new(store.clone(), IdentityOids::default(), permissions, Duration::from_secs(300)));
-    RevocationFollower::new(store, authenticator.clone(), Duration::from_millis(200)).spawn(std::future::pending());
-    let policy =
-        MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
-    let tls = principald::tls::server_config(
-        server.ca.cert_der(),
-        principald::server_cert::ServerCertificate::load(
-            &dir,
-            std::sync::Arc::new(principald::bootstrap::load_ca(&dir).unwrap()),
-            &[],
-        )
-        .unwrap(),
-        false,
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let (incoming, _accept) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(AuthLayer::new(authenticator, policy))
-            .add_service(echo::echo_server::EchoServer::new(EchoService))
-            .serve_with_incoming(incoming),
-    );
+    let bound = ResourceServer::new(&server.data_dir, server.store().await)
+        .grant(PrincipalType::Service, "echo.call")
+        .allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()))
+        .cache_ttl(Duration::from_secs(300))
+        .follow_revocations(Some(Duration::from_millis(200)))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}", bound.local_addr().port());
+    tokio::spawn(bound.serve(Routes::new(echo::echo_server::EchoServer::new(EchoService)), std::future::pending()));
     url
 }
 

@@ -5,7 +5,6 @@
 use crate::common;
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestServer, temp_file};
@@ -216,7 +215,7 @@ mod echo {
 /// The example resource server (examples/authenticated_service.rs) in process, on the test server's store, requiring
 /// bound tokens for `audience` from `issuer`; its address.
 async fn resource_server(server: &TestServer, issuer: &str, audience: &str) -> String {
-    use principald::auth::{AuthLayer, Authenticator, MethodPolicy, PermissionTable, Requirement};
+    use principald::auth::Requirement;
     use principald::model::PrincipalType;
     struct Echo;
     #[tonic::async_trait]
@@ -230,26 +229,18 @@ async fn resource_server(server: &TestServer, issuer: &str, audience: &str) -> S
             Ok(tonic::Response::new(echo::EchoResponse { message, caller: caller.id.as_str().to_owned() }))
         }
     }
-    let store = server.store().await;
-    let mut permissions = PermissionTable::builtin();
-    permissions.grant(PrincipalType::Worker, "echo.call");
-    // No cache: a revocation is seen on the next request (a deployment runs a RevocationFollower instead).
-    let authenticator = Arc::new(Authenticator::new(store.clone(), Default::default(), permissions, Duration::ZERO));
-    let policy =
-        MethodPolicy::new().allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()));
-    let verifier = Arc::new(principald::auth::token::TokenVerifier::new(issuer, audience, store));
-    let dir = principald::datadir::DataDir::new(&server.data_dir);
-    let ca = Arc::new(principald::bootstrap::load_ca(&dir).unwrap());
-    let cert = principald::server_cert::ServerCertificate::load(&dir, ca.clone(), &[]).unwrap();
-    let tls = principald::tls::server_config(ca.cert_der(), cert, false).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let (incoming, _accept) = principald::tls::incoming(listener, tls, Default::default(), std::future::pending());
+    // No cache: a revocation is seen on the next request (the follower would also bring it within a poll).
+    let bound = principald::resource_server::ResourceServer::new(&server.data_dir, server.store().await)
+        .grant(PrincipalType::Worker, "echo.call")
+        .allow_method("example.v1.Echo", "Echo", Requirement::Permission("echo.call".into()))
+        .cache_ttl(Duration::ZERO)
+        .bearer_tokens(issuer, audience, true)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}", bound.local_addr().port());
     tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(AuthLayer::new(authenticator, policy).with_bearer_tokens(verifier, true))
-            .add_service(echo::echo_server::EchoServer::new(Echo))
-            .serve_with_incoming(incoming),
+        bound.serve(tonic::service::Routes::new(echo::echo_server::EchoServer::new(Echo)), std::future::pending()),
     );
     url
 }
