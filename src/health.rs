@@ -25,7 +25,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::listener::http::HttpOptions;
 use crate::listener::{Limits, Meters, Table};
@@ -48,21 +47,21 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    /// Runs the first check, then starts the probe that refreshes it every second, and the self-test of the CA's
-    /// keys every `signer_check_every`, until every `Readiness` is gone (or the returned task is aborted).
+    /// Runs the first check; the returned future is the probe that refreshes it every second, with the self-test of the CA's
+    /// keys every `signer_check_every`, until every `Readiness` is gone: spawn it (and abort it to stop early).
     pub async fn start(
         store: Arc<dyn Store>,
         ca: Arc<CertificateAuthority>,
         server_cert: Arc<ServerCertificate>,
         signer_check_every: Duration,
-    ) -> (Self, JoinHandle<()>) {
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (signer, self_tests) = SignerCheck::start(ca.clone(), signer_check_every);
         let first = check(store.as_ref(), &ca, &server_cert, &signer).await;
         let (tx, verdict) = watch::channel(first);
         let probe = probe(store, ca, server_cert, signer.clone(), tx);
-        let task = tokio::spawn(async move {
+        let task = async move {
             tokio::join!(probe, self_tests);
-        });
+        };
         (Self { verdict, signer }, task)
     }
 

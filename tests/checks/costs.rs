@@ -100,8 +100,9 @@ async fn readiness_polled_hard_probes_the_store_about_once_a_second() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store: Arc<dyn Store> = f.store.clone();
-    let (readiness, _probe) =
+    let (readiness, probe) =
         principald::health::Readiness::start(store, f.ca.clone(), server_cert, Duration::from_secs(30)).await;
+    tokio::spawn(probe);
     tokio::spawn(principald::health::serve(
         listener,
         readiness,
