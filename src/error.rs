@@ -2,6 +2,9 @@
 //! each to exactly one gRPC code. Messages of `Unavailable` and `Internal` are logged, never sent to callers.
 
 /// What went wrong, grouped by what the caller can do about it.
+mod refusal;
+pub use refusal::Refusal;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -17,6 +20,9 @@ pub enum Error {
     /// The thing exists but is in the wrong state for this request, e.g. a suspended principal.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// Authentication refused, for the typed reason (`Unauthenticated` to callers).
+    #[error("{0}")]
+    Refused(Refusal),
     /// The caller's certificate does not identify an active principal; the message says why.
     #[error("{0}")]
     Unauthenticated(String),
@@ -59,6 +65,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => Status::not_found(error.to_string()),
             Error::AlreadyExists(_) => Status::already_exists(error.to_string()),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Refused(r) => Status::unauthenticated(r.to_string()),
             Error::Unauthenticated(m) => Status::unauthenticated(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Unavailable(detail) => {

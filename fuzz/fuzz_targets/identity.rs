@@ -1,4 +1,4 @@
-//! Identity extraction from a (TLS-verified) leaf certificate: any bytes give an identity or Unauthenticated.
+//! Identity extraction from a (TLS-verified) leaf certificate: any bytes give an identity or a refusal.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,7 +8,7 @@ use principald::pki::oid::IdentityOids;
 
 fuzz_target!(|data: &[u8]| {
     match PeerIdentity::from_der(&IdentityOids::default(), data) {
-        Ok(_) | Err(Error::Unauthenticated(_)) => {}
+        Ok(_) | Err(Error::Refused(_)) => {}
         Err(other) => panic!("identity parsing returned {other:?}"),
     }
 });

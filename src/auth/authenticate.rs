@@ -20,7 +20,7 @@ use quick_cache::sync::Cache;
 
 use crate::auth::peer::PeerIdentity;
 use crate::auth::{Caller, PermissionTable};
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::metrics::Metrics;
 use crate::model::{PrincipalId, PrincipalStatus, Serial};
 use crate::pki::oid::IdentityOids;
@@ -75,7 +75,7 @@ impl Authenticator {
                 crate::auth::peer::check_validity(not_before, not_after, now)?;
                 return Ok(caller);
             }
-            Some(Cached::Refused(message)) => return Err(Error::Unauthenticated(message)),
+            Some(Cached::Refused(refusal)) => return Err(Error::Refused(refusal)),
             None => {}
         }
         let peer = PeerIdentity::from_der(&self.oids, leaf_der)?;
@@ -90,9 +90,9 @@ impl Authenticator {
                 Ok(caller)
             }
             // Only verdicts about the certificate are remembered; outages are not.
-            Err(Error::Unauthenticated(message)) => {
-                self.cache.insert(generation, leaf_der, Cached::Refused(message.clone()));
-                Err(Error::Unauthenticated(message))
+            Err(Error::Refused(refusal)) => {
+                self.cache.insert(generation, leaf_der, Cached::Refused(refusal.clone()));
+                Err(Error::Refused(refusal))
             }
             Err(error) => Err(error),
         }
@@ -101,49 +101,45 @@ impl Authenticator {
     async fn check_store(&self, peer: &PeerIdentity, leaf_der: &[u8]) -> Result<Caller> {
         let (cert, principal) =
             tokio::try_join!(self.store.get_certificate(&peer.serial), self.store.get_principal(&peer.id))?;
-        let principal =
-            principal.ok_or_else(|| unauthenticated(&format!("principal {:?} does not exist", peer.id.as_str())))?;
+        let principal = principal.ok_or_else(|| refused(Refusal::UnknownPrincipal(peer.id.as_str().to_owned())))?;
         match principal.status {
             PrincipalStatus::Active => {}
             PrincipalStatus::Suspended => {
-                return Err(unauthenticated(&format!("principal {:?} is suspended", peer.id.as_str())));
+                return Err(refused(Refusal::Suspended(peer.id.as_str().to_owned())));
             }
             PrincipalStatus::Deleted => {
-                return Err(unauthenticated(&format!("principal {:?} has been deleted", peer.id.as_str())));
+                return Err(refused(Refusal::Deleted(peer.id.as_str().to_owned())));
             }
         }
         if principal.kind != peer.kind {
-            return Err(unauthenticated(&format!(
-                "client certificate says {} but principal {:?} is a {}",
-                peer.kind,
-                peer.id.as_str(),
-                principal.kind
-            )));
+            return Err(refused(Refusal::WrongType {
+                id: peer.id.as_str().to_owned(),
+                presented: peer.kind.to_string(),
+                actual: principal.kind.to_string(),
+            }));
         }
-        let cert = cert.ok_or_else(|| unauthenticated("client certificate is not registered with this server"))?;
-        const WITHDRAWN: &str =
-            "client certificate was withdrawn with the other certificates of its principal: get a new one";
-        const ISSUER_REVOKED: &str =
-            "client certificate was signed by an issuing intermediate that has been revoked: get a new one";
+        let cert = cert.ok_or_else(|| refused(Refusal::Unregistered))?;
         let issuer_revoked = !cert.issuer.is_empty() && self.issuer_revoked(&cert.issuer);
         if let Some(revocation) = &cert.revocation {
             // Withdrawals are recorded as revocations too (for CRLs and OCSP); say which kind it was.
-            return Err(unauthenticated(match revocation.reason {
-                crate::model::RevocationReason::PrivilegeWithdrawn if cert.is_void_for(&principal) => WITHDRAWN,
-                crate::model::RevocationReason::CaCompromise if issuer_revoked => ISSUER_REVOKED,
-                _ => "client certificate has been revoked",
+            return Err(refused(match revocation.reason {
+                crate::model::RevocationReason::PrivilegeWithdrawn if cert.is_void_for(&principal) => {
+                    Refusal::Withdrawn
+                }
+                crate::model::RevocationReason::CaCompromise if issuer_revoked => Refusal::IssuerRevoked,
+                _ => Refusal::Revoked,
             }));
         }
         if cert.is_void_for(&principal) {
-            return Err(unauthenticated(WITHDRAWN));
+            return Err(refused(Refusal::Withdrawn));
         }
         if issuer_revoked {
-            return Err(unauthenticated(ISSUER_REVOKED));
+            return Err(refused(Refusal::IssuerRevoked));
         }
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der);
         let fingerprint = crate::model::hex(digest.as_ref());
         if cert.principal_id != peer.id || cert.principal_type != peer.kind || cert.sha256_fingerprint != fingerprint {
-            return Err(unauthenticated("client certificate does not match its registration"));
+            return Err(refused(Refusal::RegistrationMismatch));
         }
         Ok(Caller {
             id: peer.id.clone(),
@@ -190,8 +186,8 @@ impl Authenticator {
     }
 }
 
-fn unauthenticated(message: &str) -> Error {
-    Error::Unauthenticated(message.to_owned())
+fn refused(refusal: Refusal) -> Error {
+    Error::Refused(refusal)
 }
 
 /// What the cache remembers about a certificate.
@@ -199,8 +195,8 @@ fn unauthenticated(message: &str) -> Error {
 enum Cached {
     /// Authenticated; the certificate's validity is re-checked on every hit.
     Allowed { caller: Arc<Caller>, not_before: time::OffsetDateTime, not_after: time::OffsetDateTime },
-    /// Refused as unauthenticated, with the message to repeat.
-    Refused(String),
+    /// Refused as unauthenticated, for this reason.
+    Refused(Refusal),
 }
 
 #[derive(Clone)]

@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 use crate::audit::refusals::Refusals;
 use crate::auth::token::TokenVerifier;
 use crate::auth::{Authenticator, Caller, MethodPolicy, Requirement};
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::ratelimit::{Operation, RateLimiter};
 use crate::ratelog::{RateLimitedLog, sanitize};
 
@@ -147,6 +147,10 @@ where
                 if let Some(refused) = refusals.tick() {
                     tracing::info!(
                         refused,
+                        sample_reason = match &error {
+                            Error::Refused(refusal) => refusal.label(),
+                            _ => reason,
+                        },
                         sample_path = %sanitize(&path, 120),
                         sample_error = %sanitize(&error.to_string(), 120),
                         "requests refused"
@@ -186,7 +190,7 @@ where
                 }
                 Err(error) => {
                     let reason = match &error {
-                        Error::Unauthenticated(_) => "unauthenticated",
+                        Error::Refused(_) | Error::Unauthenticated(_) => "unauthenticated",
                         Error::PermissionDenied(_) => "permission_denied",
                         _ => return Ok(Status::from(error).into_http()),
                     };
@@ -220,28 +224,15 @@ fn refused_enrollment(response: &Response<Body>) -> Option<String> {
     Some(format!("{code:?}: {message}"))
 }
 
-/// An authentication outcome as a bounded label.
+/// An authentication outcome as a bounded label: the refusal's own ([`Refusal::label`]).
 fn outcome<T>(result: &Result<T, Error>) -> &'static str {
-    let message = match result {
-        Ok(_) => return "ok",
-        Err(Error::PermissionDenied(_)) => return "permission_denied",
-        Err(Error::Unavailable(_)) => return "store_unavailable",
-        Err(Error::Unauthenticated(message)) => message,
-        Err(_) => return "error",
-    };
-    const REASONS: [(&str, &str); 10] = [
-        ("no client certificate", "no_certificate"),
-        ("bearer token", "token_refused"),
-        ("has been revoked", "revoked"),
-        ("was withdrawn", "withdrawn"),
-        ("is suspended", "suspended"),
-        ("has been deleted", "deleted"),
-        ("does not exist", "unknown_principal"),
-        ("not registered", "unregistered"),
-        ("expired", "expired"),
-        ("not yet valid", "not_yet_valid"),
-    ];
-    REASONS.iter().find(|(text, _)| message.contains(text)).map_or("other", |(_, reason)| reason)
+    match result {
+        Ok(_) => "ok",
+        Err(Error::Refused(refusal)) => refusal.label(),
+        Err(Error::PermissionDenied(_)) => "permission_denied",
+        Err(Error::Unavailable(_)) => "store_unavailable",
+        Err(_) => "error",
+    }
 }
 
 /// The peer's certificate chain, as the TLS connection recorded it.
@@ -257,7 +248,7 @@ async fn check(
     tokens: Option<&BearerTokens>,
     bearer: Option<String>,
 ) -> Result<Arc<Caller>, Error> {
-    let no_cert = || Error::Unauthenticated("no client certificate: connect with mTLS".into());
+    let no_cert = || Error::Refused(Refusal::NoCertificate);
     let chain = chain.ok_or_else(no_cert)?;
     let leaf = chain.first().ok_or_else(no_cert)?;
     let mut caller = authenticator.authenticate(leaf).await?;
@@ -269,9 +260,7 @@ async fn check(
                 caller = Arc::new(Caller { permissions: Arc::new(granted), ..(*caller).clone() });
             }
             None if tokens.required => {
-                return Err(Error::Unauthenticated(
-                    "this service needs a bearer token bound to your certificate".into(),
-                ));
+                return Err(Error::Refused(Refusal::TokenRequired));
             }
             None => {}
         }

@@ -3,7 +3,7 @@
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 use crate::model::{PrincipalId, PrincipalType, Serial};
 use crate::pki::identity;
 use crate::pki::oid::IdentityOids;
@@ -21,9 +21,8 @@ pub struct PeerIdentity {
 impl PeerIdentity {
     /// Reads the identity of a DER leaf certificate that rustls has already verified against the CA.
     pub fn from_der(oids: &IdentityOids, der: &[u8]) -> Result<Self, Error> {
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|_| Error::Unauthenticated("client certificate cannot be parsed".into()))?;
-        let (kind, id) = identity::read(oids, &cert).map_err(|e| Error::Unauthenticated(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(der).map_err(|_| Error::Refused(Refusal::Unparseable))?;
+        let (kind, id) = identity::read(oids, &cert).map_err(|e| Error::Refused(Refusal::Identity(e.to_string())))?;
         let validity = cert.validity();
         Ok(Self {
             kind,
@@ -44,10 +43,10 @@ impl PeerIdentity {
 /// `Ok` if `now` lies within `not_before..=not_after`; otherwise says which way it is off.
 pub fn check_validity(not_before: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime) -> Result<(), Error> {
     if now < not_before {
-        return Err(Error::Unauthenticated("client certificate is not valid yet: check the clock".into()));
+        return Err(Error::Refused(Refusal::NotYetValid));
     }
     if now > not_after {
-        return Err(Error::Unauthenticated("client certificate has expired: renew it or get a new one".into()));
+        return Err(Error::Refused(Refusal::Expired));
     }
     Ok(())
 }

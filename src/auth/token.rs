@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use quick_cache::sync::Cache;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::model::{TokenKeyRecord, now};
 use crate::store::Store;
 use base64::Engine;
@@ -73,7 +73,7 @@ impl TokenVerifier {
         if let Some(v) = self.verified.get(token) {
             return check_cached(&v, presented, now);
         }
-        let refuse = |why: &str| Error::Unauthenticated(format!("bearer token refused: {why}"));
+        let refuse = |why: &str| Error::Refused(Refusal::Token(why.to_owned()));
         if token.len() > 8 * 1024 {
             return Err(refuse("too long"));
         }
@@ -139,12 +139,10 @@ impl TokenVerifier {
 
 fn check_cached(v: &Verified, presented: &[u8; 32], now: i64) -> Result<Arc<BTreeSet<String>>> {
     if now > v.exp + LEEWAY.as_secs() as i64 {
-        return Err(Error::Unauthenticated("bearer token refused: expired".into()));
+        return Err(Error::Refused(Refusal::Token("expired".into())));
     }
     if v.thumbprint.as_slice() != presented.as_slice() {
-        return Err(Error::Unauthenticated(
-            "bearer token refused: it is bound to another certificate than this connection's".into(),
-        ));
+        return Err(Error::Refused(Refusal::Token("it is bound to another certificate than this connection's".into())));
     }
     Ok(v.scopes.clone())
 }
