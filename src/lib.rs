@@ -6,6 +6,7 @@
 //! handlers ([`service`]) -> the domain ([`registry`]) -> [`pki`] and [`store`]. See ARCHITECTURE.md.
 #![forbid(unsafe_code)]
 
+pub mod access_token;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
@@ -15,11 +16,11 @@ pub mod datadir;
 pub mod error;
 pub mod files;
 pub mod health;
-pub mod issuing;
-pub mod limits;
+pub mod keeper;
 pub mod listener;
 pub mod metrics;
 pub mod model;
+pub mod oversize;
 pub mod pki;
 pub mod ratelimit;
 pub mod ratelog;
@@ -31,7 +32,6 @@ pub mod server_cert;
 pub mod service;
 pub mod store;
 pub mod tls;
-pub mod token;
 
 /// Generated protobuf and gRPC code for `principal.v1`.
 pub mod proto {

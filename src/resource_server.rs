@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::auth::token::TokenVerifier;
+use crate::auth::bearer::TokenVerifier;
 use crate::auth::{AuthLayer, Authenticator, MethodPolicy, PermissionTable, Requirement, RevocationFollower};
 use crate::datadir::DataDir;
 use crate::error::{Error, Result};

@@ -77,7 +77,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     let bootstrapped_profile = steps::first_start(&config, &dir, &store, grpc_addr).await?;
 
     let status_urls = config.pki.urls(pki_addr);
-    let ca = crate::issuing::start(&config, &store, &dir, status_urls.clone()).await?;
+    let ca = crate::keeper::start(&config, &store, &dir, status_urls.clone()).await?;
     let server_cert = ServerCertificate::load(&dir, ca.clone(), &config.bootstrap.server_names)?;
     let known = Arc::new(tls::KnownIntermediates::default());
     let tls = tls::server_config_completing(ca.cert_der(), server_cert.clone(), config.allow_tls12, known.clone())?;
@@ -97,7 +97,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     if !config.accountability.audit {
         steps::note_audit_off(&config, &store).await?;
     }
-    let keeper = crate::issuing::Keeper {
+    let keeper = crate::keeper::Keeper {
         ca: ca.clone(),
         store: store.clone(),
         authenticator: authenticator.clone(),
@@ -208,7 +208,7 @@ pub async fn start(config: ServeConfig) -> Result<Running> {
     if let Some(tokens) = &tokens {
         background.spawn(tokens.keys.clone().run(shutdown_rx.clone()));
         if let Some(listener) = listeners.oauth {
-            background.spawn(crate::token::http::serve(
+            background.spawn(crate::access_token::http::serve(
                 listener,
                 Table::new("oauth", listener::Limits::OAUTH, meters),
                 tls,

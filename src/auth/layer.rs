@@ -20,7 +20,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use crate::audit::refusals::Refusals;
-use crate::auth::token::TokenVerifier;
+use crate::auth::bearer::TokenVerifier;
 use crate::auth::{Authenticator, Caller, MethodPolicy, Requirement};
 use crate::error::{Error, Refusal};
 use crate::ratelimit::{Operation, RateLimiter};

@@ -6,10 +6,10 @@
 
 pub mod authenticate;
 pub mod authorize;
+pub mod bearer;
 pub mod follower;
 pub mod layer;
 pub mod peer;
-pub mod token;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use time::OffsetDateTime;
 
-use super::crl::CrlPublisher;
 use super::ocsp::Responder;
+use super::publisher::CrlPublisher;
 use crate::model::now;
 use crate::pki::crl;
 

@@ -5,11 +5,11 @@
 //! CRLs, `ocsp` the responder, `http` the listener's routes. Authentication inside principald does not depend on
 //! any of it: it reads the store and stays the first revocation check.
 
-pub mod crl;
 pub mod http;
 pub mod issuers;
 pub mod ocsp;
+pub mod publisher;
 
-pub use crl::{CrlPublisher, PublishedCrl};
 pub use issuers::Issuers;
 pub use ocsp::Responder;
+pub use publisher::{CrlPublisher, PublishedCrl};

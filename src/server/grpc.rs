@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::server::HealthReporter;
 
+use crate::access_token::TokenIssuer;
 use crate::audit::refusals::Refusals;
 use crate::auth::{AuthLayer, Authenticator, MethodPolicy};
 use crate::error::{Error, Result};
@@ -21,7 +22,6 @@ use crate::revocation::CrlPublisher;
 use crate::service::PrincipalApi;
 use crate::service::audit_reader::AuditReader;
 use crate::store::Store;
-use crate::token::TokenIssuer;
 
 /// Concurrent RPCs (streams, health Watch included) per HTTP/2 connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 256;
@@ -74,7 +74,7 @@ pub(super) fn serve(
         .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
         .timeout(RPC_TIMEOUT)
         .layer(rpc_metrics)
-        .layer(crate::limits::OversizeLayer::new(MAX_REQUEST_BYTES))
+        .layer(crate::oversize::OversizeLayer::new(MAX_REQUEST_BYTES))
         .layer(
             AuthLayer::new(parts.authenticator, policy)
                 .counting_refusals(parts.refusals)

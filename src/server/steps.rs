@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use super::checkpoints::CheckpointWriter;
+use crate::access_token::keys::TokenKeys;
+use crate::access_token::{TokenIssuer, TokenPolicy};
 use crate::audit::Recorder;
 use crate::config::ServeConfig;
 use crate::datadir::DataDir;
@@ -16,8 +18,6 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::pki::ca::CertificateAuthority;
 use crate::store::Store;
-use crate::token::keys::TokenKeys;
-use crate::token::{TokenIssuer, TokenPolicy};
 
 /// Every listener, bound before anything else happens (a port in use stops the start at once).
 pub(super) struct Listeners {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::access_token::TokenIssuer;
 use crate::auth::Caller;
 use crate::error::Error;
 use crate::proto::principal_service_server::PrincipalService;
@@ -15,7 +16,6 @@ use crate::service::audit::{self, acting, origin};
 use crate::service::audit_reader::{AuditReader, Position};
 use crate::service::convert::*;
 use crate::store::PrincipalFilter;
-use crate::token::TokenIssuer;
 
 /// The PrincipalService implementation.
 #[derive(Clone)]

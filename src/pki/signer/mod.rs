@@ -72,7 +72,7 @@ pub fn open(uri: &KeyUri, create: bool) -> Result<Arc<dyn Signer>> {
         KeyUri::AwsKms { key_id, region, endpoint } => {
             Arc::new(awskms::KmsKey::open(key_id, region.as_deref(), endpoint.as_deref(), create)?)
         }
-        KeyUri::Pkcs11(p) => Arc::new(pkcs11::TokenKey::open(p, create)?),
+        KeyUri::Pkcs11(p) => Arc::new(pkcs11::Pkcs11Key::open(p, create)?),
     })
 }
 

@@ -33,7 +33,7 @@ const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// loop, and calls in between fail at once.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 
-pub struct TokenKey {
+pub struct Pkcs11Key {
     module: PathBuf,
     uri: Pkcs11Uri,
     name: String,
@@ -51,7 +51,7 @@ struct State {
     last_failure: Option<String>,
 }
 
-impl TokenKey {
+impl Pkcs11Key {
     pub fn open(uri: &Pkcs11Uri, create: bool) -> Result<Self> {
         let name = format!("pkcs11:token={};object={}", uri.token, uri.object);
         let module = uri
@@ -151,7 +151,7 @@ impl TokenKey {
     }
 }
 
-impl Signer for TokenKey {
+impl Signer for Pkcs11Key {
     fn spki_der(&self) -> &[u8] {
         &self.spki
     }
@@ -190,7 +190,7 @@ impl Signer for TokenKey {
     }
 }
 
-impl Drop for TokenKey {
+impl Drop for Pkcs11Key {
     fn drop(&mut self) {
         let connection = self.state.get_mut().unwrap_or_else(|p| p.into_inner()).connection.take();
         let Some(connection) = connection else { return };
@@ -202,8 +202,8 @@ impl Drop for TokenKey {
     }
 }
 
-impl std::fmt::Debug for TokenKey {
+impl std::fmt::Debug for Pkcs11Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKey").field("key", &self.name).finish_non_exhaustive()
+        f.debug_struct("Pkcs11Key").field("key", &self.name).finish_non_exhaustive()
     }
 }

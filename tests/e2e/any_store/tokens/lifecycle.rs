@@ -109,9 +109,9 @@ async fn revoking_an_intermediate_withdraws_its_replicas_token_keys() {
         let leaf = pem::parse_many(&worker.cert_pem).unwrap().remove(0);
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.contents()).as_ref().try_into().unwrap()
     };
-    let before = principald::auth::token::TokenVerifier::new(&issuer, AUDIENCE, store.clone());
+    let before = principald::auth::bearer::TokenVerifier::new(&issuer, AUDIENCE, store.clone());
     before.verify(&token, &presented).await.expect("a token from a live replica verifies");
-    let live = principald::auth::token::live_token_keys(store.as_ref()).await.unwrap();
+    let live = principald::auth::bearer::live_token_keys(store.as_ref()).await.unwrap();
     assert_eq!(live.len(), 1, "{live:?}");
 
     let mut admin = server.admin().await;
@@ -119,9 +119,9 @@ async fn revoking_an_intermediate_withdraws_its_replicas_token_keys() {
     let fingerprint = listed.intermediates[0].sha256_fingerprint.clone();
     admin.revoke_intermediate(pb::RevokeIntermediateRequest { sha256_fingerprint: fingerprint }).await.unwrap();
 
-    let live = principald::auth::token::live_token_keys(store.as_ref()).await.unwrap();
+    let live = principald::auth::bearer::live_token_keys(store.as_ref()).await.unwrap();
     assert!(live.is_empty(), "the compromised replica's key left the published set: {live:?}");
-    let after = principald::auth::token::TokenVerifier::new(&issuer, AUDIENCE, store.clone());
+    let after = principald::auth::bearer::TokenVerifier::new(&issuer, AUDIENCE, store.clone());
     let refused = after.verify(&token, &presented).await.unwrap_err();
     assert!(refused.to_string().contains("does not publish"), "{refused}");
 }

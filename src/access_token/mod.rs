@@ -33,7 +33,7 @@ pub struct TokenPolicy {
     pub trust_domain: String,
 }
 
-pub use crate::auth::token::{Claims, Confirmation};
+pub use crate::auth::bearer::{Claims, Confirmation};
 
 /// An issued token, OAuth-shaped.
 #[derive(Clone, Debug)]

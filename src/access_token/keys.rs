@@ -99,7 +99,7 @@ impl TokenKeys {
             return Ok(jwks.clone());
         }
         let mut keys = Vec::new();
-        for record in crate::auth::token::live_token_keys(self.store.as_ref()).await? {
+        for record in crate::auth::bearer::live_token_keys(self.store.as_ref()).await? {
             match serde_json::from_str::<serde_json::Value>(&record.public_jwk) {
                 Ok(jwk) => keys.push(jwk),
                 Err(error) => tracing::warn!(kid = %record.kid, %error, "ignoring an unreadable token key"),
