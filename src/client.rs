@@ -10,6 +10,9 @@ use crate::error::Error;
 use crate::files;
 
 pub mod credentials;
+pub mod keys;
+pub mod renewal;
+pub mod rpc;
 
 /// File name of a profile inside its directory.
 pub const PROFILE_FILE: &str = "profile.json";

@@ -3,26 +3,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
+use principald::client::keys::{KeyType, key_and_csr, validity_of};
+use principald::client::renewal::{self, root_of};
 use principald::client::{Profile, ProfileFile, credentials};
 use principald::config::parse_duration;
 use principald::files;
 use principald::model::RevocationReason;
 use principald::proto::{self as pb};
-use rcgen::{CertificateParams, KeyPair};
+use rcgen::KeyPair;
 use time::OffsetDateTime;
 
 use crate::output::{self, Format};
 use crate::renew;
 use crate::rpc::Context;
-
-#[derive(Clone, Copy, Debug, Default, ValueEnum)]
-pub enum KeyType {
-    #[default]
-    P256,
-    P384,
-    Ed25519,
-}
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -108,20 +102,22 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
             issue(ctx, principal, &out, validity, key_type, force).await
         }
         Command::Renew { if_expires_within, watch, validity, key_type, exec } => {
+            let events = renew::Cli { hook: exec.as_deref() };
             if watch {
-                return renew::watch_loop(&ctx.profile.dir, &ctx.server, validity, key_type, exec.as_deref()).await;
+                return renewal::watch(&ctx.profile.dir, &ctx.server, validity, key_type, &events).await;
             }
             if let Some(within) = if_expires_within {
                 let (_, not_after) = validity_of(&ctx.profile.cert_path())?;
                 let left = not_after - OffsetDateTime::now_utc();
                 if left > time::Duration::try_from(within).unwrap_or(time::Duration::MAX) {
-                    renew::still_authenticates(&ctx.profile.dir, &ctx.server).await?;
+                    renewal::still_authenticates(&ctx.profile.dir, &ctx.server, &events).await?;
                     println!("certificate valid until {}; not renewing", rfc3339(not_after));
                     return Ok(());
                 }
             }
-            let renewed =
-                renew::renew_once(&ctx.profile.dir, &ctx.server, validity, key_type).await.map_err(|e| e.message)?;
+            let renewed = renewal::renew_once(&ctx.profile.dir, &ctx.server, validity, key_type, &events)
+                .await
+                .map_err(|e| e.message)?;
             renew::print_renewed(ctx.format, &renewed);
             exec.map_or(Ok(()), |command| renew::run_hook(&command, &renewed))
         }
@@ -227,63 +223,8 @@ pub fn write_profile(
     Ok(())
 }
 
-pub fn key_and_csr(key_type: KeyType) -> Result<(KeyPair, String), String> {
-    let alg = match key_type {
-        KeyType::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeyType::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        KeyType::Ed25519 => &rcgen::PKCS_ED25519,
-    };
-    let key = KeyPair::generate_for(alg).map_err(|e| format!("cannot generate a key: {e}"))?;
-    let csr = csr_for(&key)?;
-    Ok((key, csr))
-}
-
-/// The key of a renewal in progress: kept until the renewal succeeds, so a retry after a lost response asks with the
-/// same key and gets the certificate the server already issued (a certificate renews once, for one key).
-pub const PENDING_KEY: &str = "pending-key.pem";
-
-pub fn pending_key_and_csr(dir: &Path, key_type: KeyType) -> Result<(KeyPair, String), String> {
-    let path = dir.join(PENDING_KEY);
-    match std::fs::read_to_string(&path) {
-        Ok(pem) => {
-            let key = KeyPair::from_pem(&pem).map_err(|e| {
-                format!("cannot read the pending renewal key {}: {e}; remove it to start over", path.display())
-            })?;
-            let csr = csr_for(&key)?;
-            Ok((key, csr))
-        }
-        Err(_) => {
-            let (key, csr) = key_and_csr(key_type)?;
-            files::write_private(&path, key.serialize_pem().as_bytes()).map_err(|e| e.to_string())?;
-            Ok((key, csr))
-        }
-    }
-}
-
-fn csr_for(key: &KeyPair) -> Result<String, String> {
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.serialize_request(key).and_then(|r| r.pem()).map_err(|e| format!("cannot build the CSR: {e}"))
-}
-
-fn parse_cert(path: &Path) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(&pem)
-        .map(|der| der.to_vec())
-        .map_err(|_| format!("{} holds no PEM certificate", path.display()))
-}
-
-pub fn validity_of(path: &Path) -> Result<(OffsetDateTime, OffsetDateTime), String> {
-    let der = parse_cert(path)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|_| format!("{} is not a valid certificate", path.display()))?;
-    Ok((cert.validity().not_before.to_datetime(), cert.validity().not_after.to_datetime()))
-}
-
 fn serial_of(path: &Path) -> Result<String, String> {
-    let der = parse_cert(path)?;
+    let der = principald::client::keys::read_certificate(path)?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|_| format!("{} is not a valid certificate", path.display()))?;
     Ok(principald::model::Serial::from_bytes(cert.raw_serial()).to_string())
@@ -296,10 +237,4 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 /// What the profile presents in TLS: the leaf and its intermediate (servers before intermediates send the leaf only).
 pub fn presented_chain(issued: &pb::IssueCertificateResponse) -> &str {
     if issued.certificate_chain_pem.is_empty() { &issued.certificate_pem } else { &issued.certificate_chain_pem }
-}
-
-/// The root, the last certificate of an issuer chain: the only certificate a profile trusts.
-pub fn root_of(chain: &str) -> &str {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    chain.rfind(BEGIN).map_or(chain, |at| &chain[at..])
 }

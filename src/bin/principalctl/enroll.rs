@@ -15,7 +15,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::cert::{KeyType, PENDING_KEY, pending_key_and_csr, write_profile};
+use crate::cert::write_profile;
+use principald::client::keys::{KeyType, PENDING_KEY, pending_key_and_csr};
 
 const PREFIX: &str = "pdenroll1.";
 

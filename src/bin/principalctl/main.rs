@@ -60,8 +60,8 @@ enum Command {
         token_file: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value_t = cert::KeyType::P256)]
-        key_type: cert::KeyType,
+        #[arg(long, value_enum, default_value_t = principald::client::keys::KeyType::P256)]
+        key_type: principald::client::keys::KeyType,
         /// Overwrite a profile already in --out.
         #[arg(long)]
         force: bool,
