@@ -1,7 +1,8 @@
 //! A gRPC service of your own behind principald's authentication: the recipe every resource server follows (the CA and
-//! server certificate of a principald data directory, rustls with client certificates required, the accept loop with
-//! its connection limits, the [`AuthLayer`] with a permission table and method policy, optional bearer tokens, and a
-//! [`RevocationFollower`] so revocations arrive within a poll), in one builder.
+//! server certificate of a principald data directory, rustls with client certificates required and leaf-only chains
+//! completed with the store's intermediates, the accept loop with its connection limits, the [`AuthLayer`] with a
+//! permission table and method policy, optional bearer tokens, and a [`RevocationFollower`] so revocations arrive
+//! within a poll), in one builder. It runs beside a file-key deployment or one whose root is in KMS or an HSM.
 //!
 //! ```no_run
 //! # async fn run(routes: tonic::service::Routes) -> principald::error::Result<()> {
@@ -25,6 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
 
 use crate::auth::bearer::TokenVerifier;
@@ -35,6 +39,7 @@ use crate::model::PrincipalType;
 use crate::pki::oid::IdentityOids;
 use crate::server_cert::ServerCertificate;
 use crate::store::{Store, StoreConfig};
+use crate::tls::KnownIntermediates;
 
 /// How long an authentication verdict is cached when nothing else is said (the follower drops it on a revocation).
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -131,27 +136,53 @@ impl ResourceServer {
         self
     }
 
-    /// Loads the certificates, starts following revocations and binds `addr`.
+    /// Loads the certificates and the live intermediates, and binds `addr`. With the CA's file key in the data
+    /// directory the server certificate is re-issued when due, as principald does; without it (a root in KMS or an
+    /// HSM) the certificate is served as principald left it.
     pub async fn bind(self, addr: SocketAddr) -> Result<Bound> {
         let dir = DataDir::new(&self.data_dir);
-        let ca = Arc::new(crate::bootstrap::load_ca(&dir)?);
-        let server_cert = ServerCertificate::load(&dir, ca.clone(), &[])?;
-        let tls = crate::tls::server_config(ca.cert_der(), server_cert, false)?;
+        let ca_pem = std::fs::read(dir.ca_cert())
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", dir.ca_cert().display())))?;
+        let ca_der = CertificateDer::from_pem_slice(&ca_pem)
+            .map_err(|_| Error::InvalidArgument(format!("{} holds no certificate", dir.ca_cert().display())))?;
+        let server_cert: Arc<dyn ResolvesServerCert> = if dir.ca_key().exists() {
+            ServerCertificate::load(&dir, Arc::new(crate::bootstrap::load_ca(&dir)?), &[])?
+        } else {
+            ServerCertificate::load_as_is(&dir)?
+        };
+        // Clients may present their leaf alone: the chain is completed with the intermediates the store knows.
+        let known = Arc::new(KnownIntermediates::default());
+        refresh_known(self.store.as_ref(), &known).await?;
+        let tls = crate::tls::server_config_completing(&ca_der, server_cert, false, known.clone())?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::InvalidArgument(format!("cannot listen on {addr}: {e}")))?;
         let local_addr = listener.local_addr().map_err(|e| Error::internal("local addr", e))?;
         let authenticator =
             Arc::new(Authenticator::new(self.store.clone(), self.oids, self.permissions, self.cache_ttl));
+        // Certificates of revoked intermediates are refused from the first request on.
+        authenticator.refresh_revoked_issuers().await?;
         let follower =
             self.follow_every.map(|every| RevocationFollower::new(self.store.clone(), authenticator.clone(), every));
         let mut layer = AuthLayer::new(authenticator.clone(), self.policy);
         if let Some(bearer) = self.bearer {
-            let verifier = Arc::new(TokenVerifier::new(&bearer.issuer, &bearer.audience, self.store));
+            let verifier = Arc::new(TokenVerifier::new(&bearer.issuer, &bearer.audience, self.store.clone()));
             layer = layer.with_bearer_tokens(verifier, bearer.required);
         }
-        Ok(Bound { listener, local_addr, tls, layer, follower, authenticator })
+        Ok(Bound { listener, local_addr, tls, layer, follower, authenticator, known, store: self.store })
     }
+}
+
+/// How often the intermediates that complete leaf-only client chains are re-read (a new replica's intermediate is
+/// known within this).
+const KNOWN_REFRESH: Duration = Duration::from_secs(60);
+
+/// Every unrevoked, unexpired intermediate in the store.
+async fn refresh_known(store: &dyn Store, known: &KnownIntermediates) -> Result<()> {
+    let at = crate::model::now();
+    let live = store.list_intermediates().await?.into_iter().filter(|i| i.revoked_at.is_none() && i.not_after > at);
+    known.set(live.map(|i| CertificateDer::from(i.der)).collect());
+    Ok(())
 }
 
 /// A bound resource server, not serving yet.
@@ -162,6 +193,8 @@ pub struct Bound {
     layer: AuthLayer,
     follower: Option<RevocationFollower>,
     authenticator: Arc<Authenticator>,
+    known: Arc<KnownIntermediates>,
+    store: Arc<dyn Store>,
 }
 
 impl Bound {
@@ -188,6 +221,21 @@ impl Bound {
             }
         };
         let follower = self.follower.map(|f| f.spawn(stopping()));
+        let (store, known, stop_refresh) = (self.store, self.known, stopping());
+        let refresh = tokio::spawn(async move {
+            let every = async {
+                loop {
+                    tokio::time::sleep(KNOWN_REFRESH).await;
+                    if let Err(error) = refresh_known(store.as_ref(), &known).await {
+                        tracing::warn!(%error, "cannot re-read the intermediates; keeping the known ones");
+                    }
+                }
+            };
+            tokio::select! {
+                () = stop_refresh => {}
+                () = every => {}
+            }
+        });
         let (incoming, accept) = crate::tls::incoming(self.listener, self.tls, Default::default(), stopping());
         let served = tonic::transport::Server::builder()
             .layer(self.layer)
@@ -198,6 +246,7 @@ impl Bound {
             })
             .await;
         let _ = accept.await;
+        let _ = refresh.await;
         if let Some(follower) = follower {
             let _ = follower.await;
         }

@@ -62,6 +62,20 @@ impl ServerCertificate {
         Ok(Arc::new(Self { dir: dir.clone(), ca, provider, current: RwLock::new(current) }))
     }
 
+    /// The data directory's certificate as it is, for a process that cannot re-issue it (no CA key beside it: the
+    /// root is in KMS or an HSM, or belongs to principald alone). principald renews the files; a restart picks the new
+    /// ones up. An expired certificate is refused with what to do.
+    pub fn load_as_is(dir: &DataDir) -> Result<Arc<rustls::sign::SingleCertAndKey>> {
+        let current = read(dir, &rustls::crypto::aws_lc_rs::default_provider())?;
+        if current.not_after <= now() {
+            return Err(Error::FailedPrecondition(format!(
+                "the server certificate in {} has expired: start principald on this data directory (it renews it)",
+                dir.root().display()
+            )));
+        }
+        Ok(Arc::new(rustls::sign::SingleCertAndKey::from(current.key)))
+    }
+
     /// Re-issues the certificate (same names) if a third or less of its lifetime remains; `true` if it did.
     pub fn renew_if_due(&self) -> Result<bool> {
         let (names, not_before, not_after) = {

@@ -111,3 +111,20 @@ async fn an_embedding_service_refuses_a_certificate_revoked_after_it_was_cached_
         }
     }
 }
+
+/// Beside a deployment whose root is in KMS (no CA key in the data directory, leaves signed by the replica's
+/// intermediate), the builder serves the certificate principald left and accepts a client that presents its leaf
+/// alone: it completes the chain with the intermediates the store knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_server_beside_a_kms_root_accepts_a_leaf_without_its_intermediate() {
+    let Some(uri) = common::signers::kms_key_uri() else { return };
+    let server = TestServer::start_with(&["--ca-key", &uri, "--replica-id", "replica-a"]).await;
+    assert!(!server.data_dir.join("ca.key").exists(), "the root key is in KMS");
+    let url = start_echo(&server).await;
+    let chained = server.enroll("jobs", pb::PrincipalType::Service).await;
+    let leaf = chained.cert_pem.split_inclusive("-----END CERTIFICATE-----\n").next().unwrap().to_owned();
+    assert_ne!(leaf, chained.cert_pem, "the profile carries the leaf and its intermediate");
+    let leaf_only = principald::client::Credentials { cert_pem: leaf, ..chained.clone() };
+    assert_eq!(call(&url, &chained).await.unwrap().caller, "service jobs");
+    assert_eq!(call(&url, &leaf_only).await.unwrap().caller, "service jobs");
+}
