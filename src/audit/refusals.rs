@@ -13,6 +13,8 @@ pub const MAX_KEYS: usize = 256;
 #[derive(Default)]
 struct Tally {
     count: u64,
+    /// Counts per cause within the reason (an authentication refusal's `error::Refusal::label`, e.g. "revoked").
+    causes: std::collections::BTreeMap<&'static str, u64>,
     /// One refusal's message, escaped and shortened: what an operator needs to recognise the cause.
     sample: String,
 }
@@ -24,8 +26,9 @@ pub struct Refusals {
 }
 
 impl Refusals {
-    /// Counts one refused request from `address` for `reason` (a fixed string such as "unauthenticated").
-    pub fn record(&self, address: Option<IpAddr>, reason: &'static str, message: &str) {
+    /// Counts one refused request from `address` for `reason` (a fixed string such as "unauthenticated") and its
+    /// `cause` within it (a bounded label: the refusal's, or the reason again when there is no finer one).
+    pub fn record(&self, address: Option<IpAddr>, reason: &'static str, cause: &'static str, message: &str) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let mut key = (address.map_or_else(|| "-".to_owned(), |a| a.to_string()), reason);
         if !counts.contains_key(&key) && counts.len() >= MAX_KEYS {
@@ -33,6 +36,7 @@ impl Refusals {
         }
         let tally = counts.entry(key).or_default();
         tally.count += 1;
+        *tally.causes.entry(cause).or_default() += 1;
         if tally.sample.is_empty() {
             tally.sample = crate::ratelog::sanitize(message, 200);
         }
@@ -48,6 +52,7 @@ impl Refusals {
                 let details = serde_json::json!({
                     "reason": reason,
                     "count": tally.count,
+                    "causes": tally.causes,
                     "interval_seconds": interval_seconds,
                     "sample": tally.sample,
                 });
@@ -71,8 +76,8 @@ mod tests {
         let refusals = Refusals::default();
         for i in 0..10_000u32 {
             let address = IpAddr::from(i.to_be_bytes());
-            refusals.record(Some(address), "unauthenticated", "no client certificate");
-            refusals.record(Some(address), "unauthenticated", "no client certificate");
+            refusals.record(Some(address), "unauthenticated", "no_certificate", "no client certificate");
+            refusals.record(Some(address), "unauthenticated", "no_certificate", "no client certificate");
         }
         let events = refusals.drain(&Recorder::new("r", true), 60);
         assert_eq!(events.len(), MAX_KEYS + 1);

@@ -141,16 +141,17 @@ where
             // Caller).
             let requirement = policy.requirement(&path);
             let refuse = |error: Error, reason: &'static str| {
+                let cause = match &error {
+                    Error::Refused(refusal) => refusal.label(),
+                    _ => reason,
+                };
                 if let Some(audit) = &audit {
-                    audit.record(peer.map(|a| a.ip()), reason, &error.to_string());
+                    audit.record(peer.map(|a| a.ip()), reason, cause, &error.to_string());
                 }
                 if let Some(refused) = refusals.tick() {
                     tracing::info!(
                         refused,
-                        sample_reason = match &error {
-                            Error::Refused(refusal) => refusal.label(),
-                            _ => reason,
-                        },
+                        sample_reason = cause,
                         sample_path = %sanitize(&path, 120),
                         sample_error = %sanitize(&error.to_string(), 120),
                         "requests refused"

@@ -132,7 +132,7 @@ impl Observers {
             metrics.handshake_failed(reason);
         }
         if let Some(refusals) = &self.refusals {
-            refusals.record(Some(peer.ip()), reason, detail);
+            refusals.record(Some(peer.ip()), reason, reason, detail);
         }
     }
 }

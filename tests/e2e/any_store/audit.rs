@@ -105,6 +105,62 @@ async fn every_change_is_recorded_with_its_actor_certificate_source_and_method()
     }
 }
 
+/// Authentication refusals are one `unauthenticated` event per source, with the typed causes counted inside it.
+#[tokio::test]
+async fn refused_authentications_count_their_causes() {
+    let server = TestServer::start_with(&["--audit-refusals-every", "1s"]).await;
+    let worker = server.enroll("w1", pb::PrincipalType::Worker).await;
+    let serial = server.client(&worker).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap().into_inner();
+    server
+        .admin()
+        .await
+        .revoke_certificate(pb::RevokeCertificateRequest { serial: serial.certificate_serial, reason: 0 })
+        .await
+        .unwrap();
+    // Signed by the CA but never issued through the store.
+    let (from, to) = (
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+        time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+    );
+    let params = principald::pki::profile::client_certificate(
+        &principald::pki::oid::IdentityOids::default(),
+        "principald.local",
+        principald::model::PrincipalType::Worker,
+        &"w1".parse().unwrap(),
+        from,
+        to,
+    )
+    .unwrap();
+    let unregistered = server.mint(&params);
+    for _ in 0..3 {
+        assert_eq!(
+            server.client(&worker).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+    assert_eq!(
+        server.client(&unregistered).await.who_am_i(pb::WhoAmIRequest {}).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    for _ in 0..100 {
+        let refused = events(&server, of_type("requests.refused")).await;
+        let details: Vec<Value> = refused.iter().map(|e| serde_json::from_str(&e.details_json).unwrap()).collect();
+        let causes = |cause: &str| -> u64 {
+            details
+                .iter()
+                .filter(|d| d["reason"] == "unauthenticated")
+                .filter_map(|d| d["causes"][cause].as_u64())
+                .sum()
+        };
+        if causes("revoked") >= 3 && causes("unregistered") >= 1 {
+            assert_eq!((causes("revoked"), causes("unregistered")), (3, 1), "{details:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no requests.refused event with the causes");
+}
+
 #[tokio::test]
 async fn refusals_are_aggregated_per_source_and_reason_and_only_admins_read_the_log() {
     let server = TestServer::start_with(&["--audit-refusals-every", "1s"]).await;
