@@ -89,6 +89,7 @@ pub async fn accept(
 ) {
     let (failed, refused) = (RateLimitedLog::default(), RateLimitedLog::default());
     loop {
+        table.wait_for_room().await;
         let (tcp, peer) = match listener.accept().await {
             Ok(pair) => pair,
             Err(error) => {

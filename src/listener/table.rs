@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use atomic_waker::AtomicWaker;
+use tokio::sync::Notify;
 
 use super::Limits;
 use super::meters::Meters;
@@ -77,6 +78,8 @@ pub struct Table {
     started: Instant,
     inner: Mutex<Inner>,
     meters: Meters,
+    /// Woken when a row is removed: the accept loop waits on it while shed rows have not closed yet.
+    room: Notify,
 }
 
 /// Which cap a shed or refusal is attributed to.
@@ -103,7 +106,7 @@ pub struct Full(pub &'static str);
 
 impl Table {
     pub fn new(name: &'static str, limits: Limits, meters: Meters) -> Arc<Self> {
-        Arc::new(Self { name, limits, started: Instant::now(), inner: Mutex::default(), meters })
+        Arc::new(Self { name, limits, started: Instant::now(), inner: Mutex::default(), meters, room: Notify::new() })
     }
 
     pub fn name(&self) -> &'static str {
@@ -116,6 +119,25 @@ impl Table {
 
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether a newcomer can be admitted without refusing it: shed rows that have not closed yet keep the table
+    /// from holding more than twice its cap.
+    fn has_room(&self) -> bool {
+        self.lock().entries.len() < self.limits.max_connections.saturating_mul(2)
+    }
+
+    /// Waits until [`admit`](Self::admit) will not refuse for want of room: shed connections close within moments
+    /// (their tasks only have to run), and meanwhile newcomers wait in the kernel's accept queue instead of being
+    /// refused, so a load balancer's probe arriving right after a flood is answered, not reset.
+    pub async fn wait_for_room(&self) {
+        while !self.has_room() {
+            let notified = self.room.notified();
+            if self.has_room() {
+                return;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(10), notified).await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -200,6 +222,8 @@ impl Table {
                 inner.anonymous -= 1;
             }
         }
+        drop(inner);
+        self.room.notify_waiters();
     }
 
     /// Open connections (not shed) and certificate-less ones, for tests and metrics.
