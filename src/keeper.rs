@@ -82,6 +82,14 @@ pub struct Keeper {
     pub audit: Recorder,
 }
 
+/// Every unrevoked, unexpired intermediate the store records (any replica's): what completes a leaf-only client
+/// chain, here and in a resource server.
+pub async fn live_intermediates(store: &dyn crate::store::Store) -> Result<Vec<CertificateDer<'static>>> {
+    let at = now();
+    let live = store.list_intermediates().await?.into_iter().filter(|i| i.revoked_at.is_none() && i.not_after > at);
+    Ok(live.map(|i| CertificateDer::from(i.der)).collect())
+}
+
 impl Keeper {
     /// Keeps the intermediate fresh until `shutdown` (call [`refresh`](Self::refresh) once before serving), and prunes
     /// expired intermediates and token keys. A CA whose root signs leaves itself only prunes.
@@ -122,10 +130,7 @@ impl Keeper {
 
     /// Every replica's unexpired, unrevoked intermediate, for completing leaf-only client chains.
     pub async fn refresh(&self) -> Result<()> {
-        let at = now();
-        let live =
-            self.store.list_intermediates().await?.into_iter().filter(|i| i.revoked_at.is_none() && i.not_after > at);
-        let mut ders: Vec<CertificateDer<'static>> = live.map(|i| CertificateDer::from(i.der)).collect();
+        let mut ders = live_intermediates(self.store.as_ref()).await?;
         if let Some(own) = &self.ca.issuing().record
             && !ders.iter().any(|d| d.as_ref() == own.der.as_slice())
         {

@@ -177,11 +177,8 @@ impl ResourceServer {
 /// known within this).
 const KNOWN_REFRESH: Duration = Duration::from_secs(60);
 
-/// Every unrevoked, unexpired intermediate in the store.
 async fn refresh_known(store: &dyn Store, known: &KnownIntermediates) -> Result<()> {
-    let at = crate::model::now();
-    let live = store.list_intermediates().await?.into_iter().filter(|i| i.revoked_at.is_none() && i.not_after > at);
-    known.set(live.map(|i| CertificateDer::from(i.der)).collect());
+    known.set(crate::keeper::live_intermediates(store).await?);
     Ok(())
 }
 

@@ -88,8 +88,7 @@ pub async fn renew_once(
     let issued = issued.into_inner();
     let certificate = issued.certificate.clone().unwrap_or_default();
     let io = |e: crate::error::Error| RenewError { message: e.to_string(), permanent: true };
-    let chain =
-        if issued.certificate_chain_pem.is_empty() { &issued.certificate_pem } else { &issued.certificate_chain_pem };
+    let chain = presented_chain(&issued);
     credentials::install(dir, &certificate.serial, chain, &key.serialize_pem(), root_of(&issued.ca_chain_pem))
         .map_err(io)?;
     let stable = ProfileFile {
@@ -109,6 +108,16 @@ pub async fn renew_once(
     }
     let _ = std::fs::remove_file(dir.join(keys::PENDING_KEY));
     Ok(Renewed { certificate, profile_dir: dir.to_path_buf() })
+}
+
+/// What a profile presents in TLS: the leaf and its intermediate (servers before intermediates send the leaf only).
+pub fn presented_chain(issued: &pb::IssueCertificateResponse) -> &str {
+    if issued.certificate_chain_pem.is_empty() { &issued.certificate_pem } else { &issued.certificate_chain_pem }
+}
+
+/// `t` as RFC 3339, for messages.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// The last certificate of a PEM chain: its root.
@@ -158,7 +167,6 @@ pub async fn watch(
     events: &dyn Events,
 ) -> Result<(), String> {
     const MAX_BACKOFF: Duration = Duration::from_secs(300);
-    let rfc3339 = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     loop {
         let profile = Profile::load(dir).map_err(|e| e.to_string())?;
         let (not_before, not_after) = keys::validity_of(&profile.cert_path())?;

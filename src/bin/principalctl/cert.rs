@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use principald::client::keys::{KeyType, key_and_csr, validity_of};
-use principald::client::renewal::{self, root_of};
+use principald::client::renewal::{self, presented_chain, rfc3339, root_of};
 use principald::client::{Profile, ProfileFile, credentials};
 use principald::config::parse_duration;
 use principald::files;
@@ -228,13 +228,4 @@ fn serial_of(path: &Path) -> Result<String, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|_| format!("{} is not a valid certificate", path.display()))?;
     Ok(principald::model::Serial::from_bytes(cert.raw_serial()).to_string())
-}
-
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-/// What the profile presents in TLS: the leaf and its intermediate (servers before intermediates send the leaf only).
-pub fn presented_chain(issued: &pb::IssueCertificateResponse) -> &str {
-    if issued.certificate_chain_pem.is_empty() { &issued.certificate_pem } else { &issued.certificate_chain_pem }
 }
