@@ -26,6 +26,8 @@ struct ActiveKey {
     pair: EcdsaKeyPair,
     /// base64url of the JWS header `{"alg":"ES256","typ":"at+jwt","kid":...}`.
     header: String,
+    /// The same with `typ` JWT, for JWT-SVIDs (the SPIFFE JWT-SVID profile allows only JWT or JOSE).
+    svid_header: String,
     created_at: OffsetDateTime,
     rotate_at: OffsetDateTime,
 }
@@ -69,6 +71,15 @@ impl TokenKeys {
     /// Signs `claims` as a JWT (JWS compact serialisation, ES256 with the fixed-size r||s signature RFC 7518 asks
     /// for, `typ` at+jwt, `kid` of the active key).
     pub fn sign(&self, claims: &impl serde::Serialize) -> Result<String> {
+        self.sign_with(claims, |key| &key.header)
+    }
+
+    /// Signs a JWT-SVID's claims: as [`sign`](Self::sign), with `typ` JWT.
+    pub fn sign_jwt_svid(&self, claims: &impl serde::Serialize) -> Result<String> {
+        self.sign_with(claims, |key| &key.svid_header)
+    }
+
+    fn sign_with(&self, claims: &impl serde::Serialize, header: fn(&ActiveKey) -> &String) -> Result<String> {
         let key = self.active.read().unwrap_or_else(|p| p.into_inner()).clone();
         // A key stays published until `rotate_at + max_token` (+ a minute): past its rotation time it would sign tokens
         // that outlive its presence in the JWKS. No replacement could be announced (the store is unreachable).
@@ -78,8 +89,9 @@ impl TokenKeys {
             ));
         }
         let payload = serde_json::to_vec(claims).map_err(|e| Error::internal("encode claims", e))?;
-        let mut token = String::with_capacity(key.header.len() + payload.len() * 4 / 3 + 100);
-        token.push_str(&key.header);
+        let header = header(&key);
+        let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 100);
+        token.push_str(header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let signature = key
@@ -190,8 +202,9 @@ async fn announce(
     let event = audit.event(&Origin::system("token-key-rotation"), kind::TOKEN_KEY_CREATED, &kid, details);
     store.record_token_key(&record, event.as_ref()).await?;
     tracing::info!(kid = %kid, %rotate_at, "token signing key announced");
-    let header = serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": kid }).to_string();
-    Ok(ActiveKey { pair, header: URL_SAFE_NO_PAD.encode(header), created_at, rotate_at })
+    let header =
+        |typ: &str| URL_SAFE_NO_PAD.encode(serde_json::json!({ "alg": "ES256", "typ": typ, "kid": kid }).to_string());
+    Ok(ActiveKey { pair, header: header("at+jwt"), svid_header: header("JWT"), created_at, rotate_at })
 }
 
 #[cfg(test)]

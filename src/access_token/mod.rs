@@ -18,6 +18,22 @@ use crate::error::{Error, Result};
 use crate::pki::identity;
 use keys::TokenKeys;
 
+/// Lifetime of a JWT-SVID (SPIRE's default as well): short, since a JWT-SVID is a bearer token.
+pub const JWT_SVID_LIFETIME: Duration = Duration::from_secs(300);
+/// Most audiences one JWT-SVID may name.
+const MAX_AUDIENCES: usize = 10;
+
+/// The claims of a JWT-SVID (SPIFFE JWT-SVID profile: `sub`, `aud`, `exp` required).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct JwtSvidClaims {
+    pub sub: String,
+    pub aud: Vec<String>,
+    pub exp: i64,
+    pub iat: i64,
+    pub iss: String,
+    pub jti: String,
+}
+
 /// Shortest lifetime a request may ask for.
 pub const MIN_LIFETIME: Duration = Duration::from_secs(60);
 
@@ -121,6 +137,50 @@ impl TokenIssuer {
             metrics.tokens_issued.inc();
         }
         Ok(IssuedToken { access_token, expires_in: u64::try_from(exp - now).unwrap_or(0), scope, claims })
+    }
+
+    /// A JWT-SVID for `spiffe_id` naming `audiences` (1-10, each 1-256 printable characters), valid for
+    /// [`JWT_SVID_LIFETIME`] or until `not_after`, whichever is first. Unlike access tokens it is not bound to a
+    /// certificate (the SPIFFE profile has no binding), so it lives minutes, and resource servers that take access
+    /// tokens refuse it (no `cnf`).
+    pub fn issue_jwt_svid(
+        &self,
+        spiffe_id: &str,
+        audiences: &[String],
+        not_after: Option<time::OffsetDateTime>,
+    ) -> Result<(String, JwtSvidClaims)> {
+        if audiences.is_empty() || audiences.len() > MAX_AUDIENCES {
+            return Err(Error::InvalidArgument(format!("a JWT-SVID names 1 to {MAX_AUDIENCES} audiences")));
+        }
+        for audience in audiences {
+            if audience.is_empty() || audience.len() > 256 || audience.chars().any(char::is_control) {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid audience {:?}: 1 to 256 printable characters",
+                    crate::ratelog::sanitize(audience, 100)
+                )));
+            }
+        }
+        let now = crate::model::now().unix_timestamp();
+        let mut exp = now + JWT_SVID_LIFETIME.as_secs() as i64;
+        if let Some(not_after) = not_after {
+            exp = exp.min(not_after.unix_timestamp());
+        }
+        let mut aud = audiences.to_vec();
+        aud.sort();
+        aud.dedup();
+        let claims = JwtSvidClaims {
+            sub: spiffe_id.to_owned(),
+            aud,
+            exp,
+            iat: now,
+            iss: self.policy.issuer.clone(),
+            jti: crate::audit::uuid_v7(),
+        };
+        let token = self.keys.sign_jwt_svid(&claims)?;
+        if let Some(metrics) = &self.metrics {
+            metrics.tokens_issued.inc();
+        }
+        Ok((token, claims))
     }
 
     /// The requested scopes, each one the caller's type holds (space-separated, sorted, deduplicated).

@@ -33,6 +33,8 @@ pub mod kind {
     pub const ENROLLMENT_TOKEN_CREATED: &str = "enrollment_token.created";
     pub const ENROLLMENT_TOKEN_CONSUMED: &str = "enrollment_token.consumed";
     pub const ENROLLMENT_TOKEN_REVOKED: &str = "enrollment_token.revoked";
+    pub const WORKLOAD_CREATED: &str = "workload.created";
+    pub const WORKLOAD_DELETED: &str = "workload.deleted";
     pub const REQUESTS_REFUSED: &str = "requests.refused";
     /// A replica started with the audit log off: the changes it makes from now on are not recorded.
     pub const AUDIT_DISABLED: &str = "audit.disabled";
@@ -57,6 +59,8 @@ pub mod kind {
         ENROLLMENT_TOKEN_CREATED,
         ENROLLMENT_TOKEN_CONSUMED,
         ENROLLMENT_TOKEN_REVOKED,
+        WORKLOAD_CREATED,
+        WORKLOAD_DELETED,
         REQUESTS_REFUSED,
         AUDIT_DISABLED,
         AUDIT_CHECKPOINT,

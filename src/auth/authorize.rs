@@ -27,9 +27,16 @@ pub mod permission {
     pub const AUDIT_READ: &str = "audit.read";
     /// Get certificate-bound access tokens for oneself (IssueToken, the OAuth token endpoint).
     pub const TOKEN_ISSUE: &str = "token.issue";
+    /// Read workload entries (GetWorkload, ListWorkloads).
+    pub const WORKLOAD_READ: &str = "workload.read";
+    /// Create and delete workload entries.
+    pub const WORKLOAD_WRITE: &str = "workload.write";
+    /// A node's own: list its workload entries and obtain X.509- and JWT-SVIDs for them (ListNodeWorkloads,
+    /// IssueWorkloadCertificate, IssueWorkloadToken). The handlers also check the entry names the calling node.
+    pub const WORKLOAD_ISSUE: &str = "workload.issue";
 
-    /// Every permission principald itself checks.
-    pub const ALL: [&str; 8] = [
+    /// What admins hold: every permission principald checks except a node's own.
+    pub const ADMIN: [&str; 10] = [
         PRINCIPAL_READ,
         PRINCIPAL_WRITE,
         CERTIFICATE_READ,
@@ -38,6 +45,25 @@ pub mod permission {
         CERTIFICATE_RENEW_SELF,
         AUDIT_READ,
         TOKEN_ISSUE,
+        WORKLOAD_READ,
+        WORKLOAD_WRITE,
+    ];
+    /// What nodes hold.
+    pub const NODE: [&str; 3] = [CERTIFICATE_RENEW_SELF, TOKEN_ISSUE, WORKLOAD_ISSUE];
+
+    /// Every permission principald itself checks.
+    pub const ALL: [&str; 11] = [
+        PRINCIPAL_READ,
+        PRINCIPAL_WRITE,
+        CERTIFICATE_READ,
+        CERTIFICATE_ISSUE,
+        CERTIFICATE_REVOKE,
+        CERTIFICATE_RENEW_SELF,
+        AUDIT_READ,
+        TOKEN_ISSUE,
+        WORKLOAD_READ,
+        WORKLOAD_WRITE,
+        WORKLOAD_ISSUE,
     ];
 }
 
@@ -60,15 +86,18 @@ pub struct PermissionTable {
 }
 
 impl PermissionTable {
-    /// Admins get every built-in permission; every other type may renew its own certificate and get tokens bound to
-    /// it (carrying only its own permissions).
+    /// Admins get every built-in permission but a node's own; nodes may also obtain SVIDs for their workloads; every
+    /// type may renew its own certificate and get tokens bound to it (carrying only its own permissions).
     pub fn builtin() -> Self {
         use permission::*;
         let grants = PrincipalType::ALL
             .into_iter()
             .map(|kind| {
-                let names: &[&str] =
-                    if kind == PrincipalType::Admin { &ALL } else { &[CERTIFICATE_RENEW_SELF, TOKEN_ISSUE] };
+                let names: &[&str] = match kind {
+                    PrincipalType::Admin => &ADMIN,
+                    PrincipalType::Node => &NODE,
+                    _ => &[CERTIFICATE_RENEW_SELF, TOKEN_ISSUE],
+                };
                 (kind, Arc::new(names.iter().map(|s| s.to_string()).collect()))
             })
             .collect();
@@ -190,6 +219,14 @@ impl MethodPolicy {
             .allow_method(svc, "ListEnrollmentTokens", p(CERTIFICATE_ISSUE))
             .allow_method(svc, "RevokeEnrollmentToken", p(CERTIFICATE_REVOKE))
             .allow_method(svc, "Enroll", Anonymous)
+            .allow_method(svc, "CreateWorkload", p(WORKLOAD_WRITE))
+            .allow_method(svc, "GetWorkload", p(WORKLOAD_READ))
+            .allow_method(svc, "ListWorkloads", p(WORKLOAD_READ))
+            .allow_method(svc, "DeleteWorkload", p(WORKLOAD_WRITE))
+            .allow_method(svc, "ListNodeWorkloads", p(WORKLOAD_ISSUE))
+            .allow_method(svc, "IssueWorkloadCertificate", p(WORKLOAD_ISSUE))
+            .allow_method(svc, "IssueWorkloadToken", p(WORKLOAD_ISSUE))
+            .allow_method(svc, "GetTrustBundle", Authenticated)
             .allow_service("grpc.health.v1.Health", Anonymous)
             .allow_service("grpc.reflection.v1.ServerReflection", Anonymous)
             .allow_service("grpc.reflection.v1alpha.ServerReflection", Anonymous)

@@ -27,6 +27,10 @@ pub struct TokenArgs {
     /// How long one token signing key signs before the replica replaces it.
     #[arg(long, env = "PRINCIPALD_TOKEN_KEY_ROTATION", default_value = "24h")]
     pub token_key_rotation: String,
+    /// Sign JWT-SVIDs for the workloads of `principald agent` nodes (starts the token keys even without
+    /// --token-audience; a JWT-SVID names the audiences its workload asks for).
+    #[arg(long, env = "PRINCIPALD_JWT_SVIDS")]
+    pub jwt_svids: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -36,6 +40,8 @@ pub struct TokenConfig {
     pub audiences: BTreeSet<String>,
     pub lifetime: Duration,
     pub key_rotation: Duration,
+    /// Token keys run for JWT-SVIDs too.
+    pub jwt_svids: bool,
 }
 
 impl TokenArgs {
@@ -66,6 +72,13 @@ impl TokenArgs {
         if self.oauth_listen.is_some() && audiences.is_empty() {
             return Err(Error::InvalidArgument("--oauth-listen needs at least one --token-audience".into()));
         }
-        Ok(TokenConfig { oauth_listen: self.oauth_listen, issuer, audiences, lifetime, key_rotation })
+        Ok(TokenConfig {
+            oauth_listen: self.oauth_listen,
+            issuer,
+            audiences,
+            lifetime,
+            key_rotation,
+            jwt_svids: self.jwt_svids,
+        })
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use super::{Metrics, OperationLabels};
 use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
-use crate::model::{CaClaim, EnrollmentToken, EnrollmentTokenState};
+use crate::model::{CaClaim, EnrollmentToken, EnrollmentTokenState, WorkloadEntry};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
@@ -191,6 +191,23 @@ impl Store for MeteredStore {
     }
     async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
         self.timed("create_enrollment_token", self.inner.create_enrollment_token(token, audit)).await
+    }
+    async fn create_workload(
+        &self,
+        entry: &WorkloadEntry,
+        principal: &Principal,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        self.timed("create_workload", self.inner.create_workload(entry, principal, audit)).await
+    }
+    async fn get_workload(&self, id: &PrincipalId) -> Result<Option<WorkloadEntry>> {
+        self.timed("get_workload", self.inner.get_workload(id)).await
+    }
+    async fn list_workloads(&self, node: Option<&PrincipalId>, page: &PageRequest) -> Result<Page<WorkloadEntry>> {
+        self.timed("list_workloads", self.inner.list_workloads(node, page)).await
+    }
+    async fn delete_workload(&self, id: &PrincipalId, audit: Option<&AuditEvent>) -> Result<WorkloadEntry> {
+        self.timed("delete_workload", self.inner.delete_workload(id, audit)).await
     }
     async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>> {
         self.timed("get_enrollment_token", self.inner.get_enrollment_token(hash)).await

@@ -13,6 +13,8 @@ pub use certificate::*;
 mod enrollment;
 pub(crate) use enrollment::{ENROLLMENT_REVOKED, ENROLLMENT_WITHDRAWN, enrollment_refused};
 pub use enrollment::{EnrollmentToken, EnrollmentTokenState};
+mod workload;
+pub use workload::{MAX_SELECTORS, Process, Selector, WorkloadEntry};
 /// Durations as users type them (`90s`, `1h30m`, `7d`): parsing and formatting.
 pub mod duration;
 
@@ -60,10 +62,12 @@ pub enum PrincipalType {
     Worker,
     User,
     Service,
+    /// A host running `principald agent`, which obtains certificates for the workloads whose entries name it.
+    Node,
 }
 
 impl PrincipalType {
-    pub const ALL: [PrincipalType; 4] = [Self::Admin, Self::Worker, Self::User, Self::Service];
+    pub const ALL: [PrincipalType; 5] = [Self::Admin, Self::Worker, Self::User, Self::Service, Self::Node];
 
     /// The lowercase name written in certificates, URIs and the store.
     pub fn as_str(self) -> &'static str {
@@ -72,6 +76,7 @@ impl PrincipalType {
             Self::Worker => "worker",
             Self::User => "user",
             Self::Service => "service",
+            Self::Node => "node",
         }
     }
 }
@@ -81,7 +86,7 @@ impl FromStr for PrincipalType {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-            Error::InvalidArgument(format!("unknown principal type {s:?}: use admin, worker, user or service"))
+            Error::InvalidArgument(format!("unknown principal type {s:?}: use admin, worker, user, service or node"))
         })
     }
 }

@@ -30,20 +30,50 @@ pub fn issue_client(
     validity: std::time::Duration,
     generation: u64,
 ) -> Result<IssuedLeaf, Error> {
+    issue(ca, identity, kind, id, public_key, validity, generation, profile::client_certificate)
+}
+
+/// Issues a workload's X.509-SVID: the client certificate profile, plus serverAuth (workloads serve each other) and
+/// an explicit `CA:FALSE`, which the SPIFFE X.509-SVID profile requires of a leaf.
+pub fn issue_workload(
+    ca: &CertificateAuthority,
+    identity: &IdentityConfig,
+    kind: PrincipalType,
+    id: &PrincipalId,
+    public_key: &impl PublicKeyData,
+    validity: std::time::Duration,
+    generation: u64,
+) -> Result<IssuedLeaf, Error> {
+    issue(ca, identity, kind, id, public_key, validity, generation, profile::workload_certificate)
+}
+
+type Profile = fn(
+    &crate::pki::oid::IdentityOids,
+    &str,
+    PrincipalType,
+    &PrincipalId,
+    time::OffsetDateTime,
+    time::OffsetDateTime,
+) -> Result<rcgen::CertificateParams, Error>;
+
+#[allow(clippy::too_many_arguments)]
+fn issue(
+    ca: &CertificateAuthority,
+    identity: &IdentityConfig,
+    kind: PrincipalType,
+    id: &PrincipalId,
+    public_key: &impl PublicKeyData,
+    validity: std::time::Duration,
+    generation: u64,
+    profile: Profile,
+) -> Result<IssuedLeaf, Error> {
     let now = crate::model::now();
     let validity = time::Duration::try_from(validity).map_err(|e| Error::internal("validity", e))?;
     let not_after = (now + validity).min(ca.issuing().not_after);
     if not_after <= now {
         return Err(Error::FailedPrecondition("the CA certificate has expired: re-bootstrap the CA".into()));
     }
-    let params = profile::client_certificate(
-        &identity.oids,
-        &identity.trust_domain,
-        kind,
-        id,
-        now - profile::BACKDATE,
-        not_after,
-    )?;
+    let params = profile(&identity.oids, &identity.trust_domain, kind, id, now - profile::BACKDATE, not_after)?;
     // The CA adds the CRL distribution point and OCSP pointer of the key that signs it.
     let (cert, issuing) = ca.sign(&params, public_key)?;
     let der = cert.der().to_vec();

@@ -94,6 +94,21 @@ pub fn client_certificate(
     Ok(params)
 }
 
+/// A workload's X.509-SVID: [`client_certificate`] that may also serve TLS, with an explicit `CA:FALSE`.
+pub fn workload_certificate(
+    oids: &IdentityOids,
+    trust_domain: &str,
+    kind: PrincipalType,
+    id: &PrincipalId,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, Error> {
+    let mut params = client_certificate(oids, trust_domain, kind, id, not_before, not_after)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
 /// 128 random bits from the operating system's CSPRNG (via aws-lc).
 pub fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];

@@ -136,7 +136,7 @@ impl Registry {
         Ok(Issued::new(record, &intermediate_pem, self.ca.cert_pem()))
     }
 
-    fn certificate_event(
+    pub(super) fn certificate_event(
         &self,
         origin: &Origin,
         what: &str,

@@ -8,9 +8,11 @@
 mod certificates;
 mod enrollment;
 mod intermediates;
+mod workloads;
 
 pub use certificates::CertificateView;
 pub use enrollment::{NewEnrollment, TokenStatus, TokenView};
+pub use workloads::NewWorkload;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,7 +33,7 @@ pub const MIN_VALIDITY: Duration = Duration::from_secs(60);
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page size; larger requests are served this many.
 pub const MAX_PAGE_SIZE: u32 = 1000;
-const MAX_DESCRIPTION: usize = 1024;
+pub(crate) const MAX_DESCRIPTION: usize = 1024;
 const MAX_EMAIL: usize = 254;
 
 /// What a caller asks for when creating a principal.
@@ -134,6 +136,21 @@ impl Registry {
     }
 
     /// Hex SHA-256 of the CA certificate (what enrolling clients pin).
+    /// The trust domain of the SPIFFE IDs this registry's certificates carry.
+    pub fn trust_domain(&self) -> &str {
+        &self.identity.trust_domain
+    }
+
+    /// The root certificate, PEM.
+    pub fn root_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// The store's revocation epoch (see [`Store::revocation_epoch`]).
+    pub async fn revocation_epoch(&self) -> Result<u64> {
+        self.store.revocation_epoch().await
+    }
+
     pub fn ca_fingerprint(&self) -> String {
         crate::model::sha256_hex(self.ca.cert_der())
     }
@@ -163,6 +180,7 @@ impl Registry {
             })
             .await?;
         tracing::info!(principal = %id, by = %caller.id, "principal suspended");
+        self.after_node_withdrawn(&principal).await?;
         Ok(principal)
     }
 
@@ -189,7 +207,26 @@ impl Registry {
             })
             .await?;
         tracing::info!(principal = %id, by = %caller.id, revoked, "principal deleted");
+        self.after_node_withdrawn(&principal).await?;
         Ok((principal, revoked))
+    }
+
+    /// A suspended or deleted node takes its workloads' certificates with it. The node itself is withdrawn already
+    /// (it can obtain nothing more); if this second step fails, the caller hears so and a repeated suspension or
+    /// deletion of the node is refused, so the error says how to finish it.
+    async fn after_node_withdrawn(&self, principal: &Principal) -> Result<()> {
+        if principal.kind != PrincipalType::Node {
+            return Ok(());
+        }
+        self.withdraw_node(&principal.id).await.map(|_| ()).map_err(|e| {
+            tracing::error!(node = %principal.id, error = %e, "could not revoke the certificates of the node's workloads");
+            Error::Unavailable(format!(
+                "node {:?} is {}, but revoking its workloads' certificates failed ({e}); revoke them with \
+                 `principalctl cert revoke` or delete the workloads",
+                principal.id.as_str(),
+                principal.status
+            ))
+        })
     }
 }
 

@@ -178,7 +178,7 @@ pub(super) async fn start_tokens(
     oauth_addr: Option<SocketAddr>,
 ) -> Result<Option<Arc<TokenIssuer>>> {
     let t = &config.tokens;
-    if t.audiences.is_empty() {
+    if t.audiences.is_empty() && !t.jwt_svids {
         return Ok(None);
     }
     let keys =

@@ -22,13 +22,15 @@ pub fn principal_type_to_wire(kind: PrincipalType) -> proto::PrincipalType {
         PrincipalType::Worker => proto::PrincipalType::Worker,
         PrincipalType::User => proto::PrincipalType::User,
         PrincipalType::Service => proto::PrincipalType::Service,
+        PrincipalType::Node => proto::PrincipalType::Node,
     }
 }
 
 /// A required principal type.
 pub fn principal_type(value: i32) -> Result<PrincipalType, Error> {
-    optional_principal_type(value)?
-        .ok_or_else(|| Error::InvalidArgument("principal type is required: admin, worker, user or service".into()))
+    optional_principal_type(value)?.ok_or_else(|| {
+        Error::InvalidArgument("principal type is required: admin, worker, user, service or node".into())
+    })
 }
 
 /// A type filter: UNSPECIFIED means any.
@@ -39,6 +41,7 @@ pub fn optional_principal_type(value: i32) -> Result<Option<PrincipalType>, Erro
         Ok(proto::PrincipalType::Worker) => Ok(Some(PrincipalType::Worker)),
         Ok(proto::PrincipalType::User) => Ok(Some(PrincipalType::User)),
         Ok(proto::PrincipalType::Service) => Ok(Some(PrincipalType::Service)),
+        Ok(proto::PrincipalType::Node) => Ok(Some(PrincipalType::Node)),
         Err(_) => Err(Error::InvalidArgument(format!("unknown principal type value {value}"))),
     }
 }

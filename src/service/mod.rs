@@ -5,5 +5,6 @@ pub mod audit;
 pub mod audit_reader;
 pub mod convert;
 pub mod principal;
+mod workload;
 
 pub use principal::PrincipalApi;

@@ -20,15 +20,19 @@ use crate::store::PrincipalFilter;
 /// The PrincipalService implementation.
 #[derive(Clone)]
 pub struct PrincipalApi {
-    registry: Arc<Registry>,
+    pub(super) registry: Arc<Registry>,
     audit: AuditReader,
-    crls: Arc<CrlPublisher>,
-    tokens: Option<Arc<TokenIssuer>>,
+    pub(super) crls: Arc<CrlPublisher>,
+    pub(super) tokens: Option<Arc<TokenIssuer>>,
 }
 
 impl PrincipalApi {
     pub fn new(registry: Arc<Registry>, audit: AuditReader, crls: Arc<CrlPublisher>) -> Self {
         Self { registry, audit, crls, tokens: None }
+    }
+
+    pub(super) fn trust_domain(&self) -> String {
+        self.registry.trust_domain().to_owned()
     }
 
     /// Also serves IssueToken with `tokens` (when tokens are configured).
@@ -38,9 +42,9 @@ impl PrincipalApi {
     }
 }
 
-type Reply<T> = Result<Response<T>, Status>;
+pub(super) type Reply<T> = Result<Response<T>, Status>;
 
-fn issued_to_wire(issued: Issued) -> pb::IssueCertificateResponse {
+pub(super) fn issued_to_wire(issued: Issued) -> pb::IssueCertificateResponse {
     pb::IssueCertificateResponse {
         certificate_pem: issued.certificate_pem,
         ca_chain_pem: issued.ca_chain_pem,
@@ -322,5 +326,46 @@ impl PrincipalService for PrincipalApi {
     ) -> Reply<pb::ListAuditChainsResponse> {
         let heads = self.audit.heads().await?;
         Ok(Response::new(pb::ListAuditChainsResponse { chains: heads.into_iter().map(audit::head_to_wire).collect() }))
+    }
+
+    async fn create_workload(&self, request: Request<pb::CreateWorkloadRequest>) -> Reply<pb::Workload> {
+        self.create_workload_rpc(request).await
+    }
+
+    async fn get_workload(&self, request: Request<pb::GetWorkloadRequest>) -> Reply<pb::Workload> {
+        self.get_workload_rpc(request).await
+    }
+
+    async fn list_workloads(&self, request: Request<pb::ListWorkloadsRequest>) -> Reply<pb::ListWorkloadsResponse> {
+        self.list_workloads_rpc(request).await
+    }
+
+    async fn delete_workload(&self, request: Request<pb::DeleteWorkloadRequest>) -> Reply<pb::DeleteWorkloadResponse> {
+        self.delete_workload_rpc(request).await
+    }
+
+    async fn list_node_workloads(
+        &self,
+        request: Request<pb::ListNodeWorkloadsRequest>,
+    ) -> Reply<pb::ListWorkloadsResponse> {
+        self.list_node_workloads_rpc(request).await
+    }
+
+    async fn issue_workload_certificate(
+        &self,
+        request: Request<pb::IssueWorkloadCertificateRequest>,
+    ) -> Reply<pb::IssueCertificateResponse> {
+        self.issue_workload_certificate_rpc(request).await
+    }
+
+    async fn issue_workload_token(
+        &self,
+        request: Request<pb::IssueWorkloadTokenRequest>,
+    ) -> Reply<pb::IssueWorkloadTokenResponse> {
+        self.issue_workload_token_rpc(request).await
+    }
+
+    async fn get_trust_bundle(&self, request: Request<pb::GetTrustBundleRequest>) -> Reply<pb::TrustBundle> {
+        self.get_trust_bundle_rpc(request).await
     }
 }

@@ -10,7 +10,7 @@ use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::Result;
 use crate::model::{
     CaClaim, CertificateRecord, EnrollmentToken, EnrollmentTokenState, IntermediateRecord, Principal, PrincipalId,
-    PrincipalStatus, PrincipalType, RevocationReason, Serial, TokenKeyRecord,
+    PrincipalStatus, PrincipalType, RevocationReason, Serial, TokenKeyRecord, WorkloadEntry,
 };
 use crate::pki::crl::{RevokedEntry, StoredCrl};
 
@@ -233,6 +233,28 @@ pub trait Store: Send + Sync + 'static {
         at: OffsetDateTime,
         audit: Option<&AuditEvent>,
     ) -> Result<()>;
+
+    /// Creates a workload entry and its principal in one atomic write that checks the entry's node is an ACTIVE
+    /// principal of type node. `AlreadyExists` if the principal's id exists in any status; `NotFound` for an unknown
+    /// node; `FailedPrecondition` for a node that is not an active node.
+    async fn create_workload(
+        &self,
+        entry: &WorkloadEntry,
+        principal: &Principal,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()>;
+
+    /// The workload entry with this id, `None` if there is none. Strongly consistent.
+    async fn get_workload(&self, id: &PrincipalId) -> Result<Option<WorkloadEntry>>;
+
+    /// The entries of `node` (every entry when `None`), ordered by id ascending, one page at a time. DynamoDB reads
+    /// an index that may lag a write by a moment: what must not lag (a deleted entry's certificates) is withdrawn
+    /// through its principal, whose reads are strongly consistent.
+    async fn list_workloads(&self, node: Option<&PrincipalId>, page: &PageRequest) -> Result<Page<WorkloadEntry>>;
+
+    /// Removes a workload entry (not its principal: the registry deletes that first, which revokes its
+    /// certificates) and returns it. `NotFound` if there is none.
+    async fn delete_workload(&self, id: &PrincipalId, audit: Option<&AuditEvent>) -> Result<WorkloadEntry>;
 
     /// Finishes every certificate sweep that an interrupted deletion or key-compromise revocation left behind; returns
     /// how many certificates it revoked. Servers call it in the background; backends whose sweeps are atomic return 0.

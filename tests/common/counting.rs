@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use principald::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use principald::error::Result;
-use principald::model::{CaClaim, EnrollmentToken, EnrollmentTokenState};
+use principald::model::{CaClaim, EnrollmentToken, EnrollmentTokenState, WorkloadEntry};
 use principald::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
@@ -179,6 +179,23 @@ impl Store for CountingStore {
     }
     async fn create_enrollment_token(&self, token: &EnrollmentToken, audit: Option<&AuditEvent>) -> Result<()> {
         self.inner.create_enrollment_token(token, audit).await
+    }
+    async fn create_workload(
+        &self,
+        entry: &WorkloadEntry,
+        principal: &Principal,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        self.inner.create_workload(entry, principal, audit).await
+    }
+    async fn get_workload(&self, id: &PrincipalId) -> Result<Option<WorkloadEntry>> {
+        self.inner.get_workload(id).await
+    }
+    async fn list_workloads(&self, node: Option<&PrincipalId>, page: &PageRequest) -> Result<Page<WorkloadEntry>> {
+        self.inner.list_workloads(node, page).await
+    }
+    async fn delete_workload(&self, id: &PrincipalId, audit: Option<&AuditEvent>) -> Result<WorkloadEntry> {
+        self.inner.delete_workload(id, audit).await
     }
     async fn get_enrollment_token(&self, hash: &str) -> Result<Option<EnrollmentTokenState>> {
         self.inner.get_enrollment_token(hash).await

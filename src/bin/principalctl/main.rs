@@ -11,6 +11,7 @@ mod principal;
 mod renew;
 mod rpc;
 mod token;
+mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +75,9 @@ enum Command {
     /// List, watch and verify the audit log.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Workload entries: which processes on which node (`principald agent`) receive certificates for which principal.
+    #[command(subcommand)]
+    Workload(workload::Command),
 }
 
 fn main() -> ExitCode {
@@ -132,6 +136,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Audit(command) => audit::run(&ctx, command).await,
         Command::Crl(command) => crl::run(&ctx, command).await,
         Command::Token(args) => token::run(&ctx, args).await,
+        Command::Workload(command) => workload::run(&ctx, command).await,
         Command::Enroll { .. } => unreachable!("handled before loading a profile"),
     }
 }

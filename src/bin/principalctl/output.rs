@@ -22,6 +22,7 @@ pub fn principal_type(value: i32) -> &'static str {
         Ok(pb::PrincipalType::Worker) => "worker",
         Ok(pb::PrincipalType::User) => "user",
         Ok(pb::PrincipalType::Service) => "service",
+        Ok(pb::PrincipalType::Node) => "node",
         _ => "unknown",
     }
 }

@@ -12,15 +12,17 @@ pub enum Type {
     Worker,
     User,
     Service,
+    Node,
 }
 
 impl Type {
-    fn wire(self) -> pb::PrincipalType {
+    pub fn wire(self) -> pb::PrincipalType {
         match self {
             Type::Admin => pb::PrincipalType::Admin,
             Type::Worker => pb::PrincipalType::Worker,
             Type::User => pb::PrincipalType::User,
             Type::Service => pb::PrincipalType::Service,
+            Type::Node => pb::PrincipalType::Node,
         }
     }
 }

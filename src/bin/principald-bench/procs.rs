@@ -281,6 +281,48 @@ impl PrincipalService for BareApi {
     ) -> Result<Response<pb::Intermediate>, Status> {
         Err(Status::unimplemented("bare"))
     }
+    async fn create_workload(&self, _: Request<pb::CreateWorkloadRequest>) -> Result<Response<pb::Workload>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn get_workload(&self, _: Request<pb::GetWorkloadRequest>) -> Result<Response<pb::Workload>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn list_workloads(
+        &self,
+        _: Request<pb::ListWorkloadsRequest>,
+    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn delete_workload(
+        &self,
+        _: Request<pb::DeleteWorkloadRequest>,
+    ) -> Result<Response<pb::DeleteWorkloadResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn list_node_workloads(
+        &self,
+        _: Request<pb::ListNodeWorkloadsRequest>,
+    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn issue_workload_certificate(
+        &self,
+        _: Request<pb::IssueWorkloadCertificateRequest>,
+    ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn issue_workload_token(
+        &self,
+        _: Request<pb::IssueWorkloadTokenRequest>,
+    ) -> Result<Response<pb::IssueWorkloadTokenResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+    async fn get_trust_bundle(
+        &self,
+        _: Request<pb::GetTrustBundleRequest>,
+    ) -> Result<Response<pb::TrustBundle>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
 }
 
 /// `bare-server` mode: serve the baseline until killed.

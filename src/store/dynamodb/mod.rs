@@ -24,6 +24,7 @@ mod principals;
 pub mod schema;
 mod sweep;
 mod transact;
+mod workloads;
 pub mod writes;
 
 pub use config::DynamoConfig;
@@ -38,7 +39,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
-use crate::model::{CaClaim, EnrollmentToken, EnrollmentTokenState};
+use crate::model::{CaClaim, EnrollmentToken, EnrollmentTokenState, WorkloadEntry};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
@@ -362,6 +363,27 @@ impl Store for DynamoStore {
         audit: Option<&AuditEvent>,
     ) -> Result<()> {
         self.consume_and_insert(hash, cert, at, audit).await
+    }
+
+    async fn create_workload(
+        &self,
+        entry: &WorkloadEntry,
+        principal: &Principal,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        self.put_workload(entry, principal, audit).await
+    }
+
+    async fn get_workload(&self, id: &PrincipalId) -> Result<Option<WorkloadEntry>> {
+        self.read_workload(id).await
+    }
+
+    async fn list_workloads(&self, node: Option<&PrincipalId>, page: &PageRequest) -> Result<Page<WorkloadEntry>> {
+        self.query_workloads(node, page).await
+    }
+
+    async fn delete_workload(&self, id: &PrincipalId, audit: Option<&AuditEvent>) -> Result<WorkloadEntry> {
+        self.remove_workload(id, audit).await
     }
 
     async fn finish_sweeps(&self) -> Result<u32> {

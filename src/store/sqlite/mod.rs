@@ -16,6 +16,7 @@ mod handle;
 pub use handle::{DEFAULT_MAX_BATCH, SqliteStore};
 mod listing;
 mod rows;
+mod workloads;
 mod writer;
 
 use async_trait::async_trait;
@@ -24,7 +25,7 @@ use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, AuditFilter, ChainHead, Recorded};
 use crate::error::{Error, Result};
-use crate::model::{CaClaim, EnrollmentToken, EnrollmentTokenState};
+use crate::model::{CaClaim, EnrollmentToken, EnrollmentTokenState, WorkloadEntry};
 use crate::model::{
     CertificateRecord, IntermediateRecord, Principal, PrincipalId, PrincipalStatus, RevocationReason, Serial,
     TokenKeyRecord,
@@ -375,6 +376,40 @@ impl Store for SqliteStore {
     }
 
     /// Every sweep commits in the write that starts it: there is never anything left to finish.
+    async fn create_workload(
+        &self,
+        entry: &WorkloadEntry,
+        principal: &Principal,
+        audit: Option<&AuditEvent>,
+    ) -> Result<()> {
+        let (entry, principal, event) = (entry.clone(), principal.clone(), audit.cloned());
+        self.write(move |conn| {
+            workloads::insert(conn, &entry, &principal)?;
+            audit::append(conn, event.as_ref())
+        })
+        .await
+    }
+
+    async fn get_workload(&self, id: &PrincipalId) -> Result<Option<WorkloadEntry>> {
+        let id = id.clone();
+        self.read(move |conn| workloads::select(conn, &id)).await
+    }
+
+    async fn list_workloads(&self, node: Option<&PrincipalId>, page: &PageRequest) -> Result<Page<WorkloadEntry>> {
+        let (node, page) = (node.cloned(), page.clone());
+        self.read(move |conn| workloads::list(conn, node.as_ref(), &page)).await
+    }
+
+    async fn delete_workload(&self, id: &PrincipalId, audit: Option<&AuditEvent>) -> Result<WorkloadEntry> {
+        let (id, event) = (id.clone(), audit.cloned());
+        self.write(move |conn| {
+            let entry = workloads::delete(conn, &id)?;
+            audit::append(conn, event.as_ref())?;
+            Ok(entry)
+        })
+        .await
+    }
+
     async fn finish_sweeps(&self) -> Result<u32> {
         Ok(0)
     }

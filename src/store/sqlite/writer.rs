@@ -23,6 +23,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0010_enrollment_generation.sql"),
     include_str!("../../../migrations/sqlite/0011_enrollment_revocation.sql"),
     include_str!("../../../migrations/sqlite/0012_certificates_by_issuer.sql"),
+    include_str!("../../../migrations/sqlite/0013_workloads.sql"),
 ];
 
 /// Largest part of the database file read through a memory map.
@@ -98,12 +99,26 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
             MIGRATIONS.len()
         )));
     }
+    // Foreign keys are off while migrations run (a migration may rebuild a table others refer to, the way SQLite's
+    // documentation describes) and checked before each one commits.
+    conn.pragma_update(None, "foreign_keys", "OFF").map_err(sql_err)?;
+    let migrated = apply(conn, applied);
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(sql_err)?;
+    migrated
+}
+
+fn apply(conn: &Connection, applied: usize) -> Result<()> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
-        let applied = conn
-            .execute_batch(sql)
-            .and_then(|()| conn.pragma_update(None, "user_version", index + 1))
-            .and_then(|()| conn.execute_batch("COMMIT"));
+        let applied = conn.execute_batch(sql).and_then(|()| {
+            let dangling: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+            if dangling > 0 {
+                let message = format!("migration {} leaves {dangling} dangling references", index + 1);
+                return Err(rusqlite::Error::InvalidParameterName(message));
+            }
+            conn.pragma_update(None, "user_version", index + 1)?;
+            conn.execute_batch("COMMIT")
+        });
         if let Err(e) = applied {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(sql_err(e));
