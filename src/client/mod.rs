@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::files;
 
 pub mod credentials;
+pub mod enroll;
 pub mod keys;
 pub mod renewal;
 pub mod rpc;

@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use principald::client::keys::{KeyType, key_and_csr, validity_of};
-use principald::client::renewal::{self, presented_chain, rfc3339, root_of};
-use principald::client::{Profile, ProfileFile, credentials};
+use principald::client::renewal::{self, rfc3339, root_of};
 use principald::config::parse_duration;
-use principald::files;
 use principald::model::RevocationReason;
 use principald::proto::{self as pb};
 use rcgen::KeyPair;
@@ -209,18 +207,7 @@ pub fn write_profile(
     issued: &pb::IssueCertificateResponse,
     root_pem: &str,
 ) -> Result<(), String> {
-    files::create_private_dir(out).map_err(|e| e.to_string())?;
-    let serial = issued.certificate.as_ref().map_or("", |c| c.serial.as_str());
-    credentials::install(out, serial, presented_chain(issued), &key.serialize_pem(), root_pem)
-        .map_err(|e| e.to_string())?;
-    let file = ProfileFile {
-        server: server.to_owned(),
-        ca_cert: credentials::CA_FILE.into(),
-        cert: credentials::CERT_FILE.into(),
-        key: credentials::KEY_FILE.into(),
-    };
-    Profile::save(out, &file).map_err(|e| e.to_string())?;
-    Ok(())
+    principald::client::enroll::write_profile(out, server, key, issued, root_pem).map(|_| ())
 }
 
 fn serial_of(path: &Path) -> Result<String, String> {

@@ -5,7 +5,6 @@ mod audit;
 mod ca;
 mod cert;
 mod crl;
-mod enroll;
 mod output;
 mod principal;
 mod renew;
@@ -112,8 +111,17 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     if let Command::Enroll { token, token_file, out, key_type, force } = &cli.command {
+        use principald::client::enroll;
         let token = enroll::read_token(token.as_deref(), token_file.as_deref())?;
-        return enroll::run(&token, out, *key_type, *force).await;
+        let waiting = |status: &tonic::Status, wait: std::time::Duration| rpc::announce_wait(status, wait);
+        let enrolled = enroll::enroll(&token, out, *key_type, *force, waiting).await?;
+        println!(
+            "enrolled {} (certificate {}); profile written to {}",
+            enrolled.principal_id,
+            enrolled.serial,
+            out.display()
+        );
+        return Ok(());
     }
     let command = match cli.command {
         Command::Token(args) => match args.verify_without_profile(cli.profile.as_deref()).await {

@@ -127,7 +127,7 @@ pub async fn run(ctx: &Context, command: Command) -> Result<(), String> {
                 max_validity_seconds: max_validity.map_or(0, |v| v.as_secs()),
             };
             let created = client.create_enrollment_token(request).await.map_err(explain)?.into_inner();
-            let token = crate::enroll::encode(&crate::enroll::TokenString {
+            let token = principald::client::enroll::encode(&principald::client::enroll::TokenString {
                 s: ctx.server.clone(),
                 f: created.ca_sha256_fingerprint,
                 p: created.principal_id.clone(),

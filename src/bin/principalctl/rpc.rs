@@ -48,14 +48,16 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
 {
-    let waiting = |status: &Status, wait: std::time::Duration| {
-        let why = match status.code() {
-            Code::ResourceExhausted => "rate limited by the server",
-            _ => "server unavailable",
-        };
-        eprintln!("{why}; retrying in {:.1}s", wait.as_secs_f64());
+    client::Retry::default().call(call, announce_wait).await
+}
+
+/// Tells the user on stderr that a call waits `wait` before it is retried.
+pub fn announce_wait(status: &Status, wait: std::time::Duration) {
+    let why = match status.code() {
+        Code::ResourceExhausted => "rate limited by the server",
+        _ => "server unavailable",
     };
-    client::Retry::default().call(call, waiting).await
+    eprintln!("{why}; retrying in {:.1}s", wait.as_secs_f64());
 }
 
 pub use principald::client::rpc::{connect, explain};

@@ -1,4 +1,4 @@
-//! Enrollment on the worker's side: `principalctl enroll TOKEN --out DIR`. The token (from `principalctl principal
+//! Enrollment on the client's side (`principalctl enroll TOKEN --out DIR`, `principald agent --join-token`). The token (from `principalctl principal
 //! enroll-token`) carries the server address, the CA's SHA-256 fingerprint, the principal id and the secret. The
 //! worker has no CA certificate yet, so it pins the server by that fingerprint: the TLS handshake is accepted only if
 //! the server presents a certificate with that fingerprint and its own certificate verifies against it, before the
@@ -9,14 +9,15 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use principald::proto::principal_service_client::PrincipalServiceClient;
-use principald::proto::{self as pb};
+use crate::proto::principal_service_client::PrincipalServiceClient;
+use crate::proto::{self as pb};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use crate::cert::write_profile;
-use principald::client::keys::{KeyType, PENDING_KEY, pending_key_and_csr};
+use super::keys::{KeyType, PENDING_KEY, pending_key_and_csr};
+use super::renewal::presented_chain;
+use super::{Profile, ProfileFile, credentials};
 
 const PREFIX: &str = "pdenroll1.";
 
@@ -38,7 +39,7 @@ pub fn encode(token: &TokenString) -> String {
     format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(serde_json::to_vec(token).unwrap_or_default()))
 }
 
-fn decode(text: &str) -> Result<TokenString, String> {
+pub fn decode(text: &str) -> Result<TokenString, String> {
     let bad =
         || "not an enrollment token: copy the whole string `principalctl principal enroll-token` printed".to_owned();
     let body = text.trim().strip_prefix(PREFIX).ok_or_else(bad)?;
@@ -67,13 +68,28 @@ pub fn read_token(argument: Option<&str>, file: Option<&Path>) -> Result<String,
     }
 }
 
-pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Result<(), String> {
+/// A profile written by [`enroll`].
+pub struct Enrolled {
+    pub principal_id: String,
+    pub serial: String,
+    pub profile: Profile,
+}
+
+/// Enrolls with `token` (a string [`encode`] made): pins the server by the token's CA fingerprint, makes the key
+/// here, consumes the token for a certificate and writes a ready profile to `out`. Waits are reported to `waiting`.
+pub async fn enroll(
+    token: &str,
+    out: &Path,
+    key_type: KeyType,
+    force: bool,
+    waiting: impl FnMut(&tonic::Status, std::time::Duration),
+) -> Result<Enrolled, String> {
     let token = decode(token)?;
-    if !force && out.join(principald::client::PROFILE_FILE).exists() {
+    if !force && out.join(super::PROFILE_FILE).exists() {
         return Err(format!("{} already holds a profile: choose another --out or pass --force", out.display()));
     }
     let root = pinned_root(&token.s, &token.f).await?;
-    let root_pem = principald::pki::pem::pem_of(&root);
+    let root_pem = crate::pki::pem::pem_of(&root);
     // From here on the server is verified against the pinned root, like any profile's CA.
     let tls =
         tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(&root_pem));
@@ -85,7 +101,7 @@ pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Res
     // The key waits in DIR until the profile is written: a retry after a lost response asks with the same key and
     // gets the certificate the server already issued for this token.
     let created = !out.exists();
-    principald::files::create_private_dir(out).map_err(|e| e.to_string())?;
+    crate::files::create_private_dir(out).map_err(|e| e.to_string())?;
     let (key, csr) = pending_key_and_csr(out, key_type)?;
     let request = pb::EnrollRequest {
         principal_id: token.p.clone(),
@@ -94,11 +110,15 @@ pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Res
         validity_seconds: 0,
     };
     let client = PrincipalServiceClient::new(channel);
-    let issued = crate::rpc::retrying(|| {
-        let (mut client, request) = (client.clone(), request.clone());
-        async move { client.enroll(request).await }
-    })
-    .await
+    let issued = super::Retry::default()
+        .call(
+            || {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move { client.enroll(request).await }
+            },
+            waiting,
+        )
+        .await
     .map_err(|s| {
         use tonic::Code::{FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated};
         if matches!(s.code(), Unauthenticated | InvalidArgument | FailedPrecondition | PermissionDenied) {
@@ -114,11 +134,31 @@ pub async fn run(token: &str, out: &Path, key_type: KeyType, force: bool) -> Res
         }
     })?
     .into_inner();
-    write_profile(out, &token.s, &key, &issued, &root_pem)?;
+    let profile = write_profile(out, &token.s, &key, &issued, &root_pem)?;
     let _ = std::fs::remove_file(out.join(PENDING_KEY));
     let serial = issued.certificate.map(|c| c.serial).unwrap_or_default();
-    println!("enrolled {} (certificate {serial}); profile written to {}", token.p, out.display());
-    Ok(())
+    Ok(Enrolled { principal_id: token.p, serial, profile })
+}
+
+/// Writes a profile for `issued` (its presented chain, `key`, the root) to `out`, switching atomically.
+pub fn write_profile(
+    out: &Path,
+    server: &str,
+    key: &rcgen::KeyPair,
+    issued: &pb::IssueCertificateResponse,
+    root_pem: &str,
+) -> Result<Profile, String> {
+    crate::files::create_private_dir(out).map_err(|e| e.to_string())?;
+    let serial = issued.certificate.as_ref().map_or("", |c| c.serial.as_str());
+    credentials::install(out, serial, presented_chain(issued), &key.serialize_pem(), root_pem)
+        .map_err(|e| e.to_string())?;
+    let file = ProfileFile {
+        server: server.to_owned(),
+        ca_cert: credentials::CA_FILE.into(),
+        cert: credentials::CERT_FILE.into(),
+        key: credentials::KEY_FILE.into(),
+    };
+    Profile::save(out, &file).map_err(|e| e.to_string())
 }
 
 /// Connects to `server` and returns the CA certificate whose SHA-256 is `fingerprint`, which the server presents after
@@ -162,7 +202,7 @@ impl ServerCertVerifier for Pinned {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let root = intermediates
             .iter()
-            .find(|c| principald::model::sha256_hex(c.as_ref()) == self.fingerprint)
+            .find(|c| crate::model::sha256_hex(c.as_ref()) == self.fingerprint)
             .ok_or_else(|| rustls::Error::General("the server's CA does not have the token's fingerprint".into()))?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(root.clone().into_owned()).map_err(|e| rustls::Error::General(e.to_string()))?;
