@@ -14,6 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(&["proto/principal/v1/principal.proto"], &["proto"])?;
     // The example service of examples/authenticated_service.rs; kept out of the descriptor set principald reflects.
     tonic_prost_build::configure().compile_protos(&["proto/example/v1/echo.proto"], &["proto"])?;
+    // The SPIFFE Workload API (proto/spiffe/workload, vendored verbatim), served by `principald agent`. It has no
+    // package, so prost names its module `_`.
+    tonic_prost_build::configure().compile_protos(&["proto/spiffe/workload/workload.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_token;
+pub mod agent;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
@@ -40,6 +41,12 @@ pub mod proto {
 
     /// Encoded descriptors of the API, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("principal_descriptor");
+
+    /// The SPIFFE Workload API (proto/spiffe/workload/workload.proto; the file has no package).
+    pub mod spiffe {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        include!(concat!(env!("OUT_DIR"), "/_.rs"));
+    }
 }
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider. Call first thing in `main` and in tests: with more

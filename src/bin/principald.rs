@@ -1,4 +1,4 @@
-//! principald: `serve`, `bootstrap` or `migrate`. Parses configuration, sets up logging, and calls the library.
+//! principald: `serve`, `bootstrap`, `migrate` or `agent`. Parses configuration, sets up logging, and calls the library.
 
 use std::process::ExitCode;
 
@@ -85,6 +85,10 @@ async fn run(command: Command) -> Result<(), Failure> {
             }
             println!("admin profile: {}", outcome.admin_profile.display());
             Ok(())
+        }
+        Command::Agent(args) => {
+            let config = args.validate().map_err(|e| Failure::Config(e.to_string()))?;
+            principald::agent::run(config, shutdown_signal()).await.map_err(runtime_failure)
         }
         Command::Migrate(args) => {
             let store = args.store.validate(&args.data.data_dir).map_err(|e| Failure::Config(e.to_string()))?;

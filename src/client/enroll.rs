@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::proto::principal_service_client::PrincipalServiceClient;
 use crate::proto::{self as pb};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -119,21 +119,21 @@ pub async fn enroll(
             waiting,
         )
         .await
-    .map_err(|s| {
-        use tonic::Code::{FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated};
-        if matches!(s.code(), Unauthenticated | InvalidArgument | FailedPrecondition | PermissionDenied) {
-            // Refused for good: nothing of this attempt stays behind. (Otherwise the key waits for a retry.)
-            let _ = std::fs::remove_file(out.join(PENDING_KEY));
-            if created {
-                let _ = std::fs::remove_dir(out);
+        .map_err(|s| {
+            use tonic::Code::{FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated};
+            if matches!(s.code(), Unauthenticated | InvalidArgument | FailedPrecondition | PermissionDenied) {
+                // Refused for good: nothing of this attempt stays behind. (Otherwise the key waits for a retry.)
+                let _ = std::fs::remove_file(out.join(PENDING_KEY));
+                if created {
+                    let _ = std::fs::remove_dir(out);
+                }
             }
-        }
-        match s.code() {
-            tonic::Code::ResourceExhausted => format!("enrollment rate limited: {}", s.message()),
-            _ => format!("enrollment refused: {}", s.message()),
-        }
-    })?
-    .into_inner();
+            match s.code() {
+                tonic::Code::ResourceExhausted => format!("enrollment rate limited: {}", s.message()),
+                _ => format!("enrollment refused: {}", s.message()),
+            }
+        })?
+        .into_inner();
     let profile = write_profile(out, &token.s, &key, &issued, &root_pem)?;
     let _ = std::fs::remove_file(out.join(PENDING_KEY));
     let serial = issued.certificate.map(|c| c.serial).unwrap_or_default();

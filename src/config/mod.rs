@@ -16,6 +16,7 @@ use crate::pki::IdentityConfig;
 use crate::store::StoreConfig;
 
 mod accountability;
+mod agent;
 mod bootstrap;
 mod ca;
 mod limits;
@@ -25,6 +26,7 @@ mod tokens;
 pub use crate::model::duration::{format_duration, parse_duration};
 use crate::model::duration::{nonzero, parse_duration_flag};
 pub use accountability::{AccountabilityArgs, AccountabilityConfig};
+pub use agent::{AgentArgs, AgentConfig};
 pub use bootstrap::{BootstrapArgs, BootstrapConfig, IdentityArgs};
 pub use ca::{CaArgs, DEFAULT_INTERMEDIATE_LIFETIME, IntermediateMode, ReplicaArgs};
 pub use limits::{OverloadArgs, OverloadConfig};
@@ -71,6 +73,9 @@ pub enum Command {
     Bootstrap(BootstrapArgs),
     /// Create or upgrade the store schema (SQLite file or DynamoDB tables, indexes and TTL), then exit.
     Migrate(MigrateArgs),
+    /// Run a node agent: join once with an enrollment token, then serve certificates (SVIDs) to the local workloads
+    /// whose entries name this node, over the SPIFFE Workload API and Envoy SDS on a Unix socket.
+    Agent(AgentArgs),
 }
 
 #[derive(Args, Debug, Clone)]

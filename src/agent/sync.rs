@@ -1,0 +1,283 @@
+//! The agent's one conversation with principald: every `poll` it asks whether the revocation epoch moved (one cheap
+//! call); when it did, it takes the new CRLs and re-reads its entries; every few seconds it re-reads its entries
+//! anyway; it replaces each SVID at half its life, and at once when the CRLs list it. Whatever changed is published
+//! as a new [`Snapshot`]. While principald is unreachable the last snapshot stays published (its SVIDs are served
+//! until they expire) and calls are retried with jittered exponential backoff.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::metrics::AgentMetrics;
+use super::state::{Bundle, Entry, Snapshot, Svid};
+use crate::client::Profile;
+use crate::client::keys::{KeyType, key_and_csr};
+use crate::model::{Serial, now};
+use crate::proto::principal_service_client::PrincipalServiceClient;
+use crate::proto::{self as pb};
+
+/// How often entries are re-read when nothing was revoked (new entries appear within this).
+const LIST_EVERY: Duration = Duration::from_secs(5);
+/// How often the whole bundle is read even when nothing was revoked (token keys rotate, CRLs are re-signed).
+const BUNDLE_EVERY: Duration = Duration::from_secs(30);
+/// Longest wait between attempts while principald is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// SVIDs issued at once.
+const PARALLEL_ISSUES: usize = 16;
+
+type Client = PrincipalServiceClient<Channel>;
+
+pub struct Syncer {
+    pub dir: PathBuf,
+    pub poll: Duration,
+    pub snapshot: watch::Sender<Arc<Snapshot>>,
+    pub metrics: Arc<AgentMetrics>,
+    /// The client and the certificate it was built with (rebuilt when the node's certificate is renewed).
+    client: Mutex<Option<(Vec<u8>, Client)>>,
+}
+
+/// What one round learned.
+struct Round {
+    known_epoch: u64,
+    bundle_at: Option<Instant>,
+    listed_at: Option<Instant>,
+}
+
+impl Syncer {
+    pub fn new(
+        dir: PathBuf,
+        poll: Duration,
+        snapshot: watch::Sender<Arc<Snapshot>>,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
+        Self { dir, poll, snapshot, metrics, client: Mutex::new(None) }
+    }
+
+    /// A client presenting the node's current certificate.
+    pub async fn client(&self) -> Result<Client, String> {
+        let profile = Profile::load(&self.dir).map_err(|e| e.to_string())?;
+        let cert = std::fs::read(profile.cert_path()).map_err(|e| format!("cannot read the node certificate: {e}"))?;
+        if let Some((held, client)) = self.client.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && *held == cert
+        {
+            return Ok(client.clone());
+        }
+        let credentials = profile.credentials().map_err(|e| e.to_string())?;
+        let client = crate::client::rpc::connect(&profile.file.server, &credentials).await?;
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some((cert, client.clone()));
+        Ok(client)
+    }
+
+    /// Runs until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut round = Round { known_epoch: 0, bundle_at: None, listed_at: None };
+        let mut backoff = self.poll;
+        loop {
+            match self.round(&mut round).await {
+                Ok(()) => {
+                    if !self.metrics.connected() {
+                        tracing::info!("principald reachable; serving fresh SVIDs");
+                    }
+                    self.metrics.set_connected(true);
+                    backoff = self.poll;
+                    tokio::time::sleep(self.poll).await;
+                }
+                Err(error) => {
+                    self.metrics.sync_failures.inc();
+                    self.metrics.set_connected(false);
+                    self.expire();
+                    let wait = backoff + crate::client::jitter(backoff);
+                    tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "cannot sync with principald; serving cached SVIDs until they expire");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Drops expired SVIDs from the published snapshot (while principald is unreachable nothing else would).
+    fn expire(&self) {
+        let current = self.snapshot.borrow().clone();
+        let t = now();
+        if current.svids.values().any(|s| s.not_after <= t) {
+            let mut next = clone(&current);
+            next.svids.retain(|_, s| s.not_after > t);
+            self.snapshot.send_replace(Arc::new(next));
+        }
+    }
+
+    async fn round(&self, round: &mut Round) -> Result<(), String> {
+        let mut client = self.client().await?;
+        let current = self.snapshot.borrow().clone();
+        let mut next = clone(&current);
+        let mut changed = false;
+
+        if round.bundle_at.is_none_or(|t| t.elapsed() >= BUNDLE_EVERY) {
+            round.known_epoch = 0;
+        }
+        let request = pb::GetTrustBundleRequest { known_epoch: round.known_epoch };
+        let bundle = client.get_trust_bundle(request).await.map_err(|s| explain(&s))?.into_inner();
+        let epoch_moved = !bundle.unchanged;
+        if epoch_moved {
+            let (parsed, revoked) = parse_bundle(&bundle)?;
+            if *current.bundle != parsed {
+                next.bundle = Arc::new(parsed);
+                changed = true;
+            }
+            if *current.revoked != revoked {
+                next.revoked = Arc::new(revoked);
+                changed = true;
+            }
+            round.known_epoch = bundle.revocation_epoch;
+            round.bundle_at = Some(Instant::now());
+        }
+
+        if epoch_moved || round.listed_at.is_none_or(|t| t.elapsed() >= LIST_EVERY) {
+            let entries = list_entries(&mut client).await?;
+            round.listed_at = Some(Instant::now());
+            if entries != next.entries {
+                next.svids.retain(|id, svid| entries.get(id).is_some_and(|e| e.spiffe_id == svid.spiffe_id));
+                next.entries = entries;
+                changed = true;
+            }
+            if !next.loaded {
+                next.loaded = true;
+                changed = true;
+            }
+        }
+
+        let t = now();
+        let due: Vec<Entry> = next
+            .entries
+            .values()
+            .filter(|e| match next.svids.get(&e.id) {
+                None => true,
+                Some(s) => t >= s.rotate_at() || next.revoked.contains(&s.serial),
+            })
+            .cloned()
+            .collect();
+        // Revoked and expired SVIDs are never served, replaced or not.
+        let before = next.svids.len();
+        next.svids.retain(|_, s| s.not_after > t && !next.revoked.contains(&s.serial));
+        changed |= next.svids.len() != before;
+
+        let mut failure = None;
+        let mut tasks = JoinSet::new();
+        let mut pending = due.into_iter();
+        loop {
+            while tasks.len() < PARALLEL_ISSUES {
+                let Some(entry) = pending.next() else { break };
+                let client = client.clone();
+                tasks.spawn(async move { (entry.id.clone(), issue(client, &entry).await) });
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let Ok((id, result)) = joined else { continue };
+            match result {
+                Ok(svid) => {
+                    self.metrics.rotations.inc();
+                    next.svids.insert(id, Arc::new(svid));
+                    changed = true;
+                }
+                Err(status) if refused_for_good(&status) => {
+                    tracing::warn!(workload = %id, reason = status.message(), "principald refused an SVID for this entry");
+                    changed |= next.svids.remove(&id).is_some();
+                }
+                Err(status) => failure = Some(explain(&status)),
+            }
+        }
+        if changed {
+            self.metrics.entries.set(next.entries.len() as i64);
+            self.snapshot.send_replace(Arc::new(next));
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+fn clone(s: &Snapshot) -> Snapshot {
+    Snapshot {
+        entries: s.entries.clone(),
+        svids: s.svids.clone(),
+        bundle: s.bundle.clone(),
+        revoked: s.revoked.clone(),
+        loaded: s.loaded,
+    }
+}
+
+fn refused_for_good(status: &tonic::Status) -> bool {
+    use tonic::Code::*;
+    matches!(status.code(), PermissionDenied | NotFound | FailedPrecondition | InvalidArgument)
+}
+
+fn explain(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+async fn list_entries(client: &mut Client) -> Result<BTreeMap<String, Entry>, String> {
+    let (mut entries, mut page_token) = (BTreeMap::new(), String::new());
+    loop {
+        let request = pb::ListNodeWorkloadsRequest { page_size: 1000, page_token };
+        let page = client.list_node_workloads(request).await.map_err(|s| explain(&s))?.into_inner();
+        for w in page.workloads {
+            let selectors = w.selectors.iter().filter_map(|s| s.parse().ok()).collect();
+            let entry = Entry { id: w.id.clone(), spiffe_id: w.spiffe_id, selectors, ttl_seconds: w.ttl_seconds };
+            entries.insert(w.id, entry);
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(entries);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// A new key (in memory only) and an SVID for it.
+async fn issue(mut client: Client, entry: &Entry) -> Result<Svid, tonic::Status> {
+    let (key, csr) = key_and_csr(KeyType::P256).map_err(tonic::Status::internal)?;
+    let request = pb::IssueWorkloadCertificateRequest { workload_id: entry.id.clone(), csr_pem: csr };
+    let issued = client.issue_workload_certificate(request).await?.into_inner();
+    let chain_der: Vec<Vec<u8>> = pem::parse_many(issued.certificate_chain_pem.as_bytes())
+        .map_err(|e| tonic::Status::internal(format!("unreadable certificate chain: {e}")))?
+        .into_iter()
+        .map(|p| p.into_contents())
+        .collect();
+    let leaf = chain_der.first().ok_or_else(|| tonic::Status::internal("empty certificate chain"))?;
+    let (_, cert) =
+        X509Certificate::from_der(leaf).map_err(|e| tonic::Status::internal(format!("unreadable certificate: {e}")))?;
+    Ok(Svid {
+        spiffe_id: entry.spiffe_id.clone(),
+        serial: Serial::from_bytes(cert.raw_serial()).as_str().to_owned(),
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+        key_pkcs8: key.serialize_der(),
+        chain_der,
+    })
+}
+
+fn parse_bundle(bundle: &pb::TrustBundle) -> Result<(Bundle, HashSet<String>), String> {
+    let roots_der = pem::parse_many(bundle.roots_pem.as_bytes())
+        .map_err(|e| format!("unreadable roots in the trust bundle: {e}"))?
+        .into_iter()
+        .map(|p| p.into_contents())
+        .collect();
+    let mut revoked = HashSet::new();
+    for der in &bundle.crls {
+        let (_, crl) =
+            x509_parser::parse_x509_crl(der).map_err(|e| format!("unreadable CRL in the trust bundle: {e}"))?;
+        for entry in crl.iter_revoked_certificates() {
+            revoked.insert(Serial::from_bytes(entry.raw_serial()).as_str().to_owned());
+        }
+    }
+    let parsed = Bundle {
+        trust_domain: bundle.trust_domain.clone(),
+        roots_der,
+        crls_der: bundle.crls.clone(),
+        jwks: bundle.jwks_json.clone().into_bytes(),
+        epoch: bundle.revocation_epoch,
+    };
+    Ok((parsed, revoked))
+}
