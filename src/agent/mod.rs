@@ -9,6 +9,7 @@
 //! ([`workload_api`]); streams push every change. An optional HTTP listener serves health and metrics ([`http`]).
 
 pub mod attest;
+pub mod client;
 mod http;
 pub mod jwt;
 pub mod metrics;

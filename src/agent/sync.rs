@@ -28,6 +28,8 @@ const LIST_EVERY: Duration = Duration::from_secs(5);
 const BUNDLE_EVERY: Duration = Duration::from_secs(30);
 /// Longest wait between attempts while principald is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Shortest time between two reads of the entries that callers asked for.
+const LIST_MIN_GAP: Duration = Duration::from_millis(500);
 /// SVIDs issued at once.
 const PARALLEL_ISSUES: usize = 16;
 
@@ -40,6 +42,10 @@ pub struct Syncer {
     pub metrics: Arc<AgentMetrics>,
     /// The client and the certificate it was built with (rebuilt when the node's certificate is renewed).
     client: Mutex<Option<(Vec<u8>, Client)>>,
+    /// Asks for a round that re-reads the entries now (a caller matched none: its entry may be new).
+    kick: tokio::sync::Notify,
+    /// How many times the entries were read: a kicked caller waits for the next one.
+    listed: watch::Sender<u64>,
 }
 
 /// What one round learned.
@@ -47,6 +53,8 @@ struct Round {
     known_epoch: u64,
     bundle_at: Option<Instant>,
     listed_at: Option<Instant>,
+    /// A caller asked for the entries to be read now.
+    kicked: bool,
 }
 
 impl Syncer {
@@ -56,7 +64,17 @@ impl Syncer {
         snapshot: watch::Sender<Arc<Snapshot>>,
         metrics: Arc<AgentMetrics>,
     ) -> Self {
-        Self { dir, poll, snapshot, metrics, client: Mutex::new(None) }
+        Self { dir, poll, snapshot, metrics, client: Mutex::new(None), kick: Default::default(), listed: watch::channel(0).0 }
+    }
+
+    /// Re-reads the entries now and waits (at most `wait`) until that is done: for a caller that matched no entry,
+    /// whose entry may have been created since the last read. Concurrent callers share one read; reads happen at most
+    /// once per [`LIST_MIN_GAP`].
+    pub async fn relist(&self, wait: Duration) {
+        let mut listed = self.listed.subscribe();
+        let seen = *listed.borrow_and_update();
+        self.kick.notify_one();
+        let _ = tokio::time::timeout(wait, listed.wait_for(|n| *n > seen)).await;
     }
 
     /// A client presenting the node's current certificate.
@@ -76,7 +94,7 @@ impl Syncer {
 
     /// Runs until the process ends.
     pub async fn run(self: Arc<Self>) {
-        let mut round = Round { known_epoch: 0, bundle_at: None, listed_at: None };
+        let mut round = Round { known_epoch: 0, bundle_at: None, listed_at: None, kicked: false };
         let mut backoff = self.poll;
         loop {
             match self.round(&mut round).await {
@@ -86,7 +104,10 @@ impl Syncer {
                     }
                     self.metrics.set_connected(true);
                     backoff = self.poll;
-                    tokio::time::sleep(self.poll).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(self.poll) => {}
+                        () = self.kick.notified() => round.kicked = true,
+                    }
                 }
                 Err(error) => {
                     self.metrics.sync_failures.inc();
@@ -113,6 +134,7 @@ impl Syncer {
     }
 
     async fn round(&self, round: &mut Round) -> Result<(), String> {
+        let started = Instant::now();
         let mut client = self.client().await?;
         let current = self.snapshot.borrow().clone();
         let mut next = clone(&current);
@@ -138,7 +160,8 @@ impl Syncer {
             round.bundle_at = Some(Instant::now());
         }
 
-        if epoch_moved || round.listed_at.is_none_or(|t| t.elapsed() >= LIST_EVERY) {
+        let kicked = std::mem::take(&mut round.kicked) && round.listed_at.is_none_or(|t| t.elapsed() >= LIST_MIN_GAP);
+        if epoch_moved || kicked || round.listed_at.is_none_or(|t| t.elapsed() >= LIST_EVERY) {
             let entries = list_entries(&mut client).await?;
             round.listed_at = Some(Instant::now());
             if entries != next.entries {
@@ -194,6 +217,9 @@ impl Syncer {
         if changed {
             self.metrics.entries.set(next.entries.len() as i64);
             self.snapshot.send_replace(Arc::new(next));
+        }
+        if round.listed_at.is_some_and(|t| t >= started) {
+            self.listed.send_modify(|n| *n += 1);
         }
         failure.map_or(Ok(()), Err)
     }

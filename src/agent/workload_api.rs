@@ -20,6 +20,8 @@ use crate::model::{Process, now};
 use crate::proto::spiffe::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::proto::spiffe::*;
 
+/// How long a caller that matched no entry waits for the entries to be read again.
+const RELIST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most JWT-SVIDs cached (per entry and audience set); the oldest go first.
 const MAX_CACHED_JWTS: usize = 10_000;
 
@@ -94,14 +96,19 @@ impl WorkloadApi {
         Self { snapshot, sync, metrics, jwts: Mutex::new(HashMap::new()) }
     }
 
-    /// Refuses a caller that matches no entry (once the entries are known).
-    fn check_entitled(&self, process: &Process) -> Result<(), Status> {
-        let snapshot = self.snapshot.borrow();
-        if snapshot.loaded && snapshot.matching(process).next().is_none() {
-            self.metrics.attestation_refusals.inc();
-            return Err(no_identity());
+    /// Refuses a caller that matches no entry (once the entries are known), after reading the entries once more: a
+    /// workload started right after its entry was created is served, not refused.
+    async fn check_entitled(&self, process: &Process) -> Result<(), Status> {
+        let matches = |snapshot: &Snapshot| !snapshot.loaded || snapshot.matching(process).next().is_some();
+        if matches(&self.snapshot.borrow()) {
+            return Ok(());
         }
-        Ok(())
+        self.sync.relist(RELIST_WAIT).await;
+        if matches(&self.snapshot.borrow()) {
+            return Ok(());
+        }
+        self.metrics.attestation_refusals.inc();
+        Err(no_identity())
     }
 }
 
@@ -141,7 +148,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let process = attested(&request, &self.snapshot).await?;
-        self.check_entitled(&process)?;
+        self.check_entitled(&process).await?;
         let metrics = self.metrics.clone();
         Ok(Response::new(follow(self.snapshot.clone(), move |snapshot| {
             let response = x509_response(snapshot, &process);
@@ -157,7 +164,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let process = attested(&request, &self.snapshot).await?;
-        self.check_entitled(&process)?;
+        self.check_entitled(&process).await?;
         Ok(Response::new(follow(self.snapshot.clone(), move |snapshot| {
             if snapshot.matching(&process).next().is_none() {
                 return Err(no_identity());
@@ -176,6 +183,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if r.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
         }
+        self.check_entitled(&process).await?;
         let entries: Vec<Entry> = {
             let snapshot = self.snapshot.borrow();
             snapshot
@@ -203,7 +211,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let process = attested(&request, &self.snapshot).await?;
-        self.check_entitled(&process)?;
+        self.check_entitled(&process).await?;
         Ok(Response::new(follow(self.snapshot.clone(), move |snapshot| {
             if snapshot.matching(&process).next().is_none() {
                 return Err(no_identity());

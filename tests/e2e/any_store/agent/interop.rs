@@ -1,0 +1,90 @@
+//! Clients someone else wrote: py-spiffe (the `spiffe` package on PyPI, over grpcio) fetches X.509- and JWT-SVIDs and
+//! checks them against the bundles, and a process of another uid gets nothing. The Python environment comes from
+//! `PRINCIPALD_TEST_PYTHON` (scripts/test makes it); without it the tests skip, except under CI=true.
+
+use std::path::PathBuf;
+
+use super::{Agent, entry, server};
+
+/// The Python interpreter that has py-spiffe, if any.
+fn python() -> Option<PathBuf> {
+    let python = std::env::var_os("PRINCIPALD_TEST_PYTHON").map(PathBuf::from);
+    if python.is_none() && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true needs PRINCIPALD_TEST_PYTHON (a Python with the `spiffe` package; scripts/test makes one)");
+    }
+    python
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/pyspiffe_check.py")
+}
+
+fn run(python: &PathBuf, socket: &std::path::Path, args: &[&str], as_user: Option<u32>) -> std::process::Output {
+    let mut command = match as_user {
+        Some(uid) => {
+            let mut c = std::process::Command::new("setpriv");
+            c.args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "--"]).arg(python);
+            c
+        }
+        None => std::process::Command::new(python),
+    };
+    command
+        .arg(script())
+        .args(args)
+        .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
+        .output()
+        .expect("run python")
+}
+
+#[tokio::test]
+async fn py_spiffe_fetches_and_validates_x509_and_jwt_svids() {
+    let Some(python) = python() else { return };
+    let server = server().await;
+    let agent = Agent::join(&server, "node-py").await;
+    entry(&server, "py-web", "node-py", 3600, &[]).await;
+    let socket = agent.socket.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut last = None;
+        // The agent picks the new entry up within seconds.
+        for _ in 0..30 {
+            let out = run(&python, &socket, &["spiffe://principald.local/service/py-web"], None);
+            if out.status.success() {
+                return out;
+            }
+            last = Some(out);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        last.unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "py-spiffe: {text}");
+    assert!(text.contains("ALL CHECKS PASSED"), "{text}");
+}
+
+#[tokio::test]
+async fn a_process_of_another_uid_gets_nothing() {
+    let Some(python) = python() else { return };
+    let root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap() == 0;
+    if !root {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root to switch uids");
+        return;
+    }
+    let server = server().await;
+    let agent = Agent::join(&server, "node-uid").await;
+    entry(&server, "root-only", "node-uid", 3600, &[]).await;
+    // The socket's directory must let the other user reach the socket.
+    let dir = agent.socket.parent().unwrap().to_path_buf();
+    for d in dir.ancestors().take_while(|d| d.starts_with(std::env::temp_dir())) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+    }
+    let socket = agent.socket.clone();
+    let out = tokio::task::spawn_blocking(move || run(&python, &socket, &["--expect-denied"], Some(65534)))
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("DENIED AS EXPECTED"), "{text}");
+}
