@@ -22,6 +22,16 @@ resource "aws_dynamodb_table" "principals" {
     type = "S"
   }
 
+  attribute {
+    name = "workload_node"
+    type = "S"
+  }
+
+  attribute {
+    name = "workload_shard"
+    type = "S"
+  }
+
   global_secondary_index {
     name            = "by_type_shard"
     hash_key        = "type_shard"
@@ -33,6 +43,22 @@ resource "aws_dynamodb_table" "principals" {
   global_secondary_index {
     name            = "by_token_principal"
     hash_key        = "token_principal"
+    range_key       = "id"
+    projection_type = "ALL"
+  }
+
+  # Workload entry items only (sparse): one node's entries, for its agent and for withdrawing a node.
+  global_secondary_index {
+    name            = "by_workload_node"
+    hash_key        = "workload_node"
+    range_key       = "id"
+    projection_type = "ALL"
+  }
+
+  # Workload entry items only (sparse), spread over 8 shards: every entry, merged in id order.
+  global_secondary_index {
+    name            = "by_workload_shard"
+    hash_key        = "workload_shard"
     range_key       = "id"
     projection_type = "ALL"
   }

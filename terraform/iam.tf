@@ -58,7 +58,7 @@ data "aws_iam_policy_document" "task" {
     }
   }
 
-  # The only deletions the service makes: records of intermediates and token keys past retention.
+  # Deletions in meta: records of intermediates and token keys past retention.
   statement {
     sid       = "ForgetExpiredRecords"
     actions   = ["dynamodb:DeleteItem"]
@@ -67,6 +67,23 @@ data "aws_iam_policy_document" "task" {
       test     = "ForAllValues:StringLike"
       variable = "dynamodb:LeadingKeys"
       values   = ["intermediate#*", "token_key#*"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = local.vpc_condition_key
+      values   = local.dynamodb_source
+    }
+  }
+
+  # Deleting a workload entry removes its item from the principals table; principals themselves are never deleted.
+  statement {
+    sid       = "DeleteWorkloadEntries"
+    actions   = ["dynamodb:DeleteItem"]
+    resources = [aws_dynamodb_table.principals.arn]
+    condition {
+      test     = "ForAllValues:StringLike"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["workload#*"]
     }
     condition {
       test     = "StringEquals"

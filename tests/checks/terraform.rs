@@ -189,14 +189,15 @@ fn the_task_role_grants_exactly_the_calls_the_code_makes() {
                     "the audit log is append-and-read only, not {action}"
                 );
             } else if action == "dynamodb:DeleteItem" {
-                // Only expired intermediates' records in meta are ever deleted.
-                assert_eq!(resources, "[\"${aws_dynamodb_table.meta.arn}\"]", "DeleteItem on meta only");
-                let leading = (
-                    "ForAllValues:StringLike".into(),
-                    "dynamodb:LeadingKeys".into(),
-                    "[\"intermediate#*\",\"token_key#*\"]".into(),
-                );
-                assert_eq!(conditions, [leading].into(), "DeleteItem on intermediate records only");
+                // Only expired intermediates' and token keys' records in meta and workload entries in principals are
+                // ever deleted: never a principal, a certificate or an audit event.
+                let keys = match resources.as_str() {
+                    "[\"${aws_dynamodb_table.meta.arn}\"]" => "[\"intermediate#*\",\"token_key#*\"]",
+                    "[\"${aws_dynamodb_table.principals.arn}\"]" => "[\"workload#*\"]",
+                    other => panic!("DeleteItem on meta and principals only, not {other}"),
+                };
+                let leading = ("ForAllValues:StringLike".into(), "dynamodb:LeadingKeys".into(), keys.into());
+                assert_eq!(conditions, [leading].into(), "DeleteItem on {resources}: {keys} only");
             } else if action == "dynamodb:Scan" {
                 assert_eq!(
                     resources, "[\"${aws_dynamodb_table.meta.arn}\",\"${aws_dynamodb_table.certificates.arn}\"]",

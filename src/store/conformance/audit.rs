@@ -14,7 +14,7 @@ fn serial(s: &str) -> Serial {
 use crate::model::CaClaim;
 use crate::store::{PageRequest, Store};
 
-fn event(what: &str, target: &str) -> AuditEvent {
+pub(super) fn event(what: &str, target: &str) -> AuditEvent {
     Recorder::new("conformance", true)
         .event(&Origin::system("conformance"), what, target, serde_json::json!({ "n": 1 }))
         .expect("enabled")
@@ -42,7 +42,7 @@ pub async fn read_and_verify(store: &dyn Store) -> (Vec<Recorded>, Report) {
     (all, verifier.finish())
 }
 
-async fn kinds(store: &dyn Store) -> Vec<String> {
+pub(super) async fn kinds(store: &dyn Store) -> Vec<String> {
     let (events, report) = read_and_verify(store).await;
     assert!(report.broken.is_empty(), "{:?}", report.broken);
     // Chain order, then time (events of one chain are in commit order already).

@@ -17,12 +17,14 @@ mod crl;
 mod enrollment;
 mod hardening;
 mod principals;
+mod workloads;
 pub use audit::*;
 pub use certificates::*;
 pub use crl::*;
 pub use enrollment::*;
 pub use hardening::*;
 pub use principals::*;
+pub use workloads::*;
 
 /// Expands to one `#[tokio::test]` per conformance check; `$make` is an async expression yielding a fresh empty
 /// `Arc<dyn Store>` (each test gets its own).
@@ -52,6 +54,11 @@ macro_rules! store_conformance_tests {
             suspension_revokes_what_the_floor_voids_and_nothing_after, revoking_an_intermediate_revokes_what_it_signed,
             // enrollment.rs
             enrollment_tokens_are_consumed_once_with_their_certificate, enrollment_tokens_are_listed_and_revoked_once,
+            // workloads.rs
+            workload_round_trips_with_its_principal,
+            workload_creation_needs_an_active_node_and_a_new_id_and_a_refusal_writes_nothing,
+            workloads_list_by_node_in_id_order_across_pages, workload_deletion_returns_the_entry_once,
+            workload_changes_record_one_audit_event_each,
             // mod.rs
             ping_answers);
     };

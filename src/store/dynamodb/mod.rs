@@ -2,6 +2,10 @@
 //!
 //! - Keys spread: principals by id, certificates by serial; listings use GSIs whose partition keys are the
 //!   principal's type plus one of 8 hash shards (`by_type_shard`) and the owning principal (`by_principal`).
+//! - The principals table also holds items that are not principals, keyed `<kind>#...` (principal ids cannot contain
+//!   `#`) and without `type_shard`, so they never list as principals: enrollment tokens `enroll#HASH` (sparse index
+//!   `by_token_principal`), stored CRLs `crl#PLACE`, and workload entries `workload#ID` (sparse indexes
+//!   `by_workload_node` for one node's entries and `by_workload_shard` for all of them; see `workloads`).
 //! - The authentication path (`get_principal`, `get_certificate`, `revocation_epoch`) uses strongly consistent
 //!   GetItem on primary keys only; GSIs (eventually consistent) serve listings only.
 //! - Creation is a conditional put; state changes are conditional on the current state; issuing checks the principal
@@ -98,22 +102,30 @@ impl DynamoStore {
     fn epoch_bump(&self) -> Result<TransactWriteItem> {
         writes::epoch_bump(&self.meta, None)
     }
-}
 
-#[async_trait]
-impl Store for DynamoStore {
-    async fn create_principal(&self, principal: &Principal, audit: Option<&AuditEvent>) -> Result<()> {
+    /// The put that creates `principal`, refused (failed condition) if its id exists in any status.
+    fn principal_put(&self, principal: &Principal) -> Result<TransactWriteItem> {
         let put = Put::builder()
             .table_name(&self.principals)
             .set_item(Some(items::principal_item(principal)))
             .condition_expression("attribute_not_exists(id)")
             .build()
             .map_err(|e| Error::internal("put", e))?;
-        match self.transact_audited(vec![TransactWriteItem::builder().put(put).build()], audit).await {
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+/// The refusal of a [`DynamoStore::principal_put`] whose id exists.
+fn principal_exists(principal: &Principal) -> Error {
+    Error::AlreadyExists(format!("principal {:?}", principal.id.as_str()))
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_principal(&self, principal: &Principal, audit: Option<&AuditEvent>) -> Result<()> {
+        match self.transact_audited(vec![self.principal_put(principal)?], audit).await {
             Ok(()) => Ok(()),
-            Err(failure) if failure.failed_condition(0) => {
-                Err(Error::AlreadyExists(format!("principal {:?}", principal.id.as_str())))
-            }
+            Err(failure) if failure.failed_condition(0) => Err(principal_exists(principal)),
             Err(failure) => Err(failure.into_error()),
         }
     }

@@ -96,6 +96,8 @@ pub async fn migrate(client: &Client, prefix: &str) -> Result<Vec<String>> {
             }
             Some(indexes) => {
                 for index in def.global_secondary_indexes.iter().filter(|i| !indexes.contains(&i.index_name)) {
+                    // DynamoDB builds one new index of a table at a time: wait for the previous one.
+                    wait_active(client, &table).await?;
                     add_index(client, &table, &def, index).await?;
                     done.push(format!("created index {table}.{}", index.index_name));
                 }

@@ -1,5 +1,5 @@
 //! The transaction items the DynamoDB store composes its atomic writes from: epoch bumps (with the pending-sweep
-//! record), revocations, generation raises and the principal checks every issuance makes.
+//! record), revocations, generation raises and the principal checks every issuance (and workload creation) makes.
 
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, TransactWriteItem, Update};
 use time::OffsetDateTime;
@@ -97,6 +97,19 @@ pub fn principal_issuable(
         .expression_attribute_values(":active", s(PrincipalStatus::Active.as_str()))
         .expression_attribute_values(":type", s(kind.as_str()))
         .expression_attribute_values(":gen", n_u64(generation));
+    Ok(TransactWriteItem::builder().condition_check(built("condition check", check.build())?).build())
+}
+
+/// Checks the principal exists, is ACTIVE and has `kind` (whatever its generation).
+pub fn principal_active(principals: &str, id: &PrincipalId, kind: PrincipalType) -> Result<TransactWriteItem> {
+    let check = ConditionCheck::builder()
+        .table_name(principals)
+        .key("id", s(id.as_str()))
+        .condition_expression("attribute_exists(id) AND #status = :active AND #type = :type")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_names("#type", "type")
+        .expression_attribute_values(":active", s(PrincipalStatus::Active.as_str()))
+        .expression_attribute_values(":type", s(kind.as_str()));
     Ok(TransactWriteItem::builder().condition_check(built("condition check", check.build())?).build())
 }
 
