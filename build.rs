@@ -17,6 +17,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The SPIFFE Workload API (proto/spiffe/workload, vendored verbatim), served by `principald agent`. It has no
     // package, so prost names its module `_`.
     tonic_prost_build::configure().compile_protos(&["proto/spiffe/workload/workload.proto"], &["proto"])?;
+    // Envoy's Secret Discovery Service (proto/envoy-api: the upstream files it needs, see UPSTREAM.txt), served by
+    // `principald agent` on the same socket.
+    tonic_prost_build::configure().compile_protos(
+        &[
+            "proto/envoy-api/envoy/service/secret/v3/sds.proto",
+            "proto/envoy-api/envoy/extensions/transport_sockets/tls/v3/secret.proto",
+        ],
+        &["proto/envoy-api"],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

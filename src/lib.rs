@@ -47,6 +47,69 @@ pub mod proto {
         #![allow(clippy::all, clippy::pedantic, missing_docs)]
         include!(concat!(env!("OUT_DIR"), "/_.rs"));
     }
+
+    /// Envoy's Secret Discovery Service and the types it carries (proto/envoy-api). The module tree mirrors the
+    /// packages, since prost refers across packages with `super::` paths; annotation-only packages are left out.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+    pub mod envoy_api {
+        macro_rules! package {
+            ($file:literal) => {
+                include!(concat!(env!("OUT_DIR"), "/", $file));
+            };
+        }
+        pub mod envoy {
+            pub mod config {
+                pub mod core {
+                    pub mod v3 {
+                        package!("envoy.config.core.v3.rs");
+                    }
+                }
+            }
+            pub mod extensions {
+                pub mod transport_sockets {
+                    pub mod tls {
+                        pub mod v3 {
+                            package!("envoy.extensions.transport_sockets.tls.v3.rs");
+                        }
+                    }
+                }
+            }
+            pub mod service {
+                pub mod discovery {
+                    pub mod v3 {
+                        package!("envoy.service.discovery.v3.rs");
+                    }
+                }
+                pub mod secret {
+                    pub mod v3 {
+                        package!("envoy.service.secret.v3.rs");
+                    }
+                }
+            }
+            pub mod r#type {
+                pub mod v3 {
+                    package!("envoy.r#type.v3.rs");
+                }
+                pub mod matcher {
+                    pub mod v3 {
+                        package!("envoy.r#type.matcher.v3.rs");
+                    }
+                }
+            }
+        }
+        pub mod google {
+            pub mod rpc {
+                package!("google.rpc.rs");
+            }
+        }
+        pub mod xds {
+            pub mod core {
+                pub mod v3 {
+                    package!("xds.core.v3.rs");
+                }
+            }
+        }
+    }
 }
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider. Call first thing in `main` and in tests: with more

@@ -6,13 +6,14 @@
 //! entries, one in-memory key and X.509-SVID per entry (rotated at half life, replaced at once when the CRLs list it),
 //! and the trust bundle (roots, CRLs, token keys). Workloads connect to a Unix socket; each call is attested from the
 //! socket's peer credentials and /proc ([`attest`]) and answered from the snapshot by the SPIFFE Workload API
-//! ([`workload_api`]); streams push every change. An optional HTTP listener serves health and metrics ([`http`]).
+//! ([`workload_api`]) and Envoy's SDS ([`sds`]); streams push every change. An optional HTTP listener serves health and metrics ([`http`]).
 
 pub mod attest;
 pub mod client;
 mod http;
 pub mod jwt;
 pub mod metrics;
+pub mod sds;
 pub mod state;
 pub mod sync;
 pub mod workload_api;
@@ -29,6 +30,7 @@ use crate::client::keys::KeyType;
 use crate::client::{PROFILE_FILE, Profile};
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
+use crate::proto::envoy_api::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use crate::proto::spiffe::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use metrics::AgentMetrics;
 use state::Snapshot;
@@ -74,10 +76,18 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
 
     let listener = bind_socket(&config.socket)?;
     tracing::info!(socket = %config.socket.display(), "Workload API listening");
-    let api = workload_api::WorkloadApi::new(snapshot.clone(), sync.clone(), metrics.clone());
+    let (closing_tx, closing) = watch::channel(false);
+    let api = workload_api::WorkloadApi::new(snapshot.clone(), closing.clone(), sync.clone(), metrics.clone());
+    let stopping = async move {
+        shutdown.await;
+        tracing::info!("agent stopping: ending open streams");
+        let _ = closing_tx.send(true);
+    };
+    let sds = sds::Sds { snapshot: snapshot.clone(), closing, sync: sync.clone(), metrics: metrics.clone() };
     let served = tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(api))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .add_service(SecretDiscoveryServiceServer::new(sds))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopping)
         .await;
     tasks.shutdown().await;
     let _ = std::fs::remove_file(&config.socket);

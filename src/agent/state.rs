@@ -40,12 +40,15 @@ pub struct Svid {
     pub serial: String,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// When the agent received it (principald backdates `not_before` for clock skew, so its lifetime as served
+    /// starts here).
+    pub received_at: OffsetDateTime,
 }
 
 impl Svid {
-    /// Half its lifetime: when the agent replaces it.
+    /// Half its lifetime as served: when the agent replaces it.
     pub fn rotate_at(&self) -> OffsetDateTime {
-        self.not_before + (self.not_after - self.not_before) / 2
+        self.received_at + (self.not_after - self.received_at) / 2
     }
 }
 

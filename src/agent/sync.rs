@@ -64,7 +64,15 @@ impl Syncer {
         snapshot: watch::Sender<Arc<Snapshot>>,
         metrics: Arc<AgentMetrics>,
     ) -> Self {
-        Self { dir, poll, snapshot, metrics, client: Mutex::new(None), kick: Default::default(), listed: watch::channel(0).0 }
+        Self {
+            dir,
+            poll,
+            snapshot,
+            metrics,
+            client: Mutex::new(None),
+            kick: Default::default(),
+            listed: watch::channel(0).0,
+        }
     }
 
     /// Re-reads the entries now and waits (at most `wait`) until that is done: for a caller that matched no entry,
@@ -122,6 +130,22 @@ impl Syncer {
         }
     }
 
+    /// principald refuses this node (suspended, deleted, its certificate revoked): its workloads' certificates were
+    /// revoked with it, so nothing more is served; open streams end with PERMISSION_DENIED.
+    fn cut_off(&self, status: &tonic::Status) {
+        let current = self.snapshot.borrow().clone();
+        if !current.entries.is_empty() || !current.svids.is_empty() {
+            tracing::error!(
+                reason = status.message(),
+                "principald refuses this node: no SVIDs are served until it is let in again"
+            );
+            let mut next = clone(&current);
+            next.entries.clear();
+            next.svids.clear();
+            self.snapshot.send_replace(Arc::new(next));
+        }
+    }
+
     /// Drops expired SVIDs from the published snapshot (while principald is unreachable nothing else would).
     fn expire(&self) {
         let current = self.snapshot.borrow().clone();
@@ -144,7 +168,14 @@ impl Syncer {
             round.known_epoch = 0;
         }
         let request = pb::GetTrustBundleRequest { known_epoch: round.known_epoch };
-        let bundle = client.get_trust_bundle(request).await.map_err(|s| explain(&s))?.into_inner();
+        let bundle = match client.get_trust_bundle(request).await {
+            Ok(bundle) => bundle.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                self.cut_off(&status);
+                return Err(explain(&status));
+            }
+            Err(status) => return Err(explain(&status)),
+        };
         let epoch_moved = !bundle.unchanged;
         if epoch_moved {
             let (parsed, revoked) = parse_bundle(&bundle)?;
@@ -281,6 +312,7 @@ async fn issue(mut client: Client, entry: &Entry) -> Result<Svid, tonic::Status>
         not_after: cert.validity().not_after.to_datetime(),
         key_pkcs8: key.serialize_der(),
         chain_der,
+        received_at: now(),
     })
 }
 

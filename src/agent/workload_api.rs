@@ -29,6 +29,8 @@ type Stream<T> = ReceiverStream<Result<T, Status>>;
 
 pub struct WorkloadApi {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// True once the agent stops.
+    pub closing: watch::Receiver<bool>,
     pub sync: Arc<Syncer>,
     pub metrics: Arc<AgentMetrics>,
     /// (entry id, audiences) -> (token, issued at, expires at).
@@ -52,7 +54,11 @@ pub async fn attested<T>(request: &Request<T>, snapshot: &watch::Receiver<Arc<Sn
 
 /// A stream that sends `render(snapshot)` now and on every change of the snapshot, when it differs from what was
 /// sent last; `Ok(None)` waits (nothing to send yet), `Err` is sent and ends the stream. Ends when the client goes.
-pub fn follow<T, F>(mut snapshot: watch::Receiver<Arc<Snapshot>>, render: F) -> Stream<T>
+pub fn follow<T, F>(
+    mut snapshot: watch::Receiver<Arc<Snapshot>>,
+    mut closing: watch::Receiver<bool>,
+    render: F,
+) -> Stream<T>
 where
     T: PartialEq + Clone + Send + 'static,
     F: Fn(&Snapshot) -> Result<Option<T>, Status> + Send + 'static,
@@ -81,6 +87,8 @@ where
             tokio::select! {
                 changed = snapshot.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
+                // The agent stops: end the stream (with OK) so the server can close its connections.
+                _ = closing.wait_for(|c| *c) => return,
             }
         }
     });
@@ -92,8 +100,13 @@ pub fn no_identity() -> Status {
 }
 
 impl WorkloadApi {
-    pub fn new(snapshot: watch::Receiver<Arc<Snapshot>>, sync: Arc<Syncer>, metrics: Arc<AgentMetrics>) -> Self {
-        Self { snapshot, sync, metrics, jwts: Mutex::new(HashMap::new()) }
+    pub fn new(
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        closing: watch::Receiver<bool>,
+        sync: Arc<Syncer>,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
+        Self { snapshot, closing, sync, metrics, jwts: Mutex::new(HashMap::new()) }
     }
 
     /// Refuses a caller that matches no entry (once the entries are known), after reading the entries once more: a
@@ -150,7 +163,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let process = attested(&request, &self.snapshot).await?;
         self.check_entitled(&process).await?;
         let metrics = self.metrics.clone();
-        Ok(Response::new(follow(self.snapshot.clone(), move |snapshot| {
+        Ok(Response::new(follow(self.snapshot.clone(), self.closing.clone(), move |snapshot| {
             let response = x509_response(snapshot, &process);
             if let Ok(Some(r)) = &response {
                 metrics.svids_served.inc_by(r.svids.len() as u64);
@@ -165,7 +178,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let process = attested(&request, &self.snapshot).await?;
         self.check_entitled(&process).await?;
-        Ok(Response::new(follow(self.snapshot.clone(), move |snapshot| {
+        Ok(Response::new(follow(self.snapshot.clone(), self.closing.clone(), move |snapshot| {
             if snapshot.matching(&process).next().is_none() {
                 return Err(no_identity());
             }
@@ -212,7 +225,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let process = attested(&request, &self.snapshot).await?;
         self.check_entitled(&process).await?;
-        Ok(Response::new(follow(self.snapshot.clone(), move |snapshot| {
+        Ok(Response::new(follow(self.snapshot.clone(), self.closing.clone(), move |snapshot| {
             if snapshot.matching(&process).next().is_none() {
                 return Err(no_identity());
             }

@@ -31,7 +31,7 @@ pub struct AgentArgs {
     #[arg(long, env = "PRINCIPALD_AGENT_HEALTH_LISTEN")]
     pub health_listen: Option<SocketAddr>,
     /// How often the agent asks principald whether anything was revoked (one cheap call; CRLs only when it was).
-    #[arg(long, env = "PRINCIPALD_AGENT_POLL", default_value = "1s")]
+    #[arg(long, env = "PRINCIPALD_AGENT_POLL", default_value = "500ms")]
     pub poll: String,
 }
 

@@ -81,10 +81,50 @@ async fn a_process_of_another_uid_gets_nothing() {
         let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
     }
     let socket = agent.socket.clone();
-    let out = tokio::task::spawn_blocking(move || run(&python, &socket, &["--expect-denied"], Some(65534)))
-        .await
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || run(&python, &socket, &["--expect-denied"], Some(65534))).await.unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     assert!(text.contains("DENIED AS EXPECTED"), "{text}");
+}
+
+#[tokio::test]
+async fn an_envoy_sds_client_gets_the_secret_then_its_revocation_in_the_validation_context() {
+    use std::io::BufRead;
+    let Some(python) = python() else { return };
+    let server = server().await;
+    let agent = Agent::join(&server, "node-sds").await;
+    entry(&server, "envoy-web", "node-sds", 3600, &[]).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/sds_check.py");
+    let mut child = std::process::Command::new(&python)
+        .arg(script)
+        .arg(format!("unix://{}", agent.socket.display()))
+        .arg("spiffe://principald.local/service/envoy-web")
+        .arg("spiffe://principald.local")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait = std::time::Duration::from_secs(60);
+    let first = tokio::time::timeout(wait, lines.recv()).await.expect("a secret").expect("a line");
+    let serial = first.strip_prefix("SECRET ").unwrap_or_else(|| panic!("{first}")).to_owned();
+    let padded = if serial.len() % 2 == 1 { format!("0{serial}") } else { serial.clone() };
+    server
+        .admin()
+        .await
+        .revoke_certificate(principald::proto::RevokeCertificateRequest { serial: padded, reason: 1 })
+        .await
+        .unwrap();
+    let revoked_at = std::time::Instant::now();
+    let seen = tokio::time::timeout(wait, lines.recv()).await.expect("the revocation").expect("a line");
+    assert_eq!(seen, format!("CRL_HAS {serial}"));
+    eprintln!("revocation reached the SDS client in {:?}", revoked_at.elapsed());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
 }

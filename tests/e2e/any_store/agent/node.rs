@@ -28,7 +28,10 @@ async fn a_node_obtains_certificates_for_its_own_entries_only() {
     let unknown = server
         .client(&node2)
         .await
-        .issue_workload_certificate(pb::IssueWorkloadCertificateRequest { workload_id: "nope".into(), csr_pem: csr.clone() })
+        .issue_workload_certificate(pb::IssueWorkloadCertificateRequest {
+            workload_id: "nope".into(),
+            csr_pem: csr.clone(),
+        })
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::PermissionDenied);
