@@ -121,7 +121,7 @@ async fn join_or_load(config: &AgentConfig) -> Result<Profile> {
     let waiting = |status: &tonic::Status, wait: std::time::Duration| {
         tracing::info!(code = ?status.code(), wait_seconds = wait.as_secs_f64(), "join retried");
     };
-    let enrolled = crate::client::enroll::enroll(token, dir, KeyType::P256, false, waiting)
+    let enrolled = crate::client::enroll::enroll(token, config.server.as_deref(), dir, KeyType::P256, false, waiting)
         .await
         .map_err(|e| Error::Unauthenticated(format!("cannot join: {e}")))?;
     check_is_node(&enrolled.profile).await?;

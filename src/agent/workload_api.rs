@@ -26,6 +26,8 @@ const RELIST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const MAX_CACHED_JWTS: usize = 10_000;
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
+/// (entry id, audiences) -> (token, issued at, expires at), Unix seconds.
+type JwtCache = HashMap<(String, BTreeSet<String>), (String, i64, i64)>;
 
 pub struct WorkloadApi {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -33,8 +35,7 @@ pub struct WorkloadApi {
     pub closing: watch::Receiver<bool>,
     pub sync: Arc<Syncer>,
     pub metrics: Arc<AgentMetrics>,
-    /// (entry id, audiences) -> (token, issued at, expires at).
-    jwts: Mutex<HashMap<(String, BTreeSet<String>), (String, i64, i64)>>,
+    jwts: Mutex<JwtCache>,
 }
 
 /// `Err(INVALID_ARGUMENT)` unless the request carries the Workload API's security header.

@@ -76,15 +76,21 @@ pub struct Enrolled {
 }
 
 /// Enrolls with `token` (a string [`encode`] made): pins the server by the token's CA fingerprint, makes the key
-/// here, consumes the token for a certificate and writes a ready profile to `out`. Waits are reported to `waiting`.
+/// here, consumes the token for a certificate and writes a ready profile to `out`. `server` replaces the token's
+/// address (a machine that reaches principald by another name; the fingerprint still decides whom it trusts). Waits
+/// are reported to `waiting`.
 pub async fn enroll(
     token: &str,
+    server: Option<&str>,
     out: &Path,
     key_type: KeyType,
     force: bool,
     waiting: impl FnMut(&tonic::Status, std::time::Duration),
 ) -> Result<Enrolled, String> {
-    let token = decode(token)?;
+    let mut token = decode(token)?;
+    if let Some(server) = server {
+        token.s = server.to_owned();
+    }
     if !force && out.join(super::PROFILE_FILE).exists() {
         return Err(format!("{} already holds a profile: choose another --out or pass --force", out.display()));
     }

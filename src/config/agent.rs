@@ -10,8 +10,8 @@ use crate::error::Error;
 
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// principald's gRPC address, https://HOST:PORT (taken from the join token when joining; checked against the
-    /// profile afterwards).
+    /// principald's gRPC address, https://HOST:PORT: when joining, instead of the address in the join token (the CA
+    /// fingerprint in the token still decides whom the agent trusts); afterwards it must match the profile's.
     #[arg(long, env = "PRINCIPALD_AGENT_SERVER")]
     pub server: Option<String>,
     /// Where the node's profile (certificate, key, CA) lives; created 0700 when joining.

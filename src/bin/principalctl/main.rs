@@ -114,7 +114,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         use principald::client::enroll;
         let token = enroll::read_token(token.as_deref(), token_file.as_deref())?;
         let waiting = |status: &tonic::Status, wait: std::time::Duration| rpc::announce_wait(status, wait);
-        let enrolled = enroll::enroll(&token, out, *key_type, *force, waiting).await?;
+        let enrolled = enroll::enroll(&token, None, out, *key_type, *force, waiting).await?;
         println!(
             "enrolled {} (certificate {}); profile written to {}",
             enrolled.principal_id,
