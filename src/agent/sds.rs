@@ -60,7 +60,7 @@ pub fn render(
     }
     let t = now();
     let mut tls = BTreeMap::new();
-    for (i, svid) in snapshot.svids_of(&entries, t).iter().enumerate() {
+    for (i, (_, svid)) in snapshot.svids_of(&entries, t).iter().enumerate() {
         let chain: String = svid.chain_der.iter().map(|der| crate::pki::pem::pem_of(der)).collect();
         let key = pem::encode(&pem::Pem::new("PRIVATE KEY", svid.key_pkcs8.clone()));
         let secret = |name: &str| Secret {

@@ -107,13 +107,12 @@ impl Snapshot {
         self.entries.values().any(Entry::needs_sha256)
     }
 
-    /// The unexpired, unrevoked SVIDs of `entries`, in their order.
-    pub fn svids_of<'a>(&'a self, entries: &[&'a Entry], now: OffsetDateTime) -> Vec<Arc<Svid>> {
+    /// The unexpired, unrevoked SVIDs of `entries` with their entry ids, in the entries' order.
+    pub fn svids_of<'a>(&'a self, entries: &[&'a Entry], now: OffsetDateTime) -> Vec<(&'a str, Arc<Svid>)> {
         entries
             .iter()
-            .filter_map(|e| self.svids.get(&e.id))
-            .filter(|s| s.not_after > now && !self.revoked.contains(&s.serial))
-            .cloned()
+            .filter_map(|e| Some((e.id.as_str(), self.svids.get(&e.id)?.clone())))
+            .filter(|(_, s)| s.not_after > now && !self.revoked.contains(&s.serial))
             .collect()
     }
 }

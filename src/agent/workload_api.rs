@@ -135,12 +135,13 @@ fn x509_response(snapshot: &Snapshot, process: &Process) -> Result<Option<X509sv
     let svids: Vec<X509svid> = snapshot
         .svids_of(&entries, now())
         .iter()
-        .map(|s| X509svid {
+        .map(|(entry, s)| X509svid {
             spiffe_id: s.spiffe_id.clone(),
             x509_svid: s.chain_der.concat(),
             x509_svid_key: s.key_pkcs8.clone(),
             bundle: bundle.clone(),
-            hint: String::new(),
+            // The entry's id: lets a workload with several identities pick one (SPIFFE's `hint`).
+            hint: (*entry).to_owned(),
         })
         .collect();
     if svids.is_empty() {
@@ -214,7 +215,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let mut svids = Vec::with_capacity(entries.len());
         for entry in entries {
             let token = self.jwt_for(&entry, &audiences).await?;
-            svids.push(Jwtsvid { spiffe_id: entry.spiffe_id, svid: token, hint: String::new() });
+            svids.push(Jwtsvid { spiffe_id: entry.spiffe_id, svid: token, hint: entry.id });
         }
         self.metrics.svids_served.inc_by(svids.len() as u64);
         Ok(Response::new(JwtsvidResponse { svids }))

@@ -6,6 +6,7 @@
 //! target/release/principald-bench --store dynamodb --dynamodb-endpoint http://127.0.0.1:8000
 //! ```
 
+mod agent;
 mod compare;
 mod crl;
 mod issuance;
@@ -52,7 +53,7 @@ struct Cli {
     /// Principal counts for the scale figures (embedded store); empty to skip them.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
     scale: Vec<u64>,
-    /// Only these figure groups (a, b, c, d, opt, e, k, l, m, o, t, v); all when empty.
+    /// Only these figure groups (a, b, c, d, opt, e, k, l, m, o, t, v, w); all when empty.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also measure issuance with the root key in AWS KMS (this URI, e.g. awskms:alias/bench; AWS_ENDPOINT_URL_KMS
@@ -169,6 +170,11 @@ async fn main() {
         eprintln!("== limits and overload");
         let store = stores::args(&cli).await;
         overload::overload(&mut rows, tmp.path(), store, cli.duration).await;
+    }
+    if wanted("w") {
+        eprintln!("== the workload agent: 1,000 entries");
+        let store = stores::args(&cli).await;
+        agent::agent(&mut rows, tmp.path(), store).await;
     }
     report::print(&rows);
     let json = report::to_json(&rows, machine());

@@ -54,7 +54,7 @@ impl Drop for ServerProcess {
     }
 }
 
-fn sibling(name: &str) -> PathBuf {
+pub fn sibling(name: &str) -> PathBuf {
     let me = std::env::current_exe().expect("current exe");
     me.parent().expect("exe dir").join(name)
 }

@@ -20,6 +20,15 @@ fn script() -> PathBuf {
 }
 
 fn run(python: &PathBuf, socket: &std::path::Path, args: &[&str], as_user: Option<u32>) -> std::process::Output {
+    // Another user may not reach this checkout: it runs a copy beside the socket.
+    let script = match as_user {
+        Some(_) => {
+            let copy = socket.with_file_name("pyspiffe_check.py");
+            std::fs::copy(script(), &copy).unwrap();
+            copy
+        }
+        None => script(),
+    };
     let mut command = match as_user {
         Some(uid) => {
             let mut c = std::process::Command::new("setpriv");
@@ -29,7 +38,7 @@ fn run(python: &PathBuf, socket: &std::path::Path, args: &[&str], as_user: Optio
         None => std::process::Command::new(python),
     };
     command
-        .arg(script())
+        .arg(script)
         .args(args)
         .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
         .output()

@@ -3,6 +3,7 @@
 
 mod interop;
 mod node;
+mod rotation;
 mod workload_api;
 
 use std::path::{Path, PathBuf};
