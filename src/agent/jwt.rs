@@ -19,6 +19,11 @@ pub fn validate(bundle: &Bundle, token: &str, audience: &str) -> Result<(String,
     if header.alg != Algorithm::ES256 {
         return Err(invalid(format!("unsupported algorithm {:?}", header.alg)));
     }
+    // principald's access tokens are signed with the same keys: `typ` (at+jwt) and their `cnf` binding tell them
+    // apart, and an access token is no JWT-SVID.
+    if !matches!(header.typ.as_deref(), None | Some("JWT") | Some("JOSE")) {
+        return Err(invalid(format!("type {:?} is not a JWT-SVID's", header.typ.unwrap_or_default())));
+    }
     let kid = header.kid.ok_or_else(|| invalid("no key id".into()))?;
     let keys: JwkSet = serde_json::from_slice(&jwks_or_empty(bundle)).map_err(|e| invalid(e.to_string()))?;
     let jwk = keys.find(&kid).ok_or_else(|| invalid(format!("key {kid:?} is not in the bundle")))?;
@@ -29,6 +34,9 @@ pub fn validate(bundle: &Bundle, token: &str, audience: &str) -> Result<(String,
     validation.leeway = 0;
     let data =
         jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(|e| invalid(e.to_string()))?;
+    if data.claims.get("cnf").is_some() {
+        return Err(invalid("a certificate-bound access token is not a JWT-SVID".into()));
+    }
     let sub = data.claims["sub"].as_str().unwrap_or_default().to_owned();
     let prefix = format!("{}/", bundle.trust_domain_id());
     if !sub.starts_with(&prefix) || sub.len() == prefix.len() {

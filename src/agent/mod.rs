@@ -87,11 +87,17 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send 
     let served = tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(api))
         .add_service(SecretDiscoveryServiceServer::new(sds))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopping)
+        .serve_with_incoming_shutdown(incoming(listener), stopping)
         .await;
     tasks.shutdown().await;
     let _ = std::fs::remove_file(&config.socket);
     served.map_err(|e| Error::Unavailable(format!("Workload API server failed: {e}")))
+}
+
+/// The socket's connections, each with the moment it was accepted (see [`attest::Accepted`]).
+fn incoming(listener: UnixListener) -> impl tokio_stream::Stream<Item = std::io::Result<attest::Accepted>> {
+    use tokio_stream::StreamExt;
+    UnixListenerStream::new(listener).map(|accepted| accepted.map(attest::Accepted::new))
 }
 
 /// The node's profile: loaded from the data dir, or made by joining with the token (first start).
@@ -148,6 +154,24 @@ async fn check_is_node(profile: &Profile) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a socket directory someone else could swap the socket in: it must belong to this process's user or root
+/// and be writable by no one else (a world-writable /tmp would let any local user serve workloads a false socket).
+fn check_socket_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).map_err(|e| Error::internal("/proc/self", e))?;
+    let meta = std::fs::metadata(dir).map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?;
+    if (meta.uid() != me && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "--socket's directory {} must belong to this user (or root) and be writable by no one else \
+             (owner uid {}, mode {:o})",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 /// Binds the workload socket: its directory is created if missing; a stale socket from a previous run is replaced
 /// (never another kind of file); the socket is world-connectable, since attestation, not file modes, decides who gets
 /// what.
@@ -156,6 +180,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::InvalidArgument(format!("cannot create {}: {e}", parent.display())))?;
+        check_socket_dir(parent)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {

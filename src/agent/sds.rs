@@ -22,7 +22,7 @@ use super::attest;
 use super::metrics::AgentMetrics;
 use super::state::{Entry, Snapshot};
 use super::sync::Syncer;
-use super::workload_api::no_identity;
+use super::workload_api::{no_identity, send};
 use crate::model::{Process, hex, now};
 use crate::proto::envoy_api::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use crate::proto::envoy_api::envoy::extensions::transport_sockets::tls::v3::{
@@ -129,8 +129,8 @@ fn response(version: String, secrets: &[Secret], nonce: u64) -> DiscoveryRespons
 
 impl Sds {
     async fn attested<T>(&self, request: &Request<T>) -> Result<Process, Status> {
-        let hash = self.snapshot.borrow().needs_sha256();
-        let process = attest::caller(request, hash).await?;
+        let current = self.snapshot.borrow().clone();
+        let process = attest::caller(request, |uid| current.needs_sha256_for(uid)).await?;
         let matches = |s: &Snapshot| !s.loaded || s.matching(&process).next().is_some();
         if !matches(&self.snapshot.borrow()) {
             self.sync.relist(std::time::Duration::from_secs(2)).await;
@@ -176,14 +176,14 @@ impl SecretDiscoveryService for Sds {
                             let tls =
                                 secrets.iter().filter(|s| matches!(s.r#type, Some(secret::Type::TlsCertificate(_))));
                             metrics.svids_served.inc_by(tls.count() as u64);
-                            if tx.send(Ok(response(version.clone(), &secrets, nonce))).await.is_err() {
+                            if !send(&tx, Ok(response(version.clone(), &secrets, nonce)), &mut closing).await {
                                 return;
                             }
                             sent_version = Some(version);
                         }
                         Ok(_) => {}
                         Err(status) => {
-                            let _ = tx.send(Err(status)).await;
+                            send(&tx, Err(status), &mut closing).await;
                             return;
                         }
                     }
@@ -193,12 +193,16 @@ impl SecretDiscoveryService for Sds {
                         Ok(Some(r)) => {
                             if let Some(error) = &r.error_detail {
                                 tracing::warn!(version = %r.version_info, message = %error.message, "Envoy rejected the secrets it was sent");
-                            } else if asked && r.response_nonce == nonce.to_string() && r.resource_names == names {
-                                continue; // an ACK: nothing new to send
                             }
-                            if r.resource_names != names || !asked {
+                            let mut asked_for = r.resource_names;
+                            asked_for.sort();
+                            asked_for.dedup();
+                            if asked && asked_for == names {
+                                continue; // an ACK (or a NACK): nothing new to send
+                            }
+                            {
                                 // A new subscription: answer it even if the content did not change.
-                                names = r.resource_names;
+                                names = asked_for;
                                 asked = true;
                                 sent_version = None;
                             }

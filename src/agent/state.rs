@@ -102,9 +102,9 @@ impl Snapshot {
         self.entries.values().filter(move |e| e.admits(process))
     }
 
-    /// Whether attesting anyone needs executables hashed.
-    pub fn needs_sha256(&self) -> bool {
-        self.entries.values().any(Entry::needs_sha256)
+    /// Whether attesting a caller of `uid` needs its executable hashed: an entry for that uid selects on the hash.
+    pub fn needs_sha256_for(&self, uid: u32) -> bool {
+        self.entries.values().any(|e| e.needs_sha256() && e.selectors.contains(&Selector::Uid(uid)))
     }
 
     /// The unexpired, unrevoked SVIDs of `entries` with their entry ids, in the entries' order.

@@ -30,6 +30,8 @@ const BUNDLE_EVERY: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Shortest time between two reads of the entries that callers asked for.
 const LIST_MIN_GAP: Duration = Duration::from_millis(500);
+/// Longest a round with principald may take: a server that accepts but never answers counts as unreachable.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 /// SVIDs issued at once.
 const PARALLEL_ISSUES: usize = 16;
 
@@ -53,9 +55,14 @@ struct Round {
     known_epoch: u64,
     bundle_at: Option<Instant>,
     listed_at: Option<Instant>,
-    /// A caller asked for the entries to be read now.
+    /// A caller asked for the entries to be read now (kept until they are).
     kicked: bool,
+    /// Entries principald refused an SVID for, and when to ask again (sooner if entries or revocations change).
+    refused: std::collections::HashMap<String, Instant>,
 }
+
+/// How long an entry principald refused waits before it is asked for again.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
 impl Syncer {
     pub fn new(
@@ -102,10 +109,14 @@ impl Syncer {
 
     /// Runs until the process ends.
     pub async fn run(self: Arc<Self>) {
-        let mut round = Round { known_epoch: 0, bundle_at: None, listed_at: None, kicked: false };
+        let mut round =
+            Round { known_epoch: 0, bundle_at: None, listed_at: None, kicked: false, refused: Default::default() };
         let mut backoff = self.poll;
         loop {
-            match self.round(&mut round).await {
+            let result = tokio::time::timeout(ROUND_TIMEOUT, self.round(&mut round))
+                .await
+                .unwrap_or_else(|_| Err(format!("principald did not answer within {}s", ROUND_TIMEOUT.as_secs())));
+            match result {
                 Ok(()) => {
                     if !self.metrics.connected() {
                         tracing::info!("principald reachable; serving fresh SVIDs");
@@ -160,9 +171,6 @@ impl Syncer {
     async fn round(&self, round: &mut Round) -> Result<(), String> {
         let started = Instant::now();
         let mut client = self.client().await?;
-        let current = self.snapshot.borrow().clone();
-        let mut next = clone(&current);
-        let mut changed = false;
 
         if round.bundle_at.is_none_or(|t| t.elapsed() >= BUNDLE_EVERY) {
             round.known_epoch = 0;
@@ -178,26 +186,33 @@ impl Syncer {
         };
         let epoch_moved = !bundle.unchanged;
         if epoch_moved {
+            // Published before anything else can fail: a revoked SVID is never served again, whatever follows.
             let (parsed, revoked) = parse_bundle(&bundle)?;
-            if *current.bundle != parsed {
+            let current = self.snapshot.borrow().clone();
+            if *current.bundle != parsed || *current.revoked != revoked {
+                let mut next = clone(&current);
                 next.bundle = Arc::new(parsed);
-                changed = true;
-            }
-            if *current.revoked != revoked {
+                next.svids.retain(|_, s| !revoked.contains(&s.serial));
                 next.revoked = Arc::new(revoked);
-                changed = true;
+                self.snapshot.send_replace(Arc::new(next));
             }
             round.known_epoch = bundle.revocation_epoch;
             round.bundle_at = Some(Instant::now());
+            round.refused.clear();
         }
+        let current = self.snapshot.borrow().clone();
+        let mut next = clone(&current);
+        let mut changed = false;
 
-        let kicked = std::mem::take(&mut round.kicked) && round.listed_at.is_none_or(|t| t.elapsed() >= LIST_MIN_GAP);
+        let kicked = round.kicked && round.listed_at.is_none_or(|t| t.elapsed() >= LIST_MIN_GAP);
         if epoch_moved || kicked || round.listed_at.is_none_or(|t| t.elapsed() >= LIST_EVERY) {
             let entries = list_entries(&mut client).await?;
             round.listed_at = Some(Instant::now());
+            round.kicked = false;
             if entries != next.entries {
                 next.svids.retain(|id, svid| entries.get(id).is_some_and(|e| e.spiffe_id == svid.spiffe_id));
                 next.entries = entries;
+                round.refused.clear();
                 changed = true;
             }
             if !next.loaded {
@@ -210,6 +225,7 @@ impl Syncer {
         let due: Vec<Entry> = next
             .entries
             .values()
+            .filter(|e| round.refused.get(&e.id).is_none_or(|until| *until <= Instant::now()))
             .filter(|e| match next.svids.get(&e.id) {
                 None => true,
                 Some(s) => t >= s.rotate_at() || next.revoked.contains(&s.serial),
@@ -239,8 +255,9 @@ impl Syncer {
                     changed = true;
                 }
                 Err(status) if refused_for_good(&status) => {
-                    tracing::warn!(workload = %id, reason = status.message(), "principald refused an SVID for this entry");
+                    tracing::warn!(workload = %id, reason = status.message(), retry_in_s = REFUSED_RETRY.as_secs(), "principald refused an SVID for this entry");
                     changed |= next.svids.remove(&id).is_some();
+                    round.refused.insert(id, Instant::now() + REFUSED_RETRY);
                 }
                 Err(status) => failure = Some(explain(&status)),
             }
@@ -281,7 +298,12 @@ async fn list_entries(client: &mut Client) -> Result<BTreeMap<String, Entry>, St
         let request = pb::ListNodeWorkloadsRequest { page_size: 1000, page_token };
         let page = client.list_node_workloads(request).await.map_err(|s| explain(&s))?.into_inner();
         for w in page.workloads {
-            let selectors = w.selectors.iter().filter_map(|s| s.parse().ok()).collect();
+            // An entry with a selector this agent cannot read is skipped, never served with fewer conditions.
+            let selectors: Result<Vec<_>, _> = w.selectors.iter().map(|s| s.parse()).collect();
+            let Ok(selectors) = selectors else {
+                tracing::warn!(workload = %w.id, selectors = ?w.selectors, "skipping an entry with a selector this agent does not know");
+                continue;
+            };
             let entry = Entry { id: w.id.clone(), spiffe_id: w.spiffe_id, selectors, ttl_seconds: w.ttl_seconds };
             entries.insert(w.id, entry);
         }

@@ -26,8 +26,8 @@ const RELIST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const MAX_CACHED_JWTS: usize = 10_000;
 
 type Stream<T> = ReceiverStream<Result<T, Status>>;
-/// (entry id, audiences) -> (token, issued at, expires at), Unix seconds.
-type JwtCache = HashMap<(String, BTreeSet<String>), (String, i64, i64)>;
+/// (entry id, audiences) -> (token, issued at, expires at (Unix seconds), the revocation epoch it was issued under).
+type JwtCache = HashMap<(String, BTreeSet<String>), (String, i64, i64, u64)>;
 
 pub struct WorkloadApi {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
@@ -49,8 +49,8 @@ pub fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
 /// The attested caller of `request` (after the header check).
 pub async fn attested<T>(request: &Request<T>, snapshot: &watch::Receiver<Arc<Snapshot>>) -> Result<Process, Status> {
     check_header(request)?;
-    let hash = snapshot.borrow().needs_sha256();
-    attest::caller(request, hash).await
+    let current = snapshot.borrow().clone();
+    attest::caller(request, |uid| current.needs_sha256_for(uid)).await
 }
 
 /// A stream that sends `render(snapshot)` now and on every change of the snapshot, when it differs from what was
@@ -74,13 +74,13 @@ where
                 match render(&current) {
                     Ok(Some(message)) if last.as_ref() != Some(&message) => {
                         last = Some(message.clone());
-                        if tx.send(Ok(message)).await.is_err() {
+                        if !send(&tx, Ok(message), &mut closing).await {
                             return;
                         }
                     }
                     Ok(_) => {}
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        send(&tx, Err(status), &mut closing).await;
                         return;
                     }
                 }
@@ -94,6 +94,19 @@ where
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Sends `item` unless the agent stops first (a client that stopped reading must not hold up shutdown); whether it
+/// was sent.
+pub async fn send<T>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    item: Result<T, Status>,
+    closing: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        _ = closing.wait_for(|c| *c) => false,
+    }
 }
 
 pub fn no_identity() -> Status {
@@ -268,35 +281,62 @@ impl SpiffeWorkloadApi for WorkloadApi {
 }
 
 impl WorkloadApi {
-    /// A cached JWT-SVID with more than half its life left, or a new one from principald.
+    /// A cached JWT-SVID with more than half its life left and no revocation since it was issued, or a new one from
+    /// principald; while principald is unreachable, a cached one that has not expired.
     async fn jwt_for(&self, entry: &Entry, audiences: &BTreeSet<String>) -> Result<String, Status> {
         let key = (entry.id.clone(), audiences.clone());
         let t = now().unix_timestamp();
-        if let Some((token, iat, exp)) = self.jwts.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+        let epoch = self.snapshot.borrow().bundle.epoch;
+        let cached = self.jwts.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        if let Some((token, iat, exp, issued_epoch)) = &cached
             && t < iat + (exp - iat) / 2
+            && *issued_epoch == epoch
         {
             return Ok(token.clone());
         }
-        let mut client = self.sync.client().await.map_err(Status::unavailable)?;
+        let fallback = |status: Status| match &cached {
+            Some((token, _, exp, issued_epoch))
+                if status.code() == tonic::Code::Unavailable && t + 30 < *exp && *issued_epoch == epoch =>
+            {
+                Ok(token.clone())
+            }
+            _ => Err(status),
+        };
+        let mut client = match self.sync.client().await {
+            Ok(client) => client,
+            Err(e) => return fallback(Status::unavailable(e)),
+        };
         let request = crate::proto::IssueWorkloadTokenRequest {
             workload_id: entry.id.clone(),
             audiences: audiences.iter().cloned().collect(),
         };
-        let issued = client.issue_workload_token(request).await.map_err(|s| match s.code() {
-            tonic::Code::PermissionDenied | tonic::Code::NotFound => no_identity(),
-            tonic::Code::InvalidArgument => Status::invalid_argument(s.message().to_owned()),
-            _ => Status::unavailable(format!("cannot obtain a JWT-SVID now: {}", s.message())),
-        })?;
+        let asked = tokio::time::timeout(std::time::Duration::from_secs(10), client.issue_workload_token(request));
+        let issued = match asked.await {
+            Ok(issued) => issued,
+            Err(_) => return fallback(Status::unavailable("principald did not answer within 10s")),
+        };
+        let issued = match issued {
+            Ok(issued) => issued,
+            Err(s) => {
+                return fallback(match s.code() {
+                    tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
+                        no_identity()
+                    }
+                    tonic::Code::InvalidArgument => Status::invalid_argument(s.message().to_owned()),
+                    _ => Status::unavailable(format!("cannot obtain a JWT-SVID now: {}", s.message())),
+                });
+            }
+        };
         let issued = issued.into_inner();
         let exp = issued.expire_time.map_or(t, |e| e.seconds);
         let mut jwts = self.jwts.lock().unwrap_or_else(|p| p.into_inner());
         if jwts.len() >= MAX_CACHED_JWTS {
-            jwts.retain(|_, (_, _, exp)| *exp > t);
+            jwts.retain(|_, (_, _, exp, _)| *exp > t);
             if jwts.len() >= MAX_CACHED_JWTS {
                 jwts.clear();
             }
         }
-        jwts.insert(key, (issued.token.clone(), t, exp));
+        jwts.insert(key, (issued.token.clone(), t, exp, epoch));
         Ok(issued.token)
     }
 }

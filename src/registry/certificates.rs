@@ -86,8 +86,19 @@ impl Registry {
         let csr = ValidatedCsr::parse(csr)?;
         let key = sha256_hex(&csr.spki_der);
         // Both strongly consistent point reads, side by side.
-        let (parent, principal) =
-            tokio::try_join!(self.get_certificate(&caller.serial), self.get_principal(&caller.id))?;
+        let (parent, principal, workload) = tokio::try_join!(
+            self.get_certificate(&caller.serial),
+            self.get_principal(&caller.id),
+            self.store.get_workload(&caller.id)
+        )?;
+        // A workload's certificates come from its node's agent, which attests the process each time; a workload
+        // renewing its own would keep the identity alive without its node.
+        if workload.is_some() {
+            return Err(Error::PermissionDenied(format!(
+                "the certificates of workload {:?} come from its node's agent; a workload cannot renew its own",
+                caller.id.as_str()
+            )));
+        }
         if let Some(renewal) = &parent.renewal {
             return self.renewed_already(&parent, renewal, &key, &principal).await;
         }

@@ -181,8 +181,9 @@ pub(super) async fn start_tokens(
     if t.audiences.is_empty() && !t.jwt_svids {
         return Ok(None);
     }
-    let keys =
-        TokenKeys::start(store.clone(), recorder.clone(), &config.replica_id, t.key_rotation, t.lifetime).await?;
+    // Keys stay published as long as the longest token they sign lives: access tokens or JWT-SVIDs.
+    let longest = t.lifetime.max(crate::access_token::JWT_SVID_LIFETIME);
+    let keys = TokenKeys::start(store.clone(), recorder.clone(), &config.replica_id, t.key_rotation, longest).await?;
     let issuer = t.issuer.clone().unwrap_or_else(|| match oauth_addr {
         Some(addr) => format!("https://localhost:{}", addr.port()),
         None => format!("spiffe://{}", config.identity.trust_domain),

@@ -192,3 +192,42 @@ async fn jwt_svids_validate_for_their_audience_only() {
     // A JWT-SVID is no access token: resource servers that take bound tokens refuse it (it has no cnf).
     assert!(jsonwebtoken::decode_header(&svid.svid).unwrap().typ.as_deref() == Some("JWT"));
 }
+
+#[tokio::test]
+async fn an_svid_cannot_renew_itself_and_an_access_token_is_no_jwt_svid() {
+    let server = crate::common::TestServer::start_with(&["--token-audience", "https://aud.example"]).await;
+    let agent = Agent::join(&server, "node-x").await;
+    entry(&server, "holder", "node-x", 3600, &[]).await;
+    let mut stream = agent.client().await.fetch_x509svid(X509svidRequest {}).await.unwrap().into_inner();
+    let svid = next_matching(&mut stream, |m| !m.svids.is_empty()).await.unwrap().svids.remove(0);
+    // Whoever holds a workload's key cannot keep its identity alive without the node: no self-renewal.
+    let leaf = first_der(&svid.x509_svid);
+    let creds = principald::client::Credentials {
+        ca_pem: pem(&svid.bundle, "CERTIFICATE"),
+        cert_pem: format!("{}{}", pem(&leaf, "CERTIFICATE"), pem(&svid.x509_svid[leaf.len()..], "CERTIFICATE")),
+        key_pem: pem(&svid.x509_svid_key, "PRIVATE KEY"),
+    };
+    let (_, csr) = crate::common::key_and_csr();
+    let mut as_workload = server.client(&creds).await;
+    let refused = as_workload
+        .renew_certificate(pb::RenewCertificateRequest { csr: csr.into_bytes(), validity_seconds: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // An access token (same signing keys, typ at+jwt, cnf) does not pass as a JWT-SVID.
+    let token = server
+        .admin()
+        .await
+        .issue_token(pb::IssueTokenRequest { audience: "https://aud.example".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let refused = agent
+        .client()
+        .await
+        .validate_jwtsvid(ValidateJwtsvidRequest { audience: "https://aud.example".into(), svid: token })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+}
