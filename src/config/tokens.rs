@@ -27,9 +27,9 @@ pub struct TokenArgs {
     /// How long one token signing key signs before the replica replaces it.
     #[arg(long, env = "PRINCIPALD_TOKEN_KEY_ROTATION", default_value = "24h")]
     pub token_key_rotation: String,
-    /// Sign JWT-SVIDs for the workloads of `principald agent` nodes (the token keys run even without
-    /// --token-audience; a JWT-SVID names the audiences its workload asks for). `--jwt-svids false` turns them off.
-    #[arg(long, env = "PRINCIPALD_JWT_SVIDS", default_value_t = true, action = clap::ArgAction::Set,
+    /// Sign JWT-SVIDs for the workloads of `principald agent` nodes (starts the token keys even without
+    /// --token-audience; a JWT-SVID names the audiences its workload asks for). Off by default.
+    #[arg(long, env = "PRINCIPALD_JWT_SVIDS", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub jwt_svids: bool,
 }

@@ -123,7 +123,7 @@ impl PrincipalApi {
         let caller = Caller::from_request(&request)?;
         let r = request.into_inner();
         let tokens = self.tokens.as_ref().ok_or_else(|| {
-            Error::FailedPrecondition("this server issues no JWT-SVIDs (it runs with --jwt-svids false)".into())
+            Error::FailedPrecondition("this server issues no JWT-SVIDs: start it with --jwt-svids".into())
         })?;
         let id = principal_id(&r.workload_id)?;
         let entry = self.registry.node_workload(&caller, &id).await?;
