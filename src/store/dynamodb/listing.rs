@@ -39,23 +39,7 @@ impl DynamoStore {
                 tasks.spawn(async move { this.query_principals(partition, after, status, want).await });
             }
         }
-        let (mut all, mut more) = (Vec::new(), false);
-        while let Some(joined) = tasks.join_next().await {
-            let (found, has_more) = joined.map_err(|e| Error::internal("query task", e))??;
-            all.extend(found);
-            more |= has_more;
-        }
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        if all.len() > want {
-            all.truncate(want);
-            more = true;
-        }
-        let next_token = if more {
-            all.last().map(|p| page_token::encode(Backend::Dynamodb, &listing, p.id.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items: all, next_token })
+        merge_by_id(tasks, want, &listing, |p: &Principal| p.id.as_str()).await
     }
 
     async fn query_principals(
@@ -255,4 +239,28 @@ impl DynamoStore {
             }
         }
     }
+}
+
+/// One page of a listing queried in parallel partitions (index shards): each task returns up to `want` items in id
+/// order and whether its partition has more; the page is the first `want` of their merge by id.
+pub(super) async fn merge_by_id<T: Send + 'static>(
+    mut tasks: tokio::task::JoinSet<Result<(Vec<T>, bool)>>,
+    want: usize,
+    listing: &str,
+    id: impl Fn(&T) -> &str,
+) -> Result<Page<T>> {
+    let (mut all, mut more) = (Vec::new(), false);
+    while let Some(joined) = tasks.join_next().await {
+        let (found, has_more) = joined.map_err(|e| Error::internal("query task", e))??;
+        all.extend(found);
+        more |= has_more;
+    }
+    all.sort_by(|a, b| id(a).cmp(id(b)));
+    if all.len() > want {
+        all.truncate(want);
+        more = true;
+    }
+    let next_token =
+        if more { all.last().map(|item| page_token::encode(Backend::Dynamodb, listing, id(item))) } else { None };
+    Ok(Page { items: all, next_token })
 }

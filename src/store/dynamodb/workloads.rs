@@ -105,23 +105,7 @@ impl DynamoStore {
             let (this, after) = (self.clone(), after.clone());
             tasks.spawn(async move { this.query_workload_partition(index, attribute, value, after, want).await });
         }
-        let (mut all, mut more) = (Vec::new(), false);
-        while let Some(joined) = tasks.join_next().await {
-            let (found, has_more) = joined.map_err(|e| Error::internal("query task", e))??;
-            all.extend(found);
-            more |= has_more;
-        }
-        all.sort_by(|a: &WorkloadEntry, b| a.id.cmp(&b.id));
-        if all.len() > want {
-            all.truncate(want);
-            more = true;
-        }
-        let next_token = if more {
-            all.last().map(|w| page_token::encode(Backend::Dynamodb, &listing, w.id.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items: all, next_token })
+        super::listing::merge_by_id(tasks, want, &listing, |w: &WorkloadEntry| w.id.as_str()).await
     }
 
     /// Up to `want` entries of one index partition after `after` (an item id), and whether there are more.
