@@ -154,16 +154,17 @@ async fn check_is_node(profile: &Profile) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a socket directory someone else could swap the socket in: it must belong to this process's user or root
-/// and be writable by no one else (a world-writable /tmp would let any local user serve workloads a false socket).
+/// Refuses a socket directory someone else could swap the socket in: it must belong to this process's user or root,
+/// and be writable by no one else unless it is sticky like /tmp (there no one else can remove or rename the socket).
 fn check_socket_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let me = std::fs::metadata("/proc/self").map(|m| m.uid()).map_err(|e| Error::internal("/proc/self", e))?;
     let meta = std::fs::metadata(dir).map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?;
-    if (meta.uid() != me && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
+    let shared = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
+    if (meta.uid() != me && meta.uid() != 0) || shared {
         return Err(Error::InvalidArgument(format!(
-            "--socket's directory {} must belong to this user (or root) and be writable by no one else \
-             (owner uid {}, mode {:o})",
+            "--socket's directory {} must belong to this user (or root) and be writable by no one else, or be \
+             sticky like /tmp (owner uid {}, mode {:o})",
             dir.display(),
             meta.uid(),
             meta.mode() & 0o7777
@@ -196,4 +197,20 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
         .map_err(|e| Error::internal("socket permissions", e))?;
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_socket_directory_must_be_private_or_sticky() {
+        let dir = tempfile::tempdir().unwrap();
+        check_socket_dir(dir.path()).expect("a private directory");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(check_socket_dir(dir.path()).is_err(), "a world-writable directory");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_socket_dir(dir.path()).expect("a sticky one, like /tmp");
+    }
 }

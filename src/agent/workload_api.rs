@@ -319,9 +319,9 @@ impl WorkloadApi {
             Ok(issued) => issued,
             Err(s) => {
                 return fallback(match s.code() {
-                    tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
-                        no_identity()
-                    }
+                    tonic::Code::PermissionDenied | tonic::Code::NotFound => no_identity(),
+                    // A suspended workload, or a principald that signs no JWT-SVIDs (--jwt-svids): say which.
+                    tonic::Code::FailedPrecondition => Status::failed_precondition(s.message().to_owned()),
                     tonic::Code::InvalidArgument => Status::invalid_argument(s.message().to_owned()),
                     _ => Status::unavailable(format!("cannot obtain a JWT-SVID now: {}", s.message())),
                 });
