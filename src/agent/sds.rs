@@ -22,7 +22,7 @@ use super::attest;
 use super::metrics::AgentMetrics;
 use super::state::{Entry, Snapshot};
 use super::sync::Syncer;
-use super::workload_api::{no_identity, send};
+use super::workload_api::{entitled, no_identity, send};
 use crate::model::{Process, hex, now};
 use crate::proto::envoy_api::envoy::config::core::v3::{DataSource, data_source::Specifier};
 use crate::proto::envoy_api::envoy::extensions::transport_sockets::tls::v3::{
@@ -131,14 +131,7 @@ impl Sds {
     async fn attested<T>(&self, request: &Request<T>) -> Result<Process, Status> {
         let current = self.snapshot.borrow().clone();
         let process = attest::caller(request, |uid| current.needs_sha256_for(uid)).await?;
-        let matches = |s: &Snapshot| !s.loaded || s.matching(&process).next().is_some();
-        if !matches(&self.snapshot.borrow()) {
-            self.sync.relist(std::time::Duration::from_secs(2)).await;
-            if !matches(&self.snapshot.borrow()) {
-                self.metrics.attestation_refusals.inc();
-                return Err(no_identity());
-            }
-        }
+        entitled(&self.snapshot, &self.sync, &self.metrics, &process).await?;
         Ok(process)
     }
 }

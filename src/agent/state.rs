@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::model::{Process, Selector};
+use crate::model::{Process, Selector, selects_on_hash};
 
 /// A workload entry as the agent knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,13 +19,8 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Whether every selector matches `process`.
     pub fn admits(&self, process: &Process) -> bool {
-        !self.selectors.is_empty() && self.selectors.iter().all(|s| s.matches(process))
-    }
-
-    pub fn needs_sha256(&self) -> bool {
-        self.selectors.iter().any(|s| matches!(s, Selector::Sha256(_)))
+        crate::model::admits(&self.selectors, process)
     }
 }
 
@@ -81,8 +76,8 @@ impl Bundle {
     }
 }
 
-/// One consistent view of everything the agent serves.
-#[derive(Debug, Default)]
+/// One consistent view of everything the agent serves (cheap to clone: the SVIDs and the bundle are shared).
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// Entries by id.
     pub entries: BTreeMap<String, Entry>,
@@ -104,7 +99,7 @@ impl Snapshot {
 
     /// Whether attesting a caller of `uid` needs its executable hashed: an entry for that uid selects on the hash.
     pub fn needs_sha256_for(&self, uid: u32) -> bool {
-        self.entries.values().any(|e| e.needs_sha256() && e.selectors.contains(&Selector::Uid(uid)))
+        self.entries.values().any(|e| selects_on_hash(&e.selectors) && e.selectors.contains(&Selector::Uid(uid)))
     }
 
     /// The unexpired, unrevoked SVIDs of `entries` with their entry ids, in the entries' order.

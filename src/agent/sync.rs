@@ -150,7 +150,7 @@ impl Syncer {
                 reason = status.message(),
                 "principald refuses this node: no SVIDs are served until it is let in again"
             );
-            let mut next = clone(&current);
+            let mut next = Snapshot::clone(&current);
             next.entries.clear();
             next.svids.clear();
             self.snapshot.send_replace(Arc::new(next));
@@ -162,7 +162,7 @@ impl Syncer {
         let current = self.snapshot.borrow().clone();
         let t = now();
         if current.svids.values().any(|s| s.not_after <= t) {
-            let mut next = clone(&current);
+            let mut next = Snapshot::clone(&current);
             next.svids.retain(|_, s| s.not_after > t);
             self.snapshot.send_replace(Arc::new(next));
         }
@@ -190,7 +190,7 @@ impl Syncer {
             let (parsed, revoked) = parse_bundle(&bundle)?;
             let current = self.snapshot.borrow().clone();
             if *current.bundle != parsed || *current.revoked != revoked {
-                let mut next = clone(&current);
+                let mut next = Snapshot::clone(&current);
                 next.bundle = Arc::new(parsed);
                 next.svids.retain(|_, s| !revoked.contains(&s.serial));
                 next.revoked = Arc::new(revoked);
@@ -201,7 +201,7 @@ impl Syncer {
             round.refused.clear();
         }
         let current = self.snapshot.borrow().clone();
-        let mut next = clone(&current);
+        let mut next = Snapshot::clone(&current);
         let mut changed = false;
 
         let kicked = round.kicked && round.listed_at.is_none_or(|t| t.elapsed() >= LIST_MIN_GAP);
@@ -270,16 +270,6 @@ impl Syncer {
             self.listed.send_modify(|n| *n += 1);
         }
         failure.map_or(Ok(()), Err)
-    }
-}
-
-fn clone(s: &Snapshot) -> Snapshot {
-    Snapshot {
-        entries: s.entries.clone(),
-        svids: s.svids.clone(),
-        bundle: s.bundle.clone(),
-        revoked: s.revoked.clone(),
-        loaded: s.loaded,
     }
 }
 

@@ -59,6 +59,7 @@ pub fn follow<T, F>(
     mut snapshot: watch::Receiver<Arc<Snapshot>>,
     mut closing: watch::Receiver<bool>,
     render: F,
+    sent: impl Fn(&T) + Send + 'static,
 ) -> Stream<T>
 where
     T: PartialEq + Clone + Send + 'static,
@@ -76,6 +77,9 @@ where
                         last = Some(message.clone());
                         if !send(&tx, Ok(message), &mut closing).await {
                             return;
+                        }
+                        if let Some(message) = &last {
+                            sent(message);
                         }
                     }
                     Ok(_) => {}
@@ -123,20 +127,29 @@ impl WorkloadApi {
         Self { snapshot, closing, sync, metrics, jwts: Mutex::new(HashMap::new()) }
     }
 
-    /// Refuses a caller that matches no entry (once the entries are known), after reading the entries once more: a
-    /// workload started right after its entry was created is served, not refused.
     async fn check_entitled(&self, process: &Process) -> Result<(), Status> {
-        let matches = |snapshot: &Snapshot| !snapshot.loaded || snapshot.matching(process).next().is_some();
-        if matches(&self.snapshot.borrow()) {
-            return Ok(());
-        }
-        self.sync.relist(RELIST_WAIT).await;
-        if matches(&self.snapshot.borrow()) {
-            return Ok(());
-        }
-        self.metrics.attestation_refusals.inc();
-        Err(no_identity())
+        entitled(&self.snapshot, &self.sync, &self.metrics, process).await
     }
+}
+
+/// Refuses a caller that matches no entry (once the entries are known), after reading the entries once more: a
+/// workload started right after its entry was created is served, not refused. (Workload API and SDS alike.)
+pub async fn entitled(
+    snapshot: &watch::Receiver<Arc<Snapshot>>,
+    sync: &Syncer,
+    metrics: &AgentMetrics,
+    process: &Process,
+) -> Result<(), Status> {
+    let matches = |snapshot: &Snapshot| !snapshot.loaded || snapshot.matching(process).next().is_some();
+    if matches(&snapshot.borrow()) {
+        return Ok(());
+    }
+    sync.relist(RELIST_WAIT).await;
+    if matches(&snapshot.borrow()) {
+        return Ok(());
+    }
+    metrics.attestation_refusals.inc();
+    Err(no_identity())
 }
 
 fn x509_response(snapshot: &Snapshot, process: &Process) -> Result<Option<X509svidResponse>, Status> {
@@ -178,13 +191,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let process = attested(&request, &self.snapshot).await?;
         self.check_entitled(&process).await?;
         let metrics = self.metrics.clone();
-        Ok(Response::new(follow(self.snapshot.clone(), self.closing.clone(), move |snapshot| {
-            let response = x509_response(snapshot, &process);
-            if let Ok(Some(r)) = &response {
-                metrics.svids_served.inc_by(r.svids.len() as u64);
-            }
-            response
-        })))
+        let served = move |r: &X509svidResponse| {
+            metrics.svids_served.inc_by(r.svids.len() as u64);
+        };
+        let render = move |snapshot: &Snapshot| x509_response(snapshot, &process);
+        Ok(Response::new(follow(self.snapshot.clone(), self.closing.clone(), render, served)))
     }
 
     async fn fetch_x509_bundles(
@@ -193,16 +204,21 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let process = attested(&request, &self.snapshot).await?;
         self.check_entitled(&process).await?;
-        Ok(Response::new(follow(self.snapshot.clone(), self.closing.clone(), move |snapshot| {
-            if snapshot.matching(&process).next().is_none() {
-                return Err(no_identity());
-            }
-            let bundle = &snapshot.bundle;
-            Ok(Some(X509BundlesResponse {
-                crl: bundle.crls_der.clone(),
-                bundles: HashMap::from([(bundle.trust_domain_id(), bundle.roots_concatenated())]),
-            }))
-        })))
+        Ok(Response::new(follow(
+            self.snapshot.clone(),
+            self.closing.clone(),
+            move |snapshot| {
+                if snapshot.matching(&process).next().is_none() {
+                    return Err(no_identity());
+                }
+                let bundle = &snapshot.bundle;
+                Ok(Some(X509BundlesResponse {
+                    crl: bundle.crls_der.clone(),
+                    bundles: HashMap::from([(bundle.trust_domain_id(), bundle.roots_concatenated())]),
+                }))
+            },
+            |_| {},
+        )))
     }
 
     async fn fetch_jwtsvid(&self, request: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
@@ -240,15 +256,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let process = attested(&request, &self.snapshot).await?;
         self.check_entitled(&process).await?;
-        Ok(Response::new(follow(self.snapshot.clone(), self.closing.clone(), move |snapshot| {
-            if snapshot.matching(&process).next().is_none() {
-                return Err(no_identity());
-            }
-            let bundle = &snapshot.bundle;
-            Ok(Some(JwtBundlesResponse {
-                bundles: HashMap::from([(bundle.trust_domain_id(), jwt::jwks_or_empty(bundle))]),
-            }))
-        })))
+        Ok(Response::new(follow(
+            self.snapshot.clone(),
+            self.closing.clone(),
+            move |snapshot| {
+                if snapshot.matching(&process).next().is_none() {
+                    return Err(no_identity());
+                }
+                let bundle = &snapshot.bundle;
+                Ok(Some(JwtBundlesResponse {
+                    bundles: HashMap::from([(bundle.trust_domain_id(), jwt::jwks_or_empty(bundle))]),
+                }))
+            },
+            |_| {},
+        )))
     }
 
     async fn validate_jwtsvid(

@@ -14,7 +14,7 @@ mod enrollment;
 pub(crate) use enrollment::{ENROLLMENT_REVOKED, ENROLLMENT_WITHDRAWN, enrollment_refused};
 pub use enrollment::{EnrollmentToken, EnrollmentTokenState};
 mod workload;
-pub use workload::{MAX_SELECTORS, Process, Selector, WorkloadEntry};
+pub use workload::{MAX_SELECTORS, Process, Selector, WorkloadEntry, admits, selects_on_hash};
 /// Durations as users type them (`90s`, `1h30m`, `7d`): parsing and formatting.
 pub mod duration;
 

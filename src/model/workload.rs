@@ -96,6 +96,16 @@ impl Selector {
     }
 }
 
+/// Whether `selectors` admit `process`: there is at least one, and every one matches.
+pub fn admits(selectors: &[Selector], process: &Process) -> bool {
+    !selectors.is_empty() && selectors.iter().all(|s| s.matches(process))
+}
+
+/// Whether `selectors` select on the executable's hash (reading it is the expensive part of attestation).
+pub fn selects_on_hash(selectors: &[Selector]) -> bool {
+    selectors.iter().any(|s| matches!(s, Selector::Sha256(_)))
+}
+
 /// A workload entry as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkloadEntry {
@@ -154,16 +164,6 @@ impl WorkloadEntry {
         Ok(Self { id, node, kind, selectors, ttl, created_at })
     }
 
-    /// Whether every selector matches `process`.
-    pub fn admits(&self, process: &Process) -> bool {
-        self.selectors.iter().all(|s| s.matches(process))
-    }
-
-    /// Whether matching needs the executable's hash (reading it is the expensive part of attestation).
-    pub fn needs_sha256(&self) -> bool {
-        self.selectors.iter().any(|s| matches!(s, Selector::Sha256(_)))
-    }
-
     /// The selectors as stored: one string each, in order.
     pub fn selector_strings(&self) -> Vec<String> {
         self.selectors.iter().map(ToString::to_string).collect()
@@ -201,9 +201,10 @@ mod tests {
         )
         .unwrap();
         let mut p = Process { pid: 1, uid: 10, gid: 5, path: Some("/bin/x".into()), sha256: None };
-        assert!(entry.admits(&p));
+        assert!(admits(&entry.selectors, &p));
         p.path = None;
-        assert!(!entry.admits(&p));
+        assert!(!admits(&entry.selectors, &p));
+        assert!(!admits(&[], &p), "no selectors admit no one");
         let no_uid = WorkloadEntry::new(
             id("w"),
             id("n"),

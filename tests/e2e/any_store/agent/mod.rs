@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use principald::agent::client::{WorkloadClient, connect};
 use principald::config::AgentConfig;
+use principald::proto::spiffe::{X509svidRequest, X509svidResponse};
 use principald::proto::{self as pb};
 use tokio::sync::oneshot;
 
@@ -90,6 +91,14 @@ impl Agent {
 
     pub async fn client(&self) -> WorkloadClient {
         connect(&self.socket).await.expect("connect to the agent's socket")
+    }
+
+    /// A FetchX509SVID stream and the serial of the first SVID it carries.
+    pub async fn first_svid(&self) -> (tonic::Streaming<X509svidResponse>, String) {
+        let mut stream = self.client().await.fetch_x509svid(X509svidRequest {}).await.unwrap().into_inner();
+        let first = next_matching(&mut stream, |m| !m.svids.is_empty()).await.unwrap();
+        let serial = serial_of(&first_der(&first.svids[0].x509_svid));
+        (stream, serial)
     }
 
     /// Stops the agent; returns how `run` ended.

@@ -53,9 +53,7 @@ async fn a_revoked_svid_is_replaced_and_its_serial_pushed_in_the_crls() {
     let server = server().await;
     let agent = Agent::join(&server, "node-r").await;
     entry(&server, "api", "node-r", 3600, &[]).await;
-    let mut stream = agent.client().await.fetch_x509svid(X509svidRequest {}).await.unwrap().into_inner();
-    let first = next_matching(&mut stream, |m| !m.svids.is_empty()).await.unwrap();
-    let serial = serial_of(&first_der(&first.svids[0].x509_svid));
+    let (mut stream, serial) = agent.first_svid().await;
     server
         .admin()
         .await
@@ -81,9 +79,7 @@ async fn deleting_the_entry_revokes_its_certificates_and_ends_the_stream() {
     let server = server().await;
     let agent = Agent::join(&server, "node-d").await;
     entry(&server, "gone", "node-d", 3600, &[]).await;
-    let mut stream = agent.client().await.fetch_x509svid(X509svidRequest {}).await.unwrap().into_inner();
-    let first = next_matching(&mut stream, |m| !m.svids.is_empty()).await.unwrap();
-    let serial = serial_of(&first_der(&first.svids[0].x509_svid));
+    let (mut stream, serial) = agent.first_svid().await;
     let deleted = server
         .admin()
         .await
@@ -104,9 +100,7 @@ async fn suspending_the_node_revokes_the_certificates_of_its_workloads() {
     let server = server().await;
     let agent = Agent::join(&server, "node-s").await;
     entry(&server, "svc", "node-s", 3600, &[]).await;
-    let mut stream = agent.client().await.fetch_x509svid(X509svidRequest {}).await.unwrap().into_inner();
-    let first = next_matching(&mut stream, |m| !m.svids.is_empty()).await.unwrap();
-    let serial = serial_of(&first_der(&first.svids[0].x509_svid));
+    let (mut stream, serial) = agent.first_svid().await;
     server
         .admin()
         .await
